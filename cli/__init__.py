@@ -1,0 +1,39 @@
+"""The `featx` command: one click group whose subcommands are imported only when run."""
+from __future__ import annotations
+
+from importlib import import_module
+
+import click
+
+# name -> (module in featx.cli, one-line help shown by `featx --help` without importing the module)
+COMMANDS = {
+    "demo": ("demo", "Extract features of real ELPV solar-cell images, offline, and show the result."),
+    "extract": ("extract", "Extract features of images into an HDF5 store (only images not yet there)."),
+    "models": ("models", "List the backbones, their feature sizes and whether weights are available."),
+    "info": ("info", "Show what a feature store holds: rows, classes, failures, feature space."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return getattr(import_module(f"featx.cli.{COMMANDS[name][0]}"), name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="featx")
+def main() -> None:
+    """featx: pretrained CNN features, cached in HDF5, for scikit-learn classifiers.
+
+    Typical use: featx extract data/, then featx info cache/<store>.h5.
+    """

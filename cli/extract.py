@@ -1,0 +1,42 @@
+"""`featx extract`."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import user_errors
+
+
+@click.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "-m", default="efficientnet_lite0", show_default=True, help="Backbone name (see: featx models).")
+@click.option("--weights", help="Weights: a state-dict FILE, 'random', or a named variant such as IMAGENET1K_V1.")
+@click.option("--layer", help="Feature layer(s), comma-separated module names; default: the last feature map.")
+@click.option("--pooling", type=click.Choice(["avg", "max", "gem"]), default="avg", show_default=True)
+@click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: cores - 1).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--float16", is_flag=True, help="Store features as float16 (half the disk).")
+@click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
+@click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@user_errors
+def extract(data, model, weights, layer, pooling, store, batch_size, workers, device, float16, label_pattern, strict, quiet):
+    """Extract features of the images in DATA (folders, image files or CSV files of path,label).
+
+    A folder's subfolders name the classes. Images already in the store (same content, same
+    feature space) are not extracted again; bad files are skipped and recorded.
+    """
+    from featx.extraction import extract as run
+
+    report = run(
+        list(data), model, weights=weights, layer=layer, pooling=pooling, store=store,
+        batch_size=batch_size, workers=workers, device=device,
+        dtype="float16" if float16 else "float32", label_pattern=label_pattern, progress=not quiet,
+    )
+    click.echo(report.summary())
+    if strict and report.n_failed:
+        click.echo(f"Error: {report.n_failed} files failed (--strict)", err=True)
+        sys.exit(1)

@@ -1,0 +1,70 @@
+"""Ready-made image sets: any labelled folder, and the ELPV solar-cell benchmark shipped on PyPI."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from .errors import FeatxError
+from .inputs import find_images
+
+# ELPV labels are defect probabilities (0, 1/3, 2/3, 1) given by experts.
+ELPV_CLASSES = ("functional", "possibly_defective", "likely_defective", "defective")
+
+
+def load_folder(path: str | os.PathLike, label_pattern: str | None = None) -> Bunch:
+    """Image paths, labels and class names of a folder, in the style of sklearn's `load_files`.
+
+    Returns a Bunch with `filenames` (paths), `target` (label indices, -1 for none) and `target_names`.
+    """
+    images = find_images(path, label_pattern)
+    return Bunch(filenames=np.array(images.paths, dtype=object), target=images.labels, target_names=list(images.classes))
+
+
+def _elpv_root() -> Path:
+    try:
+        import elpv_dataset
+    except ImportError:
+        raise FeatxError('the ELPV data set is an optional extra: pip install "featx[elpv]"') from None
+    return Path(elpv_dataset.__file__).parent / "data"
+
+
+def load_elpv() -> Bunch:
+    """ELPV: 2,624 300x300 grayscale electroluminescence images of solar cells (Deitsch et al. 2019).
+
+    Returns a Bunch with `filenames` (PNG paths inside the installed package), `target` (0-3: defect
+    probability 0, 1/3, 2/3, 1), `target_names`, `probability` and `cell_type` ("mono" or "poly").
+    """
+    root = _elpv_root()
+    rows = [line.split() for line in (root / "labels.csv").read_text().splitlines() if line.strip()]
+    probability = np.array([float(r[1]) for r in rows])
+    return Bunch(
+        filenames=np.array([str(root / r[0]) for r in rows], dtype=object),
+        target=np.rint(probability * 3).astype(np.int64),
+        target_names=list(ELPV_CLASSES),
+        probability=probability,
+        cell_type=np.array([r[2] for r in rows], dtype=object),
+    )
+
+
+def write_elpv_folder(destination: str | os.PathLike, per_class: int | None = None, seed: int = 0) -> Path:
+    """Copy ELPV images into destination/<class>/ (the layout `featx extract` reads); returns destination.
+
+    `per_class` picks that many images of each class at random (all images when None).
+    """
+    data, destination = load_elpv(), Path(destination)
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(data.target_names):
+        members = np.flatnonzero(data.target == label)
+        if per_class is not None:
+            members = np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
+        (destination / name).mkdir(parents=True, exist_ok=True)
+        for i in members:
+            source = Path(data.filenames[i])
+            target = destination / name / source.name
+            if not target.exists():
+                shutil.copyfile(source, target)
+    return destination

@@ -1,0 +1,42 @@
+"""Choosing the compute device and running a network on batches with the right precision."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import FeatxError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cpu', 'cuda', 'cuda:N' as given (checked)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise FeatxError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise FeatxError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
+    return resolved
+
+
+def autocast(device: torch.device):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); full precision on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class BatchRunner:
+    """Runs a FeatureNetwork on uint8 batches: channels_last, inference_mode, non-blocking copies."""
+
+    def __init__(self, network: torch.nn.Module, device: torch.device) -> None:
+        self.device = device
+        self.network = network.to(device).to(memory_format=torch.channels_last).eval()
+
+    def __call__(self, images: torch.Tensor):
+        with torch.inference_mode(), autocast(self.device):
+            batch = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            return self.network(batch).float().cpu().numpy()

@@ -1,0 +1,30 @@
+"""Errors whose message is meant for the user: the CLI prints them without a traceback."""
+
+
+class FeatxError(Exception):
+    """Base class of featx's user-facing errors."""
+
+
+class UnknownNameError(FeatxError, ValueError):
+    """A model, layer, pooling or similar name that featx does not know."""
+
+    def __init__(self, kind: str, name: str, valid) -> None:
+        valid = list(valid)
+        shown = ", ".join(valid[:40]) + (f", ... ({len(valid)} in all)" if len(valid) > 40 else "")
+        super().__init__(f"unknown {kind} {name!r}; valid names: {shown}")
+
+
+class WeightsUnavailableError(FeatxError):
+    """Pretrained weights that cannot be found on this machine (no download happens)."""
+
+
+class StoreInUseError(FeatxError):
+    """Another process is writing the feature store."""
+
+
+class FeatureSpaceMismatchError(FeatxError):
+    """Features of one feature space asked to mix with another."""
+
+
+class BadInputError(FeatxError, ValueError):
+    """Input data that cannot be used: no images, unreadable CSV, unmatched label pattern..."""

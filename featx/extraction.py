@@ -1,0 +1,196 @@
+"""`featx.extract`: images -> content keys -> only the unseen contents through the network -> the store."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .backbones import DEFAULT_MODEL, Backbone, get_backbone
+from .content import content_keys
+from .device import BatchRunner, resolve_device
+from .errors import FeatxError
+from .inputs import ImageList, find_images
+from .loader import ImageFiles, make_loader
+from .network import build_feature_network, parse_layers
+from .store import FeatureStore
+from .weights import WeightsSource
+
+DTYPES = ("float32", "float16")
+
+
+def cache_dir() -> Path:
+    """Where stores go by default: $FEATX_CACHE, else ./cache."""
+    return Path(os.environ.get("FEATX_CACHE", "cache"))
+
+
+def feature_space(backbone: Backbone, weights: WeightsSource, layer, pooling: str) -> dict:
+    """Everything that determines a feature vector; a store holds exactly one feature space."""
+    return {
+        "model": backbone.name,
+        "weights": weights.id,
+        "preprocessing": backbone.preprocessing().as_dict(),
+        "layer": parse_layers(layer) or ["default:" + (backbone.feature_node or "forward_features")],
+        "pooling": pooling,
+    }
+
+
+def default_store_path(space: dict) -> Path:
+    """cache/<model>-<hash of the feature space>.h5: one file per feature space."""
+    digest = hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
+    return cache_dir() / f"{space['model'].replace('/', '_')}-{digest}.h5"
+
+
+@dataclass
+class ExtractReport:
+    """What one extraction run did; `failures` lists (path, reason) for this run's files that failed."""
+
+    store: Path
+    n_files: int
+    n_unique: int
+    n_cached: int
+    n_extracted: int
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+    def summary(self) -> str:
+        rate = self.n_extracted / self.seconds if self.seconds else 0.0
+        lines = [
+            f"{self.n_files} files, {self.n_unique} unique images: {self.n_extracted} extracted, "
+            f"{self.n_cached} already in the store, {self.n_failed} files failed "
+            f"({self.seconds:.1f} s, {rate:.1f} images/s)",
+            f"store: {self.store}",
+        ]
+        lines += [f"  failed: {path}: {reason}" for path, reason in self.failures[:20]]
+        if self.n_failed > 20:
+            lines.append(f"  ... and {self.n_failed - 20} more (see: featx info {self.store})")
+        return "\n".join(lines)
+
+
+def extract(
+    data: str | os.PathLike | Sequence[str | os.PathLike],
+    model: str = DEFAULT_MODEL,
+    *,
+    weights: str | os.PathLike | None = None,
+    layer: str | Sequence[str] | None = None,
+    pooling: str = "avg",
+    store: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    label_pattern: str | None = None,
+    progress: bool = True,
+) -> ExtractReport:
+    """Extract features of the images in `data` into an HDF5 store and return what was done.
+
+    `data`: folders (one subfolder per class, or flat), image files and CSV files of path,label.
+    Only image contents not yet in the store go through the network; unreadable files are recorded
+    and skipped. Read the result with `featx.load_features(report.store)`.
+    """
+    if dtype not in DTYPES:
+        raise FeatxError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    if batch_size < 1:
+        raise FeatxError("batch size must be at least 1")
+    images = find_images(data, label_pattern)
+    backbone = get_backbone(model)
+    source = backbone.weights(weights)
+    network = build_feature_network(backbone, source, layer, pooling)
+    space = feature_space(backbone, source, layer, pooling)
+    path = Path(store) if store is not None else default_store_path(space)
+    with FeatureStore.create_or_open(path, space, dtype) as opened:
+        start = time.perf_counter()
+        report = _Run(opened, images).execute(
+            BatchRunner(network, resolve_device(device)), backbone, batch_size, workers, progress
+        )
+        report.seconds = time.perf_counter() - start
+        return report
+
+
+class _Run:
+    """One pass over an image list against an open store."""
+
+    def __init__(self, store: FeatureStore, images: ImageList) -> None:
+        self.store, self.images = store, images
+        self.labels = self._store_labels()
+        self.failures: list[tuple[str, str]] = []
+        self.known_failures = store.failures()
+
+    def _store_labels(self) -> list[int]:
+        """Each file's label as an index into the store's classes (new class names are appended)."""
+        known = self.store.classes()
+        new = [c for c in self.images.classes if c not in known]
+        if new:
+            self.store.commit(classes=new)
+        index = {name: i for i, name in enumerate(known + new)}
+        return [index[self.images.classes[l]] if l >= 0 else -1 for l in self.images.labels]
+
+    def _failure(self, index: int, key: str, reason: str) -> tuple[str, str, str] | None:
+        """Report a failed file; the store entry to add, None when the store has it already."""
+        path = self.images.paths[index]
+        self.failures.append((path, reason))
+        return None if self.known_failures.get(path) == (key, reason) else (path, key, reason)
+
+    def execute(self, runner: BatchRunner, backbone: Backbone, batch_size: int, workers, progress: bool) -> ExtractReport:
+        rows = {key: row for row, key in enumerate(self.store.keys())}
+        files = self.store.files()
+        bad_contents = {key: reason for key, reason in self.known_failures.values() if key}
+        entries, failed, pending = [], [], defaultdict(list)  # pending: key -> indices of its files
+        keys = content_keys(self.images.paths)
+        for i, (key, error) in enumerate(keys):
+            path = self.images.paths[i]
+            if key is None:
+                failed.append(self._failure(i, "", error))
+            elif key in rows:
+                if files.get(path) != (rows[key], self.labels[i]):
+                    entries.append((path, rows[key], self.labels[i]))
+            elif key in bad_contents:
+                failed.append(self._failure(i, key, bad_contents[key]))
+            else:
+                pending[key].append(i)
+        self.store.commit(files=entries, failed=[f for f in failed if f])
+        unique = {key for key, _ in keys if key}
+        n_extracted = self._extract(pending, runner, backbone, batch_size, workers, progress) if pending else 0
+        return ExtractReport(
+            store=self.store.path,
+            n_files=len(self.images),
+            n_unique=len(unique),
+            n_cached=len(unique & rows.keys()),
+            n_extracted=n_extracted,
+            failures=self.failures,
+        )
+
+    def _extract(self, pending: dict, runner: BatchRunner, backbone: Backbone, batch_size, workers, progress) -> int:
+        """Run the network over one file per pending content, committing after every batch."""
+        todo = list(pending)
+        paths = self.images.paths
+        dataset = ImageFiles([paths[pending[key][0]] for key in todo], todo, backbone.preprocessing())
+        loader = make_loader(dataset, batch_size, workers, pin_memory=runner.device.type == "cuda")
+        quiet = not progress or not sys.stderr.isatty()
+        extracted = 0
+        with tqdm(total=len(todo), unit="img", desc="extract", disable=quiet, file=sys.stderr) as bar:
+            for indices, images, bad in loader:
+                keys = [todo[i] for i in indices]
+                features = runner(images) if images is not None else None
+                first = self.store.count("rows")
+                entries = [(paths[j], first + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]]
+                failed = [
+                    self._failure(j, todo[i] if permanent else "", reason)
+                    for i, reason, permanent in bad
+                    for j in pending[todo[i]]
+                ]
+                self.store.commit(keys, features, entries, [f for f in failed if f])
+                extracted += len(keys)
+                bar.update(len(indices) + len(bad))
+        return extracted

@@ -1,0 +1,112 @@
+"""Find images and their labels: class folders, flat folders, CSV files of path,label, file-name patterns."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInputError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+UNLABELED = -1
+
+
+@dataclass
+class ImageList:
+    """Image files in a deterministic order; labels index into classes (-1: no label)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    name = os.path.basename(path)
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """The path relative to the working directory when it lies below it, else absolute."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith("..") else relative
+
+
+def _walk(root: Path) -> Iterable[tuple[str, str | None]]:
+    """(path, class folder name or None) for every image below root, sorted."""
+    for directory, subdirs, files in os.walk(root, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        rel = Path(directory).relative_to(root).parts
+        label = rel[0] if rel else None
+        for name in sorted(files):
+            if is_image_file(name):
+                yield os.path.join(directory, name), label
+
+
+def _read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
+    """Rows of path[,label]; relative paths are relative to the CSV file. A header row is optional."""
+    try:
+        with open(path, newline="") as f:
+            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read CSV file {path}: {exc}") from exc
+    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+        rows = rows[1:]
+    for row in rows:
+        file = Path(row[0].strip())
+        if not file.is_absolute():
+            file = path.parent / file
+        label = row[1].strip() if len(row) > 1 and row[1].strip() else None
+        yield str(file), label
+
+
+def _label_from_name(pattern: re.Pattern, path: str) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    match = pattern.search(stem)
+    if match is None:
+        raise BadInputError(f"--label-pattern {pattern.pattern!r} does not match the file name of {path}")
+    if "label" in pattern.groupindex:
+        return match.group("label")
+    return match.group(1) if pattern.groups else match.group(0)
+
+
+def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_pattern: str | None = None) -> ImageList:
+    """Collect images from folders (subfolder name = class), image files and CSV files, in order.
+
+    `label_pattern` is a regular expression searched in each file name without extension; its group
+    `label`, else its first group, else the whole match, is the label (Oxford Pets: ``(.+)_\\d+$``).
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    pattern = re.compile(label_pattern) if label_pattern else None
+    entries: dict[str, str | None] = {}
+    for source in sources:
+        source = Path(source)
+        if source.is_dir():
+            found = _walk(source)
+        elif source.suffix.lower() == ".csv" and source.is_file():
+            found = _read_csv(source)
+        elif source.is_file():
+            found = [(str(source), None)]
+        else:
+            raise BadInputError(f"no such file or folder: {source}")
+        for path, label in found:
+            key = display_path(path)
+            entries.setdefault(key, _label_from_name(pattern, key) if pattern else label)
+    if not entries:
+        raise BadInputError(
+            f"no images found in {', '.join(map(str, sources))} "
+            f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    classes = sorted({label for label in entries.values() if label is not None})
+    index = {name: i for i, name in enumerate(classes)}
+    labels = np.array([index[l] if l is not None else UNLABELED for l in entries.values()], dtype=np.int64)
+    return ImageList(paths=list(entries), labels=labels, classes=classes)

@@ -1,0 +1,75 @@
+"""Decode and resize images in DataLoader worker processes, batching uint8 tensors and failures."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .content import content_key, read_bytes
+from .decode import DecodeError, decode_rgb
+from .preprocessing import Preprocessing
+
+
+class ImageFiles(Dataset):
+    """Item i: (i, uint8 3 x crop x crop tensor, None, False) or (i, None, reason, permanent).
+
+    `permanent` failures come from the bytes themselves (not an image, truncated...) and are remembered
+    by content key; the others (unreadable, changed on disk) are tried again on the next run.
+
+    The bytes are hashed again as they are decoded, so a row's key is always the hash of the very bytes
+    its features came from, even if a file changes during the run.
+    """
+
+    def __init__(self, paths: Sequence[str], keys: Sequence[str], preprocessing: Preprocessing) -> None:
+        self.paths, self.keys = list(paths), list(keys)
+        self.transform = preprocessing.geometric()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            data = read_bytes(self.paths[i])
+            if content_key(data) != self.keys[i]:
+                return i, None, "file changed during extraction; run again", False
+            return i, self.transform(decode_rgb(data)), None, False
+        except DecodeError as exc:
+            return i, None, str(exc), True
+        except OSError as exc:
+            return i, None, f"unreadable: {exc.strerror or exc}", False
+        except Exception as exc:  # a decoder bug on one odd file must never stop the run
+            return i, None, f"cannot decode: {type(exc).__name__}: {exc}", True
+
+
+def collate(batch):
+    """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)])."""
+    good = [(i, t) for i, t, _, _ in batch if t is not None]
+    failed = [(i, reason, permanent) for i, t, reason, permanent in batch if t is None]
+    images = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], images, failed
+
+
+def default_workers() -> int:
+    """Decode workers: leave one core to the network (at least one worker; at most eight)."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int | None, pin_memory: bool = False) -> DataLoader:
+    workers = default_workers() if workers is None else workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=_single_threaded if workers else None,
+    )
+
+
+def _single_threaded(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode; the main process owns the compute threads

@@ -1,0 +1,95 @@
+"""The feature network: normalise a uint8 batch, run the backbone up to its feature layer, pool."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Backbone
+from .errors import UnknownNameError
+from .weights import WeightsSource
+
+POOLINGS = ("avg", "max", "gem")
+
+
+def pool(x: torch.Tensor, how: str) -> torch.Tensor:
+    """Global pooling of an N x C x H x W map to N x C; 2-D inputs pass through."""
+    if x.dim() == 2:
+        return x
+    if x.dim() != 4:
+        raise ValueError(f"cannot pool a feature map of shape {tuple(x.shape)}")
+    if how == "avg":
+        return x.mean((2, 3))
+    if how == "max":
+        return x.amax((2, 3))
+    if how == "gem":  # generalised mean, p=3 (Radenovic et al.); the usual choice for retrieval features
+        return x.float().clamp(min=1e-6).pow(3).mean((2, 3)).pow(1.0 / 3).to(x.dtype)
+    raise UnknownNameError("pooling", how, POOLINGS)
+
+
+class _ForwardFeatures(nn.Module):
+    """timm's forward_features as a module returning {node: map}, like an fx feature extractor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": self.model.forward_features(x)}
+
+
+class FeatureNetwork(nn.Module):
+    """uint8 N x 3 x H x W -> float N x D features: normalise, backbone trunk, pool, concatenate layers."""
+
+    def __init__(self, trunk: nn.Module, mean, std, pooling: str) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.pooling = pooling
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
+        self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.scale.dtype) * self.scale - self.shift
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.trunk(self.normalise(images))
+        return torch.cat([pool(m, self.pooling).flatten(1) for m in maps.values()], dim=1)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def parse_layers(layer: str | Sequence[str] | None) -> list[str] | None:
+    """None, "a", "a,b" or ["a", "b"] -> list of node names (None: the backbone's default layer)."""
+    if layer is None or layer == "":
+        return None
+    names = layer.split(",") if isinstance(layer, str) else list(layer)
+    return [n.strip() for n in names if n.strip()] or None
+
+
+def build_feature_network(
+    backbone: Backbone, weights: WeightsSource, layer: str | Sequence[str] | None = None, pooling: str = "avg"
+) -> FeatureNetwork:
+    """The backbone truncated at `layer` (default: its last feature map), in eval mode."""
+    if pooling not in POOLINGS:
+        raise UnknownNameError("pooling", pooling, POOLINGS)
+    model = backbone.build_model(weights)
+    nodes = parse_layers(layer)
+    if nodes is None and backbone.feature_node is None:
+        trunk: nn.Module = _ForwardFeatures(model)
+    else:
+        nodes = nodes or [backbone.feature_node]
+        valid = layer_names(model)
+        for node in nodes:
+            if node not in valid:
+                raise UnknownNameError(f"layer of {backbone.name}", node, valid)
+        if backbone.family == "timm":
+            from timm.models import create_feature_extractor
+        else:
+            from torchvision.models.feature_extraction import create_feature_extractor
+        trunk = create_feature_extractor(model, return_nodes={n: n for n in nodes})
+    pre = backbone.preprocessing()
+    return FeatureNetwork(trunk, pre.mean, pre.std, pooling).eval()

@@ -1,0 +1,319 @@
+"""The HDF5 feature store: one row per unique image content, in one feature space, append-only.
+
+Layout (every dataset is appended; the root attributes hold how many entries of each are committed):
+    features  rows x D     float32 or float16, chunked, compressed
+    keys      rows         content key of each row (hash of the file bytes)
+    files/    path, row, label   one entry per input file; the newest entry of a path wins
+    classes   class names  (labels index into them)
+    failed/   path, key, reason  files that could not be decoded
+
+Crash safety (h5py has no transactions): data are written past the committed counts, then the counts are
+updated, then the file is flushed. A killed writer leaves at most uncommitted tail entries, which readers
+ignore and the next writer trims. The default (earliest) file format is used: `libver='latest'`/SWMR files
+cannot be reopened for appending after a crash without `h5clear`.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import h5py
+import numpy as np
+
+from .content import KEY_LENGTH
+from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError
+
+FORMAT = "featx-store/1"
+_STR = h5py.string_dtype()
+_TABLES = {  # dataset -> (dtype, commit counter)
+    "keys": (f"S{KEY_LENGTH}", "rows"),
+    "files/path": (_STR, "files"),
+    "files/row": (np.int64, "files"),
+    "files/label": (np.int64, "files"),
+    "classes": (_STR, "classes"),
+    "failed/path": (_STR, "failed"),
+    "failed/key": (f"S{KEY_LENGTH}", "failed"),
+    "failed/reason": (_STR, "failed"),
+}
+COUNTERS = ("rows", "files", "classes", "failed")
+CHUNK_BYTES = 1 << 18
+
+
+class FeatureSet(NamedTuple):
+    """Features of the files in a store, one entry per file; labels index into classes (-1: none)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    paths: np.ndarray
+    classes: np.ndarray
+
+
+class _WriterLock:
+    """An exclusive lock on `<store>.lock` holding the writer's PID.
+
+    fcntl.flock rather than a library: the kernel drops it when the process dies (kill -9 included), so
+    there is never a stale lock, and the PID inside lets the error name the process holding it.
+    """
+
+    def __init__(self, store: Path) -> None:
+        self.path = store.with_name(store.name + ".lock")
+        self.fd: int | None = None
+
+    def holder(self) -> str | None:
+        """PID of another process holding the lock, or None when it is free."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreInUseError(f"feature store {self.path.with_suffix('')} is in use by process {pid}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock; the file stays (deleting it would race)
+            self.fd = None
+
+
+def _decode(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+class FeatureStore:
+    """An open store. Use `FeatureStore.open(path)` to read and `FeatureStore.create_or_open(...)` to write."""
+
+    def __init__(self, path: Path, h5: h5py.File, lock: _WriterLock | None) -> None:
+        self.path, self.h5, self._lock = path, h5, lock
+
+    # ---- opening ----------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> FeatureStore:
+        """Open for reading (committed entries only)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FeatxError(f"no feature store at {path}")
+        holder = _WriterLock(path).holder()
+        if holder is not None:
+            raise StoreInUseError(f"feature store {path} is in use by process {holder} (being written); try again when it ends")
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as exc:
+            raise FeatxError(f"{path} is not a readable HDF5 feature store: {exc}") from exc
+        store = cls(path, h5, None)
+        store._check_format()
+        return store
+
+    @classmethod
+    def create_or_open(cls, path: str | os.PathLike, space: dict, dtype: str = "float32") -> FeatureStore:
+        """Open for appending, creating the file if needed; refuse another feature space or dtype."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _WriterLock(path)
+        lock.acquire()
+        try:
+            exists = path.exists() and path.stat().st_size > 0
+            h5 = h5py.File(path, "a")
+            store = cls(path, h5, lock)
+            if exists:
+                store._check_format()
+                store._check_space(space, dtype)
+                store._trim_uncommitted()
+            else:
+                store._initialise(space, dtype)
+            return store
+        except BaseException:
+            if "h5" in locals():
+                h5.close()
+            lock.release()
+            raise
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _initialise(self, space: dict, dtype: str) -> None:
+        import torch
+        import torchvision
+
+        from . import __version__
+
+        attrs = self.h5.attrs
+        attrs["format"] = FORMAT
+        attrs["feature_space"] = json.dumps(space, sort_keys=True)
+        attrs["dtype"] = dtype
+        attrs["versions"] = json.dumps(
+            {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
+        )
+        for name, (dt, _) in _TABLES.items():
+            self.h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+        for counter in COUNTERS:
+            attrs[counter] = 0
+        self.h5.flush()
+
+    def _check_format(self) -> None:
+        if self.h5.attrs.get("format") != FORMAT:
+            raise FeatxError(f"{self.path} is not a featx feature store (format {self.h5.attrs.get('format')!r})")
+
+    def _check_space(self, space: dict, dtype: str) -> None:
+        mine = self.space
+        if mine != json.loads(json.dumps(space, sort_keys=True)):
+            diff = ", ".join(
+                f"{k}: store has {mine.get(k)!r}, run asks {space.get(k)!r}"
+                for k in sorted(set(mine) | set(space))
+                if mine.get(k) != space.get(k)
+            )
+            raise FeatureSpaceMismatchError(
+                f"{self.path} holds another feature space ({diff}); feature spaces are never mixed: "
+                "use another --store"
+            )
+        if self.dtype != dtype:
+            raise FeatureSpaceMismatchError(f"{self.path} stores {self.dtype} features, this run asks {dtype}")
+
+    def _trim_uncommitted(self) -> None:
+        """Drop entries a killed writer wrote past the committed counts."""
+        for name, (_, counter) in _TABLES.items():
+            if self.h5[name].shape[0] != self.count(counter):
+                self.h5[name].resize((self.count(counter),))
+        if "features" in self.h5 and self.h5["features"].shape[0] != self.count("rows"):
+            self.h5["features"].resize(self.count("rows"), axis=0)
+        self.h5.flush()
+
+    # ---- reading ----------------------------------------------------------------------------------------
+    @property
+    def space(self) -> dict:
+        return json.loads(self.h5.attrs["feature_space"])
+
+    @property
+    def dtype(self) -> str:
+        return str(self.h5.attrs["dtype"])
+
+    @property
+    def versions(self) -> dict:
+        return json.loads(self.h5.attrs["versions"])
+
+    def count(self, counter: str) -> int:
+        return int(self.h5.attrs[counter])
+
+    def _column(self, name: str) -> np.ndarray:
+        return self.h5[name][: self.count(_TABLES[name][1])]
+
+    @property
+    def n_features(self) -> int | None:
+        return self.h5["features"].shape[1] if "features" in self.h5 else None
+
+    def keys(self) -> list[str]:
+        return _decode(self._column("keys"))
+
+    def classes(self) -> list[str]:
+        return _decode(self._column("classes"))
+
+    def files(self) -> dict[str, tuple[int, int]]:
+        """path -> (row, label) for every file, the newest entry of each path winning."""
+        paths = _decode(self._column("files/path"))
+        return dict(zip(paths, zip(self._column("files/row").tolist(), self._column("files/label").tolist())))
+
+    def failures(self) -> dict[str, tuple[str, str]]:
+        """path -> (key, reason) for files that could not be decoded (newest entry wins)."""
+        paths = _decode(self._column("failed/path"))
+        return dict(zip(paths, zip(_decode(self._column("failed/key")), _decode(self._column("failed/reason")))))
+
+    def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Feature rows in the given order (any order, repeats allowed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.zeros((0, self.n_features or 0), dtype=self.dtype)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        if unique[-1] >= self.count("rows"):
+            raise FeatxError(f"{self.path}: row {unique[-1]} is not committed")
+        return self.h5["features"][unique][inverse]
+
+    def load(self) -> FeatureSet:
+        files = self.files()
+        rows = np.fromiter((row for row, _ in files.values()), dtype=np.int64, count=len(files))
+        n = self.count("rows")
+        features = self.h5["features"][:n][rows] if n else np.zeros((0, self.n_features or 0), self.dtype)
+        labels = np.fromiter((label for _, label in files.values()), dtype=np.int64, count=len(files))
+        return FeatureSet(features, labels, np.array(list(files), dtype=object), np.array(self.classes(), dtype=object))
+
+    # ---- writing (committed as a unit: data, then counts, then flush) ------------------------------------
+    def _append(self, name: str, values, counter_values: dict[str, int]) -> None:
+        start = counter_values[_TABLES[name][1]]
+        dataset = self.h5[name]
+        dataset.resize((start + len(values),))
+        dataset[start:] = values
+
+    def commit(
+        self,
+        keys: Sequence[str] = (),
+        features: np.ndarray | None = None,
+        files: Sequence[tuple[str, int, int]] = (),
+        failed: Sequence[tuple[str, str, str]] = (),
+        classes: Sequence[str] = (),
+    ) -> None:
+        """Append rows (keys + features), file entries (path, row, label), failures (path, key, reason)
+        and class names, then commit them all at once."""
+        counts = {c: self.count(c) for c in COUNTERS}
+        if len(keys):
+            features = np.asarray(features, dtype=self.dtype)
+            self._append_features(features, counts["rows"])
+            self._append("keys", np.array(keys, dtype=f"S{KEY_LENGTH}"), counts)
+        for name, column in (("path", 0), ("row", 1), ("label", 2)):
+            if files:
+                self._append(f"files/{name}", [f[column] for f in files], counts)
+        for name, column in (("path", 0), ("key", 1), ("reason", 2)):
+            if failed:
+                values = [f[column] for f in failed]
+                self._append(f"failed/{name}", np.array(values, dtype=f"S{KEY_LENGTH}") if name == "key" else values, counts)
+        if classes:
+            self._append("classes", list(classes), counts)
+        for counter, added in (("rows", len(keys)), ("files", len(files)), ("failed", len(failed)), ("classes", len(classes))):
+            if added:
+                self.h5.attrs[counter] = counts[counter] + added
+        self.h5.flush()
+
+    def _append_features(self, features: np.ndarray, start: int) -> None:
+        if "features" not in self.h5:
+            dim = features.shape[1]
+            chunk_rows = max(1, CHUNK_BYTES // (dim * features.itemsize))
+            self.h5.create_dataset(
+                "features", shape=(0, dim), maxshape=(None, dim), dtype=self.dtype,
+                chunks=(chunk_rows, dim), compression="gzip", compression_opts=1, shuffle=True,
+            )
+        dataset = self.h5["features"]
+        if features.shape[1] != dataset.shape[1]:
+            raise FeatureSpaceMismatchError(f"{self.path} holds {dataset.shape[1]}-d features, got {features.shape[1]}-d")
+        dataset.resize(start + len(features), axis=0)
+        dataset[start:] = features
+
+
+def load_features(store: str | os.PathLike) -> FeatureSet:
+    """(features, labels, paths, classes) of every file in a store, as numpy arrays."""
+    with FeatureStore.open(store) as opened:
+        return opened.load()
