@@ -254,8 +254,20 @@ class FeatureStore:
             raise FeatxError(f"{self.path}: row {unique[-1]} is not committed")
         return self.h5["features"][unique][inverse]
 
-    def load(self) -> FeatureSet:
+    def features_for(self, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(features of the given files in their order, mask of the files found); missing rows are zero."""
+        from .inputs import display_path
+
         files = self.files()
+        rows = [files.get(display_path(p), (-1, -1))[0] for p in paths]
+        found = np.array([r >= 0 for r in rows], dtype=bool)
+        features = np.zeros((len(paths), self.n_features or 0), dtype=self.dtype)
+        if found.any():
+            features[found] = self.rows([r for r in rows if r >= 0])
+        return features, found
+
+    def load(self) -> FeatureSet:
+        files = dict(sorted(self.files().items()))
         rows = np.fromiter((row for row, _ in files.values()), dtype=np.int64, count=len(files))
         n = self.count("rows")
         features = self.h5["features"][:n][rows] if n else np.zeros((0, self.n_features or 0), self.dtype)
@@ -314,6 +326,6 @@ class FeatureStore:
 
 
 def load_features(store: str | os.PathLike) -> FeatureSet:
-    """(features, labels, paths, classes) of every file in a store, as numpy arrays."""
+    """(features, labels, paths, classes) of every file in a store, sorted by path, as numpy arrays."""
     with FeatureStore.open(store) as opened:
         return opened.load()
