@@ -1,7 +1,10 @@
 """Decode and resize images in DataLoader worker processes, batching uint8 tensors and failures."""
 from __future__ import annotations
 
+import functools
 import os
+import signal
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -67,9 +70,23 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int | None, pin_memo
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
-        worker_init_fn=_single_threaded if workers else None,
+        worker_init_fn=functools.partial(_init_worker, os.getpid()) if workers else None,
     )
 
 
-def _single_threaded(_: int) -> None:
+def _init_worker(parent: int, _: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the compute threads
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Forked workers share the store's lock and HDF5 file descriptors: if the extraction is killed,
+    they must die at once rather than hold the lock until they notice. Linux only (PR_SET_PDEATHSIG);
+    elsewhere workers are spawned and inherit no descriptors."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

@@ -130,15 +130,13 @@ class FeatureStore:
         lock = _WriterLock(path)
         lock.acquire()
         try:
-            exists = path.exists() and path.stat().st_size > 0
+            if not path.exists():
+                cls._create(path, space, dtype)
             h5 = h5py.File(path, "a")
             store = cls(path, h5, lock)
-            if exists:
-                store._check_format()
-                store._check_space(space, dtype)
-                store._trim_uncommitted()
-            else:
-                store._initialise(space, dtype)
+            store._check_format()
+            store._check_space(space, dtype)
+            store._trim_uncommitted()
             return store
         except BaseException:
             if "h5" in locals():
@@ -158,24 +156,28 @@ class FeatureStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _initialise(self, space: dict, dtype: str) -> None:
+    @staticmethod
+    def _create(path: Path, space: dict, dtype: str) -> None:
+        """Write an empty store beside `path`, then rename it into place: a kill never leaves half a store."""
         import torch
         import torchvision
 
         from . import __version__
 
-        attrs = self.h5.attrs
-        attrs["format"] = FORMAT
-        attrs["feature_space"] = json.dumps(space, sort_keys=True)
-        attrs["dtype"] = dtype
-        attrs["versions"] = json.dumps(
-            {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
-        )
-        for name, (dt, _) in _TABLES.items():
-            self.h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
-        for counter in COUNTERS:
-            attrs[counter] = 0
-        self.h5.flush()
+        partial = path.with_name(path.name + ".partial")
+        with h5py.File(partial, "w") as h5:
+            attrs = h5.attrs
+            attrs["format"] = FORMAT
+            attrs["feature_space"] = json.dumps(space, sort_keys=True)
+            attrs["dtype"] = dtype
+            attrs["versions"] = json.dumps(
+                {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
+            )
+            for name, (dt, _) in _TABLES.items():
+                h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+            for counter in COUNTERS:
+                attrs[counter] = 0
+        os.replace(partial, path)
 
     def _check_format(self) -> None:
         if self.h5.attrs.get("format") != FORMAT:

@@ -1,0 +1,140 @@
+"""Model bundles: a fitted scikit-learn pipeline + class names + the exact feature space it was trained on.
+
+Saved with skops by default: loading checks every type in the file and refuses anything outside
+scikit-learn, numpy and featx, so a bundle from elsewhere cannot run code. `format="joblib"` (pickle) is
+faster and smaller but UNSAFE: loading a joblib file runs whatever code it holds; load only your own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sklearn.pipeline import Pipeline
+
+from .errors import FeatureSpaceMismatchError, FeatxError
+
+FORMAT = "featx-model/1"
+FORMATS = ("skops", "joblib")
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "featx.")
+
+
+@dataclass
+class ModelBundle:
+    """What `featx fit` saves; `space` and `dtype` are those of the store the pipeline was trained on."""
+
+    pipeline: Pipeline
+    classes: list[str]
+    space: dict
+    dtype: str
+    info: dict = field(default_factory=dict)  # classifier, hyperparameters, featx version
+
+    def check_space(self, space: dict, dtype: str | None = None) -> None:
+        """Refuse features from any other feature space (or storage dtype) than the training one."""
+        mine, theirs = json.dumps(self.space, sort_keys=True), json.dumps(space, sort_keys=True)
+        if mine != theirs:
+            diff = ", ".join(
+                f"{k}: model has {self.space.get(k)!r}, features have {space.get(k)!r}"
+                for k in sorted(set(self.space) | set(space))
+                if self.space.get(k) != space.get(k)
+            )
+            raise FeatureSpaceMismatchError(f"the model was trained on another feature space ({diff})")
+        if dtype is not None and dtype != self.dtype:
+            raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")
+
+    def extraction_args(self, weights: str | os.PathLike | None = None) -> dict:
+        """Arguments of `featx.extract` that reproduce this bundle's feature space.
+
+        Weights named only by a file hash cannot be found again: pass that file as `weights`.
+        """
+        from .backbones import get_backbone
+        from .extraction import feature_space
+
+        backbone = get_backbone(self.space["model"])
+        if weights is None:
+            weights = self._weights_spec(backbone)
+        layers = self.space["layer"]
+        layer = None if layers and layers[0].startswith("default:") else layers
+        pooling = self.space["pooling"]
+        self.check_space(feature_space(backbone, backbone.weights(weights), layer, pooling))
+        return {"model": backbone.name, "weights": weights, "layer": layer, "pooling": pooling, "dtype": self.dtype}
+
+    def _weights_spec(self, backbone) -> str | None:
+        wanted = self.space["weights"]
+        if wanted == backbone.default_weights().id:
+            return None
+        if wanted == "random":
+            return "random"
+        if wanted.startswith("torchvision:"):
+            return wanted.rsplit(".", 1)[-1]
+        raise FeatxError(
+            f"the model's features come from weights {wanted!r}, which featx cannot find by name; "
+            "pass the same weights file with --weights FILE"
+        )
+
+    def save(self, path: str | os.PathLike, format: str = "skops") -> Path:
+        """Write the bundle (skops: safe to share; joblib: pickle, unsafe to load from others)."""
+        if format not in FORMATS:
+            raise FeatxError(f"unknown model format {format!r}; valid: {', '.join(FORMATS)}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": FORMAT,
+            "pipeline": self.pipeline,
+            "classes": list(self.classes),
+            "feature_space": json.dumps(self.space, sort_keys=True),
+            "dtype": self.dtype,
+            "info": json.dumps(self.info),
+        }
+        if format == "skops":
+            import skops.io
+
+            skops.io.dump(state, path)
+        else:
+            import joblib
+
+            joblib.dump(state, path)
+        return path
+
+
+def _load_skops(path: Path) -> object:
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+        refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        if refused:
+            raise FeatxError(f"refusing to load {path}: it holds types outside scikit-learn/numpy/featx: {', '.join(refused)}")
+        return skops.io.load(path, trusted=untrusted)
+    except FeatxError:
+        raise
+    except Exception as exc:
+        raise FeatxError(f"cannot read model file {path}: {exc}") from exc
+
+
+def load_bundle(path: str | os.PathLike) -> ModelBundle:
+    """Read a bundle saved by `ModelBundle.save`. A joblib (pickle) file runs code when loaded: only
+    load joblib files you made yourself; skops files are checked type by type."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatxError(f"no model file at {path}")
+    if zipfile.is_zipfile(path):
+        state = _load_skops(path)
+    else:
+        import joblib
+
+        try:
+            state = joblib.load(path)
+        except Exception as exc:
+            raise FeatxError(f"cannot read model file {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FeatxError(f"{path} is not a featx model (saved by featx fit)")
+    return ModelBundle(
+        pipeline=state["pipeline"],
+        classes=list(state["classes"]),
+        space=json.loads(state["feature_space"]),
+        dtype=state["dtype"],
+        info=json.loads(state["info"]),
+    )

@@ -1,0 +1,70 @@
+"""The classifier registry: `--clf` name -> scikit-learn estimator and the grid of its regularisation parameter."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+
+from .errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A registry entry: `make(class_weight, seed)` builds the estimator; `param` is tuned over `grid`."""
+
+    name: str
+    make: Callable[[object, int], ClassifierMixin]
+    param: str
+    grid: tuple
+    streaming: bool = False  # trained by partial_fit over chunks of the store instead of in memory
+
+
+def _logreg(class_weight, seed: int) -> ClassifierMixin:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=3000, class_weight=class_weight, random_state=seed)
+
+
+def _linsvm(class_weight, seed: int) -> ClassifierMixin:
+    from sklearn.svm import LinearSVC
+
+    return LinearSVC(max_iter=10000, class_weight=class_weight, random_state=seed)
+
+
+def _svm(class_weight, seed: int) -> ClassifierMixin:
+    from sklearn.svm import SVC
+
+    return SVC(kernel="rbf", gamma="scale", class_weight=class_weight, random_state=seed)
+
+
+def _knn(class_weight, seed: int) -> ClassifierMixin:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(weights="distance")  # neighbours have no class weights
+
+
+def _sgd(class_weight, seed: int) -> ClassifierMixin:
+    from sklearn.linear_model import SGDClassifier
+
+    return SGDClassifier(loss="log_loss", class_weight=class_weight, random_state=seed)
+
+
+def _log_grid(low: int, high: int) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.logspace(low, high, high - low + 1))
+
+
+CLASSIFIERS: dict[str, Classifier] = {
+    "logreg": Classifier("logreg", _logreg, "C", _log_grid(-4, 2)),
+    "linsvm": Classifier("linsvm", _linsvm, "C", _log_grid(-5, 1)),
+    "svm": Classifier("svm", _svm, "C", _log_grid(-1, 3)),
+    "knn": Classifier("knn", _knn, "n_neighbors", (1, 3, 5, 9, 15, 25)),
+    "sgd": Classifier("sgd", _sgd, "alpha", _log_grid(-5, 0), streaming=True),
+}
+
+
+def get_classifier(name: str) -> Classifier:
+    if name not in CLASSIFIERS:
+        raise UnknownNameError("classifier", name, CLASSIFIERS)
+    return CLASSIFIERS[name]

@@ -1,0 +1,315 @@
+"""Classifiers on cached features: fit with cross-validated model selection, evaluate, predict.
+
+Samples are unique image contents (store rows): files with identical bytes count once, so a duplicate can
+never sit on both sides of the train/test split. The test split is held out before model selection.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from .bundle import ModelBundle
+from .classifiers import Classifier, get_classifier
+from .errors import BadInputError, FeatxError
+from .report import MAP_POINTS, Report, metrics
+from .store import FeatureStore
+
+SCORING = "balanced_accuracy"
+BLOCK_BYTES = 64 << 20  # features read per step when streaming
+
+
+def stores_in(folder: str | os.PathLike) -> list[Path]:
+    """Feature stores (*.h5) in a folder, newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+
+
+@dataclass
+class _Samples:
+    """The labelled rows of a store: row indices, labels 0..k-1 into `classes`, and the train/test split."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    train: np.ndarray  # indices into rows/labels
+    test: np.ndarray
+
+
+def _samples(store: FeatureStore, cv: int, test_size: float, seed: int) -> _Samples:
+    """Labelled unique rows, split; clear errors for no labels, one class, or too few images per class."""
+    from sklearn.model_selection import train_test_split
+
+    entries = np.array([entry for entry in store.files().values() if entry[1] >= 0], dtype=np.int64).reshape(-1, 2)
+    if not len(entries):
+        raise BadInputError(f"{store.path} has no labelled images (use class folders or CSV labels when extracting)")
+    rows, first = np.unique(entries[:, 0], return_index=True)
+    present, labels = np.unique(entries[first, 1], return_inverse=True)
+    classes = [store.classes()[i] for i in present]
+    if len(classes) < 2:
+        raise BadInputError(f"{store.path} has a single class ({classes[0]}); a classifier needs at least two")
+    counts = np.bincount(labels)
+    needed = max(cv + 1, 2)
+    few = [f"{c} ({n})" for c, n in zip(classes, counts) if n < needed]
+    if few:
+        raise BadInputError(
+            f"classes with fewer than {needed} images (--cv {cv} folds plus the test split): {', '.join(few)}; "
+            "add images or lower --cv"
+        )
+    try:
+        train, test = train_test_split(np.arange(len(rows)), test_size=test_size, stratify=labels, random_state=seed)
+    except ValueError as exc:
+        raise BadInputError(f"cannot hold out a stratified test split (--test-size {test_size}): {exc}") from None
+    short = [f"{c} ({n})" for c, n in zip(classes, np.bincount(labels[train], minlength=len(classes))) if n < cv]
+    if short:
+        raise BadInputError(
+            f"after holding out --test-size {test_size}, classes with fewer training images than --cv {cv} folds: "
+            f"{', '.join(short)}; add images or lower --cv or --test-size"
+        )
+    return _Samples(rows, labels, classes, np.sort(train), np.sort(test))
+
+
+def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None:
+    """None, or balanced weights as an explicit dict (partial_fit does not accept 'balanced')."""
+    if option is None:
+        return None
+    if option != "balanced":
+        raise FeatxError(f"unknown class weight {option!r}; valid: balanced")
+    from sklearn.utils.class_weight import compute_class_weight
+
+    return dict(enumerate(compute_class_weight("balanced", classes=np.arange(k), y=labels).tolist()))
+
+
+def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, n_jobs):
+    """Load the features once; grid search with stratified K-fold on the training part."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = store.rows(s.rows).astype(np.float32, copy=False)
+    grid = list(clf.grid)
+    if clf.param == "n_neighbors":  # no more neighbours than a training fold holds
+        grid = [v for v in grid if v <= len(s.train) * (cv - 1) // cv] or [1]
+    pipeline = Pipeline([("scale", StandardScaler()), ("clf", clf.make(class_weight, seed))])
+    search = GridSearchCV(
+        pipeline, {f"clf__{clf.param}": grid}, scoring=SCORING, n_jobs=n_jobs,
+        cv=StratifiedKFold(cv, shuffle=True, random_state=seed),
+    )
+    search.fit(x[s.train], s.labels[s.train])
+    scores = [
+        (value, float(mean), float(std))
+        for value, mean, std in zip(grid, search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])
+    ]
+    best = search.best_params_[f"clf__{clf.param}"]
+    return search.best_estimator_, best, scores, search.predict(x[s.test]), (x, s.labels)
+
+
+def _blocks(dataset, n_rows: int, block_rows: int, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row indices, features) of the store in blocks of whole HDF5 chunks, in random chunk order when rng."""
+    chunk = dataset.chunks[0] if dataset.chunks else block_rows
+    starts = np.arange(0, n_rows, chunk)
+    if rng is not None:
+        starts = rng.permutation(starts)
+    per_block = max(1, block_rows // chunk)
+    for i in range(0, len(starts), per_block):
+        picked = np.sort(starts[i : i + per_block])
+        yield (
+            np.concatenate([np.arange(a, min(a + chunk, n_rows)) for a in picked]),
+            np.concatenate([dataset[a : min(a + chunk, n_rows)] for a in picked]).astype(np.float32, copy=False),
+        )
+
+
+def _fit_streaming(store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, epochs: int, block_rows: int | None):
+    """SGD by partial_fit over blocks of the store: every grid value x (each CV fold + the whole training
+    part) is trained in the same passes, so the store is read epochs + 2 times whatever the grid."""
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    dataset, n_rows, k = store.h5["features"], store.count("rows"), len(s.classes)
+    block_rows = block_rows or max(1, BLOCK_BYTES // (4 * dataset.shape[1]))
+    sample_of_row = np.full(n_rows, -1)  # row -> index into s.rows / s.labels
+    sample_of_row[s.rows] = np.arange(len(s.rows))
+    fold = np.full(len(s.rows), -2)  # -2: test; else the CV fold of a training sample
+    for f, (_, held) in enumerate(StratifiedKFold(cv, shuffle=True, random_state=seed).split(s.train, s.labels[s.train])):
+        fold[s.train[held]] = f
+    folds = [*range(cv), None]  # None: the model trained on the whole training part
+    models = {(v, f): clf.make(class_weight, seed).set_params(**{clf.param: v}) for v in clf.grid for f in folds}
+
+    def labelled(rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = sample_of_row[rows] >= 0
+        return sample_of_row[rows[keep]], x[keep]
+
+    scaler = StandardScaler()
+    for rows, x in _blocks(dataset, n_rows, block_rows, None):
+        idx, x = labelled(rows, x)
+        if (fold[idx] >= 0).any():
+            scaler.partial_fit(x[fold[idx] >= 0])
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        for rows, x in _blocks(dataset, n_rows, block_rows, rng):
+            idx, x = labelled(rows, x)
+            order = rng.permutation(len(idx))
+            idx, x = idx[order], scaler.transform(x[order])
+            for (_, f), model in models.items():
+                use = (fold[idx] >= 0) & (fold[idx] != f)
+                if use.any():
+                    model.partial_fit(x[use], s.labels[idx[use]], classes=np.arange(k))
+    predicted = np.full((len(clf.grid), len(s.rows)), -1)  # CV predictions on training samples, final on test
+    picked = np.sort(np.random.default_rng(seed).permutation(len(s.rows))[:MAP_POINTS])
+    sample = np.zeros((len(picked), dataset.shape[1]), np.float32)
+    for rows, x in _blocks(dataset, n_rows, block_rows, None):
+        idx, x = labelled(rows, x)
+        hit = np.isin(idx, picked)
+        sample[np.searchsorted(picked, idx[hit])] = x[hit]
+        x = scaler.transform(x)
+        for g, v in enumerate(clf.grid):
+            for f in folds:
+                mine = fold[idx] == (-2 if f is None else f)
+                if mine.any():
+                    predicted[g, idx[mine]] = models[v, f].predict(x[mine])
+    return _pick_streamed(s, clf, models, scaler, predicted, fold, cv), (sample, s.labels[picked])
+
+
+def _pick_streamed(s: _Samples, clf: Classifier, models: dict, scaler, predicted: np.ndarray, fold: np.ndarray, cv: int):
+    """Choose the grid value by mean CV score; its whole-training-part model becomes the pipeline."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import Pipeline
+
+    scores = []
+    for g, v in enumerate(clf.grid):
+        per_fold = [balanced_accuracy_score(s.labels[fold == f], predicted[g, fold == f]) for f in range(cv)]
+        scores.append((v, float(np.mean(per_fold)), float(np.std(per_fold))))
+    g = int(np.argmax([mean for _, mean, _ in scores]))
+    best = clf.grid[g]
+    pipeline = Pipeline([("scale", scaler), ("clf", models[best, None])])
+    return pipeline, best, scores, predicted[g, s.test]
+
+
+def fit(
+    store: str | os.PathLike,
+    clf: str = "logreg",
+    *,
+    cv: int = 5,
+    test_size: float = 0.2,
+    seed: int = 0,
+    class_weight: str | None = None,
+    n_jobs: int | None = None,
+    epochs: int = 10,
+    block_rows: int | None = None,
+) -> tuple[ModelBundle, Report]:
+    """Train `clf` on the labelled features of `store`; returns the model bundle and the test-split report.
+
+    Standardisation + classifier; its regularisation is chosen by stratified `cv`-fold cross-validation
+    (balanced accuracy) on the training part only. `sgd` streams the store (`epochs` passes, `block_rows`
+    rows read at a time) instead of loading it.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from . import __version__
+
+    chosen = get_classifier(clf)
+    if cv < 2:
+        raise FeatxError("--cv must be at least 2")
+    if not 0 < test_size < 1:
+        raise FeatxError("--test-size must be between 0 and 1")
+    start = time.perf_counter()
+    # One BLAS thread: parallelism comes from --n-jobs over CV fits; threaded BLAS on these small
+    # matrices oversubscribes the cores and runs many times slower.
+    with FeatureStore.open(store) as opened, threadpool_limits(limits=1, user_api="blas"):
+        s = _samples(opened, cv, test_size, seed)
+        weight = _class_weight(class_weight, s.labels[s.train], len(s.classes))
+        if chosen.streaming:
+            (pipeline, best, scores, predicted), sample = _fit_streaming(opened, s, chosen, weight, cv, seed, epochs, block_rows)
+        else:
+            pipeline, best, scores, predicted, sample = _fit_in_memory(opened, s, chosen, weight, cv, seed, n_jobs)
+        space, dtype = opened.space, opened.dtype
+    hyperparameters = {chosen.param: best}
+    details = {
+        "classifier": clf,
+        "hyperparameters": hyperparameters,
+        "class_weight": class_weight,
+        "store": str(store),
+        "n_train": int(len(s.train)),
+        "n_test": int(len(s.test)),
+        "cv_folds": cv,
+        "scoring": SCORING,
+        "cv_scores": [{"param": chosen.param, "value": v, "mean": m, "std": sd} for v, m, sd in scores],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    report = Report(s.classes, metrics(s.labels[s.test], predicted, s.classes), details, sample)
+    info = {"classifier": clf, "hyperparameters": hyperparameters, "class_weight": class_weight, "featx": __version__}
+    return ModelBundle(pipeline, s.classes, space, dtype, info), report
+
+
+@dataclass
+class Predictions:
+    """Predicted classes of image files, with per-class probabilities or decision scores."""
+
+    paths: list[str]
+    predicted: list[str]
+    scores: np.ndarray
+    score_kind: str  # "probability" or "score"
+    classes: list[str]
+
+    def write_csv(self, out: TextIO) -> None:
+        writer = csv.writer(out)
+        writer.writerow(["path", "predicted", *(f"{self.score_kind}:{c}" for c in self.classes)])
+        for path, name, row in zip(self.paths, self.predicted, self.scores):
+            writer.writerow([path, name, *(f"{v:.6g}" for v in row)])
+
+
+def _bundle_features(bundle: ModelBundle, data, weights, **options):
+    """Extract `data` (through the cache) in the bundle's own feature space; features of the files that worked."""
+    from .extraction import extract
+    from .inputs import find_images
+
+    images = find_images(data)
+    done = extract(data, **bundle.extraction_args(weights), **options)
+    with FeatureStore.open(done.store) as opened:
+        bundle.check_space(opened.space, opened.dtype)
+        features, found = opened.features_for(images.paths)
+    return images, features.astype(np.float32, copy=False), found, done
+
+
+def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
+    """Report of the bundle on labelled images (class folders or CSV labels); returns (Report, ExtractReport).
+
+    `options` go to `featx.extract` (device, batch_size, workers, progress).
+    """
+    images, features, found, done = _bundle_features(bundle, data, weights, **options)
+    unknown = sorted(set(images.classes) - set(bundle.classes))
+    if unknown:
+        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(bundle.classes)})")
+    index = np.array([bundle.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
+    labels = index[images.labels]  # label -1 picks the trailing -1
+    use = found & (labels >= 0)
+    if not use.any():
+        raise BadInputError("no labelled image could be evaluated (evaluate needs class folders or CSV labels; "
+                            "featx predict handles unlabelled images)")
+    predicted = bundle.pipeline.predict(features[use])
+    details = {"classifier": bundle.info.get("classifier"), "hyperparameters": bundle.info.get("hyperparameters"),
+               "store": str(done.store), "n_failed": done.n_failed}
+    return Report(bundle.classes, metrics(labels[use], predicted, bundle.classes), details, (features[use], labels[use])), done
+
+
+def predict(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
+    """Predictions of the bundle for every readable image in `data`; returns (Predictions, ExtractReport)."""
+    images, features, found, done = _bundle_features(bundle, data, weights, **options)
+    if not found.any():
+        raise BadInputError(f"none of the {len(images)} images could be read: " + "; ".join(f"{p}: {r}" for p, r in done.failures[:3]))
+    x, pipeline = features[found], bundle.pipeline
+    if hasattr(pipeline, "predict_proba"):
+        scores, kind = pipeline.predict_proba(x), "probability"
+    else:
+        scores, kind = pipeline.decision_function(x), "score"
+        if scores.ndim == 1:  # binary: the score of the second class; the first gets its opposite
+            scores = np.column_stack([-scores, scores])
+    predicted = [bundle.classes[i] for i in pipeline.predict(x)]
+    paths = [p for p, ok in zip(images.paths, found) if ok]
+    return Predictions(paths, predicted, scores, kind, bundle.classes), done

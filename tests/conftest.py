@@ -1,0 +1,42 @@
+"""Shared fixtures: real images (ELPV solar cells, scikit-image photographs) and a private cache folder."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """No test writes into the repository's cache/ folder."""
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "featx-cache"))
+    return tmp_path / "featx-cache"
+
+
+@pytest.fixture(scope="session")
+def elpv_folder(tmp_path_factory) -> Path:
+    """Real ELPV images, 5 per class, in class folders (20 images)."""
+    from featx.datasets import write_elpv_folder
+
+    return write_elpv_folder(tmp_path_factory.mktemp("elpv") / "cells", per_class=5)
+
+
+@pytest.fixture
+def elpv_copy(elpv_folder, tmp_path) -> Path:
+    """A private, writable copy of elpv_folder."""
+    return Path(shutil.copytree(elpv_folder, tmp_path / "cells"))
+
+
+@pytest.fixture(scope="session")
+def chelsea() -> Image.Image:
+    """scikit-image's photograph of Chelsea the cat."""
+    from skimage import data
+
+    return Image.fromarray(data.chelsea())
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)

@@ -1,0 +1,115 @@
+"""The registry: real pretrained default, preprocessing from the weights' metadata, clear offline errors."""
+import pytest
+import torch
+
+from featx.backbones import DEFAULT_MODEL, REGISTRY, get_backbone
+from featx.errors import UnknownNameError, WeightsUnavailableError
+from featx.network import build_feature_network
+
+
+def test_default_backbone_is_really_pretrained(chelsea):
+    """Keep Lite0's 1000-class head: Chelsea must come out as a cat (ImageNet classes 281-285)."""
+    backbone = get_backbone(DEFAULT_MODEL)
+    model = backbone.build_model(backbone.weights())
+    network = build_feature_network(backbone, backbone.weights())
+    pre = backbone.preprocessing()
+    image = pre.geometric()(chelsea)[None]
+    with torch.inference_mode():
+        probabilities = model(network.normalise(image)).softmax(-1)[0]
+    top = int(probabilities.argmax())
+    assert 281 <= top <= 285, backbone.categories()[top]
+    assert probabilities[281:286].sum() > 0.8
+    assert backbone.categories()[281] == "tabby"
+
+
+def test_default_preprocessing_matches_its_weights():
+    """tf_efficientnet_lite0: TF-style inputs in [-1, 1], 224 px crop of a bicubic 256 px resize."""
+    import timm
+
+    pre = get_backbone(DEFAULT_MODEL).preprocessing()
+    cfg = timm.models.get_pretrained_cfg("tf_efficientnet_lite0")
+    assert (pre.mean, pre.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) == (cfg.mean, cfg.std)
+    assert (pre.resize, pre.crop, pre.interpolation) == (256, 224, "bicubic")
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n != DEFAULT_MODEL])
+def test_torchvision_preprocessing_is_the_weights_own(name):
+    from torchvision.models import get_model_weights
+
+    expected = get_model_weights(name).DEFAULT.transforms()
+    pre = get_backbone(name).preprocessing()
+    assert pre.resize == expected.resize_size[0] and pre.crop == expected.crop_size[0]
+    assert list(pre.mean) == list(expected.mean) and list(pre.std) == list(expected.std)
+    assert pre.interpolation == expected.interpolation.value
+
+
+def test_preprocessing_differs_between_models():
+    """No fixed resize for every model: ResNet-50 V2 weights want 232 px bilinear, EfficientNet-B3 320/300 bicubic."""
+    assert (get_backbone("resnet50").preprocessing().resize, get_backbone("resnet50").preprocessing().interpolation) == (232, "bilinear")
+    b3 = get_backbone("efficientnet_b3").preprocessing()
+    assert (b3.resize, b3.crop, b3.interpolation) == (320, 300, "bicubic")
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_feature_dimension_is_what_the_registry_says(name):
+    backbone = get_backbone(name)
+    network = build_feature_network(backbone, backbone.weights("random"))
+    with torch.inference_mode():
+        out = network(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+    assert out.shape == (2, backbone.feature_dim)
+    assert not network.training
+
+
+def test_layers_and_pooling(chelsea):
+    backbone = get_backbone("resnet18")
+    weights = backbone.weights("random")
+    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    two = build_feature_network(backbone, weights, layer="layer3,layer4", pooling="max")
+    assert two(image).shape == (1, 256 + 512)
+    gem = build_feature_network(backbone, weights, pooling="gem")(image)
+    avg = build_feature_network(backbone, weights, pooling="avg")(image)
+    assert not torch.allclose(gem, avg)
+    with pytest.raises(UnknownNameError, match="layer9.*valid names: conv1"):
+        build_feature_network(backbone, weights, layer="layer9")
+    with pytest.raises(UnknownNameError, match="pooling"):
+        build_feature_network(backbone, weights, pooling="median")
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(UnknownNameError, match="vgg17.*efficientnet_lite0.*resnet50"):
+        get_backbone("vgg17")
+
+
+def test_missing_torchvision_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    backbone = get_backbone("vgg16")
+    weights = backbone.weights()
+    assert not weights.available()
+    with pytest.raises(WeightsUnavailableError) as error:
+        build_feature_network(backbone, weights)
+    message = str(error.value)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
+    assert "--weights FILE" in message
+
+
+def test_weights_from_a_local_file_and_from_the_hub_cache(tmp_path, monkeypatch):
+    backbone = get_backbone("resnet18")
+    reference = backbone.build_model(backbone.weights("random"))
+    torch.nn.init.constant_(reference.fc.bias, 0.25)
+    file = tmp_path / "mine.pth"
+    torch.save(reference.state_dict(), file)
+    loaded = backbone.build_model(backbone.weights(str(file)))
+    assert torch.equal(loaded.fc.bias, reference.fc.bias)
+    assert backbone.weights(str(file)).id.startswith("file:sha256:")
+
+    # the same file where torchvision looks for its weights makes the named weights available offline
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    named = backbone.weights("IMAGENET1K_V1")
+    named.expected_file().parent.mkdir(parents=True)
+    named.expected_file().write_bytes(file.read_bytes())
+    assert named.available()
+
+
+def test_unknown_named_weights_list_the_variants():
+    with pytest.raises(UnknownNameError, match="IMAGENET1K_V2"):
+        get_backbone("resnet50").weights("IMAGENET9K")

@@ -1,0 +1,108 @@
+"""Decoding: every Pillow mode to RGB, EXIF orientation, and bad bytes refused with a reason."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featx.decode import DecodeError, array_to_rgb, decode_rgb
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_rgb_photograph_round_trips(chelsea):
+    decoded = decode_rgb(encode(chelsea, "PNG"))
+    assert decoded.mode == "RGB"
+    assert np.array_equal(np.asarray(decoded), np.asarray(chelsea))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "CMYK"])
+def test_plain_modes_become_rgb(chelsea, mode):
+    source = chelsea.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    decoded = decode_rgb(encode(source, fmt))
+    assert decoded.mode == "RGB" and decoded.size == chelsea.size
+    # the grey levels survive: a grey image decodes to equal channels matching its luminance
+    if mode == "L":
+        rgb = np.asarray(decoded)
+        assert np.array_equal(rgb[..., 0], np.asarray(source)) and np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    ramp = np.linspace(0, 65535, 256 * 16, dtype=np.uint16).reshape(16, 256)
+    decoded = np.asarray(decode_rgb(encode(Image.fromarray(ramp), "PNG")))
+    assert decoded[..., 0].min() == 0 and decoded[..., 0].max() == 255
+    # monotone and spread over the whole range (clipping would saturate everything above 255 at 255)
+    ramp8 = decoded[..., 0].ravel().astype(int)
+    assert np.all(np.diff(ramp8) >= 0) and len(np.unique(ramp8)) == 256
+
+
+def test_float_and_int32_images_are_scaled():
+    values = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    f = np.asarray(decode_rgb(encode(Image.fromarray(values, "F"), "TIFF")))
+    assert f.min() == 0 and f.max() == 255
+    big = (np.arange(64 * 64, dtype=np.int32).reshape(64, 64) * 1000)
+    i = np.asarray(decode_rgb(encode(Image.fromarray(big, "I"), "TIFF")))
+    assert i.min() == 0 and i.max() == 255
+
+
+def test_alpha_is_composited_on_white():
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    rgba.putpixel((0, 0), (255, 0, 0, 255))
+    decoded = np.asarray(decode_rgb(encode(rgba, "PNG")))
+    assert tuple(decoded[0, 0]) == (255, 0, 0)
+    assert tuple(decoded[4, 4]) == (255, 255, 255)
+    la = Image.new("LA", (4, 4), (0, 0))
+    assert tuple(np.asarray(decode_rgb(encode(la, "PNG")))[1, 1]) == (255, 255, 255)
+
+
+def test_palette_with_transparency():
+    p = Image.new("P", (4, 4), 0)
+    p.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    p.putpixel((0, 0), 1)
+    decoded = np.asarray(decode_rgb(encode(p, "PNG", transparency=0)))
+    assert tuple(decoded[0, 0]) == (0, 255, 0) and tuple(decoded[2, 2]) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    wide = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = decode_rgb(encode(wide, "JPEG", exif=exif.tobytes()))
+    assert decoded.size == (20, 40)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"this is a text file, not an image", "not an image"),
+    ],
+)
+def test_bad_bytes_are_refused_with_a_reason(data, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_rgb(data)
+
+
+def test_truncated_image_is_refused(chelsea):
+    data = encode(chelsea, "JPEG")
+    with pytest.raises(DecodeError, match="truncated|corrupt"):
+        decode_rgb(data[: len(data) // 2])
+
+
+def test_decompression_bomb_is_refused():
+    bomb = encode(Image.new("1", (20000, 20000)), "PNG")  # 400 megapixels in a few kilobytes
+    assert len(bomb) < 200_000
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode_rgb(bomb)
+
+
+def test_arrays():
+    grey = np.full((5, 6), 7, dtype=np.uint8)
+    assert np.asarray(array_to_rgb(grey)).shape == (5, 6, 3)
+    with pytest.raises(ValueError, match="uint8"):
+        array_to_rgb(grey.astype(np.float64))

