@@ -103,8 +103,8 @@ def extract(
         raise FeatxError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if batch_size < 1:
         raise FeatxError("batch size must be at least 1")
-    images = find_images(data, label_pattern)
     backbone = get_backbone(model)
+    images = find_images(data, label_pattern)
     source = backbone.weights(weights)
     network = build_feature_network(backbone, source, layer, pooling)
     space = feature_space(backbone, source, layer, pooling)
