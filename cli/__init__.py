@@ -11,6 +11,9 @@ COMMANDS = {
     "extract": ("extract", "Extract features of images into an HDF5 store (only images not yet there)."),
     "models": ("models", "List the backbones, their feature sizes and whether weights are available."),
     "info": ("info", "Show what a feature store holds: rows, classes, failures, feature space."),
+    "fit": ("fit", "Train a classifier on a feature store (cross-validated), save it with its report."),
+    "evaluate": ("evaluate", "Report how a saved model does on a labelled image folder."),
+    "predict": ("predict", "Predict classes of images with a saved model, as CSV."),
 }
 
 
@@ -35,5 +38,5 @@ class LazyGroup(click.Group):
 def main() -> None:
     """featx: pretrained CNN features, cached in HDF5, for scikit-learn classifiers.
 
-    Typical use: featx extract data/, then featx info cache/<store>.h5.
+    Typical use: featx extract data/, then featx fit --clf svm, then featx predict MODEL images/.
     """

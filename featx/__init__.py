@@ -15,6 +15,7 @@ _EXPORTS = {
     "FeatureStore": "featx.store",
     "get_backbone": "featx.backbones",
     "FeatxError": "featx.errors",
+    "PretrainedFeatures": "featx.transformer",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -1,8 +1,8 @@
 """The classifier registry: `--clf` name -> scikit-learn estimator and the grid of its regularisation parameter."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from sklearn.base import ClassifierMixin

@@ -16,13 +16,18 @@ MAP_POINTS = 3000  # at most this many points in the feature map (t-SNE is quadr
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro F1, per-class precision/recall and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
-    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     labels = np.arange(len(classes))
     precision, recall, _, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
@@ -113,15 +118,17 @@ def plot_feature_map(features: np.ndarray, labels: np.ndarray, classes: list[str
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     if len(features) > MAP_POINTS:
         keep = np.random.default_rng(0).choice(len(features), MAP_POINTS, replace=False)
         features, labels = features[keep], labels[keep]
     x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float32))
-    if method == "tsne":
-        points = TSNE(perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x)
-    else:
-        points = PCA(n_components=2, random_state=0).fit_transform(x)
+    with threadpool_limits(limits=1, user_api="blas"):  # threaded BLAS on small matrices only adds contention
+        if method == "tsne":
+            points = TSNE(perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x)
+        else:
+            points = PCA(n_components=2, random_state=0).fit_transform(x)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
     for i, name in enumerate(classes):

@@ -23,6 +23,7 @@ from .store import FeatureStore
 
 SCORING = "balanced_accuracy"
 BLOCK_BYTES = 64 << 20  # features read per step when streaming
+TEST, WHOLE = -2, -1  # streaming: the fold of test samples; the model trained on every training fold
 
 
 def stores_in(folder: str | os.PathLike) -> list[Path]:
@@ -135,10 +136,10 @@ def _fit_streaming(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
     block_rows = block_rows or max(1, BLOCK_BYTES // (4 * dataset.shape[1]))
     sample_of_row = np.full(n_rows, -1)  # row -> index into s.rows / s.labels
     sample_of_row[s.rows] = np.arange(len(s.rows))
-    fold = np.full(len(s.rows), -2)  # -2: test; else the CV fold of a training sample
+    fold = np.full(len(s.rows), TEST)  # else the CV fold of a training sample
     for f, (_, held) in enumerate(StratifiedKFold(cv, shuffle=True, random_state=seed).split(s.train, s.labels[s.train])):
         fold[s.train[held]] = f
-    folds = [*range(cv), None]  # None: the model trained on the whole training part
+    folds = [*range(cv), WHOLE]
     models = {(v, f): clf.make(class_weight, seed).set_params(**{clf.param: v}) for v in clf.grid for f in folds}
 
     def labelled(rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +171,7 @@ def _fit_streaming(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
         x = scaler.transform(x)
         for g, v in enumerate(clf.grid):
             for f in folds:
-                mine = fold[idx] == (-2 if f is None else f)
+                mine = fold[idx] == (TEST if f == WHOLE else f)
                 if mine.any():
                     predicted[g, idx[mine]] = models[v, f].predict(x[mine])
     return _pick_streamed(s, clf, models, scaler, predicted, fold, cv), (sample, s.labels[picked])
@@ -187,7 +188,7 @@ def _pick_streamed(s: _Samples, clf: Classifier, models: dict, scaler, predicted
         scores.append((v, float(np.mean(per_fold)), float(np.std(per_fold))))
     g = int(np.argmax([mean for _, mean, _ in scores]))
     best = clf.grid[g]
-    pipeline = Pipeline([("scale", scaler), ("clf", models[best, None])])
+    pipeline = Pipeline([("scale", scaler), ("clf", models[best, WHOLE])])
     return pipeline, best, scores, predicted[g, s.test]
 
 
@@ -235,8 +236,8 @@ def fit(
         "hyperparameters": hyperparameters,
         "class_weight": class_weight,
         "store": str(store),
-        "n_train": int(len(s.train)),
-        "n_test": int(len(s.test)),
+        "n_train": len(s.train),
+        "n_test": len(s.test),
         "cv_folds": cv,
         "scoring": SCORING,
         "cv_scores": [{"param": chosen.param, "value": v, "mean": m, "std": sd} for v, m, sd in scores],

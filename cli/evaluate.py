@@ -1,0 +1,46 @@
+"""`featx evaluate`, and the extraction options it shares with `featx predict`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .errors import user_errors
+
+
+def extraction_options(command):
+    """Options that say how a model's images are extracted (its feature space comes from the model)."""
+    options = [
+        click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
+        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--workers", type=click.IntRange(min=0), help="Decode worker processes (default: cores - 1)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", nargs=-1, required=True, type=click.Path())
+@extraction_options
+@click.option("--report", "prefix", type=click.Path(dir_okay=False), help="Report files prefix; default: MODEL-eval.")
+@click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features.")
+@user_errors
+def evaluate(model, data, weights, batch_size, workers, device, quiet, prefix, tsne):
+    """Report how the MODEL does on labelled images in DATA (class folders or CSV files of path,label).
+
+    The images go through the model's own backbone and preprocessing (features cached as by extract).
+    """
+    from featx.bundle import load_bundle
+    from featx.training import evaluate as run
+
+    bundle = load_bundle(model)
+    report, extracted = run(bundle, list(data), weights, batch_size=batch_size, workers=workers, device=device,
+                            progress=not quiet)
+    click.echo(extracted.summary(), err=True)
+    click.echo(report.table())
+    written = report.save(prefix or Path(model).with_suffix("").as_posix() + "-eval", tsne=tsne)
+    click.echo(f"report: {', '.join(map(str, written))}")

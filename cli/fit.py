@@ -1,0 +1,67 @@
+"""`featx fit`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from featx.classifiers import CLASSIFIERS
+
+from .errors import user_errors
+
+
+def pick_store(store: str | None) -> Path:
+    """--features, else the only store in the cache folder; several: ask (on a terminal) or list them."""
+    from featx.errors import FeatxError
+    from featx.extraction import cache_dir
+    from featx.training import stores_in
+
+    if store:
+        return Path(store)
+    found = stores_in(cache_dir())
+    if not found:
+        raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass --features STORE")
+    if len(found) == 1:
+        return found[0]
+    listing = f"several feature stores in {cache_dir()}/ (newest first):\n" + "\n".join(
+        f"  {i}. {path}" for i, path in enumerate(found, 1)
+    )
+    if not sys.stdin.isatty():
+        raise FeatxError(f"{listing}\nchoose one with --features STORE")
+    click.echo(listing, err=True)
+    return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
+
+
+@click.command()
+@click.option("--features", "-f", "store", type=click.Path(dir_okay=False), help="Feature store; default: the one in the cache folder.")
+@click.option("--clf", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True, help="Classifier.")
+@click.option("--class-weight", type=click.Choice(["balanced"]), help="Weight classes inversely to their frequency.")
+@click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds for model selection.")
+@click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Held-out test fraction, never seen during model selection.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="sgd: passes over the store.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Model file; default: featx-<clf>.skops (.joblib).")
+@click.option("--format", "fmt", type=click.Choice(["skops", "joblib"]), default="skops", show_default=True,
+              help="skops loads safely; joblib is pickle: never load a joblib model from an untrusted source.")
+@click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features (slower than PCA).")
+@user_errors
+def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt, tsne):
+    """Train a classifier on the features of a store (from featx extract) and save it.
+
+    Standardises the features, picks the regularisation by stratified cross-validation and reports on a
+    held-out test split: a table here, plus JSON, a confusion matrix and a feature map next to the model.
+    """
+    from featx.training import fit as train
+
+    path = pick_store(store)
+    click.echo(f"store: {path}", err=True)
+    bundle, report = train(path, clf, cv=cv, test_size=test_size, seed=seed, class_weight=class_weight,
+                           n_jobs=n_jobs, epochs=epochs)
+    out = Path(out or f"featx-{clf}.{fmt}")
+    bundle.save(out, fmt)
+    click.echo(report.table())
+    written = report.save(out.with_suffix(""), tsne=tsne)
+    click.echo(f"model:  {out}\nreport: {', '.join(map(str, written))}")

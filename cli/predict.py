@@ -1,0 +1,26 @@
+"""`featx predict`."""
+from __future__ import annotations
+
+import click
+
+from .errors import user_errors
+from .evaluate import extraction_options
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@extraction_options
+@click.option("--out", "-o", type=click.File("w", lazy=True), default="-", help="CSV file; default: standard output.")
+@user_errors
+def predict(model, images, weights, batch_size, workers, device, quiet, out):
+    """Predict the class of IMAGES (files, folders, CSV lists) with MODEL, as CSV: path, predicted class,
+    then one probability (or decision score) per class. Messages go to standard error."""
+    from featx.bundle import load_bundle
+    from featx.training import predict as run
+
+    bundle = load_bundle(model)
+    predictions, extracted = run(bundle, list(images), weights, batch_size=batch_size, workers=workers,
+                                 device=device, progress=not quiet)
+    click.echo(extracted.summary(), err=True)
+    predictions.write_csv(out)

@@ -1,0 +1,190 @@
+"""Classifiers on cached features: featx fit / evaluate / predict, end to end on real ELPV images."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from featx.cli.evaluate import evaluate
+from featx.cli.fit import fit
+from featx.cli.predict import predict
+
+from featx.bundle import load_bundle
+from featx.classifiers import CLASSIFIERS
+from featx.content import KEY_LENGTH
+from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError
+from featx.store import FeatureStore
+from featx.training import fit as train
+
+PER_CLASS, HELD_OUT = 40, 8
+
+
+@pytest.fixture(scope="module")
+def elpv(tmp_path_factory) -> dict[str, Path]:
+    """ELPV images extracted once with the default backbone: `store` (40 per class, in `cache`) and a
+    `heldout` folder of 8 other images per class (not extracted)."""
+    from featx.datasets import write_elpv_folder
+    from featx.extraction import extract
+
+    root = tmp_path_factory.mktemp("classify")
+    train_folder = write_elpv_folder(root / "train", per_class=PER_CLASS + HELD_OUT)
+    for class_folder in train_folder.iterdir():
+        (root / "heldout" / class_folder.name).mkdir(parents=True)
+        for image in sorted(class_folder.iterdir())[PER_CLASS:]:
+            shutil.move(image, root / "heldout" / class_folder.name / image.name)
+    report = extract(train_folder, store=root / "cache" / "elpv.h5", progress=False)
+    assert report.n_failed == 0 and report.n_extracted == 4 * PER_CLASS
+    return {"store": report.store, "cache": root / "cache", "heldout": root / "heldout", "root": root}
+
+
+@pytest.fixture(scope="module")
+def model(elpv) -> Path:
+    """A logistic-regression bundle trained on the store (skops)."""
+    bundle, _ = train(elpv["store"], "logreg")
+    return bundle.save(elpv["root"] / "logreg.skops")
+
+
+def synthetic_store(path: Path, labels: list[int], classes: list[str], space: dict | None = None) -> Path:
+    """A small store of random features, without running a network."""
+    space = space or {"model": "synthetic", "weights": "random", "preprocessing": {}, "layer": ["x"], "pooling": "avg"}
+    features = np.random.default_rng(0).normal(size=(len(labels), 8)).astype(np.float32)
+    with FeatureStore.create_or_open(path, space) as store:
+        store.commit(
+            keys=[f"{i:0{KEY_LENGTH}d}" for i in range(len(labels))], features=features,
+            files=[(f"img{i}.png", i, label) for i, label in enumerate(labels)], classes=classes,
+        )
+    return path
+
+
+@pytest.mark.parametrize("clf", list(CLASSIFIERS))
+def test_each_classifier_beats_majority_class(elpv, clf, monkeypatch):
+    if CLASSIFIERS[clf].streaming:  # sgd reads the store in blocks, never all at once
+        for method in ("load", "rows"):
+            monkeypatch.setattr(FeatureStore, method, lambda *args: pytest.fail(f"sgd called FeatureStore.{method}"))
+    bundle, report = train(elpv["store"], clf, class_weight="balanced", block_rows=32)
+    m = report.metrics
+    assert m["n"] == report.details["n_test"] == 32 and report.details["n_train"] == 128
+    assert m["accuracy"] >= m["majority_rate"] + 0.1, report.table()
+    assert len(report.details["cv_scores"]) == len(CLASSIFIERS[clf].grid) or clf == "knn"
+    assert bundle.classes == ["defective", "functional", "likely_defective", "possibly_defective"]
+    assert set(m["per_class"]) == set(bundle.classes)
+
+
+def test_fit_without_arguments_uses_the_store_and_writes_report(elpv, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE", str(elpv["cache"]))
+    out = tmp_path / "m.skops"
+    result = CliRunner().invoke(fit, ["-o", str(out), "--tsne"])
+    assert result.exit_code == 0, result.output
+    assert "balanced accuracy" in result.output and "possibly_defective" in result.output
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["classifier"] == "logreg" and "C" in saved["hyperparameters"]
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(saved["metrics"])
+    assert len(saved["cv_scores"]) == len(CLASSIFIERS["logreg"].grid)
+    for name in ("m-confusion.png", "m-pca.png", "m-tsne.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    bundle = load_bundle(out)
+    with FeatureStore.open(elpv["store"]) as store:
+        assert bundle.space == store.space and bundle.dtype == store.dtype
+
+
+def test_evaluate_and_predict_on_new_images(elpv, model, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE", str(elpv["root"] / "eval-cache"))
+    runner = CliRunner()
+    result = runner.invoke(evaluate, [str(model), str(elpv["heldout"]), "--report", str(tmp_path / "ev"), "-q"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev.json").read_text())["metrics"]
+    assert metrics["n"] == 4 * HELD_OUT and metrics["accuracy"] > metrics["majority_rate"]
+    assert (tmp_path / "ev-confusion.png").exists()
+
+    images = shutil.copytree(elpv["heldout"], tmp_path / "images")
+    (images / "functional" / "broken.png").write_bytes(b"not a png")
+    result = runner.invoke(predict, [str(model), str(images), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "broken.png" in result.stderr and "broken.png" not in result.stdout
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    bundle = load_bundle(model)
+    assert rows[0] == ["path", "predicted", *(f"probability:{c}" for c in bundle.classes)]
+    assert len(rows) == 1 + 4 * HELD_OUT
+    probabilities = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    assert all(row[1] == bundle.classes[int(np.argmax(p))] for row, p in zip(rows[1:], probabilities))
+    out = tmp_path / "p.csv"
+    assert runner.invoke(predict, [str(model), str(images / "defective"), "-q", "--out", str(out)]).exit_code == 0
+    assert len(out.read_text().splitlines()) == 1 + HELD_OUT
+
+
+def test_joblib_format_and_decision_scores(elpv, tmp_path):
+    bundle, _ = train(elpv["store"], "linsvm")
+    path = bundle.save(tmp_path / "m.joblib", "joblib")
+    loaded = load_bundle(path)
+    with FeatureStore.open(elpv["store"]) as store:
+        x = store.rows(np.arange(10))
+    assert (loaded.pipeline.predict(x) == bundle.pipeline.predict(x)).all()
+    assert not hasattr(loaded.pipeline, "predict_proba")
+
+
+def test_skops_refuses_foreign_types(tmp_path):
+    from fractions import Fraction
+
+    import skops.io
+
+    path = tmp_path / "evil.skops"
+    skops.io.dump({"format": "featx-model/1", "pipeline": Fraction(1, 3)}, path)
+    with pytest.raises(FeatxError, match="refusing to load"):
+        load_bundle(path)
+    (tmp_path / "junk.skops").write_text("junk")
+    with pytest.raises(FeatxError, match="cannot read model file"):
+        load_bundle(tmp_path / "junk.skops")
+
+
+def test_feature_space_mismatch_and_unnamed_weights(model):
+    bundle = load_bundle(model)
+    with pytest.raises(FeatureSpaceMismatchError, match="pooling"):
+        bundle.check_space({**bundle.space, "pooling": "max"})
+    bundle.space = {**bundle.space, "weights": "file:sha256:0123456789abcdef"}
+    with pytest.raises(FeatxError, match="--weights FILE"):
+        bundle.extraction_args()
+
+
+@pytest.mark.parametrize(
+    "labels, classes, args, message",
+    [
+        ([-1] * 12, [], [], "no labelled images"),
+        ([0] * 12, ["a"], [], "single class"),
+        ([0] * 12 + [1] * 3, ["a", "b"], [], r"fewer than 6 images .*b \(3\)"),
+        ([0] * 12 + [1] * 6, ["a", "b"], ["--test-size", "0.5"], "fewer training images than --cv"),
+    ],
+)
+def test_unusable_stores_give_clear_messages(tmp_path, labels, classes, args, message):
+    store = synthetic_store(tmp_path / "s.h5", labels, classes)
+    with pytest.raises(BadInputError, match=message):
+        train(store, test_size=float(args[1]) if args else 0.2)
+    result = CliRunner().invoke(fit, ["--features", str(store), "-o", str(tmp_path / "m.skops"), *args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_several_stores_are_listed(private_cache):
+    for name in ("a.h5", "b.h5"):
+        synthetic_store(private_cache / name, [0, 1] * 10, ["x", "y"])
+    result = CliRunner().invoke(fit, [])
+    assert result.exit_code == 1
+    assert "a.h5" in result.output and "b.h5" in result.output and "--features" in result.output
+    assert "run featx extract first" in CliRunner().invoke(fit, [], env={"FEATX_CACHE": str(private_cache / "none")}).output
+
+
+def test_empty_folder_and_unknown_classes(elpv, model, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(evaluate, [str(model), str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no images found" in result.output
+    result = CliRunner().invoke(predict, [str(model), str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no images found" in result.output
+    (tmp_path / "other" / "cats").mkdir(parents=True)
+    shutil.copy(next((elpv["heldout"] / "defective").iterdir()), tmp_path / "other" / "cats")
+    result = CliRunner().invoke(evaluate, [str(model), str(tmp_path / "other"), "-q"])
+    assert result.exit_code == 1 and "classes the model does not know: cats" in result.output

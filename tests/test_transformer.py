@@ -1,0 +1,303 @@
+"""PretrainedFeatures as a scikit-learn transformer: API checks, inputs, caching, CV, pickling; datasets."""
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+from PIL import Image
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.utils import estimator_checks as checks
+
+from featx.datasets import ELPV_CLASSES, load_elpv, load_folder
+from featx.device import BatchRunner
+from featx.errors import FeatureSpaceMismatchError
+from featx.extraction import extract
+from featx.inputs import display_path
+from featx.store import FeatureStore, load_features
+from featx.transformer import PretrainedFeatures
+
+FAST = {"model": "mobilenet_v3_small", "weights": "random"}  # 576-d, a few ms per image
+
+
+@pytest.fixture(scope="module")
+def arrays() -> list[np.ndarray]:
+    """In-memory images of assorted sizes and modes (RGB, grey, RGBA)."""
+    return [skimage.data.astronaut(), skimage.data.camera(), skimage.data.chelsea(), skimage.data.coins(), skimage.data.logo()]
+
+
+@pytest.fixture(scope="module")
+def elpv() -> tuple[np.ndarray, np.ndarray]:
+    """24 ELPV cells: 12 functional (0) and 12 defective (1), interleaved."""
+    data = load_elpv()
+    good, bad = np.flatnonzero(data.target == 0)[:12], np.flatnonzero(data.target == 3)[:12]
+    order = np.ravel(np.column_stack([good, bad]))
+    return data.filenames[order], (data.target[order] == 3).astype(int)
+
+
+@pytest.fixture
+def passes(monkeypatch) -> list[int]:
+    """Images that went through a network: sum(passes) after the test's calls."""
+    counted: list[int] = []
+    original = BatchRunner.__call__
+
+    def counting(self, images):
+        counted.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(BatchRunner, "__call__", counting)
+    return counted
+
+
+# ---- scikit-learn API conventions -------------------------------------------------------------------
+
+
+API_CHECKS = [
+    checks.check_estimator_cloneable,
+    checks.check_estimator_repr,
+    checks.check_estimator_tags_renamed,
+    checks.check_valid_tag_types,
+    checks.check_no_attributes_set_in_init,
+    checks.check_do_not_raise_errors_in_init_or_set_params,
+    checks.check_mixin_order,
+    checks.check_get_params_invariance,
+    checks.check_set_params,
+    checks.check_estimators_unfitted,
+    checks.check_transformers_unfitted,
+    checks.check_get_feature_names_out_error,
+    checks.check_fit1d,
+    checks.check_parameters_default_constructible,
+]
+
+
+@pytest.mark.parametrize("check", API_CHECKS, ids=lambda c: c.__name__)
+def test_sklearn_api_checks(check):
+    check("PretrainedFeatures", PretrainedFeatures(**FAST, cache=False))
+
+
+def test_check_estimator_skips_numeric_checks_honestly():
+    """Tags say: not a numeric 2-D input; sklearn's generic suite therefore does not apply."""
+    tags = PretrainedFeatures().__sklearn_tags__()
+    assert not tags.input_tags.two_d_array and tags.input_tags.one_d_array and tags.input_tags.string
+    assert tags.transformer_tags.preserves_dtype == []
+    with pytest.warns(checks.SkipTestWarning):
+        checks.check_estimator(PretrainedFeatures(**FAST, cache=False))
+
+
+def test_init_only_stores_parameters_and_fit_validates():
+    est = PretrainedFeatures("no_such_model", pooling="median", batch_size=0)  # no error until fit
+    assert est.get_params()["model"] == "no_such_model"
+    for bad in ({"model": "no_such_model"}, {"pooling": "median"}, {"batch_size": 0}, {"cache": 3}):
+        with pytest.raises(ValueError):
+            PretrainedFeatures(**{**FAST, **bad}).fit(["x.png"])
+
+
+def test_fit_returns_self_keeps_params_and_adds_only_trailing_underscore_attributes(arrays, tmp_path):
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5")
+    before = dict(vars(est))
+    assert est.fit(arrays) is est
+    assert est.get_params() == PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").get_params()
+    added = set(vars(est)) - set(before)
+    assert added and all(a.endswith("_") or a.startswith("_") for a in added)
+    assert est.get_feature_names_out().tolist() == [f"pretrainedfeatures{i}" for i in range(576)]
+
+
+def test_clone_is_unfitted_with_the_same_params(arrays, tmp_path):
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit(arrays[:2])
+    est.transform(arrays[:2])
+    copy = clone(est)
+    assert copy.get_params() == est.get_params()
+    assert not hasattr(copy, "feature_space_") and not hasattr(copy, "_runner")
+    with pytest.raises(NotFittedError):
+        copy.transform(arrays[:2])
+
+
+# ---- inputs and outputs -----------------------------------------------------------------------------
+
+
+def test_every_input_kind_gives_the_same_features(elpv, tmp_path):
+    paths = list(elpv[0][:4])
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit(paths)
+    reference = est.transform(paths)
+    assert reference.shape == (4, 576) and reference.dtype == np.float32
+    pil = [Image.open(p) for p in paths]
+    grey = [np.asarray(Image.open(p)) for p in paths]  # H x W uint8
+    rgb = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    for X in (np.array(paths), pd.Series(paths), pd.DataFrame({"image": paths}), [Path(p) for p in paths], pil, grey, rgb, np.stack(rgb)):
+        np.testing.assert_allclose(est.transform(X), reference, rtol=1e-5, atol=1e-6)
+    mixed = est.transform([paths[0], pil[1], grey[2], rgb[3]])
+    np.testing.assert_allclose(mixed, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_order_and_subset_invariance(arrays, tmp_path):
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit(arrays)
+    full = est.transform(arrays)
+    np.testing.assert_array_equal(est.transform(arrays[::-1]), full[::-1])
+    np.testing.assert_array_equal(est.transform(arrays[1:3]), full[1:3])
+
+
+def test_set_output_pandas_keeps_the_index(arrays, tmp_path):
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").set_output(transform="pandas")
+    X = pd.Series(arrays[:3], index=["a", "b", "c"], dtype=object)
+    frame = est.fit_transform(X)
+    assert isinstance(frame, pd.DataFrame) and frame.shape == (3, 576)
+    assert list(frame.index) == ["a", "b", "c"]
+    assert list(frame.columns) == list(est.get_feature_names_out())
+
+
+def test_another_layer_and_pooling(arrays, tmp_path):
+    est = PretrainedFeatures(**FAST, layer="features.3,features.12", pooling="gem", cache=tmp_path / "s.h5")
+    features = est.fit_transform(arrays[:2])
+    assert features.shape == (2, 24 + 576) == (2, len(est.get_feature_names_out()))
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        ("image.png", "single str"),
+        (np.zeros((3, 4)), "shape"),
+        ([], "0 images"),
+        ([1.5, 2.5], "not an image"),
+        ([np.zeros((8, 8), dtype=np.float64)], "uint8"),
+        ([np.zeros((8, 8, 2), dtype=np.uint8)], "X\\[0\\]"),
+    ],
+)
+def test_bad_inputs_raise_value_errors(X, message, tmp_path):
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit([np.zeros((8, 8), np.uint8)])
+    with pytest.raises(ValueError, match=message):
+        est.transform(X)
+
+
+def test_a_failed_file_raises_naming_it(elpv, tmp_path):
+    broken, folder = tmp_path / "broken.png", tmp_path / "folder"
+    broken.write_bytes(b"not an image")
+    folder.mkdir()
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit([str(broken)])
+    for bad in (broken, tmp_path / "missing.png", folder):
+        with pytest.raises(ValueError, match=bad.name):
+            est.transform([elpv[0][0], str(bad)])
+
+
+# ---- the shared, content-keyed store ----------------------------------------------------------------
+
+
+def test_features_are_computed_once_per_content(arrays, passes, tmp_path):
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5")
+    first = est.fit_transform(arrays + arrays[:2])  # duplicates in one call: computed once
+    assert sum(passes) == len(arrays)
+    np.testing.assert_array_equal(PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit_transform(arrays), first[:5])
+    assert sum(passes) == len(arrays)  # a new instance reads the store
+    PretrainedFeatures(**FAST, cache=False).fit_transform(arrays)
+    PretrainedFeatures(**FAST, cache=False).fit_transform(arrays)
+    assert sum(passes) == 3 * len(arrays)  # no cache: computed every time
+
+
+def test_default_cache_is_the_extract_store(elpv, passes, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    paths = list(elpv[0][:6])
+    report = extract(paths, FAST["model"], weights="random", progress=False, workers=0)
+    assert sum(passes) == 6 and report.store.parent == tmp_path / "cache"
+    features = PretrainedFeatures(**FAST).fit_transform(paths)
+    assert sum(passes) == 6  # everything came from the store featx extract wrote
+    stored = load_features(report.store)
+    order = [list(stored.paths).index(display_path(p)) for p in paths]
+    np.testing.assert_array_equal(features, stored.features[order])
+
+
+def test_a_store_of_another_feature_space_is_refused(arrays, tmp_path):
+    PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit_transform(arrays[:1])
+    with pytest.raises(FeatureSpaceMismatchError):
+        PretrainedFeatures(**FAST, pooling="max", cache=tmp_path / "s.h5").fit_transform(arrays[:1])
+
+
+def test_cross_validation_and_grid_search_compute_each_image_once(elpv, passes, tmp_path):
+    X, y = elpv
+    pipe = make_pipeline(PretrainedFeatures(**FAST, cache=tmp_path / "s.h5"), LogisticRegression(max_iter=500))
+    cross_val_score(pipe, X, y, cv=3)
+    assert sum(passes) == len(X)
+    GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0, 10.0]}, cv=3).fit(X, y)
+    assert sum(passes) == len(X)  # 9 more fits + refit, all from the store
+
+
+def test_grid_search_over_the_model_uses_one_store_per_feature_space(elpv, passes, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    X, y = elpv
+    pipe = make_pipeline(PretrainedFeatures(weights="random"), LogisticRegression())
+    grid = {"pretrainedfeatures__model": ["mobilenet_v3_small", "resnet18"], "logisticregression__C": [0.1, 1.0]}
+    search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
+    assert sum(passes) == 2 * len(X)  # 12 fits + refit, each image once per backbone
+    assert len(list((tmp_path / "cache").glob("*.h5"))) == 2
+    assert search.best_params_["pretrainedfeatures__model"] in grid["pretrainedfeatures__model"]
+
+
+@pytest.mark.slow
+def test_parallel_grid_search_shares_the_store(elpv, tmp_path):
+    """Worker processes wait for each other's writes: every content ends up in the store exactly once."""
+    X, y = elpv
+    pipe = make_pipeline(PretrainedFeatures(**FAST, cache=tmp_path / "s.h5"), LogisticRegression(max_iter=500))
+    GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=3, n_jobs=2).fit(X, y)
+    with FeatureStore.open(tmp_path / "s.h5") as store:
+        assert sorted(store.keys()) == sorted(set(store.keys())) and len(store.keys()) == len(X)
+
+
+# ---- learning and persistence -----------------------------------------------------------------------
+
+
+def test_pipeline_with_pretrained_features_learns_elpv(elpv, tmp_path):
+    X, y = elpv
+    pipe = make_pipeline(PretrainedFeatures(cache=tmp_path / "s.h5"), LogisticRegression(max_iter=1000))
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.mean() > 0.6  # real ImageNet features separate defective cells from functional ones
+
+
+def test_pickled_fitted_pipeline_predicts_in_a_fresh_process(elpv, tmp_path):
+    X, y = elpv
+    pipe = make_pipeline(PretrainedFeatures(**FAST, cache=tmp_path / "s.h5"), LogisticRegression(max_iter=500)).fit(X, y)
+    expected = pipe.predict(X)
+    data = pickle.dumps(pipe)
+    assert "_runner" in vars(pipe[0]) and "_runner" not in vars(pickle.loads(data)[0])
+    assert len(data) < 100_000  # parameters and a linear model, never the network
+    (tmp_path / "pipe.pkl").write_bytes(data)
+    np.save(tmp_path / "X.npy", X)
+    script = textwrap.dedent(
+        f"""
+        import pickle, numpy as np
+        from featx.device import BatchRunner
+        passes = []
+        call = BatchRunner.__call__
+        BatchRunner.__call__ = lambda self, images: passes.append(len(images)) or call(self, images)
+        pipe = pickle.load(open({str(tmp_path / "pipe.pkl")!r}, "rb"))
+        predicted = pipe.predict(np.load({str(tmp_path / "X.npy")!r}, allow_pickle=True))
+        print(" ".join(map(str, predicted)), sum(passes))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:-1] == [str(v) for v in expected] and out[-1] == "0"  # same answers, all from the store
+
+
+# ---- datasets ---------------------------------------------------------------------------------------
+
+
+def test_load_folder_is_like_load_files(tmp_path, arrays):
+    for name, image in (("cats", arrays[2]), ("people", arrays[0])):
+        (tmp_path / name).mkdir()
+        Image.fromarray(image).save(tmp_path / name / f"{name}.png")
+    data = load_folder(tmp_path)
+    assert data.target_names == ["cats", "people"] and data.target.tolist() == [0, 1]
+    assert [Path(f).name for f in data.filenames] == ["cats.png", "people.png"]
+
+
+def test_load_elpv():
+    data = load_elpv()
+    assert len(data.filenames) == len(data.target) == 2624 and data.target_names == list(ELPV_CLASSES)
+    assert set(data.target.tolist()) == {0, 1, 2, 3} and Path(data.filenames[0]).is_file()
