@@ -113,3 +113,16 @@ def test_weights_from_a_local_file_and_from_the_hub_cache(tmp_path, monkeypatch)
 def test_unknown_named_weights_list_the_variants():
     with pytest.raises(UnknownNameError, match="IMAGENET1K_V2"):
         get_backbone("resnet50").weights("IMAGENET9K")
+
+
+def test_any_timm_model_by_name(elpv_folder, tmp_path):
+    import featx
+
+    backbone = get_backbone("timm/resnet10t")
+    assert backbone.feature_dim == 512 and backbone.preprocessing().crop == 176  # its weights train at 176 px
+    report = featx.extract(sorted(elpv_folder.rglob("*.png"))[:3], "timm/resnet10t", weights="random",
+                           store=tmp_path / "t.h5", workers=0, progress=False)
+    assert featx.load_features(report.store).features.shape == (3, 512)
+    assert not backbone.weights().available()  # nothing in the Hugging Face cache here: no download either
+    with pytest.raises(UnknownNameError, match="timm model"):
+        get_backbone("timm/not_a_model")
