@@ -42,10 +42,11 @@ def feature_space(backbone: Backbone, weights: WeightsSource, layer, pooling: st
     }
 
 
-def default_store_path(space: dict) -> Path:
-    """cache/<model>-<hash of the feature space>.h5: one file per feature space."""
+def default_store_path(space: dict, dtype: str = "float32") -> Path:
+    """cache/<model>-<hash of the feature space>[-float16].h5: one file per feature space and dtype."""
     digest = hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
-    return cache_dir() / f"{space['model'].replace('/', '_')}-{digest}.h5"
+    suffix = "" if dtype == "float32" else f"-{dtype}"
+    return cache_dir() / f"{space['model'].replace('/', '_')}-{digest}{suffix}.h5"
 
 
 @dataclass
@@ -108,7 +109,7 @@ def extract(
     source = backbone.weights(weights)
     network = build_feature_network(backbone, source, layer, pooling)
     space = feature_space(backbone, source, layer, pooling)
-    path = Path(store) if store is not None else default_store_path(space)
+    path = Path(store) if store is not None else default_store_path(space, dtype)
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         start = time.perf_counter()
         report = _Run(opened, images).execute(
@@ -123,6 +124,7 @@ class _Run:
 
     def __init__(self, store: FeatureStore, images: ImageList) -> None:
         self.store, self.images = store, images
+        self.entries = store.newest_entries()
         self.labels = self._store_labels()
         self.failures: list[tuple[str, str]] = []
         self.known_failures = store.failures()
@@ -134,32 +136,39 @@ class _Run:
         if new:
             self.store.commit(classes=new)
         index = {name: i for i, name in enumerate(known + new)}
-        return [index[self.images.classes[l]] if l >= 0 else -1 for l in self.images.labels]
+        # a file given without a label (predict, a flat folder) keeps the label the store has for it
+        return [
+            index[self.images.classes[label]] if label >= 0 else self.entries.get(path, (-1, -1))[1]
+            for path, label in zip(self.images.paths, self.images.labels)
+        ]
 
-    def _failure(self, index: int, key: str, reason: str) -> tuple[str, str, str] | None:
-        """Report a failed file; the store entry to add, None when the store has it already."""
+    def _failure(self, index: int, key: str, reason: str, new: list, entries: list) -> None:
+        """Report a failed file; record it, and shadow features its path had before, unless already so."""
         path = self.images.paths[index]
         self.failures.append((path, reason))
-        return None if self.known_failures.get(path) == (key, reason) else (path, key, reason)
+        if self.known_failures.get(path) != (key, reason):
+            new.append((path, key, reason))
+        if self.entries.get(path, (-1,))[0] >= 0:
+            entries.append((path, -1, self.labels[index]))
 
     def execute(self, runner: BatchRunner, backbone: Backbone, batch_size: int, workers, progress: bool) -> ExtractReport:
         rows = {key: row for row, key in enumerate(self.store.keys())}
-        files = self.store.files()
+        files = self.entries
         bad_contents = {key: reason for key, reason in self.known_failures.values() if key}
         entries, failed, pending = [], [], defaultdict(list)  # pending: key -> indices of its files
         keys = content_keys(self.images.paths)
         for i, (key, error) in enumerate(keys):
             path = self.images.paths[i]
             if key is None:
-                failed.append(self._failure(i, "", error))
+                self._failure(i, "", error, failed, entries)
             elif key in rows:
                 if files.get(path) != (rows[key], self.labels[i]):
                     entries.append((path, rows[key], self.labels[i]))
             elif key in bad_contents:
-                failed.append(self._failure(i, key, bad_contents[key]))
+                self._failure(i, key, bad_contents[key], failed, entries)
             else:
                 pending[key].append(i)
-        self.store.commit(files=entries, failed=[f for f in failed if f])
+        self.store.commit(files=entries, failed=failed)
         unique = {key for key, _ in keys if key}
         n_extracted = self._extract(pending, runner, backbone, batch_size, workers, progress) if pending else 0
         return ExtractReport(
@@ -185,12 +194,12 @@ class _Run:
                 features = runner(images) if images is not None else None
                 first = self.store.count("rows")
                 entries = [(paths[j], first + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]]
-                failed = [
-                    self._failure(j, todo[i] if permanent else "", reason)
-                    for i, reason, permanent in bad
-                    for j in pending[todo[i]]
-                ]
-                self.store.commit(keys, features, entries, [f for f in failed if f])
+                failed: list = []
+                for i, reason, permanent in bad:
+                    # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
+                    for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
+                        self._failure(j, todo[i] if permanent else "", reason, failed, entries)
+                self.store.commit(keys, features, entries, failed)
                 extracted += len(keys)
                 bar.update(len(indices) + len(bad))
         return extracted

@@ -86,7 +86,10 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    pattern = re.compile(label_pattern) if label_pattern else None
+    try:
+        pattern = re.compile(label_pattern) if label_pattern else None
+    except re.error as exc:
+        raise BadInputError(f"invalid --label-pattern {label_pattern!r}: {exc}") from None
     entries: dict[str, str | None] = {}
     for source in sources:
         source = Path(source)

@@ -52,41 +52,39 @@ class FeatureSet(NamedTuple):
     classes: np.ndarray
 
 
-class _WriterLock:
-    """An exclusive lock on `<store>.lock` holding the writer's PID.
+class _StoreLock:
+    """`<store>.lock`: writers hold it exclusively (with their PID inside), readers share it.
 
     fcntl.flock rather than a library: the kernel drops it when the process dies (kill -9 included), so
-    there is never a stale lock, and the PID inside lets the error name the process holding it.
+    there is never a stale lock, and the PID inside lets the error name the writer. HDF5's own file lock
+    would only say "unable to lock file, errno 11".
     """
 
     def __init__(self, store: Path) -> None:
         self.path = store.with_name(store.name + ".lock")
+        self.store = store
         self.fd: int | None = None
 
-    def holder(self) -> str | None:
-        """PID of another process holding the lock, or None when it is free."""
-        if not self.path.exists():
-            return None
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return None
-        except BlockingIOError:
-            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        finally:
-            os.close(fd)
-
-    def acquire(self) -> None:
+    def acquire(self, exclusive: bool) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = self._busy_message(fd)
+            os.close(fd)
+            raise StoreInUseError(message) from None
+        if exclusive:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def _busy_message(self, fd: int) -> str:
+        try:  # a shared lock still granted means only readers hold it
+            fcntl.flock(os.open(self.path, os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return f"feature store {self.store} is being read by another process; try again when it ends"
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StoreInUseError(f"feature store {self.path.with_suffix('')} is in use by process {pid}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self.fd = fd
+            return f"feature store {self.store} is in use by process {pid} (being written)"
 
     def release(self) -> None:
         if self.fd is not None:
@@ -101,7 +99,7 @@ def _decode(values) -> list[str]:
 class FeatureStore:
     """An open store. Use `FeatureStore.open(path)` to read and `FeatureStore.create_or_open(...)` to write."""
 
-    def __init__(self, path: Path, h5: h5py.File, lock: _WriterLock | None) -> None:
+    def __init__(self, path: Path, h5: h5py.File, lock: _StoreLock) -> None:
         self.path, self.h5, self._lock = path, h5, lock
 
     # ---- opening ----------------------------------------------------------------------------------------
@@ -111,44 +109,52 @@ class FeatureStore:
         path = Path(path)
         if not path.is_file():
             raise FeatxError(f"no feature store at {path}")
-        holder = _WriterLock(path).holder()
-        if holder is not None:
-            raise StoreInUseError(f"feature store {path} is in use by process {holder} (being written); try again when it ends")
+        return cls._open(path, "r", _StoreLock(path), exclusive=False)
+
+    @classmethod
+    def _open(cls, path: Path, mode: str, lock: _StoreLock, exclusive: bool) -> FeatureStore:
+        """Lock, open the HDF5 file and check it is a store; release everything on failure."""
+        lock.acquire(exclusive)
+        h5 = None
         try:
-            h5 = h5py.File(path, "r")
+            h5 = h5py.File(path, mode)
+            store = cls(path, h5, lock)
+            store._check_format()
+            return store
         except OSError as exc:
+            lock.release()
             raise FeatxError(f"{path} is not a readable HDF5 feature store: {exc}") from exc
-        store = cls(path, h5, None)
-        store._check_format()
-        return store
+        except BaseException:
+            if h5 is not None:
+                h5.close()
+            lock.release()
+            raise
 
     @classmethod
     def create_or_open(cls, path: str | os.PathLike, space: dict, dtype: str = "float32") -> FeatureStore:
         """Open for appending, creating the file if needed; refuse another feature space or dtype."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = _WriterLock(path)
-        lock.acquire()
-        try:
-            if not path.exists():
+        lock = _StoreLock(path)
+        if not path.exists():
+            lock.acquire(exclusive=True)
+            try:
                 cls._create(path, space, dtype)
-            h5 = h5py.File(path, "a")
-            store = cls(path, h5, lock)
-            store._check_format()
+            finally:
+                lock.release()
+        store = cls._open(path, "a", lock, exclusive=True)
+        try:
             store._check_space(space, dtype)
             store._trim_uncommitted()
-            return store
         except BaseException:
-            if "h5" in locals():
-                h5.close()
-            lock.release()
+            store.close()
             raise
+        return store
 
     def close(self) -> None:
         if self.h5.id.valid:
             self.h5.close()
-        if self._lock is not None:
-            self._lock.release()
+        self._lock.release()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -236,15 +242,30 @@ class FeatureStore:
     def classes(self) -> list[str]:
         return _decode(self._column("classes"))
 
-    def files(self) -> dict[str, tuple[int, int]]:
-        """path -> (row, label) for every file, the newest entry of each path winning."""
-        paths = _decode(self._column("files/path"))
+    def _stored_path(self, path: str) -> str:
+        """Paths are stored relative to the store's folder: the same file has one name whatever the cwd."""
+        return os.path.relpath(os.path.abspath(path), self.path.parent.absolute())
+
+    def _user_path(self, stored: str) -> str:
+        from .inputs import display_path
+
+        return display_path(os.path.join(self.path.parent, stored))
+
+    def newest_entries(self) -> dict[str, tuple[int, int]]:
+        """path -> (row, label) of the newest entry of each path; row -1: the file failed last time."""
+        paths = [self._user_path(p) for p in _decode(self._column("files/path"))]
         return dict(zip(paths, zip(self._column("files/row").tolist(), self._column("files/label").tolist())))
 
+    def files(self) -> dict[str, tuple[int, int]]:
+        """path -> (row, label) of every file whose features are in the store (the newest entry wins)."""
+        return {path: entry for path, entry in self.newest_entries().items() if entry[0] >= 0}
+
     def failures(self) -> dict[str, tuple[str, str]]:
-        """path -> (key, reason) for files that could not be decoded (newest entry wins)."""
-        paths = _decode(self._column("failed/path"))
-        return dict(zip(paths, zip(_decode(self._column("failed/key")), _decode(self._column("failed/reason")))))
+        """path -> (key, reason) of files that failed and have no features since (newest entry wins)."""
+        paths = [self._user_path(p) for p in _decode(self._column("failed/path"))]
+        failed = dict(zip(paths, zip(_decode(self._column("failed/key")), _decode(self._column("failed/reason")))))
+        newest = self.newest_entries()
+        return {path: entry for path, entry in failed.items() if newest.get(path, (-1,))[0] < 0}
 
     def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Feature rows in the given order (any order, repeats allowed)."""
@@ -298,15 +319,17 @@ class FeatureStore:
             features = np.asarray(features, dtype=self.dtype)
             self._append_features(features, counts["rows"])
             self._append("keys", np.array(keys, dtype=f"S{KEY_LENGTH}"), counts)
-        for name, column in (("path", 0), ("row", 1), ("label", 2)):
-            if files:
-                self._append(f"files/{name}", [f[column] for f in files], counts)
-        for name, column in (("path", 0), ("key", 1), ("reason", 2)):
-            if failed:
-                values = [f[column] for f in failed]
-                self._append(f"failed/{name}", np.array(values, dtype=f"S{KEY_LENGTH}") if name == "key" else values, counts)
+        if files:
+            self._append("files/path", [self._stored_path(f[0]) for f in files], counts)
+            self._append("files/row", [f[1] for f in files], counts)
+            self._append("files/label", [f[2] for f in files], counts)
+        if failed:
+            self._append("failed/path", [self._stored_path(f[0]) for f in failed], counts)
+            self._append("failed/key", np.array([f[1] for f in failed], dtype=f"S{KEY_LENGTH}"), counts)
+            self._append("failed/reason", [f[2] for f in failed], counts)
         if classes:
             self._append("classes", list(classes), counts)
+        self.h5.flush()  # the data reach the file before the counts that make them visible
         for counter, added in (("rows", len(keys)), ("files", len(files)), ("failed", len(failed)), ("classes", len(classes))):
             if added:
                 self.h5.attrs[counter] = counts[counter] + added

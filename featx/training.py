@@ -51,6 +51,16 @@ def _samples(store: FeatureStore, cv: int, test_size: float, seed: int) -> _Samp
     if not len(entries):
         raise BadInputError(f"{store.path} has no labelled images (use class folders or CSV labels when extracting)")
     rows, first = np.unique(entries[:, 0], return_index=True)
+    labels_of_row: dict[int, set[int]] = {}
+    for row, label in entries.tolist():
+        labels_of_row.setdefault(row, set()).add(label)
+    conflicting = {row for row, labels in labels_of_row.items() if len(labels) > 1}
+    if conflicting:
+        names = [path for path, (row, _) in store.files().items() if row in conflicting]
+        raise BadInputError(
+            f"identical images carry different labels: {', '.join(names[:6])}"
+            f"{' ...' if len(names) > 6 else ''}; remove the copies or fix their labels"
+        )
     present, labels = np.unique(entries[first, 1], return_inverse=True)
     classes = [store.classes()[i] for i in present]
     if len(classes) < 2:
@@ -266,11 +276,17 @@ class Predictions:
 
 
 def _bundle_features(bundle: ModelBundle, data, weights, **options):
-    """Extract `data` (through the cache) in the bundle's own feature space; features of the files that worked."""
-    from .extraction import extract
+    """Extract `data` (through the cache) in the bundle's own feature space; features of the files that worked.
+
+    Unless `store` is given, features go to a store of their own under cache/apply/, never into the store a
+    model was trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
+    """
+    from .extraction import cache_dir, default_store_path, extract
     from .inputs import find_images
 
     images = find_images(data)
+    if options.get("store") is None:
+        options["store"] = cache_dir() / "apply" / default_store_path(bundle.space, bundle.dtype).name
     done = extract(data, **bundle.extraction_args(weights), **options)
     with FeatureStore.open(done.store) as opened:
         bundle.check_space(opened.space, opened.dtype)

@@ -188,3 +188,25 @@ def test_empty_folder_and_unknown_classes(elpv, model, tmp_path):
     shutil.copy(next((elpv["heldout"] / "defective").iterdir()), tmp_path / "other" / "cats")
     result = CliRunner().invoke(evaluate, [str(model), str(tmp_path / "other"), "-q"])
     assert result.exit_code == 1 and "classes the model does not know: cats" in result.output
+
+
+def test_predicting_never_adds_images_to_the_training_store(elpv, model, tmp_path, monkeypatch):
+    """The training store is the default store of the model's feature space: predict must not write there."""
+    monkeypatch.setenv("FEATX_CACHE", str(elpv["store"].parent))
+    with FeatureStore.open(elpv["store"]) as opened:
+        before = opened.files()
+    result = CliRunner().invoke(predict, [str(model), str(elpv["heldout"]), "-q"])
+    assert result.exit_code == 0, result.output
+    with FeatureStore.open(elpv["store"]) as opened:
+        assert opened.files() == before
+    assert list((elpv["store"].parent / "apply").glob("*.h5"))
+
+
+def test_identical_images_with_two_labels_are_refused(tmp_path):
+    store = synthetic_store(tmp_path / "s.h5", [0, 1] * 10, ["a", "b"])
+    with FeatureStore.open(store) as opened:
+        space = opened.space
+    with FeatureStore.create_or_open(store, space) as opened:
+        opened.commit(files=[("copy_of_img0.png", 0, 1)])
+    with pytest.raises(BadInputError, match="identical images carry different labels: .*img0.png"):
+        train(store, "logreg")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import featx
-from featx.store import FeatureStore, _WriterLock
+from featx.errors import StoreInUseError
+from featx.store import FeatureStore
 
 SCRIPT = """
 import sys, featx
@@ -25,11 +26,14 @@ def cells(tmp_path_factory):
 
 def wait_for_lock_release(store, limit=2.0):
     """The killed run's decode workers die with it and release the store promptly."""
-    lock = _WriterLock(store)
     deadline = time.monotonic() + limit
-    while lock.holder() is not None:
-        assert time.monotonic() < deadline, "the store's lock outlived the killed extraction"
-        time.sleep(0.02)
+    while True:
+        try:
+            FeatureStore.open(store).close()
+            return
+        except StoreInUseError:
+            assert time.monotonic() < deadline, "the store's lock outlived the killed extraction"
+            time.sleep(0.02)
 
 
 def committed(store):

@@ -159,3 +159,57 @@ def test_uncommitted_rows_are_ignored_and_trimmed(elpv_folder, tmp_path):
     assert report.n_extracted == 0
     with h5py.File(store) as f:
         assert f["features"].shape[0] == 20 and f["files/path"].shape[0] == 20
+
+
+def test_a_run_without_labels_keeps_the_stored_labels(elpv_folder, tmp_path):
+    store = tmp_path / "s.h5"
+    featx.extract(elpv_folder, store=store, **FAST)
+    featx.extract(elpv_folder / "defective", store=store, **FAST)  # no class folders below: no labels
+    data = featx.load_features(store)
+    assert (data.labels >= 0).all() and np.bincount(data.labels).tolist() == [5, 5, 5, 5]
+
+
+def test_a_file_that_turns_bad_loses_its_features_and_gets_them_back(elpv_copy, tmp_path):
+    store = tmp_path / "s.h5"
+    featx.extract(elpv_copy, store=store, **FAST)
+    victim = sorted(elpv_copy.rglob("*.png"))[0]
+    original = victim.read_bytes()
+    victim.write_bytes(b"junk")
+    report = featx.extract(elpv_copy, store=store, **FAST)
+    assert [Path(p).name for p, _ in report.failures] == [victim.name]
+    assert display_path(victim) not in list(featx.load_features(store).paths)
+    victim.write_bytes(original)
+    again = featx.extract(elpv_copy, store=store, **FAST)
+    assert again.n_failed == 0 and again.n_extracted == 0
+    assert display_path(victim) in list(featx.load_features(store).paths)
+    with FeatureStore.open(store) as opened:
+        assert opened.failures() == {}
+
+
+def test_paths_do_not_depend_on_the_working_directory(elpv_folder, tmp_path, monkeypatch):
+    store = tmp_path / "s.h5"
+    monkeypatch.chdir(elpv_folder)
+    featx.extract(".", store=store, **FAST)
+    monkeypatch.chdir(elpv_folder.parent)
+    featx.extract(elpv_folder, store=store, **FAST)
+    monkeypatch.chdir(tmp_path)
+    data = featx.load_features(store)
+    assert len(data.paths) == 20 and all(Path(p).is_file() for p in data.paths)
+
+
+def test_a_reader_makes_a_writer_wait_with_a_clear_error(elpv_folder, tmp_path):
+    store = tmp_path / "s.h5"
+    featx.extract(elpv_folder, store=store, **FAST)
+    with FeatureStore.open(store):
+        with pytest.raises(StoreInUseError, match="being read"):
+            featx.extract(elpv_folder, store=store, **FAST)
+        featx.load_features(store)  # readers share
+
+
+def test_a_file_that_is_not_a_store_is_a_clear_error(elpv_folder, tmp_path):
+    bogus = tmp_path / "notes.h5"
+    bogus.write_text("hello")
+    with pytest.raises(featx.FeatxError, match="not a readable HDF5 feature store"):
+        featx.extract(elpv_folder, store=bogus, **FAST)
+    with pytest.raises(featx.FeatxError, match="invalid --label-pattern"):
+        featx.extract(elpv_folder, label_pattern="(", **FAST)

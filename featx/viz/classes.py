@@ -1,0 +1,71 @@
+"""ImageNet class names -> indices, and a classifier that takes pixels in [0, 1]."""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from featx.errors import FeatxError, UnknownNameError
+
+
+class AmbiguousNameError(FeatxError, ValueError):
+    """A class name that matches several classes."""
+
+
+def resolve_class(spec: str | int, categories: list[str]) -> int:
+    """An index ("281"), an exact name ("tabby", any case), a unique part of one ("egyptian"),
+    or a phrase containing one name as whole words ("tabby cat" -> "tabby")."""
+    text = str(spec).strip()
+    if text.isdigit():
+        if int(text) < len(categories):
+            return int(text)
+        raise UnknownNameError("class index", text, [f"0..{len(categories) - 1}"])
+    query = text.lower()
+    lowered = [name.lower() for name in categories]
+    matches = [i for i, name in enumerate(lowered) if name == query]
+    matches = matches or [i for i, name in enumerate(lowered) if query in name]
+    if not matches:  # the longest class names occurring in the query as whole words
+        inside = [i for i, name in enumerate(lowered) if re.search(rf"\b{re.escape(name)}\b", query)]
+        longest = max((len(lowered[i]) for i in inside), default=0)
+        matches = [i for i in inside if len(lowered[i]) == longest]
+    if not matches:
+        raise UnknownNameError("class", text, categories)
+    if len(matches) > 1:
+        shown = ", ".join(f"{categories[i]!r} ({i})" for i in matches[:20])
+        raise AmbiguousNameError(f"class {text!r} is ambiguous: {shown}; give a longer name or an index")
+    return matches[0]
+
+
+class PixelClassifier(nn.Module):
+    """A backbone's ImageNet classifier on pixels in [0, 1]: its normalisation is part of the forward pass."""
+
+    def __init__(self, model_name: str = "efficientnet_lite0", weights: str | None = None) -> None:
+        super().__init__()
+        from featx.backbones import get_backbone
+
+        backbone = get_backbone(model_name)
+        self.model = backbone.build_model(backbone.weights(weights)).requires_grad_(False)
+        self.preprocessing = backbone.preprocessing()
+        self.categories = backbone.categories()
+        self.register_buffer("mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1))
+        self.eval()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W pixels in [0, 1] -> N x classes logits."""
+        return self.model((pixels - self.mean) / self.std)
+
+    def class_index(self, spec: str | int) -> int:
+        return resolve_class(spec, self.categories)
+
+    @torch.inference_mode()
+    def top(self, pixels: torch.Tensor, k: int = 5) -> list[tuple[int, str, float]]:
+        """The k most probable classes of one image: (index, name, probability)."""
+        probabilities = self(pixels).softmax(-1)[0]
+        values, indices = probabilities.topk(k)
+        return [(int(i), self.categories[int(i)], float(p)) for p, i in zip(values, indices)]
+
+    @torch.inference_mode()
+    def probability(self, pixels: torch.Tensor, index: int) -> float:
+        return float(self(pixels).softmax(-1)[0, index])

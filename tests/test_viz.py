@@ -1,0 +1,102 @@
+"""featx viz: feature maps, class visualisation and adversarial examples on a real photograph (Chelsea)."""
+import re
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from featx.backbones import get_backbone
+from featx.errors import FeatxError, UnknownNameError
+from featx.viz.attack import parse_eps
+from featx.viz.classes import AmbiguousNameError, PixelClassifier, resolve_class
+from featx.viz.dream import dream, total_variation
+from featx.viz.images import load_pixels
+
+CAT_CLASSES = range(281, 294)  # domestic and wild cats
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return PixelClassifier()
+
+
+@pytest.fixture
+def chelsea_png(chelsea, tmp_path):
+    path = tmp_path / "chelsea.png"
+    chelsea.save(path)
+    return path
+
+
+def run(*args):
+    from featx.cli.viz import viz
+
+    return CliRunner().invoke(viz, [str(a) for a in args])
+
+
+def test_class_names_resolve():
+    names = get_backbone("efficientnet_lite0").categories()
+    assert resolve_class("281", names) == resolve_class("Tabby", names) == resolve_class("tabby cat", names) == 281
+    assert resolve_class("egyptian", names) == 285
+    assert resolve_class(1, names) == resolve_class("goldfish", names) == 1
+    with pytest.raises(AmbiguousNameError, match="'tiger cat' \\(282\\).*'Egyptian cat' \\(285\\)"):
+        resolve_class("cat", names)
+    assert resolve_class("CRANE", names) == 517 and resolve_class("crane bird", names) == 134  # exact beats partial
+    with pytest.raises(UnknownNameError):
+        resolve_class("unicorn", names)
+    with pytest.raises(UnknownNameError):
+        resolve_class("1000", names)
+
+
+def test_eps_parsing():
+    assert parse_eps("8/255") == pytest.approx(8 / 255) and parse_eps(0.03) == 0.03
+    for bad in ("2/0", "x", "0", "1.5"):
+        with pytest.raises(FeatxError):
+            parse_eps(bad)
+
+
+def test_feature_grid(chelsea_png, tmp_path):
+    out = tmp_path / "features.png"
+    result = run("features", chelsea_png, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "layer blocks.2: 40 channels of 28 x 28" in result.output
+    assert Image.open(out).size == (4 * 128, 4 * (128 + 14))  # the image and 15 channels, 4 x 4 tiles
+    result = run("features", chelsea_png, "--layer", "blocks.1", "--channels", "3", "--out", out)
+    assert "24 channels of 56 x 56" in result.output and Image.open(out).size == (2 * 128, 2 * (128 + 14))
+    assert "valid names: conv_stem" in run("features", chelsea_png, "--layer", "nope").output
+
+
+def test_targeted_attack_survives_png(classifier, chelsea_png, tmp_path):
+    out = tmp_path / "adversarial.png"
+    result = run("attack", chelsea_png, "--target", "goldfish", "--eps", "8/255", "--out", out)
+    assert result.exit_code == 0, result.output
+    before, after = re.findall(r"top-5 (?:before|after):\n\s+\S+\s+(.+) \((\d+)\)", result.output)
+    assert int(before[1]) in CAT_CLASSES and after == ("goldfish", "1")
+    assert (tmp_path / "adversarial-compare.png").exists()
+    original = load_pixels(chelsea_png, classifier.preprocessing)
+    reloaded = load_pixels(out, classifier.preprocessing)  # crop-size: taken as it is
+    assert classifier.top(reloaded, 1)[0][0] == 1
+    assert (reloaded - original).abs().max() <= 8 / 255 + 1e-6
+    assert "L-inf 8/255" in result.output
+
+
+def test_untargeted_attack_and_failure(chelsea_png, tmp_path):
+    result = run("attack", chelsea_png, "--eps", "2/255", "--out", tmp_path / "a.png")
+    assert result.exit_code == 0, result.output
+    tops = re.findall(r"top-5 (?:before|after):\n\s+\S+\s+.+ \((\d+)\)", result.output)
+    assert tops[0] != tops[1]
+    failed = run("attack", chelsea_png, "--target", "toaster", "--eps", "1/255", "--steps", "1", "--out", tmp_path / "b.png")
+    assert failed.exit_code == 1 and "no top-1 'toaster'" in failed.output
+
+
+def test_dream_reaches_its_class_and_the_penalty_smooths(classifier, tmp_path):
+    out = tmp_path / "dream.png"
+    result = run("dream", "--class", "tabby cat", "--steps", "64", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert float(re.search(r"probability ([\d.]+)", result.output)[1]) >= 0.9
+    smooth = load_pixels(out, classifier.preprocessing)
+    assert classifier.probability(smooth, 281) >= 0.9
+    rough = dream(classifier, 281, steps=64, tv_weight=0)
+    assert rough.probability >= 0.9
+    assert total_variation(smooth) < 0.9 * rough.total_variation
+    assert smooth.shape == (1, 3, 224, 224) and torch.equal(smooth, smooth.mul(255).round().div(255))
