@@ -15,6 +15,7 @@ from pathlib import Path
 from sklearn.pipeline import Pipeline
 
 from .errors import FeatureSpaceMismatchError, FeatxError
+from .store import space_difference
 
 FORMAT = "featx-model/1"
 FORMATS = ("skops", "joblib")
@@ -33,13 +34,8 @@ class ModelBundle:
 
     def check_space(self, space: dict, dtype: str | None = None) -> None:
         """Refuse features from any other feature space (or storage dtype) than the training one."""
-        mine, theirs = json.dumps(self.space, sort_keys=True), json.dumps(space, sort_keys=True)
-        if mine != theirs:
-            diff = ", ".join(
-                f"{k}: model has {self.space.get(k)!r}, features have {space.get(k)!r}"
-                for k in sorted(set(self.space) | set(space))
-                if self.space.get(k) != space.get(k)
-            )
+        diff = space_difference(self.space, space, "model has", "features have")
+        if diff:
             raise FeatureSpaceMismatchError(f"the model was trained on another feature space ({diff})")
         if dtype is not None and dtype != self.dtype:
             raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")

@@ -17,11 +17,16 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def unreadable(exc: OSError) -> str:
+    """The recorded reason for a file that cannot be read (compared across runs: keep it stable)."""
+    return f"unreadable: {exc.strerror or exc}"
+
+
 def _key_or_error(path: str) -> tuple[str | None, str | None]:
     try:
         return content_key(read_bytes(path)), None
     except OSError as exc:
-        return None, f"unreadable: {exc.strerror or exc}"
+        return None, unreadable(exc)
 
 
 def content_keys(paths: Sequence[str], threads: int = 8) -> list[tuple[str | None, str | None]]:

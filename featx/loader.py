@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .content import content_key, read_bytes
+from .content import content_key, read_bytes, unreadable
 from .decode import DecodeError, decode_rgb
 from .preprocessing import Preprocessing
 
@@ -41,7 +41,7 @@ class ImageFiles(Dataset):
         except DecodeError as exc:
             return i, None, str(exc), True
         except OSError as exc:
-            return i, None, f"unreadable: {exc.strerror or exc}", False
+            return i, None, unreadable(exc), False
         except Exception as exc:  # a decoder bug on one odd file must never stop the run
             return i, None, f"cannot decode: {type(exc).__name__}: {exc}", True
 

@@ -92,6 +92,16 @@ class _StoreLock:
             self.fd = None
 
 
+def space_difference(mine: dict, theirs: dict, my_name: str, their_name: str) -> str:
+    """'' when two feature spaces are equal (after a JSON round trip), else what differs, for messages."""
+    mine, theirs = (json.loads(json.dumps(s, sort_keys=True)) for s in (mine, theirs))
+    return ", ".join(
+        f"{k}: {my_name} {mine.get(k)!r}, {their_name} {theirs.get(k)!r}"
+        for k in sorted(set(mine) | set(theirs))
+        if mine.get(k) != theirs.get(k)
+    )
+
+
 def _decode(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
@@ -190,13 +200,8 @@ class FeatureStore:
             raise FeatxError(f"{self.path} is not a featx feature store (format {self.h5.attrs.get('format')!r})")
 
     def _check_space(self, space: dict, dtype: str) -> None:
-        mine = self.space
-        if mine != json.loads(json.dumps(space, sort_keys=True)):
-            diff = ", ".join(
-                f"{k}: store has {mine.get(k)!r}, run asks {space.get(k)!r}"
-                for k in sorted(set(mine) | set(space))
-                if mine.get(k) != space.get(k)
-            )
+        diff = space_difference(self.space, space, "store has", "run asks")
+        if diff:
             raise FeatureSpaceMismatchError(
                 f"{self.path} holds another feature space ({diff}); feature spaces are never mixed: "
                 "use another --store"
