@@ -18,12 +18,14 @@ from .errors import user_errors
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: cores - 1).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="torch, or onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")
 @click.option("--float16", is_flag=True, help="Store features as float16 (half the disk).")
 @click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @user_errors
-def extract(data, model, weights, layer, pooling, store, batch_size, workers, device, float16, label_pattern, strict, quiet):
+def extract(data, model, weights, layer, pooling, store, batch_size, workers, device, engine, float16, label_pattern, strict, quiet):
     """Extract features of the images in DATA (folders, image files or CSV files of path,label).
 
     A folder's subfolders name the classes. Images already in the store (same content, same
@@ -33,7 +35,7 @@ def extract(data, model, weights, layer, pooling, store, batch_size, workers, de
 
     report = run(
         list(data), model, weights=weights, layer=layer, pooling=pooling, store=store,
-        batch_size=batch_size, workers=workers, device=device,
+        batch_size=batch_size, workers=workers, device=device, engine=engine,
         dtype="float16" if float16 else "float32", label_pattern=label_pattern, progress=not quiet,
     )
     click.echo(report.summary())

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .backbones import DEFAULT_MODEL, Backbone, get_backbone
 from .content import content_keys
 from .device import BatchRunner, resolve_device
+from .engines import onnx_cache_path, select_runner
 from .errors import FeatxError
 from .inputs import ImageList, find_images
 from .loader import ImageFiles, make_loader
@@ -93,12 +94,15 @@ def extract(
     dtype: str = "float32",
     label_pattern: str | None = None,
     progress: bool = True,
+    engine: str = "auto",
 ) -> ExtractReport:
     """Extract features of the images in `data` into an HDF5 store and return what was done.
 
     `data`: folders (one subfolder per class, or flat), image files and CSV files of path,label.
     Only image contents not yet in the store go through the network; unreadable files are recorded
     and skipped. Read the result with `featx.load_features(report.store)`.
+    `engine`: 'torch', 'onnx' (ONNX Runtime, CPU) or 'auto' (onnx on a CPU when onnxruntime is installed);
+    the features, and so the store, are the same with either.
     """
     if dtype not in DTYPES:
         raise FeatxError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
@@ -110,10 +114,14 @@ def extract(
     network = build_feature_network(backbone, source, layer, pooling)
     space = feature_space(backbone, source, layer, pooling)
     path = Path(store) if store is not None else default_store_path(space, dtype)
+    runner = select_runner(
+        network, resolve_device(device), engine, onnx_cache_path(space, cache_dir() / "onnx"),
+        backbone.preprocessing().crop,
+    )
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         start = time.perf_counter()
         report = _Run(opened, images).execute(
-            BatchRunner(network, resolve_device(device)), backbone, batch_size, workers, progress
+            runner, backbone, batch_size, workers, progress
         )
         report.seconds = time.perf_counter() - start
         return report

@@ -83,6 +83,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     pooling : "avg", "max" or "gem".
     batch_size : images per forward pass.
     device : "auto", "cpu", "cuda" or "cuda:N".
+    engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch" or "onnx".
     cache : None (the default store of the feature space, under $FEATX_CACHE or ./cache), a store
         file path, or False (nothing kept: features are computed on every call).
 
@@ -103,6 +104,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         pooling: str = "avg",
         batch_size: int = 64,
         device: str = "auto",
+        engine: str = "auto",
         cache: str | os.PathLike | bool | None = None,
     ) -> None:
         self.model = model
@@ -111,6 +113,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.pooling = pooling
         self.batch_size = batch_size
         self.device = device
+        self.engine = engine
         self.cache = cache
 
     # ---- scikit-learn API -------------------------------------------------------------------------------
@@ -137,10 +140,9 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         else:  # any layer: one forward pass of a blank image gives the dimension (and checks the names)
             import torch
 
-            runner, crop = self._get_runner(), backbone.preprocessing().crop
-            with torch.inference_mode():
-                blank = torch.zeros(1, 3, crop, crop, dtype=torch.uint8, device=runner.device)
-                self._n_features_out = int(runner.network(blank).shape[1])
+            crop = backbone.preprocessing().crop
+            blank = torch.zeros(1, 3, crop, crop, dtype=torch.uint8)
+            self._n_features_out = int(self._get_runner()(blank).shape[1])
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -175,12 +177,17 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _get_runner(self):
         """The feature network on its device, built on first use."""
         if getattr(self, "_runner", None) is None:
-            from .device import BatchRunner, resolve_device
+            from .device import resolve_device
+            from .engines import onnx_cache_path, select_runner
+            from .extraction import cache_dir
             from .network import build_feature_network
 
             backbone = get_backbone(self.model)
             network = build_feature_network(backbone, backbone.weights(self.weights), self.layer, self.pooling)
-            self._runner = BatchRunner(network, resolve_device(self.device))
+            graph = onnx_cache_path(self.feature_space_, cache_dir() / "onnx")
+            self._runner = select_runner(
+                network, resolve_device(self.device), self.engine, graph, backbone.preprocessing().crop
+            )
         return self._runner
 
     @contextlib.contextmanager
@@ -252,7 +259,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             report = _wait_for_store(
                 lambda: extract(
                     files, self.model, weights=self.weights, layer=self.layer, pooling=self.pooling,
-                    store=path, batch_size=self.batch_size, device=self.device, progress=False,
+                    store=path, batch_size=self.batch_size, device=self.device, engine=self.engine, progress=False,
                     workers=0 if multiprocessing.parent_process() else None,  # joblib workers cannot fork decoders
                 )
             )

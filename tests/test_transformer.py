@@ -21,6 +21,7 @@ from sklearn.utils import estimator_checks as checks
 
 from featx.datasets import ELPV_CLASSES, load_elpv, load_folder
 from featx.device import BatchRunner
+from featx.engines import OnnxRunner
 from featx.errors import FeatureSpaceMismatchError
 from featx.extraction import extract
 from featx.inputs import display_path
@@ -49,13 +50,14 @@ def elpv() -> tuple[np.ndarray, np.ndarray]:
 def passes(monkeypatch) -> list[int]:
     """Images that went through a network: sum(passes) after the test's calls."""
     counted: list[int] = []
-    original = BatchRunner.__call__
+    for runner in (BatchRunner, OnnxRunner):  # whichever engine runs
+        original = runner.__call__
 
-    def counting(self, images):
-        counted.append(len(images))
-        return original(self, images)
+        def counting(self, images, original=original):
+            counted.append(len(images))
+            return original(self, images)
 
-    monkeypatch.setattr(BatchRunner, "__call__", counting)
+        monkeypatch.setattr(runner, "__call__", counting)
     return counted
 
 
@@ -273,9 +275,10 @@ def test_pickled_fitted_pipeline_predicts_in_a_fresh_process(elpv, tmp_path):
         f"""
         import pickle, numpy as np
         from featx.device import BatchRunner
+        from featx.engines import OnnxRunner
         passes = []
-        call = BatchRunner.__call__
-        BatchRunner.__call__ = lambda self, images: passes.append(len(images)) or call(self, images)
+        for runner in (BatchRunner, OnnxRunner):
+            runner.__call__ = lambda self, images, call=runner.__call__: passes.append(len(images)) or call(self, images)
         pipe = pickle.load(open({str(tmp_path / "pipe.pkl")!r}, "rb"))
         predicted = pipe.predict(np.load({str(tmp_path / "X.npy")!r}, allow_pickle=True))
         print(" ".join(map(str, predicted)), sum(passes))

@@ -1,0 +1,117 @@
+"""Inference engines for extraction: PyTorch (`BatchRunner`) or ONNX Runtime (`OnnxRunner`, ~2x on CPUs).
+
+Both run the same `FeatureNetwork` (uint8 in, normalisation inside), so a store's feature space does not
+depend on the engine: ONNX Runtime runs the network exported once per feature space and cached on disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .device import BatchRunner
+from .errors import FeatxError
+
+ENGINES = ("auto", "torch", "onnx")
+OPSET = 17
+_INSTALL = 'ONNX Runtime is not installed: pip install "featx[onnx]" (or use --engine torch)'
+
+
+def onnx_cache_path(space: dict, folder: str | os.PathLike) -> Path:
+    """folder/<model>-<hash>.onnx: one exported graph per feature space (and featx/torch/opset version)."""
+    key = {"space": space, "featx": __version__, "torch": torch.__version__, "opset": OPSET}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(folder) / f"{space['model'].replace('/', '_')}-{digest}.onnx"
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> None:
+    """Export `network` (uint8 N x 3 x H x W -> float N x D, dynamic N) to `path`, atomically.
+
+    Hand-written temp file + os.replace: torch.onnx.export writes in place, and a run killed mid-export
+    must not leave a truncated graph that later runs would load.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = network.cpu().float().eval()
+    example = torch.zeros(2, 3, *crop, dtype=torch.uint8)
+    handle, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    common = dict(input_names=["images"], output_names=["features"], opset_version=OPSET)
+    try:
+        try:  # the TorchScript exporter copes best with fx GraphModules and timm models
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    network, (example,), temp, dynamo=False,
+                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, **common,
+                )
+        except Exception:
+            batch = torch.export.Dim("batch", min=1)
+            torch.onnx.export(network, (example,), temp, dynamo=True, dynamic_shapes=({0: batch},), **common)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes it 0600; a shared cache wants the usual mode
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+class OnnxRunner:
+    """Runs a FeatureNetwork with ONNX Runtime on the CPU; same interface as `BatchRunner`."""
+
+    def __init__(self, network: torch.nn.Module, crop: tuple[int, int], cache_path: str | os.PathLike) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise FeatxError(_INSTALL) from exc
+        self.device = torch.device("cpu")
+        self.path = Path(cache_path)
+        self.exported = not self.path.exists()
+        if self.exported:
+            export_onnx(network, crop, self.path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        batch = np.ascontiguousarray(images.cpu().numpy())
+        return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
+
+
+def select_runner(
+    network: torch.nn.Module, device: torch.device, engine: str, cache_path: str | os.PathLike, crop: int = 224
+) -> BatchRunner | OnnxRunner:
+    """'torch' -> BatchRunner; 'onnx' -> OnnxRunner (CPU only); 'auto' -> onnx on a CPU with onnxruntime, else torch.
+
+    `cache_path`: where the exported graph is kept (see `onnx_cache_path`); `crop`: the input's H, W.
+    """
+    if engine not in ENGINES:
+        raise FeatxError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine == "torch" or (engine == "auto" and (device.type != "cpu" or not onnxruntime_available())):
+        return BatchRunner(network, device)
+    if device.type != "cpu":
+        raise FeatxError(f"--engine onnx runs on the CPU only, not on {device}; use --engine torch or --device cpu")
+    if engine == "onnx":
+        return OnnxRunner(network, (crop, crop), cache_path)
+    try:
+        return OnnxRunner(network, (crop, crop), cache_path)
+    except Exception as exc:  # auto: a model ONNX cannot export still extracts, with PyTorch
+        warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); extracting with PyTorch", stacklevel=2)
+        return BatchRunner(network, device)
