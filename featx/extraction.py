@@ -111,17 +111,22 @@ def extract(
     backbone = get_backbone(model)
     images = find_images(data, label_pattern)
     source = backbone.weights(weights)
-    network = build_feature_network(backbone, source, layer, pooling)
     space = feature_space(backbone, source, layer, pooling)
     path = Path(store) if store is not None else default_store_path(space, dtype)
-    runner = select_runner(
-        network, resolve_device(device), engine, onnx_cache_path(space, cache_dir() / "onnx"),
-        backbone.preprocessing().crop,
-    )
+    target = resolve_device(device)
+
+    def make_runner():
+        network = build_feature_network(backbone, source, layer, pooling)
+        graph = onnx_cache_path(space, cache_dir() / "onnx")
+        return select_runner(network, target, engine, graph, backbone.preprocessing().crop)
+
+    # A new store is created only once the network builds (layer names, weights checked); an existing
+    # store of this feature space was checked when made, so its network is built only if there is work.
+    runner = None if path.exists() else make_runner()
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         start = time.perf_counter()
         report = _Run(opened, images).execute(
-            runner, backbone, batch_size, workers, progress
+            lambda: runner or make_runner(), backbone, batch_size, workers, progress
         )
         report.seconds = time.perf_counter() - start
         return report
@@ -159,7 +164,8 @@ class _Run:
         if self.entries.get(path, (-1,))[0] >= 0:
             entries.append((path, -1, self.labels[index]))
 
-    def execute(self, runner: BatchRunner, backbone: Backbone, batch_size: int, workers, progress: bool) -> ExtractReport:
+    def execute(self, get_runner, backbone: Backbone, batch_size: int, workers, progress: bool) -> ExtractReport:
+        """`get_runner()` gives the network runner; it is called only when some content needs extracting."""
         rows = {key: row for row, key in enumerate(self.store.keys())}
         files = self.entries
         bad_contents = {key: reason for key, reason in self.known_failures.values() if key}
@@ -178,7 +184,7 @@ class _Run:
                 pending[key].append(i)
         self.store.commit(files=entries, failed=failed)
         unique = {key for key, _ in keys if key}
-        n_extracted = self._extract(pending, runner, backbone, batch_size, workers, progress) if pending else 0
+        n_extracted = self._extract(pending, get_runner(), backbone, batch_size, workers, progress) if pending else 0
         return ExtractReport(
             store=self.store.path,
             n_files=len(self.images),
