@@ -79,12 +79,15 @@ class _StoreLock:
         self.fd = fd
 
     def _busy_message(self, fd: int) -> str:
+        probe = os.open(self.path, os.O_RDONLY)
         try:  # a shared lock still granted means only readers hold it
-            fcntl.flock(os.open(self.path, os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
             return f"feature store {self.store} is being read by another process; try again when it ends"
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             return f"feature store {self.store} is in use by process {pid} (being written)"
+        finally:
+            os.close(probe)  # closing drops the probe's shared lock
 
     def release(self) -> None:
         if self.fd is not None:
@@ -131,13 +134,12 @@ class FeatureStore:
             store = cls(path, h5, lock)
             store._check_format()
             return store
-        except OSError as exc:
-            lock.release()
-            raise FeatxError(f"{path} is not a readable HDF5 feature store: {exc}") from exc
-        except BaseException:
+        except BaseException as exc:
             if h5 is not None:
                 h5.close()
             lock.release()
+            if isinstance(exc, OSError):
+                raise FeatxError(f"{path} is not a readable HDF5 feature store: {exc}") from exc
             raise
 
     @classmethod

@@ -204,6 +204,7 @@ def test_a_reader_makes_a_writer_wait_with_a_clear_error(elpv_folder, tmp_path):
         with pytest.raises(StoreInUseError, match="being read"):
             featx.extract(elpv_folder, store=store, **FAST)
         featx.load_features(store)  # readers share
+    assert featx.extract(elpv_folder, store=store, **FAST).n_cached == 20  # and leave no lock behind
 
 
 def test_a_file_that_is_not_a_store_is_a_clear_error(elpv_folder, tmp_path):
