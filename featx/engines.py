@@ -71,6 +71,16 @@ def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> 
             os.remove(temp)
 
 
+def build_runner(backbone, weights, layer, pooling: str, space: dict, device: torch.device, engine: str):
+    """The network of a feature space on its engine: what extraction and PretrainedFeatures both run."""
+    from .extraction import cache_dir
+    from .network import build_feature_network
+
+    network = build_feature_network(backbone, weights, layer, pooling)
+    graph = onnx_cache_path(space, cache_dir() / "onnx")
+    return select_runner(network, device, engine, graph, backbone.preprocessing().crop)
+
+
 class OnnxRunner:
     """Runs a FeatureNetwork with ONNX Runtime on the CPU; same interface as `BatchRunner`."""
 

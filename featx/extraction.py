@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 from .backbones import DEFAULT_MODEL, Backbone, get_backbone
 from .content import content_keys
 from .device import BatchRunner, resolve_device
-from .engines import onnx_cache_path, select_runner
+from .engines import build_runner
 from .errors import FeatxError
 from .inputs import ImageList, find_images
 from .loader import ImageFiles, make_loader
-from .network import build_feature_network, parse_layers
+from .network import parse_layers
 from .store import FeatureStore
 from .weights import WeightsSource
 
@@ -116,9 +116,7 @@ def extract(
     target = resolve_device(device)
 
     def make_runner():
-        network = build_feature_network(backbone, source, layer, pooling)
-        graph = onnx_cache_path(space, cache_dir() / "onnx")
-        return select_runner(network, target, engine, graph, backbone.preprocessing().crop)
+        return build_runner(backbone, source, layer, pooling, space, target, engine)
 
     # A new store is created only once the network builds (layer names, weights checked); an existing
     # store of this feature space was checked when made, so its network is built only if there is work.

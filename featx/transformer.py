@@ -178,15 +178,12 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """The feature network on its device, built on first use."""
         if getattr(self, "_runner", None) is None:
             from .device import resolve_device
-            from .engines import onnx_cache_path, select_runner
-            from .extraction import cache_dir
-            from .network import build_feature_network
+            from .engines import build_runner
 
             backbone = get_backbone(self.model)
-            network = build_feature_network(backbone, backbone.weights(self.weights), self.layer, self.pooling)
-            graph = onnx_cache_path(self.feature_space_, cache_dir() / "onnx")
-            self._runner = select_runner(
-                network, resolve_device(self.device), self.engine, graph, backbone.preprocessing().crop
+            self._runner = build_runner(
+                backbone, backbone.weights(self.weights), self.layer, self.pooling,
+                self.feature_space_, resolve_device(self.device), self.engine,
             )
         return self._runner
 
@@ -225,13 +222,14 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def _lookup(self, path: Path, keys: list[str]) -> tuple[np.ndarray | None, set[str]]:
         """(features of `keys` from the store, None if any is missing; the missing keys)."""
-        from .store import FeatureStore
+        from .store import FeatureStore, space_difference
 
         if not path.is_file():
             return None, set(keys)
         with _wait_for_store(lambda: FeatureStore.open(path)) as store:
-            if store.space != self.feature_space_:
-                raise FeatureSpaceMismatchError(f"{path} holds features of another feature space; use another cache")
+            diff = space_difference(store.space, self.feature_space_, "store has", "transformer asks")
+            if diff:
+                raise FeatureSpaceMismatchError(f"{path} holds features of another feature space ({diff}); use another cache")
             index = {key: row for row, key in enumerate(store.keys())}
             missing = {key for key in keys if key not in index}
             if missing:
