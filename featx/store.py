@@ -1,7 +1,7 @@
 """The HDF5 feature store: one row per unique image content, in one feature space, append-only.
 
 Layout (every dataset is appended; the root attributes hold how many entries of each are committed):
-    features  rows x D     float32 or float16, chunked, compressed
+    features  rows x D     float32 or float16, chunked, uncompressed (see _append_features)
     keys      rows         content key of each row (hash of the file bytes)
     files/    path, row, label   one entry per input file; the newest entry of a path wins
     classes   class names  (labels index into them)
@@ -348,7 +348,10 @@ class FeatureStore:
             chunk_rows = max(1, CHUNK_BYTES // (dim * features.itemsize))
             self.h5.create_dataset(
                 "features", shape=(0, dim), maxshape=(None, dim), dtype=self.dtype,
-                chunks=(chunk_rows, dim), compression="gzip", compression_opts=1, shuffle=True,
+                # No compression: appending rewrites the last, partly filled chunk, and a compressed chunk
+                # changes size (moved or rewritten in place), so a kill mid-write could corrupt committed
+                # rows. An uncompressed chunk keeps its address and its committed bytes are rewritten as is.
+                chunks=(chunk_rows, dim),
             )
         dataset = self.h5["features"]
         if features.shape[1] != dataset.shape[1]:
