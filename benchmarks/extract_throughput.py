@@ -63,9 +63,8 @@ def ceiling(paths: list[Path], model: str, weights: str | None, batch_size: int)
     candidates = ["torch"] + (["onnx"] if device.type == "cpu" and onnxruntime_available() else [])
     best = (float("inf"), "")
     for engine in candidates:
-        network = build_feature_network(backbone, source)
         cache = onnx_cache_path(feature_space(backbone, source, None, "avg"), cache_dir() / "onnx")
-        runner = select_runner(network, device, engine, cache, pre.crop)  # exports here, outside the timing
+        runner = select_runner(lambda: build_feature_network(backbone, source), device, engine, cache, pre.crop)  # exports here, outside the timing
         runner(batches[0])  # warm-up
         start = time.perf_counter()
         for batch in batches:

@@ -1,4 +1,4 @@
-"""Safe image decoding to RGB: EXIF orientation, every Pillow mode, bombs refused, errors explained."""
+"""Safe image decoding to RGB (or grey): EXIF orientation, every Pillow mode, bombs refused, errors explained."""
 from __future__ import annotations
 
 import io
@@ -16,6 +16,14 @@ class DecodeError(Exception):
 
 def decode_rgb(data: bytes) -> Image.Image:
     """Decode encoded image bytes to an RGB PIL image, fully loaded, upright."""
+    return decode(data).convert("RGB")
+
+
+def decode(data: bytes) -> Image.Image:
+    """Decode encoded image bytes to an RGB or, for 8-bit grey images, an L image, fully loaded, upright.
+
+    Grey stays one channel so that resizing does a third of the work; `resize_crop` repeats it.
+    """
     if not data:
         raise DecodeError("empty file (0 bytes)")
     try:
@@ -30,7 +38,7 @@ def decode_rgb(data: bytes) -> Image.Image:
         raise DecodeError("not an image (Pillow cannot identify the format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"corrupt or truncated image: {exc}") from exc
-    return to_rgb(image)
+    return image if image.mode == "L" else to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -8,6 +8,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_MODEL, Backbone, get_backbone
 from .content import content_keys
-from .device import BatchRunner, resolve_device
+from .device import resolve_device
 from .engines import build_runner
 from .errors import FeatxError
 from .inputs import ImageList, find_images
@@ -192,26 +193,37 @@ class _Run:
             failures=self.failures,
         )
 
-    def _extract(self, pending: dict, runner: BatchRunner, backbone: Backbone, batch_size, workers, progress) -> int:
-        """Run the network over one file per pending content, committing after every batch."""
+    def _extract(self, pending: dict, runner, backbone: Backbone, batch_size, workers, progress) -> int:
+        """Run the network over one file per pending content, committing after every batch.
+
+        Commits run on a writer thread, one batch behind the network (which releases the GIL), so
+        writing never stalls compute; commits stay in order and the last is waited for.
+        """
         todo = list(pending)
         paths = self.images.paths
         dataset = ImageFiles([paths[pending[key][0]] for key in todo], todo, backbone.preprocessing())
         loader = make_loader(dataset, batch_size, workers, pin_memory=runner.device.type == "cuda")
         quiet = not progress or not sys.stderr.isatty()
-        extracted = 0
-        with tqdm(total=len(todo), unit="img", desc="extract", disable=quiet, file=sys.stderr) as bar:
+        first_row = next_row = self.store.count("rows")
+        committing = None
+        with (
+            tqdm(total=len(todo), unit="img", desc="extract", disable=quiet, file=sys.stderr) as bar,
+            ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
+        ):
             for indices, images, bad in loader:
-                keys = [todo[i] for i in indices]
                 features = runner(images) if images is not None else None
-                first = self.store.count("rows")
-                entries = [(paths[j], first + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]]
+                keys = [todo[i] for i in indices]
+                entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]]
                 failed: list = []
                 for i, reason, permanent in bad:
                     # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
                     for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
                         self._failure(j, todo[i] if permanent else "", reason, failed, entries)
-                self.store.commit(keys, features, entries, failed)
-                extracted += len(keys)
+                if committing is not None:
+                    committing.result()
+                committing = writer.submit(self.store.commit, keys, features, entries, failed)
+                next_row += len(keys)
                 bar.update(len(indices) + len(bad))
-        return extracted
+            if committing is not None:
+                committing.result()
+        return next_row - first_row

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .content import content_key, read_bytes, unreadable
-from .decode import DecodeError, decode_rgb
+from .decode import DecodeError, decode
 from .preprocessing import Preprocessing
 
 
@@ -37,7 +37,7 @@ class ImageFiles(Dataset):
             data = read_bytes(self.paths[i])
             if content_key(data) != self.keys[i]:
                 return i, None, "file changed during extraction; run again", False
-            return i, self.transform(decode_rgb(data)), None, False
+            return i, self.transform(decode(data)), None, False
         except DecodeError as exc:
             return i, None, str(exc), True
         except OSError as exc:

@@ -3,9 +3,10 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from featx.decode import DecodeError, array_to_rgb, decode_rgb
+from featx.decode import DecodeError, array_to_rgb, decode, decode_rgb
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -106,3 +107,24 @@ def test_arrays():
     assert np.asarray(array_to_rgb(grey)).shape == (5, 6, 3)
     with pytest.raises(ValueError, match="uint8"):
         array_to_rgb(grey.astype(np.float64))
+
+
+@pytest.mark.parametrize("size", [(451, 300), (300, 451), (333, 517), (300, 300), (100, 80)])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_resize_crop_matches_torchvision_on_colour_and_grey(chelsea, size, interpolation):
+    from featx.preprocessing import Preprocessing, _torchvision_resize_crop
+
+    colour = chelsea.resize(size)
+    pre = Preprocessing(resize=232, crop=224, interpolation=interpolation, mean=(0, 0, 0), std=(1, 1, 1))
+    for image in (colour, colour.convert("L")):
+        ours = pre.geometric()(image).int()
+        reference = _torchvision_resize_crop(image.convert("RGB"), 232, 224, interpolation).int()
+        assert ours.shape == reference.shape == (3, 224, 224) and ours.dtype == torch.int32
+        assert (ours - reference).abs().max() <= 2  # PIL's resampling of the crop vs of the whole image
+        assert (ours - reference).abs().float().mean() < 0.5
+
+
+def test_grey_images_stay_one_channel_until_resized():
+    grey = Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64).astype(np.uint8), "L")
+    assert decode(encode(grey, "PNG")).mode == "L"
+    assert decode_rgb(encode(grey, "PNG")).mode == "RGB"

@@ -89,27 +89,27 @@ def small_network():
 
 def test_auto_picks_onnx_on_cpu_and_torch_elsewhere(small_network, tmp_path, monkeypatch):
     cpu = torch.device("cpu")
-    runner = engines.select_runner(small_network, cpu, "auto", tmp_path / "m.onnx")
+    runner = engines.select_runner(lambda: small_network, cpu, "auto", tmp_path / "m.onnx")
     assert isinstance(runner, engines.OnnxRunner) and runner.device == cpu
     images = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
     out = runner(images)
     assert out.shape == (3, 576) and out.dtype == np.float32
-    assert isinstance(engines.select_runner(small_network, cpu, "torch", tmp_path / "m.onnx"), BatchRunner)
+    assert isinstance(engines.select_runner(lambda: small_network, cpu, "torch", tmp_path / "m.onnx"), BatchRunner)
     # on CUDA, auto means torch (BatchRunner stubbed: no GPU here)
     monkeypatch.setattr(engines, "BatchRunner", lambda network, device: ("torch", device))
     cuda = torch.device("cuda")
-    assert engines.select_runner(small_network, cuda, "auto", tmp_path / "m.onnx") == ("torch", cuda)
+    assert engines.select_runner(lambda: small_network, cuda, "auto", tmp_path / "m.onnx") == ("torch", cuda)
     with pytest.raises(FeatxError, match="CPU only"):
-        engines.select_runner(small_network, cuda, "onnx", tmp_path / "m.onnx")
+        engines.select_runner(lambda: small_network, cuda, "onnx", tmp_path / "m.onnx")
     with pytest.raises(FeatxError, match="unknown engine"):
-        engines.select_runner(small_network, cpu, "tensorrt", tmp_path / "m.onnx")
+        engines.select_runner(lambda: small_network, cpu, "tensorrt", tmp_path / "m.onnx")
 
 
 def test_missing_onnxruntime_gives_the_install_hint(cells, tmp_path, small_network, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     with pytest.raises(FeatxError, match=r'pip install "featx\[onnx\]"'):
         featx.extract(cells, "mobilenet_v3_small", weights="random", engine="onnx", store=tmp_path / "s.h5")
-    auto = engines.select_runner(small_network, torch.device("cpu"), "auto", tmp_path / "m.onnx")
+    auto = engines.select_runner(lambda: small_network, torch.device("cpu"), "auto", tmp_path / "m.onnx")
     assert isinstance(auto, BatchRunner)
     result = CliRunner().invoke(main, ["extract", str(cells), "--store", str(tmp_path / "c.h5"), "--engine", "onnx",
                                        "--model", "mobilenet_v3_small", "--weights", "random", "-j", "0", "-q"])
@@ -125,3 +125,22 @@ def test_cli_engine_option(cells, tmp_path):
     assert "12 extracted" in result.output
     bad = CliRunner().invoke(main, [*args, "--engine", "tensorrt"])
     assert bad.exit_code == 2 and "tensorrt" in bad.output
+
+
+def test_chunked_concurrent_onnx_runs_match_single_images_and_torch(cells, small_network, tmp_path):
+    from featx.decode import decode
+
+    pre = get_backbone("mobilenet_v3_small").preprocessing()
+    images = [pre.geometric()(decode(p.read_bytes())) for p in sorted(cells.rglob("*.png"))]
+    batch = torch.stack(images + [im.flip(-1) for im in images[:7]])  # 19 images: chunks of 8, 8 and 3
+    runner = engines.select_runner(lambda: small_network, torch.device("cpu"), "onnx", tmp_path / "m.onnx")
+    assert engines.CHUNK < len(batch) and runner.threads >= 1
+    whole = runner(batch)
+    singles = np.concatenate([runner(batch[i : i + 1]) for i in range(len(batch))])
+    np.testing.assert_allclose(whole, singles, rtol=1e-4, atol=1e-5 * float(np.abs(singles).max()))
+    assert_same_features(whole, BatchRunner(small_network, torch.device("cpu"))(batch))
+    cached = engines.select_runner(
+        lambda: pytest.fail("the network was built although its graph is cached"),
+        torch.device("cpu"), "onnx", tmp_path / "m.onnx",
+    )
+    np.testing.assert_allclose(cached(batch[:3]), whole[:3], rtol=1e-4, atol=1e-5 * float(np.abs(singles).max()))
