@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from .device import resolve_device
 from .engines import build_runner
 from .errors import FeatxError
 from .inputs import ImageList, find_images
-from .loader import ImageFiles, make_loader
+from .loader import FeatureBatch, local_batches
 from .network import parse_layers
 from .store import FeatureStore
 from .weights import WeightsSource
@@ -122,11 +122,13 @@ def extract(
     # A new store is created only once the network builds (layer names, weights checked); an existing
     # store of this feature space was checked when made, so its network is built only if there is work.
     runner = None if path.exists() else make_runner()
+
+    def compute(paths: list[str], keys: list[str]) -> Iterator[FeatureBatch]:
+        return local_batches(paths, keys, runner or make_runner(), backbone.preprocessing(), batch_size, workers)
+
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         start = time.perf_counter()
-        report = _Run(opened, images).execute(
-            lambda: runner or make_runner(), backbone, batch_size, workers, progress
-        )
+        report = _Run(opened, images).execute(compute, progress)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -163,8 +165,9 @@ class _Run:
         if self.entries.get(path, (-1,))[0] >= 0:
             entries.append((path, -1, self.labels[index]))
 
-    def execute(self, get_runner, backbone: Backbone, batch_size: int, workers, progress: bool) -> ExtractReport:
-        """`get_runner()` gives the network runner; it is called only when some content needs extracting."""
+    def execute(self, compute: Callable[[list[str], list[str]], Iterable[FeatureBatch]], progress: bool) -> ExtractReport:
+        """`compute(paths, keys)` yields the features of those files (see `FeatureBatch`); it is called only
+        when some content needs extracting, with one file per content."""
         rows = {key: row for row, key in enumerate(self.store.keys())}
         files = self.entries
         bad_contents = {key: reason for key, reason in self.known_failures.values() if key}
@@ -183,7 +186,7 @@ class _Run:
                 pending[key].append(i)
         self.store.commit(files=entries, failed=failed)
         unique = {key for key, _ in keys if key}
-        n_extracted = self._extract(pending, get_runner(), backbone, batch_size, workers, progress) if pending else 0
+        n_extracted = self._extract(pending, compute, progress) if pending else 0
         return ExtractReport(
             store=self.store.path,
             n_files=len(self.images),
@@ -193,16 +196,14 @@ class _Run:
             failures=self.failures,
         )
 
-    def _extract(self, pending: dict, runner, backbone: Backbone, batch_size, workers, progress) -> int:
-        """Run the network over one file per pending content, committing after every batch.
+    def _extract(self, pending: dict, compute, progress: bool) -> int:
+        """Compute the features of one file per pending content, committing after every batch.
 
         Commits run on a writer thread, one batch behind the network (which releases the GIL), so
         writing never stalls compute; commits stay in order and the last is waited for.
         """
         todo = list(pending)
         paths = self.images.paths
-        dataset = ImageFiles([paths[pending[key][0]] for key in todo], todo, backbone.preprocessing())
-        loader = make_loader(dataset, batch_size, workers, pin_memory=runner.device.type == "cuda")
         quiet = not progress or not sys.stderr.isatty()
         first_row = next_row = self.store.count("rows")
         committing = None
@@ -210,8 +211,7 @@ class _Run:
             tqdm(total=len(todo), unit="img", desc="extract", disable=quiet, file=sys.stderr) as bar,
             ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
         ):
-            for indices, images, bad in loader:
-                features = runner(images) if images is not None else None
+            for indices, features, bad in compute([paths[pending[key][0]] for key in todo], todo):
                 keys = [todo[i] for i in indices]
                 entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]]
                 failed: list = []

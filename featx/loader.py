@@ -1,12 +1,14 @@
-"""Decode and resize images in DataLoader worker processes, batching uint8 tensors and failures."""
+"""Decode and resize images in DataLoader worker processes and run the network on their batches."""
 from __future__ import annotations
 
 import functools
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -90,3 +92,23 @@ def _die_with_parent(parent: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+class FeatureBatch(NamedTuple):
+    """Features of some of the files given to a compute function, by position in that list.
+
+    `indices[n]` has `features[n]` (None when the whole batch failed); `failures`: (index, reason, permanent).
+    """
+
+    indices: list[int]
+    features: np.ndarray | None
+    failures: list[tuple[int, str, bool]]
+
+
+def local_batches(
+    paths: Sequence[str], keys: Sequence[str], runner, preprocessing: Preprocessing, batch_size: int, workers: int | None
+) -> Iterator[FeatureBatch]:
+    """Decode `paths` in worker processes (checking each file's bytes still hash to its key) and run `runner`."""
+    loader = make_loader(ImageFiles(paths, keys, preprocessing), batch_size, workers, runner.device.type == "cuda")
+    for indices, images, failures in loader:
+        yield FeatureBatch(indices, runner(images) if images is not None else None, failures)
