@@ -18,8 +18,8 @@ from .errors import user_errors
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: cores - 1).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
-              help="torch, or onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")
+@click.option("--engine", type=click.Choice(["auto", "torch", "compile", "onnx"]), default="auto", show_default=True,
+              help="torch; compile (torch.compile); onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")
 @click.option("--float16", is_flag=True, help="Store features as float16 (half the disk).")
 @click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")

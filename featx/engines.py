@@ -22,7 +22,7 @@ from . import __version__
 from .device import BatchRunner
 from .errors import FeatxError
 
-ENGINES = ("auto", "torch", "onnx")
+ENGINES = ("auto", "torch", "compile", "onnx")
 OPSET = 17
 CHUNK = 8  # images per ONNX Runtime call: small batches stay in the CPU's caches
 NetworkFactory = Callable[[], torch.nn.Module]
@@ -131,7 +131,8 @@ class OnnxRunner:
 def select_runner(
     network: NetworkFactory, device: torch.device, engine: str, cache_path: str | os.PathLike, crop: int = 224
 ) -> BatchRunner | OnnxRunner:
-    """'torch' -> BatchRunner; 'onnx' -> OnnxRunner (CPU only); 'auto' -> onnx on a CPU with onnxruntime, else torch.
+    """'torch' -> BatchRunner; 'compile' -> BatchRunner through torch.compile; 'onnx' -> OnnxRunner (CPU only);
+    'auto' -> onnx on a CPU with onnxruntime, else torch.
 
     `network()` builds the FeatureNetwork (not called when the ONNX graph is cached); `cache_path`: where the
     exported graph is kept (see `onnx_cache_path`); `crop`: the input's H, W.
@@ -139,8 +140,8 @@ def select_runner(
     if engine not in ENGINES:
         raise FeatxError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     network = functools.cache(network)  # built at most once, even when auto falls back to PyTorch
-    if engine == "torch" or (engine == "auto" and (device.type != "cpu" or not onnxruntime_available())):
-        return BatchRunner(network(), device)
+    if engine in ("torch", "compile") or (engine == "auto" and (device.type != "cpu" or not onnxruntime_available())):
+        return BatchRunner(network(), device, compile=engine == "compile")
     if device.type != "cpu":
         raise FeatxError(f"--engine onnx runs on the CPU only, not on {device}; use --engine torch or --device cpu")
     if engine == "onnx":

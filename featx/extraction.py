@@ -102,8 +102,8 @@ def extract(
     `data`: folders (one subfolder per class, or flat), image files and CSV files of path,label.
     Only image contents not yet in the store go through the network; unreadable files are recorded
     and skipped. Read the result with `featx.load_features(report.store)`.
-    `engine`: 'torch', 'onnx' (ONNX Runtime, CPU) or 'auto' (onnx on a CPU when onnxruntime is installed);
-    the features, and so the store, are the same with either.
+    `engine`: 'torch', 'compile' (torch.compile), 'onnx' (ONNX Runtime, CPU) or 'auto' (onnx on a CPU when
+    onnxruntime is installed, else torch); the features, and so the store, are the same with any.
     """
     if dtype not in DTYPES:
         raise FeatxError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")

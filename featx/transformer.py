@@ -83,7 +83,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     pooling : "avg", "max" or "gem".
     batch_size : images per forward pass.
     device : "auto", "cpu", "cuda" or "cuda:N".
-    engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch" or "onnx".
+    engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch", "compile" or "onnx".
     cache : None (the default store of the feature space, under $FEATX_CACHE or ./cache), a store
         file path, or False (nothing kept: features are computed on every call).
 

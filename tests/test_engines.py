@@ -144,3 +144,11 @@ def test_chunked_concurrent_onnx_runs_match_single_images_and_torch(cells, small
         torch.device("cpu"), "onnx", tmp_path / "m.onnx",
     )
     np.testing.assert_allclose(cached(batch[:3]), whole[:3], rtol=1e-4, atol=1e-5 * float(np.abs(singles).max()))
+
+
+def test_compile_engine_gives_the_torch_features(cells, tmp_path):
+    common = dict(model="mobilenet_v3_small", weights="random", workers=0, progress=False, batch_size=6)
+    plain = featx.extract(cells, store=tmp_path / "torch.h5", engine="torch", **common)
+    compiled = featx.extract(cells, store=tmp_path / "compiled.h5", engine="compile", **common)
+    assert compiled.n_extracted == 12
+    assert_same_features(featx.load_features(compiled.store).features, featx.load_features(plain.store).features)
