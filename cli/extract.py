@@ -16,7 +16,7 @@ from .errors import user_errors
 @click.option("--pooling", type=click.Choice(["avg", "max", "gem"]), default="avg", show_default=True)
 @click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: cores - 1).")
+@click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: a quarter of the cores; cores - 1 with a GPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "compile", "onnx"]), default="auto", show_default=True,
               help="torch; compile (torch.compile); onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future
 
+import numpy as np
 import torch
 
 from .errors import FeatxError
@@ -41,7 +43,13 @@ class BatchRunner:
         if compile:
             self.network = torch.compile(self.network)
 
-    def __call__(self, images: torch.Tensor):
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), autocast(self.device):
             batch = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             return self.network(batch).float().cpu().numpy()
+
+    def submit(self, images: torch.Tensor) -> Future:
+        """The features of a batch as a finished future (PyTorch runs its own threads or CUDA streams)."""
+        future: Future = Future()
+        future.set_result(self(images))
+        return future

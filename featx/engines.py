@@ -12,7 +12,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -114,18 +114,33 @@ class OnnxRunner:
         self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        """Features of a batch: its chunks run concurrently, one single-threaded run per compute thread.
+        return self.submit(images).result()
+
+    def submit(self, images: torch.Tensor) -> Chunks:
+        """Start computing the features of a batch: its chunks queue up for the compute threads.
 
         Hand-written rather than ONNX Runtime's intra-op threads, which split every operator across
         threads and wait for the slowest at each one: on a few cores shared with decode workers, whole
-        chunks on independent threads keep every core busy (measured 10-30% faster; docs/performance.md).
+        chunks run single-threaded on independent threads, with the next batch's chunks already queued,
+        keep every core busy (docs/performance.md).
         """
         batch = np.ascontiguousarray(images.cpu().numpy())
-        chunks = np.array_split(batch, -(-len(batch) // CHUNK))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-onnx")
-        outputs = self._pool.map(lambda chunk: self.session.run(None, {self.input_name: chunk})[0], chunks)
-        return np.concatenate(list(outputs)).astype(np.float32, copy=False)
+        return Chunks([self._pool.submit(self._run, chunk) for chunk in np.array_split(batch, -(-len(batch) // CHUNK))])
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: chunk})[0]
+
+
+class Chunks:
+    """A batch's features being computed in chunks; `result()` waits and joins them."""
+
+    def __init__(self, futures: list[Future]) -> None:
+        self.futures = futures
+
+    def result(self) -> np.ndarray:
+        return np.concatenate([f.result() for f in self.futures]).astype(np.float32, copy=False)
 
 
 def select_runner(

@@ -1,6 +1,7 @@
 """Decode and resize images in DataLoader worker processes and run the network on their batches."""
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import signal
@@ -56,20 +57,27 @@ def collate(batch):
     return [i for i, _ in good], images, failed
 
 
-def default_workers() -> int:
-    """Decode workers: leave one core to the network (at least one worker; at most eight)."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def default_workers(gpu: bool) -> int:
+    """Decode worker processes, sized to the machine.
+
+    For a GPU, all cores but one decode (at most 16): the GPU outpaces Pillow on any core count. On a CPU,
+    decoding costs 10-40% of the network's compute for the registry's models, so a quarter of the cores
+    decode (at least one) while the compute threads use all of them; the OS shares the cores between them
+    (measured on 2 cores in docs/performance.md: 1 worker + 2 compute threads beats 0 workers or 1 thread).
+    """
+    cores = os.cpu_count() or 2
+    return max(1, min(16, cores - 1)) if gpu else max(1, cores // 4)
 
 
-def make_loader(dataset: Dataset, batch_size: int, workers: int | None, pin_memory: bool = False) -> DataLoader:
-    workers = default_workers() if workers is None else workers
+def make_loader(dataset: Dataset, batch_size: int, workers: int | None, gpu: bool = False) -> DataLoader:
+    workers = default_workers(gpu) if workers is None else workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
         collate_fn=collate,
-        pin_memory=pin_memory,
+        pin_memory=gpu,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
         worker_init_fn=functools.partial(_init_worker, os.getpid()) if workers else None,
@@ -108,7 +116,19 @@ class FeatureBatch(NamedTuple):
 def local_batches(
     paths: Sequence[str], keys: Sequence[str], runner, preprocessing: Preprocessing, batch_size: int, workers: int | None
 ) -> Iterator[FeatureBatch]:
-    """Decode `paths` in worker processes (checking each file's bytes still hash to its key) and run `runner`."""
+    """Decode `paths` in worker processes (checking each file's bytes still hash to its key) and run `runner`.
+
+    Two batches are in flight, so the compute threads start on the next one while the last finishes.
+    """
     loader = make_loader(ImageFiles(paths, keys, preprocessing), batch_size, workers, runner.device.type == "cuda")
+    in_flight: collections.deque = collections.deque()
     for indices, images, failures in loader:
-        yield FeatureBatch(indices, runner(images) if images is not None else None, failures)
+        in_flight.append((indices, runner.submit(images) if images is not None else None, failures))
+        if len(in_flight) > 1:
+            yield _finish(*in_flight.popleft())
+    while in_flight:
+        yield _finish(*in_flight.popleft())
+
+
+def _finish(indices: list[int], features, failures: list) -> FeatureBatch:
+    return FeatureBatch(indices, features.result() if features is not None else None, failures)

@@ -96,7 +96,7 @@ def test_auto_picks_onnx_on_cpu_and_torch_elsewhere(small_network, tmp_path, mon
     assert out.shape == (3, 576) and out.dtype == np.float32
     assert isinstance(engines.select_runner(lambda: small_network, cpu, "torch", tmp_path / "m.onnx"), BatchRunner)
     # on CUDA, auto means torch (BatchRunner stubbed: no GPU here)
-    monkeypatch.setattr(engines, "BatchRunner", lambda network, device: ("torch", device))
+    monkeypatch.setattr(engines, "BatchRunner", lambda network, device, compile: ("torch", device))
     cuda = torch.device("cuda")
     assert engines.select_runner(lambda: small_network, cuda, "auto", tmp_path / "m.onnx") == ("torch", cuda)
     with pytest.raises(FeatxError, match="CPU only"):
