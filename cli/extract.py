@@ -14,18 +14,27 @@ from .errors import user_errors
 @click.option("--weights", help="Weights: a state-dict FILE, 'random', or a named variant such as IMAGENET1K_V1.")
 @click.option("--layer", help="Feature layer(s), comma-separated module names; default: the last feature map.")
 @click.option("--pooling", type=click.Choice(["avg", "max", "gem"]), default="avg", show_default=True)
+@click.option("--image-size", type=click.IntRange(min=1), metavar="N",
+              help="Resize the shorter side to N and centre-crop N x N (default: the weights' own resize and crop).")
+@click.option("--tta", type=click.Choice(["none", "d4"]), default="none", show_default=True,
+              help="d4: features averaged over the 8 rotations and mirror images of the square (8x the compute).")
 @click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: a quarter of the cores; cores - 1 with a GPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "compile", "onnx"]), default="auto", show_default=True,
               help="torch; compile (torch.compile); onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")
+@click.option("--ray", is_flag=False, flag_value="auto", metavar="[ADDRESS]",
+              help="Extract on a Ray cluster: a bare --ray (after DATA) joins this machine's cluster or starts Ray "
+                   "here; --ray ray://head:10001 names one (docs/distributed.md).")
+@click.option("--ray-actors", type=click.IntRange(min=1), metavar="N",
+              help="With --ray: copies of the network (default: one per GPU of the cluster, else one per CPU).")
 @click.option("--float16", is_flag=True, help="Store features as float16 (half the disk).")
 @click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @user_errors
-def extract(data, model, weights, layer, pooling, store, batch_size, workers, device, engine, float16, label_pattern, strict, quiet):
+def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_size, workers, device, engine, ray, ray_actors, float16, label_pattern, strict, quiet):
     """Extract features of the images in DATA (folders, image files or CSV files of path,label).
 
     A folder's subfolders name the classes. Images already in the store (same content, same
@@ -34,8 +43,8 @@ def extract(data, model, weights, layer, pooling, store, batch_size, workers, de
     from featx.extraction import extract as run
 
     report = run(
-        list(data), model, weights=weights, layer=layer, pooling=pooling, store=store,
-        batch_size=batch_size, workers=workers, device=device, engine=engine,
+        list(data), model, weights=weights, layer=layer, pooling=pooling, image_size=image_size, tta=tta, store=store,
+        batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray, ray_actors=ray_actors,
         dtype="float16" if float16 else "float32", label_pattern=label_pattern, progress=not quiet,
     )
     click.echo(report.summary())

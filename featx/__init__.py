@@ -16,6 +16,7 @@ _EXPORTS = {
     "get_backbone": "featx.backbones",
     "FeatxError": "featx.errors",
     "PretrainedFeatures": "featx.transformer",
+    "symmetries": "featx.views",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -53,9 +53,14 @@ class ModelBundle:
             weights = self._weights_spec(backbone)
         layers = self.space["layer"]
         layer = None if layers and layers[0].startswith("default:") else layers
-        pooling = self.space["pooling"]
-        self.check_space(feature_space(backbone, backbone.weights(weights), layer, pooling))
-        return {"model": backbone.name, "weights": weights, "layer": layer, "pooling": pooling, "dtype": self.dtype}
+        pooling, tta = self.space["pooling"], self.space.get("tta", "none")
+        pre = self.space["preprocessing"]
+        image_size = None if pre == backbone.preprocessing().as_dict() else pre["crop"]
+        self.check_space(feature_space(backbone, backbone.weights(weights), layer, pooling, image_size, tta))
+        return {
+            "model": backbone.name, "weights": weights, "layer": layer, "pooling": pooling,
+            "image_size": image_size, "tta": tta, "dtype": self.dtype,
+        }
 
     def _weights_spec(self, backbone) -> str | None:
         wanted = self.space["weights"]

@@ -83,8 +83,8 @@ def build_runner(backbone, weights, layer, pooling: str, space: dict, device: to
 
     graph = onnx_cache_path(space, cache_dir() / "onnx")
     return select_runner(
-        lambda: build_feature_network(backbone, weights, layer, pooling), device, engine, graph,
-        backbone.preprocessing().crop,
+        lambda: build_feature_network(backbone, weights, layer, pooling, space.get("tta", "none")), device, engine, graph,
+        space["preprocessing"]["crop"],
     )
 
 

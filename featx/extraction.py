@@ -33,14 +33,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEATX_CACHE", "cache"))
 
 
-def feature_space(backbone: Backbone, weights: WeightsSource, layer, pooling: str) -> dict:
-    """Everything that determines a feature vector; a store holds exactly one feature space."""
+def feature_space(
+    backbone: Backbone, weights: WeightsSource, layer, pooling: str, image_size: int | None = None, tta: str = "none"
+) -> dict:
+    """Everything that determines a feature vector; a store holds exactly one feature space.
+
+    `tta` is recorded only when used, so stores made before it existed keep their feature space.
+    """
     return {
         "model": backbone.name,
         "weights": weights.id,
-        "preprocessing": backbone.preprocessing().as_dict(),
+        "preprocessing": backbone.preprocessing().at_size(image_size).as_dict(),
         "layer": parse_layers(layer) or ["default:" + (backbone.feature_node or "forward_features")],
         "pooling": pooling,
+        **({"tta": tta} if tta != "none" else {}),
     }
 
 
@@ -88,6 +94,8 @@ def extract(
     weights: str | os.PathLike | None = None,
     layer: str | Sequence[str] | None = None,
     pooling: str = "avg",
+    image_size: int | None = None,
+    tta: str = "none",
     store: str | os.PathLike | None = None,
     batch_size: int = 64,
     workers: int | None = None,
@@ -96,6 +104,8 @@ def extract(
     label_pattern: str | None = None,
     progress: bool = True,
     engine: str = "auto",
+    ray: str | None = None,
+    ray_actors: int | None = None,
 ) -> ExtractReport:
     """Extract features of the images in `data` into an HDF5 store and return what was done.
 
@@ -104,6 +114,11 @@ def extract(
     and skipped. Read the result with `featx.load_features(report.store)`.
     `engine`: 'torch', 'compile' (torch.compile), 'onnx' (ONNX Runtime, CPU) or 'auto' (onnx on a CPU when
     onnxruntime is installed, else torch); the features, and so the store, are the same with any.
+    `image_size`: resize the shorter side to this and centre-crop a square of it, instead of the weights'
+    own resize and crop (e.g. a data set's native resolution). `tta`: 'none', or 'd4' for features
+    averaged over the 8 symmetries of the square (rotations and mirror images; 8x the compute).
+    `ray`: extract on a Ray cluster ('auto' or an address, see `featx.distributed.connect`; docs/distributed.md)
+    with `ray_actors` copies of the network; same store, same dedup and resume as a local run.
     """
     if dtype not in DTYPES:
         raise FeatxError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
@@ -112,19 +127,28 @@ def extract(
     backbone = get_backbone(model)
     images = find_images(data, label_pattern)
     source = backbone.weights(weights)
-    space = feature_space(backbone, source, layer, pooling)
+    space = feature_space(backbone, source, layer, pooling, image_size, tta)
+    preprocessing = backbone.preprocessing().at_size(image_size)
     path = Path(store) if store is not None else default_store_path(space, dtype)
-    target = resolve_device(device)
+    if ray is not None:
+        from .distributed import import_ray
 
-    def make_runner():
-        return build_runner(backbone, source, layer, pooling, space, target, engine)
+        import_ray()  # a missing Ray is said at once, before the inputs are hashed
+    target = resolve_device("cpu" if ray is not None else device)  # on Ray, each actor resolves `device`
+
+    def make_runner(on=target):
+        return build_runner(backbone, source, layer, pooling, space, on, engine)
 
     # A new store is created only once the network builds (layer names, weights checked); an existing
     # store of this feature space was checked when made, so its network is built only if there is work.
     runner = None if path.exists() else make_runner()
 
     def compute(paths: list[str], keys: list[str]) -> Iterator[FeatureBatch]:
-        return local_batches(paths, keys, runner or make_runner(), backbone.preprocessing(), batch_size, workers)
+        if ray is not None:
+            from .distributed import ray_batches
+
+            return ray_batches(paths, keys, make_runner, device, preprocessing, batch_size, ray, ray_actors)
+        return local_batches(paths, keys, runner or make_runner(), preprocessing, batch_size, workers)
 
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         start = time.perf_counter()

@@ -11,6 +11,7 @@ from .errors import UnknownNameError
 from .weights import WeightsSource
 
 POOLINGS = ("avg", "max", "gem")
+TTAS = ("none", "d4")  # d4: features averaged over the 8 symmetries of the square
 
 
 def pool(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -28,6 +29,12 @@ def pool(x: torch.Tensor, how: str) -> torch.Tensor:
     raise UnknownNameError("pooling", how, POOLINGS)
 
 
+def d4_views(x: torch.Tensor) -> torch.Tensor:
+    """N x C x S x S -> 8N x C x S x S: the 8 symmetries of the square (rotations, mirror images), view-major."""
+    t = x.transpose(2, 3)
+    return torch.cat([x, x.flip(3), x.flip(2), x.flip((2, 3)), t, t.flip(3), t.flip(2), t.flip((2, 3))])
+
+
 class _ForwardFeatures(nn.Module):
     """timm's forward_features as a module returning {node: map}, like an fx feature extractor."""
 
@@ -40,12 +47,16 @@ class _ForwardFeatures(nn.Module):
 
 
 class FeatureNetwork(nn.Module):
-    """uint8 N x 3 x H x W -> float N x D features: normalise, backbone trunk, pool, concatenate layers."""
+    """uint8 N x 3 x H x W -> float N x D features: normalise, backbone trunk, pool, concatenate layers.
 
-    def __init__(self, trunk: nn.Module, mean, std, pooling: str) -> None:
+    `tta="d4"`: the trunk runs on the 8 symmetries of each (square) image and their features are averaged.
+    """
+
+    def __init__(self, trunk: nn.Module, mean, std, pooling: str, tta: str = "none") -> None:
         super().__init__()
         self.trunk = trunk
         self.pooling = pooling
+        self.tta = tta
         self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
         self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
 
@@ -53,8 +64,10 @@ class FeatureNetwork(nn.Module):
         return images.to(self.scale.dtype) * self.scale - self.shift
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self.trunk(self.normalise(images))
-        return torch.cat([pool(m, self.pooling).flatten(1) for m in maps.values()], dim=1)
+        x = self.normalise(images)
+        maps = self.trunk(d4_views(x) if self.tta == "d4" else x)
+        features = torch.cat([pool(m, self.pooling).flatten(1) for m in maps.values()], dim=1)
+        return features.unflatten(0, (8, -1)).mean(0) if self.tta == "d4" else features
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -70,11 +83,17 @@ def parse_layers(layer: str | Sequence[str] | None) -> list[str] | None:
 
 
 def build_feature_network(
-    backbone: Backbone, weights: WeightsSource, layer: str | Sequence[str] | None = None, pooling: str = "avg"
+    backbone: Backbone,
+    weights: WeightsSource,
+    layer: str | Sequence[str] | None = None,
+    pooling: str = "avg",
+    tta: str = "none",
 ) -> FeatureNetwork:
-    """The backbone truncated at `layer` (default: its last feature map), in eval mode."""
+    """The backbone truncated at `layer` (default: its last feature map), in eval mode; `tta`: see TTAS."""
     if pooling not in POOLINGS:
         raise UnknownNameError("pooling", pooling, POOLINGS)
+    if tta not in TTAS:
+        raise UnknownNameError("test-time augmentation", tta, TTAS)
     model = backbone.build_model(weights)
     nodes = parse_layers(layer)
     if nodes is None and backbone.feature_node is None:
@@ -91,4 +110,4 @@ def build_feature_network(
             from torchvision.models.feature_extraction import create_feature_extractor
         trunk = create_feature_extractor(model, return_nodes={n: n for n in nodes})
     pre = backbone.preprocessing()
-    return FeatureNetwork(trunk, pre.mean, pre.std, pooling).eval()
+    return FeatureNetwork(trunk, pre.mean, pre.std, pooling, tta).eval()

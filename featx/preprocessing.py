@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
+
+from .errors import BadInputError
 
 _INTERPOLATIONS = {
     "nearest": T.InterpolationMode.NEAREST,
@@ -33,6 +36,14 @@ class Preprocessing:
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def at_size(self, size: int | None) -> Preprocessing:
+        """Shorter side resized to `size`, centre crop `size` x `size` (no margin); None: this preprocessing."""
+        if size is None:
+            return self
+        if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
+            raise BadInputError(f"image size must be a positive integer or None, got {size!r}")
+        return replace(self, resize=int(size), crop=int(size))
 
     def geometric(self):
         """A function: PIL image (RGB or L) -> uint8 3 x crop x crop tensor."""

@@ -81,6 +81,9 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     weights : None (the model's pretrained weights), "random", a weights file or a named variant.
     layer : None (the backbone's last feature map) or node name(s), "a,b" or ["a", "b"].
     pooling : "avg", "max" or "gem".
+    image_size : None (the weights' own resize and centre crop) or N: shorter side resized to N, centre
+        crop N x N (e.g. the images' native resolution).
+    tta : "none", or "d4": features averaged over the 8 symmetries of the square (8x the compute).
     batch_size : images per forward pass.
     device : "auto", "cpu", "cuda" or "cuda:N".
     engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch", "compile" or "onnx".
@@ -102,6 +105,8 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         weights: str | os.PathLike | None = None,
         layer: str | list[str] | None = None,
         pooling: str = "avg",
+        image_size: int | None = None,
+        tta: str = "none",
         batch_size: int = 64,
         device: str = "auto",
         engine: str = "auto",
@@ -111,6 +116,8 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.weights = weights
         self.layer = layer
         self.pooling = pooling
+        self.image_size = image_size
+        self.tta = tta
         self.batch_size = batch_size
         self.device = device
         self.engine = engine
@@ -121,18 +128,20 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """Check the parameters and X; the network is pretrained, so nothing is learned from X."""
         from .device import resolve_device
         from .extraction import feature_space
-        from .network import POOLINGS, parse_layers
+        from .network import POOLINGS, TTAS, parse_layers
 
         _as_items(X)
         if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.pooling not in POOLINGS:
             raise UnknownNameError("pooling", self.pooling, POOLINGS)
+        if self.tta not in TTAS:
+            raise UnknownNameError("test-time augmentation", self.tta, TTAS)
         if self.cache is not None and not isinstance(self.cache, (bool, str, os.PathLike)):
             raise ValueError(f"cache must be None, False or a store path, got {self.cache!r}")
         resolve_device(self.device)
         backbone = get_backbone(self.model)
-        space = feature_space(backbone, backbone.weights(self.weights), self.layer, self.pooling)
+        space = feature_space(backbone, backbone.weights(self.weights), self.layer, self.pooling, self.image_size, self.tta)
         self.feature_space_ = json.loads(json.dumps(space, sort_keys=True))  # as the store reads it back
         self._runner = None
         if parse_layers(self.layer) is None:
@@ -140,7 +149,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         else:  # any layer: one forward pass of a blank image gives the dimension (and checks the names)
             import torch
 
-            crop = backbone.preprocessing().crop
+            crop = self.feature_space_["preprocessing"]["crop"]
             blank = torch.zeros(1, 3, crop, crop, dtype=torch.uint8)
             self._n_features_out = int(self._get_runner()(blank).shape[1])
         return self
@@ -251,13 +260,14 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 new = [key for key in images if key not in stored]
                 if new:
                     rgb = [as_rgb(items[images[key]]) for key in new]
-                    preprocessing = get_backbone(self.model).preprocessing()
+                    preprocessing = get_backbone(self.model).preprocessing().at_size(self.image_size)
                     extract_images(store, rgb, new, self._get_runner(), preprocessing, self.batch_size)
         if files:
             report = _wait_for_store(
                 lambda: extract(
                     files, self.model, weights=self.weights, layer=self.layer, pooling=self.pooling,
-                    store=path, batch_size=self.batch_size, device=self.device, engine=self.engine, progress=False,
+                    image_size=self.image_size, tta=self.tta, store=path, batch_size=self.batch_size,
+                    device=self.device, engine=self.engine, progress=False,
                     workers=0 if multiprocessing.parent_process() else None,  # joblib workers cannot fork decoders
                 )
             )
