@@ -10,7 +10,15 @@ from featx.backbones import get_backbone
 from featx.errors import FeatxError, UnknownNameError
 from featx.viz.attack import parse_eps
 from featx.viz.classes import AmbiguousNameError, PixelClassifier, resolve_class
-from featx.viz.dream import dream, total_variation
+from featx.viz.dream import (
+    COARSE,
+    FINE,
+    FourierImage,
+    cutoff,
+    dream,
+    total_variation,
+    transform,
+)
 from featx.viz.images import load_pixels
 
 CAT_CLASSES = range(281, 294)  # domestic and wild cats
@@ -91,12 +99,37 @@ def test_untargeted_attack_and_failure(chelsea_png, tmp_path):
 
 def test_dream_reaches_its_class_and_the_penalty_smooths(classifier, tmp_path):
     out = tmp_path / "dream.png"
-    result = run("dream", "--class", "tabby cat", "--steps", "64", "--out", out)
+    result = run("dream", "--class", "tabby cat", "--steps", "48", "--out", out)
     assert result.exit_code == 0, result.output
     assert float(re.search(r"probability ([\d.]+)", result.output)[1]) >= 0.9
     smooth = load_pixels(out, classifier.preprocessing)
     assert classifier.probability(smooth, 281) >= 0.9
-    rough = dream(classifier, 281, steps=64, tv_weight=0)
+    rough = dream(classifier, 281, steps=48, tv_weight=0)
     assert rough.probability >= 0.9
     assert total_variation(smooth) < 0.9 * rough.total_variation
     assert smooth.shape == (1, 3, 224, 224) and torch.equal(smooth, smooth.mul(255).round().div(255))
+
+
+def test_dream_views_are_padded_scaled_rotated_and_differentiable():
+    generator = torch.Generator().manual_seed(0)
+    line = torch.zeros(1, 3, 64, 64)
+    line[..., 31:33, :] = 1.0
+    line.requires_grad_()
+    still = transform(line, generator, pad=4, jitter=0, scale=(1.0, 1.0), degrees=0)
+    assert still.shape == (1, 3, 72, 72) and torch.allclose(still[..., 4:-4, 4:-4], line, atol=1e-5)
+    assert torch.all(still[..., :4, :] == 0.5) and torch.all(still[..., :, -4:] == 0.5)  # grey padding
+    zoomed = transform(line, generator, pad=0, jitter=0, scale=(2.0, 2.0), degrees=0)
+    assert zoomed[0, 0, :, 32].gt(0.5).sum() == 4  # the 2-pixel line, twice as thick
+    views = transform(line, generator, copies=8, pad=0, jitter=0, scale=(1.0, 1.0), degrees=10)
+    rows = views[:, 0].argmax(1)  # per view and column: the row of the line
+    assert (rows[:, 8] - rows[:, -8]).abs().max() >= 4  # some view's line is tilted
+    views.sum().backward()
+    assert line.grad.abs().sum() > 0
+
+
+def test_dream_starts_coarse():
+    assert cutoff(0, 10) == COARSE and cutoff(5, 10) == cutoff(9, 10) == FINE
+    image = FourierImage(32, torch.Generator().manual_seed(0))
+    image(cutoff(0, 10)).sum().backward()
+    moved = image.spectrum.grad.abs().sum((0, 3)) > 0
+    assert torch.equal(moved, image.frequencies <= COARSE)
