@@ -24,8 +24,8 @@ import featx
 from featx.backbones import DEFAULT_MODEL, get_backbone
 from featx.datasets import write_elpv_folder
 from featx.device import resolve_device
-from featx.engines import onnx_cache_path, onnxruntime_available, select_runner
-from featx.extraction import cache_dir, feature_space
+from featx.engines import build_runner, onnxruntime_available
+from featx.extraction import feature_space
 from featx.network import build_feature_network
 
 
@@ -63,8 +63,8 @@ def ceiling(paths: list[Path], model: str, weights: str | None, batch_size: int)
     candidates = ["torch"] + (["onnx"] if device.type == "cpu" and onnxruntime_available() else [])
     best = (float("inf"), "")
     for engine in candidates:
-        cache = onnx_cache_path(feature_space(backbone, source, None, "avg"), cache_dir() / "onnx")
-        runner = select_runner(lambda: build_feature_network(backbone, source), device, engine, cache, pre.crop)  # exports here, outside the timing
+        space = feature_space(backbone, source, None, "avg")
+        runner = build_runner(backbone, source, None, "avg", space, device, engine)  # exports here, outside the timing
         runner(batches[0])  # warm-up
         start = time.perf_counter()
         for batch in batches:

@@ -101,8 +101,7 @@ class OnnxRunner:
             raise FeatxError(_INSTALL) from exc
         self.device = torch.device("cpu")
         self.path = Path(cache_path)
-        self.exported = not self.path.exists()
-        if self.exported:
+        if not self.path.exists():
             export_onnx(network(), crop, self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -111,7 +110,7 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.threads = torch.get_num_threads()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-onnx")  # threads start on use
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         return self.submit(images).result()
@@ -125,8 +124,6 @@ class OnnxRunner:
         keep every core busy (docs/performance.md).
         """
         batch = np.ascontiguousarray(images.cpu().numpy())
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-onnx")
         return Chunks([self._pool.submit(self._run, chunk) for chunk in np.array_split(batch, -(-len(batch) // CHUNK))])
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
