@@ -11,7 +11,8 @@ from .evaluate import extraction_options
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @extraction_options
-@click.option("--out", "-o", type=click.File("w", lazy=True), default="-", help="CSV file; default: standard output.")
+@click.option("--out", "-o", type=click.File("w", lazy=True, errors="surrogateescape"), default="-",
+              help="CSV file; default: standard output. File names are written as the bytes they are.")
 @user_errors
 def predict(model, images, weights, batch_size, workers, device, quiet, out):
     """Predict the class of IMAGES (files, folders, CSV lists) with MODEL, as CSV: path, predicted class,

@@ -51,6 +51,12 @@ def _walk(root: Path) -> Iterable[tuple[str, str | None]]:
                 yield os.path.join(directory, name), label
 
 
+def _label_text(name: str | None) -> str | None:
+    """A class name from a folder or file name, as printable text: bytes that are not UTF-8 (held by Python
+    as surrogates, which JSON, plots and terminals refuse) are written as \\xNN escapes."""
+    return None if name is None else os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
     """Rows of path[,label]; relative paths are relative to the CSV file. A header row is optional."""
     try:
@@ -103,7 +109,7 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
             raise BadInputError(f"no such file or folder: {source}")
         for path, label in found:
             key = display_path(path)
-            entries.setdefault(key, _label_from_name(pattern, key) if pattern else label)
+            entries.setdefault(key, _label_text(_label_from_name(pattern, key) if pattern else label))
     if not entries:
         raise BadInputError(
             f"no images found in {', '.join(map(str, sources))} "

@@ -105,8 +105,14 @@ def space_difference(mine: dict, theirs: dict, my_name: str, their_name: str) ->
     )
 
 
+def _encode(texts) -> list[bytes]:
+    """File and folder names are bytes on POSIX and need not be UTF-8 (Python holds the odd bytes as
+    surrogates): they are stored as their bytes, so that any name round-trips."""
+    return [os.fsencode(t) for t in texts]
+
+
 def _decode(values) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    return [os.fsdecode(v) if isinstance(v, bytes) else str(v) for v in values]
 
 
 class FeatureStore:
@@ -327,15 +333,15 @@ class FeatureStore:
             self._append_features(features, counts["rows"])
             self._append("keys", np.array(keys, dtype=f"S{KEY_LENGTH}"), counts)
         if files:
-            self._append("files/path", [self._stored_path(f[0]) for f in files], counts)
+            self._append("files/path", _encode(self._stored_path(f[0]) for f in files), counts)
             self._append("files/row", [f[1] for f in files], counts)
             self._append("files/label", [f[2] for f in files], counts)
         if failed:
-            self._append("failed/path", [self._stored_path(f[0]) for f in failed], counts)
+            self._append("failed/path", _encode(self._stored_path(f[0]) for f in failed), counts)
             self._append("failed/key", np.array([f[1] for f in failed], dtype=f"S{KEY_LENGTH}"), counts)
-            self._append("failed/reason", [f[2] for f in failed], counts)
+            self._append("failed/reason", _encode(f[2] for f in failed), counts)
         if classes:
-            self._append("classes", list(classes), counts)
+            self._append("classes", _encode(classes), counts)
         self.h5.flush()  # the data reach the file before the counts that make them visible
         for counter, added in (("rows", len(keys)), ("files", len(files)), ("failed", len(failed)), ("classes", len(classes))):
             if added:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import featx
-from featx.inputs import display_path
 from featx.errors import FeatureSpaceMismatchError, StoreInUseError
+from featx.inputs import display_path
 from featx.store import FeatureStore
 
 FAST = dict(model="mobilenet_v3_small", weights="random", workers=0, progress=False)
@@ -215,3 +215,28 @@ def test_a_file_that_is_not_a_store_is_a_clear_error(elpv_folder, tmp_path):
         featx.extract(elpv_folder, store=bogus, **FAST)
     with pytest.raises(featx.FeatxError, match="invalid --label-pattern"):
         featx.extract(elpv_folder, label_pattern="(", **FAST)
+
+
+def test_file_and_class_names_that_are_not_utf8_are_stored_and_read_back(elpv_copy, tmp_path):
+    """POSIX names are bytes: a Latin-1 'café' must neither abort the commit nor come back as another name."""
+    source = sorted((elpv_copy / "functional").glob("*.png"))[0]
+    os.rename(source, os.fsencode(source.parent) + b"/caf\xe9.png")
+    os.rename(os.fsencode(elpv_copy / "defective"), os.fsencode(elpv_copy) + b"/d\xe9fectueux")
+    store = tmp_path / "s.h5"
+    report = featx.extract(elpv_copy, store=store, **FAST)
+    assert (report.n_files, report.n_extracted, report.n_failed) == (20, 20, 0)
+    data = featx.load_features(store)
+    assert "d\\xe9fectueux" in list(data.classes)  # a class name is text: the odd byte is escaped
+    names = {os.fsencode(Path(p).name) for p in data.paths}
+    assert b"caf\xe9.png" in names and all(Path(p).is_file() for p in data.paths)
+    assert featx.extract(elpv_copy, store=store, **FAST).n_extracted == 0
+
+    from click.testing import CliRunner
+    from featx.cli.fit import fit
+    from featx.cli.predict import predict
+
+    model = tmp_path / "m.skops"
+    assert CliRunner().invoke(fit, ["--features", str(store), "--cv", "2", "-o", str(model)]).exit_code == 0
+    result = CliRunner().invoke(predict, [str(model), str(elpv_copy), "-q"])
+    assert result.exit_code == 0
+    assert sum(line.startswith(str(elpv_copy)) for line in result.stdout.splitlines()) == 20
