@@ -52,10 +52,11 @@ class FeatureSet:
 
 @dataclass(frozen=True)
 class Config:
-    """One row of the table: features (`stages` picks columns), how views are used, normalisation, classifier."""
+    """One row of the table: feature sets (several: concatenated; `stages` picks their columns), how views are
+    used, normalisation, classifier."""
 
     name: str
-    features: FeatureSet
+    features: FeatureSet | tuple[FeatureSet, ...]
     stages: tuple[str, ...] = HEAD
     views: str = "single"  # single | mean (D4-averaged features) | train (D4 training set, averaged decisions)
     normalise: str = "standard"  # standard | sqrt-l2 | pca-white
@@ -66,6 +67,7 @@ CROP224 = FeatureSet(image_size=None, stages=None)
 NATIVE = {p: FeatureSet(pooling=p) for p in ("avg", "max", "gem")}
 NATIVE_D4 = FeatureSet(pooling="gem", views=True)
 UPSAMPLED = FeatureSet(image_size=448, pooling="gem")
+UPSAMPLED_D4 = FeatureSet(image_size=448, pooling="gem", views=True)
 
 CONFIGS = [
     Config("224-crop", CROP224),
@@ -75,8 +77,13 @@ CONFIGS = [
     Config("300-gem-late-sqrt", NATIVE["gem"], LATE, normalise="sqrt-l2"),
     Config("300-gem-late-pca", NATIVE["gem"], LATE, normalise="pca-white"),
     Config("448-gem-late", UPSAMPLED, LATE),
+    Config("300+448-gem-late", (NATIVE["gem"], UPSAMPLED), LATE),
     *(Config(f"300-gem{s}-d4{v}", NATIVE_D4, stages, views=v) for s, stages in (("", HEAD), ("-late", LATE))
       for v in ("mean", "train")),
+    Config("300-gem-late-d4mean-sqrt", NATIVE_D4, LATE, views="mean", normalise="sqrt-l2"),
+    Config("448-gem-late-d4mean", UPSAMPLED_D4, LATE, views="mean"),
+    Config("300+448-gem-late-d4mean", (NATIVE_D4, UPSAMPLED_D4), LATE, views="mean"),
+    Config("300-avg+max-late", (NATIVE["avg"], NATIVE["max"]), LATE),
     Config("224-crop-logreg", CROP224, clf="logreg"),
 ]
 C_GRID = [3.0, 10.0, 30.0]
@@ -161,10 +168,12 @@ def main() -> None:
     extracted: dict[FeatureSet, np.ndarray] = {}
     rows = []
     for config in configs:
-        if config.features not in extracted:
-            extracted[config.features], seconds = extract(config.features, filenames)
-            print(f"extracted {config.features} in {seconds:.0f} s", flush=True)
-        X = extracted[config.features][..., columns(config.features.stages, config.stages)]
+        sets = config.features if isinstance(config.features, tuple) else (config.features,)
+        for features in sets:
+            if features not in extracted:
+                extracted[features], seconds = extract(features, filenames)
+                print(f"extracted {features} in {seconds:.0f} s", flush=True)
+        X = np.concatenate([extracted[f][..., columns(f.stages, config.stages)] for f in sets], axis=-1)
         scores = []
         for seed in seeds:
             train, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strata, random_state=seed)
