@@ -139,8 +139,8 @@ class OnnxRunner(_ChunkedRunner):
 class OpenVinoRunner(_ChunkedRunner):
     """The graph on OpenVINO's CPU plugin: one stream and one infer request per compute thread.
 
-    1.2-1.5x ONNX Runtime for EfficientNet-Lite0 and MobileNetV3 on an AVX2 CPU, 0.85x for ResNet-50
-    (benchmarks/cpu_engines.py); same features within 1e-4 (tested).
+    About 1.2x ONNX Runtime for EfficientNet-Lite0 and 0.9x for MobileNetV3 and ResNet-50 on a 2-core AVX2
+    CPU (benchmarks/cpu_engines.py); same features within 1e-4 (tested).
     """
 
     def __init__(self, network: NetworkFactory, crop: tuple[int, int], cache_path: str | os.PathLike) -> None:
@@ -202,10 +202,12 @@ def select_runner(
 def fastest_graph_runner(names: list[str], network: NetworkFactory, crop: tuple[int, int], graph: Path) -> _ChunkedRunner:
     """The runner of whichever of the `names` engines runs `graph` faster on this machine.
 
-    Which is faster depends on the model and the CPU (OpenVINO 1.5x ONNX Runtime for EfficientNet-Lite0,
-    0.85x for ResNet-50 on an AVX2 CPU), so, like cuDNN's benchmark mode, each is timed once on a few
+    Which is faster depends on the model and the CPU (OpenVINO about 1.2x ONNX Runtime for EfficientNet-Lite0,
+    0.9x for ResNet-50 on a 2-core AVX2 CPU), so, like cuDNN's benchmark mode, each is timed once on a few
     chunks and the choice is kept beside the graph (`<graph>.fastest.json`; delete it to time again).
     """
+    if len(names) == 1:
+        return GRAPH_ENGINES[names[0]][0](network, crop, graph)
     record = graph.with_suffix(".fastest.json")
     machine = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "engines": names}
     try:
