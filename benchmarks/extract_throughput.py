@@ -24,7 +24,7 @@ import featx
 from featx.backbones import DEFAULT_MODEL, get_backbone
 from featx.datasets import write_elpv_folder
 from featx.device import resolve_device
-from featx.engines import build_runner, installed_graph_engines
+from featx.engines import build_runner, onnxruntime_available
 from featx.extraction import feature_space
 from featx.network import build_feature_network
 
@@ -60,7 +60,7 @@ def ceiling(paths: list[Path], model: str, weights: str | None, batch_size: int)
         for i in range(0, len(paths), batch_size)
     ]
     device = resolve_device("auto")
-    candidates = ["torch"] + (installed_graph_engines() if device.type == "cpu" else [])
+    candidates = ["torch"] + (["onnx"] if device.type == "cpu" and onnxruntime_available() else [])
     best = (float("inf"), "")
     for engine in candidates:
         space = feature_space(backbone, source, None, "avg")

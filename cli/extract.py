@@ -22,9 +22,8 @@ from .errors import user_errors
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: a quarter of the cores; cores - 1 with a GPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--engine", type=click.Choice(["auto", "torch", "compile", "onnx", "openvino"]), default="auto",
-              show_default=True, help="torch; compile (torch.compile); onnx (ONNX Runtime) or openvino (CPU only, "
-              "2-4x torch); auto: on a CPU the faster installed of onnx and openvino (timed once), else torch.")
+@click.option("--engine", type=click.Choice(["auto", "torch", "compile", "onnx"]), default="auto", show_default=True,
+              help="torch; compile (torch.compile); onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")
 @click.option("--ray", is_flag=False, flag_value="auto", metavar="[ADDRESS]",
               help="Extract on a Ray cluster: a bare --ray (after DATA) joins this machine's cluster or starts Ray "
                    "here; --ray ray://head:10001 names one (docs/distributed.md).")

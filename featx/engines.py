@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
-import platform
 import tempfile
-import threading
-import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +22,7 @@ from . import __version__
 from .device import BatchRunner
 from .errors import FeatxError
 
-ENGINES = ("auto", "torch", "compile", "onnx", "openvino")
+ENGINES = ("auto", "torch", "compile", "onnx")
 OPSET = 17
 CHUNK = 8  # images per ONNX Runtime call: small batches stay in the CPU's caches
 NetworkFactory = Callable[[], torch.nn.Module]
@@ -38,6 +34,14 @@ def onnx_cache_path(space: dict, folder: str | os.PathLike) -> Path:
     key = {"space": space, "featx": __version__, "torch": torch.__version__, "opset": OPSET}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(folder) / f"{space['model'].replace('/', '_')}-{digest}.onnx"
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> None:
@@ -84,19 +88,29 @@ def build_runner(backbone, weights, layer, pooling: str, space: dict, device: to
     )
 
 
-class _ChunkedRunner:
-    """Runs an exported FeatureNetwork graph on the CPU in chunks; same interface as `BatchRunner`.
+class OnnxRunner:
+    """Runs a FeatureNetwork with ONNX Runtime on the CPU; same interface as `BatchRunner`.
 
     `network()` builds the network; it is called only when the graph is not in the cache yet.
     """
 
     def __init__(self, network: NetworkFactory, crop: tuple[int, int], cache_path: str | os.PathLike) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise FeatxError(_INSTALL) from exc
         self.device = torch.device("cpu")
         self.path = Path(cache_path)
         if not self.path.exists():
             export_onnx(network(), crop, self.path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # yield to the decoders
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
         self.threads = torch.get_num_threads()
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-engine")  # threads start on use
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-onnx")  # threads start on use
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         return self.submit(images).result()
@@ -104,7 +118,7 @@ class _ChunkedRunner:
     def submit(self, images: torch.Tensor) -> Chunks:
         """Start computing the features of a batch: its chunks queue up for the compute threads.
 
-        Hand-written rather than the engines' intra-op threads, which split every operator across
+        Hand-written rather than ONNX Runtime's intra-op threads, which split every operator across
         threads and wait for the slowest at each one: on a few cores shared with decode workers, whole
         chunks run single-threaded on independent threads, with the next batch's chunks already queued,
         keep every core busy (docs/performance.md).
@@ -113,51 +127,7 @@ class _ChunkedRunner:
         return Chunks([self._pool.submit(self._run, chunk) for chunk in np.array_split(batch, -(-len(batch) // CHUNK))])
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class OnnxRunner(_ChunkedRunner):
-    """The graph on ONNX Runtime: one session, single-threaded runs, no spinning."""
-
-    def __init__(self, network: NetworkFactory, crop: tuple[int, int], cache_path: str | os.PathLike) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise FeatxError(_INSTALL) from exc
-        super().__init__(network, crop, cache_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # yield to the decoders
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: chunk})[0]
-
-
-class OpenVinoRunner(_ChunkedRunner):
-    """The graph on OpenVINO's CPU plugin: one stream and one infer request per compute thread.
-
-    About 1.2x ONNX Runtime for EfficientNet-Lite0 and 0.9x for MobileNetV3 and ResNet-50 on a 2-core AVX2
-    CPU (benchmarks/cpu_engines.py); same features within 1e-4 (tested).
-    """
-
-    def __init__(self, network: NetworkFactory, crop: tuple[int, int], cache_path: str | os.PathLike) -> None:
-        try:
-            import openvino as ov
-        except ImportError as exc:
-            raise FeatxError('OpenVINO is not installed: pip install "featx[openvino]" (or use --engine onnx)') from exc
-        super().__init__(network, crop, cache_path)
-        config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.threads), "INFERENCE_NUM_THREADS": str(self.threads)}
-        self.compiled = ov.Core().compile_model(str(self.path), "CPU", config)
-        self._requests = threading.local()
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
-        return request.infer({0: chunk})[0].copy()  # the request reuses its output buffer
 
 
 class Chunks:
@@ -172,10 +142,9 @@ class Chunks:
 
 def select_runner(
     network: NetworkFactory, device: torch.device, engine: str, cache_path: str | os.PathLike, crop: int = 224
-) -> BatchRunner | _ChunkedRunner:
-    """'torch' -> BatchRunner; 'compile' -> BatchRunner through torch.compile; 'onnx' -> OnnxRunner and
-    'openvino' -> OpenVinoRunner (CPU only); 'auto' -> on a CPU, the faster installed graph engine (see
-    `fastest_graph_runner`), else torch.
+) -> BatchRunner | OnnxRunner:
+    """'torch' -> BatchRunner; 'compile' -> BatchRunner through torch.compile; 'onnx' -> OnnxRunner (CPU only);
+    'auto' -> onnx on a CPU with onnxruntime, else torch.
 
     `network()` builds the FeatureNetwork (not called when the ONNX graph is cached); `cache_path`: where the
     exported graph is kept (see `onnx_cache_path`); `crop`: the input's H, W.
@@ -183,72 +152,16 @@ def select_runner(
     if engine not in ENGINES:
         raise FeatxError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     network = functools.cache(network)  # built at most once, even when auto falls back to PyTorch
-    graph_engines = installed_graph_engines()
-    if engine in ("torch", "compile") or (engine == "auto" and (device.type != "cpu" or not graph_engines)):
+    if engine in ("torch", "compile") or (engine == "auto" and (device.type != "cpu" or not onnxruntime_available())):
         return BatchRunner(network(), device, compile=engine == "compile")
     if device.type != "cpu":
-        raise FeatxError(f"--engine {engine} runs on the CPU only, not on {device}; use --engine torch or --device cpu")
-    if engine != "auto":
-        return GRAPH_ENGINES[engine][0](network, (crop, crop), cache_path)
+        raise FeatxError(f"--engine onnx runs on the CPU only, not on {device}; use --engine torch or --device cpu")
+    if engine == "onnx":
+        return OnnxRunner(network, (crop, crop), cache_path)
     try:
-        return fastest_graph_runner(graph_engines, network, (crop, crop), Path(cache_path))
+        return OnnxRunner(network, (crop, crop), cache_path)
     except FeatxError:  # the network itself cannot be built (layer name, weights): no fallback helps
         raise
     except Exception as exc:  # auto: a model ONNX cannot export still extracts, with PyTorch
         warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); extracting with PyTorch", stacklevel=2)
         return BatchRunner(network(), device)
-
-
-def fastest_graph_runner(names: list[str], network: NetworkFactory, crop: tuple[int, int], graph: Path) -> _ChunkedRunner:
-    """The runner of whichever of the `names` engines runs `graph` faster on this machine.
-
-    Which is faster depends on the model and the CPU (OpenVINO about 1.2x ONNX Runtime for EfficientNet-Lite0,
-    0.9x for ResNet-50 on a 2-core AVX2 CPU), so, like cuDNN's benchmark mode, each is timed once on a few
-    chunks and the choice is kept beside the graph (`<graph>.fastest.json`; delete it to time again).
-    """
-    if len(names) == 1:
-        return GRAPH_ENGINES[names[0]][0](network, crop, graph)
-    record = graph.with_suffix(".fastest.json")
-    machine = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "engines": names}
-    try:
-        chosen = json.loads(record.read_text())
-        if chosen["machine"] == machine:
-            return GRAPH_ENGINES[chosen["engine"]][0](network, crop, graph)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    runners = {name: GRAPH_ENGINES[name][0](network, crop, graph) for name in names}
-    sample = torch.randint(0, 256, (CHUNK * torch.get_num_threads(), 3, *crop), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
-    seconds = {name: _seconds(runner, sample) for name, runner in runners.items()}
-    fastest = min(seconds, key=seconds.get)
-    temp = record.with_suffix(f".{os.getpid()}.tmp")
-    temp.write_text(json.dumps({"engine": fastest, "machine": machine, "seconds": seconds}, indent=1))
-    os.replace(temp, record)
-    return runners[fastest]
-
-
-def _seconds(runner: _ChunkedRunner, sample: torch.Tensor) -> float:
-    """Best of 2 timed runs after a warm-up."""
-    runner(sample)
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        runner(sample)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
-    except OSError:
-        return platform.processor()
-
-
-def installed_graph_engines() -> list[str]:
-    """The names of the CPU graph engines whose package is installed."""
-    return [name for name, (_, module) in GRAPH_ENGINES.items() if importlib.util.find_spec(module) is not None]
-
-
-GRAPH_ENGINES = {"onnx": (OnnxRunner, "onnxruntime"), "openvino": (OpenVinoRunner, "openvino")}  # name: (runner, module)

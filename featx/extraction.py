@@ -112,9 +112,8 @@ def extract(
     `data`: folders (one subfolder per class, or flat), image files and CSV files of path,label.
     Only image contents not yet in the store go through the network; unreadable files are recorded
     and skipped. Read the result with `featx.load_features(report.store)`.
-    `engine`: 'torch', 'compile' (torch.compile), 'onnx' (ONNX Runtime, CPU), 'openvino' (CPU) or 'auto' (on
-    a CPU the faster installed of onnx and openvino, timed once per graph; else torch); the features, and so
-    the store, are the same with any.
+    `engine`: 'torch', 'compile' (torch.compile), 'onnx' (ONNX Runtime, CPU) or 'auto' (onnx on a CPU when
+    onnxruntime is installed, else torch); the features, and so the store, are the same with any.
     `image_size`: resize the shorter side to this and centre-crop a square of it, instead of the weights'
     own resize and crop (e.g. a data set's native resolution). `tta`: 'none', or 'd4' for features
     averaged over the 8 symmetries of the square (rotations and mirror images; 8x the compute).

@@ -86,8 +86,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     tta : "none", or "d4": features averaged over the 8 symmetries of the square (8x the compute).
     batch_size : images per forward pass.
     device : "auto", "cpu", "cuda" or "cuda:N".
-    engine : "auto" (on a CPU the faster installed of ONNX Runtime and OpenVINO, else PyTorch), "torch",
-        "compile", "onnx" or "openvino".
+    engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch", "compile" or "onnx".
     cache : None (the default store of the feature space, under $FEATX_CACHE or ./cache), a store
         file path, or False (nothing kept: features are computed on every call).
 

@@ -1,5 +1,4 @@
 """ONNX Runtime vs PyTorch: same features on real images, one export per feature space, engine choice."""
-import json
 import sys
 
 import numpy as np
@@ -88,18 +87,10 @@ def small_network():
     return build_feature_network(backbone, backbone.weights("random"))
 
 
-def test_auto_times_the_graph_engines_once_on_cpu_and_picks_torch_elsewhere(small_network, tmp_path, monkeypatch):
+def test_auto_picks_onnx_on_cpu_and_torch_elsewhere(small_network, tmp_path, monkeypatch):
     cpu = torch.device("cpu")
-    installed = engines.installed_graph_engines()
     runner = engines.select_runner(lambda: small_network, cpu, "auto", tmp_path / "m.onnx")
-    assert isinstance(runner, tuple(engines.GRAPH_ENGINES[name][0] for name in installed)) and runner.device == cpu
-    if len(installed) > 1:  # each timed once, the faster recorded beside the graph and reused without timing
-        record = json.loads((tmp_path / "m.fastest.json").read_text())
-        assert set(record["seconds"]) == set(installed) and isinstance(runner, engines.GRAPH_ENGINES[record["engine"]][0])
-        assert record["seconds"][record["engine"]] == min(record["seconds"].values())
-        monkeypatch.setattr(engines, "_seconds", lambda *_: pytest.fail("timed again"))
-        again = engines.select_runner(lambda: small_network, cpu, "auto", tmp_path / "m.onnx")
-        assert type(again) is type(runner)
+    assert isinstance(runner, engines.OnnxRunner) and runner.device == cpu
     images = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
     out = runner(images)
     assert out.shape == (3, 576) and out.dtype == np.float32
@@ -116,11 +107,8 @@ def test_auto_times_the_graph_engines_once_on_cpu_and_picks_torch_elsewhere(smal
 
 def test_missing_onnxruntime_gives_the_install_hint(cells, tmp_path, small_network, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
-    monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(FeatxError, match=r'pip install "featx\[onnx\]"'):
         featx.extract(cells, "mobilenet_v3_small", weights="random", engine="onnx", store=tmp_path / "s.h5")
-    with pytest.raises(FeatxError, match=r'pip install "featx\[openvino\]"'):
-        featx.extract(cells, "mobilenet_v3_small", weights="random", engine="openvino", store=tmp_path / "s.h5")
     auto = engines.select_runner(lambda: small_network, torch.device("cpu"), "auto", tmp_path / "m.onnx")
     assert isinstance(auto, BatchRunner)
     result = CliRunner().invoke(main, ["extract", str(cells), "--store", str(tmp_path / "c.h5"), "--engine", "onnx",
@@ -139,24 +127,21 @@ def test_cli_engine_option(cells, tmp_path):
     assert bad.exit_code == 2 and "tensorrt" in bad.output
 
 
-@pytest.mark.parametrize("engine", ["onnx", "openvino"])
-def test_chunked_concurrent_graph_runs_match_single_images_and_torch(engine, cells, small_network, tmp_path):
+def test_chunked_concurrent_onnx_runs_match_single_images_and_torch(cells, small_network, tmp_path):
     from featx.decode import decode
-
-    pytest.importorskip(engines.GRAPH_ENGINES[engine][1])
 
     pre = get_backbone("mobilenet_v3_small").preprocessing()
     images = [pre.geometric()(decode(p.read_bytes())) for p in sorted(cells.rglob("*.png"))]
     batch = torch.stack(images + [im.flip(-1) for im in images[:7]])  # 19 images: chunks of 8, 8 and 3
-    runner = engines.select_runner(lambda: small_network, torch.device("cpu"), engine, tmp_path / "m.onnx")
-    assert engines.CHUNK < len(batch) and runner.threads >= 1 and type(runner) is engines.GRAPH_ENGINES[engine][0]
+    runner = engines.select_runner(lambda: small_network, torch.device("cpu"), "onnx", tmp_path / "m.onnx")
+    assert engines.CHUNK < len(batch) and runner.threads >= 1
     whole = runner(batch)
     singles = np.concatenate([runner(batch[i : i + 1]) for i in range(len(batch))])
     np.testing.assert_allclose(whole, singles, rtol=1e-4, atol=1e-5 * float(np.abs(singles).max()))
     assert_same_features(whole, BatchRunner(small_network, torch.device("cpu"))(batch))
     cached = engines.select_runner(
         lambda: pytest.fail("the network was built although its graph is cached"),
-        torch.device("cpu"), engine, tmp_path / "m.onnx",
+        torch.device("cpu"), "onnx", tmp_path / "m.onnx",
     )
     np.testing.assert_allclose(cached(batch[:3]), whole[:3], rtol=1e-4, atol=1e-5 * float(np.abs(singles).max()))
 
