@@ -24,9 +24,10 @@ from .errors import user_errors
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "compile", "onnx"]), default="auto", show_default=True,
               help="torch; compile (torch.compile); onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")
-@click.option("--ray", is_flag=False, flag_value="auto", metavar="[ADDRESS]",
-              help="Extract on a Ray cluster: a bare --ray (after DATA) joins this machine's cluster or starts Ray "
-                   "here; --ray ray://head:10001 names one (docs/distributed.md).")
+@click.option("--ray", is_flag=True,
+              help="Extract on a Ray cluster: the one in $RAY_ADDRESS or started here with `ray start`, else a local "
+                   "Ray instance (docs/distributed.md).")
+@click.option("--ray-address", metavar="ADDRESS", help="The Ray cluster to join, e.g. ray://head:10001 (implies --ray).")
 @click.option("--ray-actors", type=click.IntRange(min=1), metavar="N",
               help="With --ray: copies of the network (default: one per GPU of the cluster, else one per CPU).")
 @click.option("--float16", is_flag=True, help="Store features as float16 (half the disk).")
@@ -34,7 +35,7 @@ from .errors import user_errors
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @user_errors
-def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_size, workers, device, engine, ray, ray_actors, float16, label_pattern, strict, quiet):
+def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_size, workers, device, engine, ray, ray_address, ray_actors, float16, label_pattern, strict, quiet):
     """Extract features of the images in DATA (folders, image files or CSV files of path,label).
 
     A folder's subfolders name the classes. Images already in the store (same content, same
@@ -44,7 +45,7 @@ def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_
 
     report = run(
         list(data), model, weights=weights, layer=layer, pooling=pooling, image_size=image_size, tta=tta, store=store,
-        batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray, ray_actors=ray_actors,
+        batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray_address or ("auto" if ray else None), ray_actors=ray_actors,
         dtype="float16" if float16 else "float32", label_pattern=label_pattern, progress=not quiet,
     )
     click.echo(report.summary())

@@ -111,6 +111,8 @@ def test_without_ray_the_flag_says_how_to_install_it(elpv_folder, tmp_path, monk
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(FeatxError, match=r'pip install "featx\[ray\]"'):
         featx.extract(elpv_folder, store=tmp_path / "s.h5", ray="auto", **FAST)
-    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--store", str(tmp_path / "s.h5"), "--ray"])
-    assert result.exit_code == 1 and 'pip install "featx[ray]"' in result.output and "Traceback" not in result.output
+    for flags in (["--ray"], ["--ray-address", "ray://head:10001"]):  # a flag: DATA after it stays DATA
+        result = CliRunner().invoke(main, ["extract", *flags, str(elpv_folder), "--store", str(tmp_path / "s.h5")])
+        assert result.exit_code == 1 and 'pip install "featx[ray]"' in result.output, result.output
+        assert "Traceback" not in result.output
     assert not (tmp_path / "s.h5").exists()
