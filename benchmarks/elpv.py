@@ -31,7 +31,6 @@ from featx.datasets import load_elpv
 
 PAPER = {"SVM on hand-crafted features (paper)": 82.44, "VGG-19 fine-tuned (paper)": 88.42}
 STAGES = ("blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "bn2")  # bn2: the default head features
-WIDTHS = {"blocks.2": 40, "blocks.3": 80, "blocks.4": 112, "blocks.5": 192, "blocks.6": 320, "bn2": 1280}
 HEAD, LATE = ("bn2",), ("blocks.5", "blocks.6", "bn2")
 VIEW_BATCH = 32  # images whose 8 views go through the transformer at once
 
@@ -42,12 +41,11 @@ class FeatureSet:
 
     image_size: int | None = 300
     pooling: str = "avg"
-    stages: tuple[str, ...] | None = STAGES  # None: the default layer
+    stages: tuple[str, ...] = STAGES
     views: bool = False
 
     def transformer(self) -> PretrainedFeatures:
-        layer = ",".join(self.stages) if self.stages else None
-        return PretrainedFeatures(image_size=self.image_size, pooling=self.pooling, layer=layer)
+        return PretrainedFeatures(image_size=self.image_size, pooling=self.pooling, layer=",".join(self.stages))
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class Config:
     clf: str = "svm"  # svm (RBF) | logreg
 
 
-CROP224 = FeatureSet(image_size=None, stages=None)
+CROP224 = FeatureSet(image_size=None, stages=HEAD)
 NATIVE = {p: FeatureSet(pooling=p) for p in ("avg", "max", "gem")}
 NATIVE_D4 = FeatureSet(pooling="gem", views=True)
 UPSAMPLED = FeatureSet(image_size=448, pooling="gem")
@@ -89,26 +87,26 @@ CONFIGS = [
 C_GRID = [3.0, 10.0, 30.0]
 
 
-def columns(stages: tuple[str, ...] | None, wanted: tuple[str, ...]) -> np.ndarray:
-    """Indices of the columns of `wanted` stages in features of `stages` (None: the head alone)."""
-    if stages is None:
-        return np.arange(WIDTHS["bn2"])
-    starts = np.cumsum([0] + [WIDTHS[s] for s in stages])
-    return np.concatenate([np.arange(starts[stages.index(s)], starts[stages.index(s) + 1]) for s in wanted])
+def columns(names: np.ndarray, wanted: tuple[str, ...]) -> np.ndarray:
+    """Indices of the columns of the `wanted` stages, given the transformer's feature names ("<stage>_<i>")."""
+    stages = np.array([name.rsplit("_", 1)[0] for name in names])
+    return np.concatenate([np.flatnonzero(stages == s) for s in wanted])
 
 
-def extract(features: FeatureSet, filenames: np.ndarray) -> tuple[np.ndarray, float]:
-    """(features: n x D, or n x 8 x D with views; seconds): through the store, so a rerun only reads it."""
+def extract(features: FeatureSet, filenames: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(features: n x D, or n x 8 x D with views; their column names; seconds): through the store, so a rerun
+    only reads it."""
     start = time.perf_counter()
     transformer = features.transformer().fit(filenames[:1])
+    names = transformer.get_feature_names_out()
     if not features.views:
-        return transformer.transform(filenames), time.perf_counter() - start
+        return transformer.transform(filenames), names, time.perf_counter() - start
     blocks = []
     for i in range(0, len(filenames), VIEW_BATCH):
         views = [view for path in filenames[i : i + VIEW_BATCH] for view in featx.symmetries(Image.open(path))]
         features = transformer.transform(views)
         blocks.append(features.reshape(-1, 8, features.shape[1]))
-    return np.concatenate(blocks), time.perf_counter() - start
+    return np.concatenate(blocks), names, time.perf_counter() - start
 
 
 def signed_sqrt(x: np.ndarray) -> np.ndarray:
@@ -165,15 +163,16 @@ def main() -> None:
         subset = train_test_split(subset, train_size=160, stratify=strata, random_state=0)[0]
     filenames, y, strata = data.filenames[subset], data.target[subset], strata[subset]
     start = time.perf_counter()
-    extracted: dict[FeatureSet, np.ndarray] = {}
+    extracted: dict[FeatureSet, tuple[np.ndarray, np.ndarray]] = {}  # features, column names
     rows = []
     for config in configs:
         sets = config.features if isinstance(config.features, tuple) else (config.features,)
         for features in sets:
             if features not in extracted:
-                extracted[features], seconds = extract(features, filenames)
+                x, names, seconds = extract(features, filenames)
+                extracted[features] = x, names
                 print(f"extracted {features} in {seconds:.0f} s", flush=True)
-        X = np.concatenate([extracted[f][..., columns(f.stages, config.stages)] for f in sets], axis=-1)
+        X = np.concatenate([x[..., columns(names, config.stages)] for x, names in map(extracted.get, sets)], axis=-1)
         scores = []
         for seed in seeds:
             train, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strata, random_state=seed)

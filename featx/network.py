@@ -70,6 +70,13 @@ class FeatureNetwork(nn.Module):
         return features.unflatten(0, (8, -1)).mean(0) if self.tta == "d4" else features
 
 
+def layer_widths(network: FeatureNetwork, crop: int) -> dict[str, int]:
+    """Features each layer of `network` contributes, in output order: one pass of a blank crop x crop image."""
+    with torch.inference_mode():
+        maps = network.trunk(network.normalise(torch.zeros(1, 3, crop, crop, dtype=torch.uint8)))
+    return {name: int(m.shape[1]) for name, m in maps.items()}
+
+
 def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 from PIL import Image
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .backbones import DEFAULT_MODEL, get_backbone
@@ -72,7 +72,7 @@ def _failed(failures: list[tuple[str, str]]) -> ValueError:
     return ValueError(f"{len(failures)} image(s) could not be used, and a transformer cannot drop rows: {shown}{more}")
 
 
-class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class PretrainedFeatures(TransformerMixin, BaseEstimator):
     """Images -> features of a pretrained CNN, cached by content in featx's HDF5 store.
 
     Parameters
@@ -96,6 +96,8 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     Attributes
     ----------
     feature_space_ : dict, everything that determines the features (the store's feature space).
+    layer_widths_ : dict, features each layer contributes, in column order; `get_feature_names_out()`
+        names column i of layer L "L_i" (e.g. "bn2_0"), so a layer's columns are easy to pick.
     """
 
     def __init__(
@@ -128,7 +130,7 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """Check the parameters and X; the network is pretrained, so nothing is learned from X."""
         from .device import resolve_device
         from .extraction import feature_space
-        from .network import POOLINGS, TTAS, parse_layers
+        from .network import POOLINGS, TTAS, build_feature_network, layer_widths, parse_layers
 
         _as_items(X)
         if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
@@ -145,14 +147,16 @@ class PretrainedFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.feature_space_ = json.loads(json.dumps(space, sort_keys=True))  # as the store reads it back
         self._runner = None
         if parse_layers(self.layer) is None:
-            self._n_features_out = backbone.feature_dim
-        else:  # any layer: one forward pass of a blank image gives the dimension (and checks the names)
-            import torch
-
-            crop = self.feature_space_["preprocessing"]["crop"]
-            blank = torch.zeros(1, 3, crop, crop, dtype=torch.uint8)
-            self._n_features_out = int(self._get_runner()(blank).shape[1])
+            self.layer_widths_ = {backbone.feature_node or "features": backbone.feature_dim}
+        else:  # any layer: one pass of a blank image gives the widths (and checks the names)
+            network = build_feature_network(backbone, backbone.weights(self.weights), self.layer, self.pooling)
+            self.layer_widths_ = layer_widths(network, self.feature_space_["preprocessing"]["crop"])
         return self
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Column names: "L_i" for the i-th feature of layer L."""
+        check_is_fitted(self)
+        return np.array([f"{layer}_{i}" for layer, width in self.layer_widths_.items() for i in range(width)], dtype=object)
 
     def transform(self, X) -> np.ndarray:
         """Features of the images in X (n_images x n_features float32), computed only for unseen contents."""

@@ -112,7 +112,7 @@ def test_fit_returns_self_keeps_params_and_adds_only_trailing_underscore_attribu
     assert est.get_params() == PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").get_params()
     added = set(vars(est)) - set(before)
     assert added and all(a.endswith("_") or a.startswith("_") for a in added)
-    assert est.get_feature_names_out().tolist() == [f"pretrainedfeatures{i}" for i in range(576)]
+    assert est.get_feature_names_out().tolist() == [f"features_{i}" for i in range(576)]  # the default layer
 
 
 def test_clone_is_unfitted_with_the_same_params(arrays, tmp_path):
@@ -161,7 +161,10 @@ def test_set_output_pandas_keeps_the_index(arrays, tmp_path):
 def test_another_layer_and_pooling(arrays, tmp_path):
     est = PretrainedFeatures(**FAST, layer="features.3,features.12", pooling="gem", cache=tmp_path / "s.h5")
     features = est.fit_transform(arrays[:2])
-    assert features.shape == (2, 24 + 576) == (2, len(est.get_feature_names_out()))
+    assert features.shape == (2, 24 + 576) and est.layer_widths_ == {"features.3": 24, "features.12": 576}
+    names = est.get_feature_names_out()
+    assert names[0] == "features.3_0" and names[23] == "features.3_23" and names[24] == "features.12_0"
+    assert len(names) == 600
 
 
 @pytest.mark.parametrize(
