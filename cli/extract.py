@@ -43,9 +43,10 @@ def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_
     """
     from featx.extraction import extract as run
 
+    ray = ray_address or ("auto" if ray else None)
     report = run(
         list(data), model, weights=weights, layer=layer, pooling=pooling, image_size=image_size, tta=tta, store=store,
-        batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray_address or ("auto" if ray else None), ray_actors=ray_actors,
+        batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray, ray_actors=ray_actors,
         dtype="float16" if float16 else "float32", label_pattern=label_pattern, progress=not quiet,
     )
     click.echo(report.summary())
