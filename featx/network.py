@@ -70,13 +70,6 @@ class FeatureNetwork(nn.Module):
         return features.unflatten(0, (8, -1)).mean(0) if self.tta == "d4" else features
 
 
-def layer_widths(network: FeatureNetwork, crop: int) -> dict[str, int]:
-    """Features each layer of `network` contributes, in output order: one pass of a blank crop x crop image."""
-    with torch.inference_mode():
-        maps = network.trunk(network.normalise(torch.zeros(1, 3, crop, crop, dtype=torch.uint8)))
-    return {name: int(m.shape[1]) for name, m in maps.items()}
-
-
 def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
@@ -118,3 +111,13 @@ def build_feature_network(
         trunk = create_feature_extractor(model, return_nodes={n: n for n in nodes})
     pre = backbone.preprocessing()
     return FeatureNetwork(trunk, pre.mean, pre.std, pooling, tta).eval()
+
+
+def layer_widths(backbone: Backbone, layer: str | Sequence[str] | None, crop: int) -> dict[str, int]:
+    """Features each layer contributes, in output order (and the layer names checked). Shapes only: the
+    truncated network runs a blank crop x crop image on the meta device, so no weights are read and nothing
+    is computed."""
+    with torch.device("meta"):
+        network = build_feature_network(backbone, backbone.weights("random"), layer)
+        maps = network.trunk(network.normalise(torch.zeros(1, 3, crop, crop, dtype=torch.uint8)))
+    return {name: int(m.shape[1]) for name, m in maps.items()}

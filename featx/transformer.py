@@ -130,7 +130,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         """Check the parameters and X; the network is pretrained, so nothing is learned from X."""
         from .device import resolve_device
         from .extraction import feature_space
-        from .network import POOLINGS, TTAS, build_feature_network, layer_widths, parse_layers
+        from .network import POOLINGS, TTAS, layer_widths, parse_layers
 
         _as_items(X)
         if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
@@ -148,9 +148,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self._runner = None
         if parse_layers(self.layer) is None:
             self.layer_widths_ = {backbone.feature_node or "features": backbone.feature_dim}
-        else:  # any layer: one pass of a blank image gives the widths (and checks the names)
-            network = build_feature_network(backbone, backbone.weights(self.weights), self.layer, self.pooling)
-            self.layer_widths_ = layer_widths(network, self.feature_space_["preprocessing"]["crop"])
+        else:
+            self.layer_widths_ = layer_widths(backbone, self.layer, self.feature_space_["preprocessing"]["crop"])
         return self
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:

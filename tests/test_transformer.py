@@ -100,7 +100,7 @@ def test_check_estimator_skips_numeric_checks_honestly():
 def test_init_only_stores_parameters_and_fit_validates():
     est = PretrainedFeatures("no_such_model", pooling="median", batch_size=0)  # no error until fit
     assert est.get_params()["model"] == "no_such_model"
-    for bad in ({"model": "no_such_model"}, {"pooling": "median"}, {"batch_size": 0}, {"cache": 3}):
+    for bad in ({"model": "no_such_model"}, {"pooling": "median"}, {"batch_size": 0}, {"cache": 3}, {"layer": "nope"}):
         with pytest.raises(ValueError):
             PretrainedFeatures(**{**FAST, **bad}).fit(["x.png"])
 
