@@ -21,7 +21,7 @@ import torch
 from featx.backbones import DEFAULT_MODEL, get_backbone
 from featx.device import resolve_device
 from featx.engines import CHUNK, build_runner
-from featx.extraction import feature_space
+from featx.space import FeatureSpace
 
 
 def images_per_second(run: Callable[[torch.Tensor], object], batches: list[torch.Tensor], rounds: int = 3) -> float:
@@ -67,10 +67,10 @@ def main() -> None:
         for model in args.models.split(","):
             backbone = get_backbone(model)
             source = backbone.weights(None if model == DEFAULT_MODEL else "random")
-            space = feature_space(backbone, source, None, "avg")
-            crop = space["preprocessing"]["crop"]
+            space = FeatureSpace.of(backbone, source)
+            crop = space.crop
             batches = [torch.from_numpy(rng.integers(0, 256, (32, 3, crop, crop), dtype=np.uint8)) for _ in range(args.batches)]
-            ort = build_runner(backbone, source, None, "avg", space, resolve_device("cpu"), "onnx")
+            ort = build_runner(space, source, resolve_device("cpu"), "onnx")
             ov = openvino_runner(str(ort.path), ort.threads)
             diff = float(np.abs(ort(batches[0]) - ov(batches[0])).max())
             a, b = images_per_second(ort, batches), images_per_second(ov, batches)

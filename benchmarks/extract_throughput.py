@@ -25,7 +25,7 @@ from featx.backbones import DEFAULT_MODEL, get_backbone
 from featx.datasets import write_elpv_folder
 from featx.device import resolve_device
 from featx.engines import build_runner, onnxruntime_available
-from featx.extraction import feature_space
+from featx.space import FeatureSpace
 from featx.network import build_feature_network
 
 
@@ -63,8 +63,7 @@ def ceiling(paths: list[Path], model: str, weights: str | None, batch_size: int)
     candidates = ["torch"] + (["onnx"] if device.type == "cpu" and onnxruntime_available() else [])
     best = (float("inf"), "")
     for engine in candidates:
-        space = feature_space(backbone, source, None, "avg")
-        runner = build_runner(backbone, source, None, "avg", space, device, engine)  # exports here, outside the timing
+        runner = build_runner(FeatureSpace.of(backbone, source), source, device, engine)  # exports here, outside the timing
         runner(batches[0])  # warm-up
         start = time.perf_counter()
         for batch in batches:

@@ -11,14 +11,18 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sklearn.pipeline import Pipeline
 
-from .errors import FeatureSpaceMismatchError, FeatxError
-from .store import space_difference
+from .errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError
+from .names import MODEL_FORMATS
+from .space import FeatureSpace
+
+if TYPE_CHECKING:
+    from .extraction import Extractor
 
 FORMAT = "featx-model/1"
-FORMATS = ("skops", "joblib")
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "featx.")
 
 
@@ -28,64 +32,34 @@ class ModelBundle:
 
     pipeline: Pipeline
     classes: list[str]
-    space: dict
+    space: FeatureSpace
     dtype: str
     info: dict = field(default_factory=dict)  # classifier, hyperparameters, featx version
 
-    def check_space(self, space: dict, dtype: str | None = None) -> None:
+    def check_space(self, space: FeatureSpace, dtype: str | None = None) -> None:
         """Refuse features from any other feature space (or storage dtype) than the training one."""
-        diff = space_difference(self.space, space, "model has", "features have")
-        if diff:
-            raise FeatureSpaceMismatchError(f"the model was trained on another feature space ({diff})")
+        self.space.check_same(space, "model has", "features have", "the model was trained on another feature space")
         if dtype is not None and dtype != self.dtype:
             raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")
 
-    def extraction_args(self, weights: str | os.PathLike | None = None) -> dict:
-        """Arguments of `featx.extract` that reproduce this bundle's feature space.
+    def extractor(self, weights: str | os.PathLike | None = None, device: str = "auto", engine: str = "auto") -> Extractor:
+        """The extraction of exactly this bundle's feature space. Weights named only by a file hash cannot be
+        found again: pass that file as `weights`."""
+        from .extraction import Extractor
 
-        Weights named only by a file hash cannot be found again: pass that file as `weights`.
-        """
-        from .backbones import get_backbone
-        from .extraction import feature_space
-
-        backbone = get_backbone(self.space["model"])
-        if weights is None:
-            weights = self._weights_spec(backbone)
-        layers = self.space["layer"]
-        layer = None if layers and layers[0].startswith("default:") else layers
-        pooling, tta = self.space["pooling"], self.space.get("tta", "none")
-        pre = self.space["preprocessing"]
-        image_size = None if pre == backbone.preprocessing().as_dict() else pre["crop"]
-        self.check_space(feature_space(backbone, backbone.weights(weights), layer, pooling, image_size, tta))
-        return {
-            "model": backbone.name, "weights": weights, "layer": layer, "pooling": pooling,
-            "image_size": image_size, "tta": tta, "dtype": self.dtype,
-        }
-
-    def _weights_spec(self, backbone) -> str | None:
-        wanted = self.space["weights"]
-        if wanted == backbone.default_weights().id:
-            return None
-        if wanted == "random":
-            return "random"
-        if wanted.startswith("torchvision:"):
-            return wanted.rsplit(".", 1)[-1]
-        raise FeatxError(
-            f"the model's features come from weights {wanted!r}, which featx cannot find by name; "
-            "pass the same weights file with --weights FILE"
-        )
+        return Extractor(self.space, self.space.weights_source(weights), device, engine)
 
     def save(self, path: str | os.PathLike, format: str = "skops") -> Path:
         """Write the bundle (skops: safe to share; joblib: pickle, unsafe to load from others)."""
-        if format not in FORMATS:
-            raise FeatxError(f"unknown model format {format!r}; valid: {', '.join(FORMATS)}")
+        if format not in MODEL_FORMATS:
+            raise UnknownNameError("model format", format, MODEL_FORMATS)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "format": FORMAT,
             "pipeline": self.pipeline,
             "classes": list(self.classes),
-            "feature_space": json.dumps(self.space, sort_keys=True),
+            "feature_space": self.space.to_json(),
             "dtype": self.dtype,
             "info": json.dumps(self.info),
         }
@@ -135,7 +109,7 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
     return ModelBundle(
         pipeline=state["pipeline"],
         classes=list(state["classes"]),
-        space=json.loads(state["feature_space"]),
+        space=FeatureSpace.from_json(state["feature_space"]),
         dtype=state["dtype"],
         info=json.loads(state["info"]),
     )

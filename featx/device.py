@@ -7,7 +7,7 @@ from concurrent.futures import Future
 import numpy as np
 import torch
 
-from .errors import FeatxError
+from .errors import ParameterError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -17,9 +17,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, ValueError) as exc:
-        raise FeatxError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+        raise ParameterError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise FeatxError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
+        raise ParameterError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
     return resolved
 
 

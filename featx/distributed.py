@@ -9,18 +9,20 @@ Every worker must read the files at the paths the driver gives (a shared file sy
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .device import resolve_device
 from .errors import FeatxError
 from .loader import FeatureBatch, ImageFiles
 from .preprocessing import Preprocessing
 
+if TYPE_CHECKING:
+    from .extraction import Extractor
+
 _INSTALL = 'Ray is not installed: pip install "featx[ray]" (or run without --ray)'
-RunnerFactory = Callable[[torch.device], Callable[[torch.Tensor], np.ndarray]]
 
 
 def import_ray():
@@ -48,23 +50,22 @@ def connect(address: str):
 def ray_batches(
     paths: Sequence[str],
     keys: Sequence[str],
-    make_runner: RunnerFactory,
-    device: str,
-    preprocessing: Preprocessing,
+    extractor: Extractor,
     batch_size: int,
     address: str,
     actors: int | None = None,
 ) -> Iterator[FeatureBatch]:
     """The features of `paths` (whose contents hash to `keys`) computed on a Ray cluster, as batches finish.
 
-    `make_runner(device)` builds the network on an actor; `device` ('auto', 'cpu', 'cuda') is resolved
-    there, and each actor asks Ray for a GPU when `device` is 'cuda', or 'auto' on a cluster with GPUs.
+    Each actor builds `extractor`'s network once; its device ('auto', 'cpu', 'cuda') is resolved there, and
+    each actor asks Ray for a GPU when the device is 'cuda', or 'auto' on a cluster with GPUs.
     `actors`: copies of the network (never more than batches); default one per GPU of the cluster, or one
     per CPU without GPUs.
     """
     ray = connect(address)
     resources = ray.cluster_resources()
-    gpus = _gpus_per_actor(resources, device)
+    gpus = _gpus_per_actor(resources, extractor.device)
+    preprocessing = extractor.space.preprocessing
     items = [{"index": i, "path": path, "key": key} for i, (path, key) in enumerate(zip(paths, keys))]
     batches = math.ceil(len(items) / batch_size)
     files = ray.data.from_items(items, override_num_blocks=batches)  # a decode task per batch
@@ -74,7 +75,7 @@ def ray_batches(
     )
     computed = decoded.map_batches(
         _Network,
-        fn_constructor_args=(make_runner, device),
+        fn_constructor_args=(extractor,),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=min(batches, actors or _default_actors(resources, gpus))),
@@ -111,8 +112,8 @@ def _decode(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> dict[
 class _Network:
     """A Ray actor holding one copy of the network, built once when the actor starts."""
 
-    def __init__(self, make_runner: RunnerFactory, device: str) -> None:
-        self.runner = make_runner(resolve_device(device))
+    def __init__(self, extractor: Extractor) -> None:
+        self.runner = extractor.runner()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decoded images -> each one's features as float32 bytes, b'' for the files that failed (bytes, not

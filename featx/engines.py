@@ -6,8 +6,6 @@ depend on the engine: ONNX Runtime runs the network exported once per feature sp
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import tempfile
 import warnings
@@ -18,22 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
 from .device import BatchRunner
-from .errors import FeatxError
+from .errors import FeatxError, ParameterError, UnknownNameError
+from .names import ENGINES
+from .space import FeatureSpace
+from .weights import WeightsSource
 
-ENGINES = ("auto", "torch", "compile", "onnx")
 OPSET = 17
 CHUNK = 8  # images per ONNX Runtime call: small batches stay in the CPU's caches
 NetworkFactory = Callable[[], torch.nn.Module]
 _INSTALL = 'ONNX Runtime is not installed: pip install "featx[onnx]" (or use --engine torch)'
-
-
-def onnx_cache_path(space: dict, folder: str | os.PathLike) -> Path:
-    """folder/<model>-<hash>.onnx: one exported graph per feature space (and featx/torch/opset version)."""
-    key = {"space": space, "featx": __version__, "torch": torch.__version__, "opset": OPSET}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(folder) / f"{space['model'].replace('/', '_')}-{digest}.onnx"
 
 
 def onnxruntime_available() -> bool:
@@ -76,16 +68,18 @@ def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> 
             os.remove(temp)
 
 
-def build_runner(backbone, weights, layer, pooling: str, space: dict, device: torch.device, engine: str):
-    """The network of a feature space on its engine: what extraction and PretrainedFeatures both run."""
-    from .extraction import cache_dir
+def build_runner(space: FeatureSpace, weights: WeightsSource, device: torch.device, engine: str):
+    """The network of a feature space on its engine: what extraction and PretrainedFeatures both run.
+
+    The network is built only when needed: not at all for ONNX Runtime when the graph is cached.
+    """
+    from .backbones import get_backbone
     from .network import build_feature_network
 
-    graph = onnx_cache_path(space, cache_dir() / "onnx")
-    return select_runner(
-        lambda: build_feature_network(backbone, weights, layer, pooling, space.get("tta", "none")), device, engine, graph,
-        space["preprocessing"]["crop"],
-    )
+    def network() -> torch.nn.Module:
+        return build_feature_network(get_backbone(space.model), weights, space.layer_names, space.pooling, space.tta)
+
+    return select_runner(network, device, engine, space.onnx_path(), space.crop)
 
 
 class OnnxRunner:
@@ -147,15 +141,15 @@ def select_runner(
     'auto' -> onnx on a CPU with onnxruntime, else torch.
 
     `network()` builds the FeatureNetwork (not called when the ONNX graph is cached); `cache_path`: where the
-    exported graph is kept (see `onnx_cache_path`); `crop`: the input's H, W.
+    exported graph is kept (see `FeatureSpace.onnx_path`); `crop`: the input's H, W.
     """
     if engine not in ENGINES:
-        raise FeatxError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+        raise UnknownNameError("engine", engine, ENGINES)
     network = functools.cache(network)  # built at most once, even when auto falls back to PyTorch
     if engine in ("torch", "compile") or (engine == "auto" and (device.type != "cpu" or not onnxruntime_available())):
         return BatchRunner(network(), device, compile=engine == "compile")
     if device.type != "cpu":
-        raise FeatxError(f"--engine onnx runs on the CPU only, not on {device}; use --engine torch or --device cpu")
+        raise ParameterError(f"--engine onnx runs on the CPU only, not on {device}; use --engine torch or --device cpu")
     if engine == "onnx":
         return OnnxRunner(network, (crop, crop), cache_path)
     try:

@@ -5,7 +5,11 @@ class FeatxError(Exception):
     """Base class of featx's user-facing errors."""
 
 
-class UnknownNameError(FeatxError, ValueError):
+class ParameterError(FeatxError, ValueError):
+    """A parameter value featx cannot use (scikit-learn convention: a ValueError)."""
+
+
+class UnknownNameError(ParameterError):
     """A model, layer, pooling or similar name that featx does not know."""
 
     def __init__(self, kind: str, name: str, valid) -> None:

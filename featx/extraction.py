@@ -1,8 +1,6 @@
 """`featx.extract`: images -> content keys -> only the unseen contents through the network -> the store."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import time
@@ -12,49 +10,78 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_MODEL, Backbone, get_backbone
+from .backbones import get_backbone
 from .content import content_keys
 from .device import resolve_device
-from .engines import build_runner
-from .errors import FeatxError
+from .errors import ParameterError, UnknownNameError
 from .inputs import ImageList, find_images
-from .loader import FeatureBatch, local_batches
-from .network import parse_layers
+from .loader import FeatureBatch, ImageArrays, ImageFiles, local_batches
+from .names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES, ENGINES
+from .space import FeatureSpace
 from .store import FeatureStore
 from .weights import WeightsSource
 
-DTYPES = ("float32", "float16")
 
+class Extractor:
+    """A feature space's network on a device and engine: what every extraction runs.
 
-def cache_dir() -> Path:
-    """Where stores go by default: $FEATX_CACHE, else ./cache."""
-    return Path(os.environ.get("FEATX_CACHE", "cache"))
-
-
-def feature_space(
-    backbone: Backbone, weights: WeightsSource, layer, pooling: str, image_size: int | None = None, tta: str = "none"
-) -> dict:
-    """Everything that determines a feature vector; a store holds exactly one feature space.
-
-    `tta` is recorded only when used, so stores made before it existed keep their feature space.
+    The network is built on first use and at most once (`runner()`); it is never pickled, so an extractor
+    travels to Ray actors and joblib workers as its settings and each process builds its own.
     """
-    return {
-        "model": backbone.name,
-        "weights": weights.id,
-        "preprocessing": backbone.preprocessing().at_size(image_size).as_dict(),
-        "layer": parse_layers(layer) or ["default:" + (backbone.feature_node or "forward_features")],
-        "pooling": pooling,
-        **({"tta": tta} if tta != "none" else {}),
-    }
 
+    def __init__(self, space: FeatureSpace, weights: WeightsSource, device: str = "auto", engine: str = "auto") -> None:
+        if engine not in ENGINES:
+            raise UnknownNameError("engine", engine, ENGINES)
+        self.space, self.weights, self.device, self.engine = space, weights, str(device), engine
+        self._runner = None
 
-def default_store_path(space: dict, dtype: str = "float32") -> Path:
-    """cache/<model>-<hash of the feature space>[-float16].h5: one file per feature space and dtype."""
-    digest = hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
-    suffix = "" if dtype == "float32" else f"-{dtype}"
-    return cache_dir() / f"{space['model'].replace('/', '_')}-{digest}{suffix}.h5"
+    @classmethod
+    def create(
+        cls,
+        model: str = DEFAULT_MODEL,
+        weights: str | os.PathLike | None = None,
+        layer: str | Sequence[str] | None = None,
+        pooling: str = "avg",
+        image_size: int | None = None,
+        tta: str = "none",
+        device: str = "auto",
+        engine: str = "auto",
+    ) -> Extractor:
+        backbone = get_backbone(model)
+        source = backbone.weights(weights)
+        return cls(FeatureSpace.of(backbone, source, layer, pooling, image_size, tta), source, device, engine)
+
+    def layer_widths(self) -> dict[str, int]:
+        """Features each layer contributes, in column order, from shapes alone (no weights read, nothing
+        computed); refuses unknown layer names."""
+        from .network import layer_widths
+
+        backbone = get_backbone(self.space.model)
+        if self.space.layer_names is None:
+            return {backbone.feature_node or "features": backbone.feature_dim}
+        return layer_widths(backbone, self.space.layer_names, self.space.crop)
+
+    def validate(self) -> None:
+        """Check what a new store needs without building the network: layer names and the weights."""
+        from .network import layer_widths
+
+        layer_widths(get_backbone(self.space.model), self.space.layer_names, self.space.crop)
+        self.weights.check_available()
+
+    def runner(self):
+        """The network on its engine and device (see `engines.build_runner`), built on the first call."""
+        if self._runner is None:
+            from .engines import build_runner
+
+            self._runner = build_runner(self.space, self.weights, resolve_device(self.device), self.engine)
+        return self._runner
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_runner": None}
 
 
 @dataclass
@@ -97,7 +124,7 @@ def extract(
     image_size: int | None = None,
     tta: str = "none",
     store: str | os.PathLike | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
     dtype: str = "float32",
@@ -120,52 +147,107 @@ def extract(
     `ray`: extract on a Ray cluster ('auto' or an address, see `featx.distributed.connect`; docs/distributed.md)
     with `ray_actors` copies of the network; same store, same dedup and resume as a local run.
     """
-    if dtype not in DTYPES:
-        raise FeatxError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    if batch_size < 1:
-        raise FeatxError("batch size must be at least 1")
-    backbone = get_backbone(model)
+    get_backbone(model)  # an unknown model is said before the inputs are searched
     images = find_images(data, label_pattern)
-    source = backbone.weights(weights)
-    space = feature_space(backbone, source, layer, pooling, image_size, tta)
-    preprocessing = backbone.preprocessing().at_size(image_size)
-    path = Path(store) if store is not None else default_store_path(space, dtype)
+    extractor = Extractor.create(model, weights, layer, pooling, image_size, tta, device, engine)
+    return extract_files(
+        images, extractor, store=store, dtype=dtype, batch_size=batch_size, workers=workers, progress=progress,
+        ray=ray, ray_actors=ray_actors,
+    )
+
+
+def _check_run(dtype: str, batch_size: int) -> None:
+    if dtype not in DTYPES:
+        raise UnknownNameError("dtype", dtype, DTYPES)
+    if batch_size < 1:
+        raise ParameterError("batch size must be at least 1")
+
+
+def extract_files(
+    images: ImageList,
+    extractor: Extractor,
+    *,
+    store: str | os.PathLike | None = None,
+    dtype: str = "float32",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    progress: bool = True,
+    ray: str | None = None,
+    ray_actors: int | None = None,
+) -> ExtractReport:
+    """`extract` for found images and a ready extractor (whose network is reused across calls)."""
+    _check_run(dtype, batch_size)
+    path = Path(store) if store is not None else extractor.space.store_path(dtype)
     if ray is not None:
         from .distributed import import_ray
 
         import_ray()  # a missing Ray is said at once, before the inputs are hashed
-    target = resolve_device("cpu" if ray is not None else device)  # on Ray, each actor resolves `device`
-
-    def make_runner(on=target):
-        return build_runner(backbone, source, layer, pooling, space, on, engine)
-
-    # A new store is created only once the network builds (layer names, weights checked); an existing
-    # store of this feature space was checked when made, so its network is built only if there is work.
-    runner = None if path.exists() else make_runner()
+    else:
+        resolve_device(extractor.device)  # on Ray, each actor resolves it
+    if not path.exists():
+        extractor.validate()  # a new store is made only for a network that can be built
+    preprocessing = extractor.space.preprocessing
 
     def compute(paths: list[str], keys: list[str]) -> Iterator[FeatureBatch]:
         if ray is not None:
             from .distributed import ray_batches
 
-            return ray_batches(paths, keys, make_runner, device, preprocessing, batch_size, ray, ray_actors)
-        return local_batches(paths, keys, runner or make_runner(), preprocessing, batch_size, workers)
+            return ray_batches(paths, keys, extractor, batch_size, ray, ray_actors)
+        return local_batches(ImageFiles(paths, keys, preprocessing), extractor.runner(), batch_size, workers)
 
+    return _execute(path, extractor.space, dtype, _Run(images), compute, progress)
+
+
+def extract_arrays(
+    images: Sequence[Image.Image],
+    keys: Sequence[str],
+    extractor: Extractor,
+    *,
+    store: str | os.PathLike,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+    names: Sequence[str] | None = None,
+) -> ExtractReport:
+    """In-memory RGB images, keyed by their pixels (`memory.image_key`), through the same run as files:
+    only contents not yet in the store are computed. They get no file entries; failures are reported
+    under `names` (default "image <i>")."""
+    _check_run("float32", batch_size)
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    run = _Run(ImageList(names, np.full(len(names), -1, dtype=np.int64)), items=list(images), keys=list(keys))
+
+    def compute(items: list, _keys: list[str]) -> Iterator[FeatureBatch]:
+        return local_batches(ImageArrays(items, extractor.space.preprocessing), extractor.runner(), batch_size, 0)
+
+    return _execute(Path(store), extractor.space, "float32", run, compute, progress)
+
+
+def _execute(path: Path, space: FeatureSpace, dtype: str, run: _Run, compute, progress: bool) -> ExtractReport:
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         start = time.perf_counter()
-        report = _Run(opened, images).execute(compute, progress)
+        report = run.execute(opened, compute, progress)
         report.seconds = time.perf_counter() - start
         return report
 
 
 class _Run:
-    """One pass over an image list against an open store."""
+    """One pass over images against an open store.
 
-    def __init__(self, store: FeatureStore, images: ImageList) -> None:
-        self.store, self.images = store, images
-        self.entries = store.newest_entries()
-        self.labels = self._store_labels()
+    Files (the default) are keyed by their bytes and get file entries (path, row, label) and failure records.
+    In-memory images come as `items` with their `keys`: only their rows are stored.
+    """
+
+    def __init__(self, images: ImageList, items: list | None = None, keys: list[str] | None = None) -> None:
+        self.images = images
+        self.items = images.paths if items is None else items
+        self.given_keys = keys
+        self.records_files = items is None
         self.failures: list[tuple[str, str]] = []
-        self.known_failures = store.failures()
+
+    def _open(self, store: FeatureStore) -> None:
+        self.store = store
+        self.entries = store.newest_entries() if self.records_files else {}
+        self.known_failures = store.failures() if self.records_files else {}
+        self.labels = self._store_labels() if self.records_files else [-1] * len(self.images)
 
     def _store_labels(self) -> list[int]:
         """Each file's label as an index into the store's classes (new class names are appended)."""
@@ -184,25 +266,33 @@ class _Run:
         """Report a failed file; record it, and shadow features its path had before, unless already so."""
         path = self.images.paths[index]
         self.failures.append((path, reason))
+        if not self.records_files:
+            return
         if self.known_failures.get(path) != (key, reason):
             new.append((path, key, reason))
         if self.entries.get(path, (-1,))[0] >= 0:
             entries.append((path, -1, self.labels[index]))
 
-    def execute(self, compute: Callable[[list[str], list[str]], Iterable[FeatureBatch]], progress: bool) -> ExtractReport:
-        """`compute(paths, keys)` yields the features of those files (see `FeatureBatch`); it is called only
-        when some content needs extracting, with one file per content."""
+    def execute(
+        self, store: FeatureStore, compute: Callable[[list, list[str]], Iterable[FeatureBatch]], progress: bool
+    ) -> ExtractReport:
+        """`compute(items, keys)` yields the features of those items (see `FeatureBatch`); it is called only
+        when some content needs extracting, with one item per content."""
+        self._open(store)
         rows = {key: row for row, key in enumerate(self.store.keys())}
         files = self.entries
         bad_contents = {key: reason for key, reason in self.known_failures.values() if key}
         entries, failed, pending = [], [], defaultdict(list)  # pending: key -> indices of its files
-        keys = content_keys(self.images.paths)
+        if self.given_keys is None:
+            keys = content_keys(self.images.paths)
+        else:
+            keys = [(key, None) for key in self.given_keys]
         for i, (key, error) in enumerate(keys):
             path = self.images.paths[i]
             if key is None:
                 self._failure(i, "", error, failed, entries)
             elif key in rows:
-                if files.get(path) != (rows[key], self.labels[i]):
+                if self.records_files and files.get(path) != (rows[key], self.labels[i]):
                     entries.append((path, rows[key], self.labels[i]))
             elif key in bad_contents:
                 self._failure(i, key, bad_contents[key], failed, entries)
@@ -228,6 +318,7 @@ class _Run:
         """
         todo = list(pending)
         paths = self.images.paths
+        record = self.records_files
         quiet = not progress or not sys.stderr.isatty()
         first_row = next_row = self.store.count("rows")
         committing = None
@@ -235,9 +326,9 @@ class _Run:
             tqdm(total=len(todo), unit="img", desc="extract", disable=quiet, file=sys.stderr) as bar,
             ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
         ):
-            for indices, features, bad in compute([paths[pending[key][0]] for key in todo], todo):
+            for indices, features, bad in compute([self.items[pending[key][0]] for key in todo], todo):
                 keys = [todo[i] for i in indices]
-                entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]]
+                entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]] if record else []
                 failed: list = []
                 for i, reason, permanent in bad:
                     # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read

@@ -49,6 +49,23 @@ class ImageFiles(Dataset):
             return i, None, f"cannot decode: {type(exc).__name__}: {exc}", True
 
 
+class ImageArrays(Dataset):
+    """In-memory RGB PIL images with the same items as `ImageFiles` (their keys are their pixels' hash)."""
+
+    def __init__(self, images: Sequence, preprocessing: Preprocessing) -> None:
+        self.images = list(images)
+        self.transform = preprocessing.geometric()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.transform(self.images[i]), None, False
+        except Exception as exc:  # one odd image must not stop the others
+            return i, None, f"cannot resize: {type(exc).__name__}: {exc}", True
+
+
 def collate(batch):
     """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)])."""
     good = [(i, t) for i, t, _, _ in batch if t is not None]
@@ -113,14 +130,12 @@ class FeatureBatch(NamedTuple):
     failures: list[tuple[int, str, bool]]
 
 
-def local_batches(
-    paths: Sequence[str], keys: Sequence[str], runner, preprocessing: Preprocessing, batch_size: int, workers: int | None
-) -> Iterator[FeatureBatch]:
-    """Decode `paths` in worker processes (checking each file's bytes still hash to its key) and run `runner`.
+def local_batches(dataset: Dataset, runner, batch_size: int, workers: int | None) -> Iterator[FeatureBatch]:
+    """Decode the items of `dataset` (`ImageFiles` or `ImageArrays`) in worker processes and run `runner`.
 
     Two batches are in flight, so the compute threads start on the next one while the last finishes.
     """
-    loader = make_loader(ImageFiles(paths, keys, preprocessing), batch_size, workers, runner.device.type == "cuda")
+    loader = make_loader(dataset, batch_size, workers, runner.device.type == "cuda")
     in_flight: collections.deque = collections.deque()
     for indices, images, failures in loader:
         in_flight.append((indices, runner.submit(images) if images is not None else None, failures))

@@ -8,10 +8,9 @@ from torch import nn
 
 from .backbones import Backbone
 from .errors import UnknownNameError
+from .names import POOLINGS, TTAS
+from .space import parse_layers
 from .weights import WeightsSource
-
-POOLINGS = ("avg", "max", "gem")
-TTAS = ("none", "d4")  # d4: features averaged over the 8 symmetries of the square
 
 
 def pool(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -72,14 +71,6 @@ class FeatureNetwork(nn.Module):
 
 def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
-
-
-def parse_layers(layer: str | Sequence[str] | None) -> list[str] | None:
-    """None, "a", "a,b" or ["a", "b"] -> list of node names (None: the backbone's default layer)."""
-    if layer is None or layer == "":
-        return None
-    names = layer.split(",") if isinstance(layer, str) else list(layer)
-    return [n.strip() for n in names if n.strip()] or None
 
 
 def build_feature_network(

@@ -5,18 +5,16 @@ import functools
 import numbers
 from dataclasses import asdict, dataclass, replace
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.transforms import v2 as T
 
 from .errors import BadInputError
 
-_INTERPOLATIONS = {
-    "nearest": T.InterpolationMode.NEAREST,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "bicubic": T.InterpolationMode.BICUBIC,
-}
+if TYPE_CHECKING:
+    import torch
+
 _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -68,6 +66,8 @@ def resize_crop(image: Image.Image, resize: int, crop: int, interpolation: str) 
         left, top = round((new_w - crop) / 2.0), round((new_h - crop) / 2.0)
         sx, sy = width / new_w, height / new_h
         box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+        import torch
+
         resized = image.resize((crop, crop), _PIL_FILTERS[interpolation], box=box)
         pixels = torch.from_numpy(np.array(resized))
         pixels = pixels.permute(2, 0, 1) if pixels.dim() == 3 else pixels[None]
@@ -75,8 +75,10 @@ def resize_crop(image: Image.Image, resize: int, crop: int, interpolation: str) 
 
 
 def _torchvision_resize_crop(image: Image.Image, resize: int, crop: int, interpolation: str) -> torch.Tensor:
+    from torchvision.transforms import v2 as T
+
     transform = T.Compose([
-        T.Resize(resize, interpolation=_INTERPOLATIONS[interpolation], antialias=True),
+        T.Resize(resize, interpolation=T.InterpolationMode(interpolation), antialias=True),
         T.CenterCrop(crop),
         T.PILToTensor(),
     ])

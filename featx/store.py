@@ -26,6 +26,7 @@ import numpy as np
 
 from .content import KEY_LENGTH
 from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError
+from .space import FeatureSpace
 
 FORMAT = "featx-store/1"
 _STR = h5py.string_dtype()
@@ -95,16 +96,6 @@ class _StoreLock:
             self.fd = None
 
 
-def space_difference(mine: dict, theirs: dict, my_name: str, their_name: str) -> str:
-    """'' when two feature spaces are equal (after a JSON round trip), else what differs, for messages."""
-    mine, theirs = (json.loads(json.dumps(s, sort_keys=True)) for s in (mine, theirs))
-    return ", ".join(
-        f"{k}: {my_name} {mine.get(k)!r}, {their_name} {theirs.get(k)!r}"
-        for k in sorted(set(mine) | set(theirs))
-        if mine.get(k) != theirs.get(k)
-    )
-
-
 def _encode(texts) -> list[bytes]:
     """File and folder names are bytes on POSIX and need not be UTF-8 (Python holds the odd bytes as
     surrogates): they are stored as their bytes, so that any name round-trips."""
@@ -149,7 +140,7 @@ class FeatureStore:
             raise
 
     @classmethod
-    def create_or_open(cls, path: str | os.PathLike, space: dict, dtype: str = "float32") -> FeatureStore:
+    def create_or_open(cls, path: str | os.PathLike, space: FeatureSpace, dtype: str = "float32") -> FeatureStore:
         """Open for appending, creating the file if needed; refuse another feature space or dtype."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +172,7 @@ class FeatureStore:
         self.close()
 
     @staticmethod
-    def _create(path: Path, space: dict, dtype: str) -> None:
+    def _create(path: Path, space: FeatureSpace, dtype: str) -> None:
         """Write an empty store beside `path`, then rename it into place: a kill never leaves half a store."""
         import torch
         import torchvision
@@ -192,7 +183,7 @@ class FeatureStore:
         with h5py.File(partial, "w") as h5:
             attrs = h5.attrs
             attrs["format"] = FORMAT
-            attrs["feature_space"] = json.dumps(space, sort_keys=True)
+            attrs["feature_space"] = space.to_json()
             attrs["dtype"] = dtype
             attrs["versions"] = json.dumps(
                 {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
@@ -207,13 +198,11 @@ class FeatureStore:
         if self.h5.attrs.get("format") != FORMAT:
             raise FeatxError(f"{self.path} is not a featx feature store (format {self.h5.attrs.get('format')!r})")
 
-    def _check_space(self, space: dict, dtype: str) -> None:
-        diff = space_difference(self.space, space, "store has", "run asks")
-        if diff:
-            raise FeatureSpaceMismatchError(
-                f"{self.path} holds another feature space ({diff}); feature spaces are never mixed: "
-                "use another --store"
-            )
+    def _check_space(self, space: FeatureSpace, dtype: str) -> None:
+        self.space.check_same(
+            space, "store has", "run asks",
+            f"{self.path} holds another feature space; feature spaces are never mixed: use another --store",
+        )
         if self.dtype != dtype:
             raise FeatureSpaceMismatchError(f"{self.path} stores {self.dtype} features, this run asks {dtype}")
 
@@ -228,8 +217,8 @@ class FeatureStore:
 
     # ---- reading ----------------------------------------------------------------------------------------
     @property
-    def space(self) -> dict:
-        return json.loads(self.h5.attrs["feature_space"])
+    def space(self) -> FeatureSpace:
+        return FeatureSpace.from_json(self.h5.attrs["feature_space"])
 
     @property
     def dtype(self) -> str:

@@ -275,19 +275,20 @@ class Predictions:
             writer.writerow([path, name, *(f"{v:.6g}" for v in row)])
 
 
-def _bundle_features(bundle: ModelBundle, data, weights, **options):
+def _bundle_features(bundle: ModelBundle, data, weights, device: str = "auto", **options):
     """Extract `data` (through the cache) in the bundle's own feature space; features of the files that worked.
 
     Unless `store` is given, features go to a store of their own under cache/apply/, never into the store a
     model was trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
     """
-    from .extraction import cache_dir, default_store_path, extract
+    from .extraction import extract_files
     from .inputs import find_images
+    from .space import cache_dir
 
     images = find_images(data)
     if options.get("store") is None:
-        options["store"] = cache_dir() / "apply" / default_store_path(bundle.space, bundle.dtype).name
-    done = extract(data, **bundle.extraction_args(weights), **options)
+        options["store"] = cache_dir() / "apply" / bundle.space.store_path(bundle.dtype).name
+    done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
     with FeatureStore.open(done.store) as opened:
         bundle.check_space(opened.space, opened.dtype)
         features, found = opened.features_for(images.paths)

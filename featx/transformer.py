@@ -6,7 +6,6 @@ searches compute each image's features once per feature space, across fits, clon
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import numbers
 import os
@@ -21,9 +20,9 @@ from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backbones import DEFAULT_MODEL, get_backbone
 from .content import content_keys
-from .errors import FeatureSpaceMismatchError, StoreInUseError, UnknownNameError
+from .errors import StoreInUseError
+from .names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 
 STORE_WAIT_SECONDS = 600.0  # how long to wait for another process (a parallel CV fold) writing the store
 _T = TypeVar("_T")
@@ -109,7 +108,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         pooling: str = "avg",
         image_size: int | None = None,
         tta: str = "none",
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         device: str = "auto",
         engine: str = "auto",
         cache: str | os.PathLike | bool | None = None,
@@ -127,29 +126,24 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     # ---- scikit-learn API -------------------------------------------------------------------------------
     def fit(self, X, y=None) -> PretrainedFeatures:
-        """Check the parameters and X; the network is pretrained, so nothing is learned from X."""
+        """Check the parameters and X; the network is pretrained, so nothing is learned from X.
+
+        Reads no weights and builds no network: the layers' widths come from shapes alone.
+        """
         from .device import resolve_device
-        from .extraction import feature_space
-        from .network import POOLINGS, TTAS, layer_widths, parse_layers
+        from .extraction import Extractor
 
         _as_items(X)
         if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.pooling not in POOLINGS:
-            raise UnknownNameError("pooling", self.pooling, POOLINGS)
-        if self.tta not in TTAS:
-            raise UnknownNameError("test-time augmentation", self.tta, TTAS)
         if self.cache is not None and not isinstance(self.cache, (bool, str, os.PathLike)):
             raise ValueError(f"cache must be None, False or a store path, got {self.cache!r}")
         resolve_device(self.device)
-        backbone = get_backbone(self.model)
-        space = feature_space(backbone, backbone.weights(self.weights), self.layer, self.pooling, self.image_size, self.tta)
-        self.feature_space_ = json.loads(json.dumps(space, sort_keys=True))  # as the store reads it back
-        self._runner = None
-        if parse_layers(self.layer) is None:
-            self.layer_widths_ = {backbone.feature_node or "features": backbone.feature_dim}
-        else:
-            self.layer_widths_ = layer_widths(backbone, self.layer, self.feature_space_["preprocessing"]["crop"])
+        self._extractor = Extractor.create(
+            self.model, self.weights, self.layer, self.pooling, self.image_size, self.tta, self.device, self.engine
+        )
+        self.feature_space_ = self._extractor.space.as_dict()
+        self.layer_widths_ = self._extractor.layer_widths()
         return self
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
@@ -180,34 +174,14 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = []  # always float32
         return tags
 
-    def __getstate__(self) -> dict:
-        state = dict(super().__getstate__())
-        state.pop("_runner", None)  # the network is rebuilt on demand, never pickled
-        return state
-
     # ---- internals --------------------------------------------------------------------------------------
-    def _get_runner(self):
-        """The feature network on its device, built on first use."""
-        if getattr(self, "_runner", None) is None:
-            from .device import resolve_device
-            from .engines import build_runner
-
-            backbone = get_backbone(self.model)
-            self._runner = build_runner(
-                backbone, backbone.weights(self.weights), self.layer, self.pooling,
-                self.feature_space_, resolve_device(self.device), self.engine,
-            )
-        return self._runner
-
     @contextlib.contextmanager
     def _store_path(self) -> Iterator[Path]:
         if self.cache is False:
             with tempfile.TemporaryDirectory(prefix="featx-") as folder:
                 yield Path(folder) / "features.h5"
         elif self.cache is None or self.cache is True:
-            from .extraction import default_store_path
-
-            yield default_store_path(self.feature_space_)
+            yield self._extractor.space.store_path()
         else:
             yield Path(self.cache)
 
@@ -234,14 +208,15 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def _lookup(self, path: Path, keys: list[str]) -> tuple[np.ndarray | None, set[str]]:
         """(features of `keys` from the store, None if any is missing; the missing keys)."""
-        from .store import FeatureStore, space_difference
+        from .store import FeatureStore
 
         if not path.is_file():
             return None, set(keys)
         with _wait_for_store(lambda: FeatureStore.open(path)) as store:
-            diff = space_difference(store.space, self.feature_space_, "store has", "transformer asks")
-            if diff:
-                raise FeatureSpaceMismatchError(f"{path} holds features of another feature space ({diff}); use another cache")
+            store.space.check_same(
+                self._extractor.space, "store has", "transformer asks",
+                f"{path} holds features of another feature space; use another cache",
+            )
             index = {key: row for row, key in enumerate(store.keys())}
             missing = {key for key in keys if key not in index}
             if missing:
@@ -249,30 +224,31 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             return store.rows([index[key] for key in keys]).astype(np.float32, copy=False), missing
 
     def _compute(self, path: Path, items: list, keys: list[str], missing: set[str]) -> None:
-        """Put the features of the missing contents into the store: files through `extract`, images in-process."""
-        from .extraction import extract
-        from .memory import as_rgb, extract_images
-        from .store import FeatureStore
+        """Put the features of the missing contents into the store, through the one extraction run."""
+        from .extraction import extract_arrays, extract_files
+        from .inputs import find_images
+        from .memory import as_rgb
 
         todo = {key: i for i, key in enumerate(keys) if key in missing}  # one item per missing content
         files = [os.fspath(items[i]) for i in todo.values() if isinstance(items[i], (str, os.PathLike))]
         images = {key: i for key, i in todo.items() if not isinstance(items[i], (str, os.PathLike))}
+        failures = []
         if images:
-            with _wait_for_store(lambda: FeatureStore.create_or_open(path, self.feature_space_)) as store:
-                stored = set(store.keys())  # another process may have added some meanwhile
-                new = [key for key in images if key not in stored]
-                if new:
-                    rgb = [as_rgb(items[images[key]]) for key in new]
-                    preprocessing = get_backbone(self.model).preprocessing().at_size(self.image_size)
-                    extract_images(store, rgb, new, self._get_runner(), preprocessing, self.batch_size)
+            rgb = [as_rgb(items[i]) for i in images.values()]
+            report = _wait_for_store(
+                lambda: extract_arrays(
+                    rgb, list(images), self._extractor, store=path, batch_size=self.batch_size,
+                    names=[f"X[{i}]" for i in images.values()],
+                )
+            )
+            failures += report.failures
         if files:
             report = _wait_for_store(
-                lambda: extract(
-                    files, self.model, weights=self.weights, layer=self.layer, pooling=self.pooling,
-                    image_size=self.image_size, tta=self.tta, store=path, batch_size=self.batch_size,
-                    device=self.device, engine=self.engine, progress=False,
+                lambda: extract_files(
+                    find_images(files), self._extractor, store=path, batch_size=self.batch_size, progress=False,
                     workers=0 if multiprocessing.parent_process() else None,  # joblib workers cannot fork decoders
                 )
             )
-            if report.failures:
-                raise _failed(report.failures)
+            failures += report.failures
+        if failures:
+            raise _failed(failures)

@@ -29,6 +29,11 @@ class WeightsSource(ABC):
     def load_into(self, model: nn.Module) -> None:
         """Load the weights into `model`, or raise WeightsUnavailableError."""
 
+    def check_available(self) -> None:
+        """Raise WeightsUnavailableError, saying where they were expected, unless the weights can be loaded."""
+        if not self.available():
+            raise WeightsUnavailableError(f"weights {self.id} are not on this machine: expected at {self.location()}")
+
 
 class RandomWeights(WeightsSource):
     """The architecture's own random initialisation (the registry seeds it, so every process agrees)."""
@@ -98,7 +103,7 @@ class TorchvisionWeights(WeightsSource):
     def location(self) -> str:
         return str(self.expected_file())
 
-    def load_into(self, model: nn.Module) -> None:
+    def check_available(self) -> None:
         if not self.available():
             raise WeightsUnavailableError(
                 f"weights {self.weights} are not on this machine and featx does not download.\n"
@@ -106,6 +111,9 @@ class TorchvisionWeights(WeightsSource):
                 f"  get it from {self.weights.url} on a connected machine and copy it there "
                 f"(or set TORCH_HOME), or pass --weights FILE."
             )
+
+    def load_into(self, model: nn.Module) -> None:
+        self.check_available()
         model.load_state_dict(self.weights.get_state_dict(progress=False, check_hash=True))
 
 
@@ -134,14 +142,17 @@ class TimmHubWeights(WeightsSource):
     def location(self) -> str:
         return self._cached_file() or "Hugging Face hub cache (not present)"
 
-    def load_into(self, model: nn.Module) -> None:
-        path = self._cached_file()
-        if path is None:
+    def check_available(self) -> None:
+        if self._cached_file() is None:
             raise WeightsUnavailableError(
                 f"pretrained weights of timm model {self.model_name!r} are not in the local Hugging Face "
                 "cache and featx does not download; fetch them on a connected machine "
                 "(timm.create_model(name, pretrained=True)) and copy ~/.cache/huggingface, or pass --weights FILE."
             )
+
+    def load_into(self, model: nn.Module) -> None:
+        self.check_available()
+        path = self._cached_file()
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
 

@@ -38,5 +38,13 @@ def chelsea() -> Image.Image:
     return Image.fromarray(data.chelsea())
 
 
+def synthetic_space(model: str = "synthetic"):
+    """A feature space for stores filled by hand, without a network."""
+    from featx.preprocessing import Preprocessing
+    from featx.space import FeatureSpace
+
+    return FeatureSpace(model, "random", Preprocessing(8, 8, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), ("x",))
+
+
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -20,6 +21,8 @@ from featx.content import KEY_LENGTH
 from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError
 from featx.store import FeatureStore
 from featx.training import fit as train
+
+from conftest import synthetic_space
 
 PER_CLASS, HELD_OUT = 40, 8
 
@@ -49,9 +52,9 @@ def model(elpv) -> Path:
     return bundle.save(elpv["root"] / "logreg.skops")
 
 
-def synthetic_store(path: Path, labels: list[int], classes: list[str], space: dict | None = None) -> Path:
+def synthetic_store(path: Path, labels: list[int], classes: list[str], space=None) -> Path:
     """A small store of random features, without running a network."""
-    space = space or {"model": "synthetic", "weights": "random", "preprocessing": {}, "layer": ["x"], "pooling": "avg"}
+    space = space or synthetic_space()
     features = np.random.default_rng(0).normal(size=(len(labels), 8)).astype(np.float32)
     with FeatureStore.create_or_open(path, space) as store:
         store.commit(
@@ -145,10 +148,10 @@ def test_skops_refuses_foreign_types(tmp_path):
 def test_feature_space_mismatch_and_unnamed_weights(model):
     bundle = load_bundle(model)
     with pytest.raises(FeatureSpaceMismatchError, match="pooling"):
-        bundle.check_space({**bundle.space, "pooling": "max"})
-    bundle.space = {**bundle.space, "weights": "file:sha256:0123456789abcdef"}
+        bundle.check_space(dataclasses.replace(bundle.space, pooling="max"))
+    bundle.space = dataclasses.replace(bundle.space, weights="file:sha256:0123456789abcdef")
     with pytest.raises(FeatxError, match="--weights FILE"):
-        bundle.extraction_args()
+        bundle.extractor()
 
 
 @pytest.mark.parametrize(

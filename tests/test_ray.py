@@ -1,5 +1,6 @@
 """Extraction on a real local Ray instance gives the store a local run gives: keys, features, failures, resume."""
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,8 @@ def test_a_run_resumes_and_sends_only_new_contents_to_the_cluster(ray_cluster, e
 def test_features_and_failures_come_back_to_the_driver_intact():
     """An actor's output (rows as float32 bytes, b'' for failures) decodes to the batch a local run yields."""
     features = np.array([[1.5, 0.0, 0.0], [0.0, 2.0, 0.0]], np.float32)  # zero bytes at the end are kept
-    network = featx.distributed._Network(lambda device: lambda images: features[: len(images)], "cpu")
+    extractor = types.SimpleNamespace(runner=lambda: lambda images: features[: len(images)])
+    network = featx.distributed._Network(extractor)
     reasons = np.array(["", "truncated", ""], dtype=object)
     batch = {"index": np.array([7, 3, 5]), "image": np.zeros((3, 3, 2, 2), np.uint8), "reason": reasons,
              "permanent": np.array([False, True, False])}

@@ -13,7 +13,7 @@ from featx.backbones import DEFAULT_MODEL, get_backbone
 from featx.bundle import ModelBundle
 from featx.datasets import load_elpv
 from featx.errors import FeatxError, UnknownNameError
-from featx.extraction import default_store_path, feature_space
+from featx.space import FeatureSpace
 from featx.network import build_feature_network
 from featx.store import FeatureStore
 from featx.transformer import PretrainedFeatures
@@ -68,14 +68,16 @@ def test_image_size_sets_the_crop_and_the_store(tmp_path):
     native = default.at_size(300)
     assert (native.resize, native.crop, native.mean) == (300, 300, default.mean) and default.at_size(None) == default
     weights = backbone.weights()
-    spaces = [feature_space(backbone, weights, None, "avg", size) for size in (None, 300, 384)]
-    assert spaces[0] == feature_space(backbone, weights, None, "avg")  # stores made before keep their space
-    assert len({default_store_path(s) for s in spaces}) == 3
+    spaces = [FeatureSpace.of(backbone, weights, None, "avg", size) for size in (None, 300, 384)]
+    assert spaces[0] == FeatureSpace.of(backbone, weights, None, "avg")
+    assert "image_size" not in spaces[0].as_dict()  # stores made before keep their space
+    assert len({s.store_path() for s in spaces}) == 3
+    assert [s.image_size for s in spaces] == [None, 300, 384]
     # a 300 x 300 ELPV cell at its native size reaches the network untouched
     cell = load_elpv().filenames[:1]
     report = featx.extract(list(cell), image_size=300, engine="torch", workers=0, progress=False, store=tmp_path / "s.h5")
     with FeatureStore.open(report.store) as store:
-        assert store.space["preprocessing"]["crop"] == 300
+        assert store.space.crop == 300
     from PIL import Image
 
     pixels = torch.from_numpy(np.array(Image.open(cell[0]).convert("RGB"))).permute(2, 0, 1)[None]
@@ -122,7 +124,7 @@ def test_cli_image_size_and_tta(elpv_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "20 extracted" in result.output
     with FeatureStore.open(store) as opened:
-        assert opened.space["tta"] == "d4" and opened.space["preprocessing"]["resize"] == 48
+        assert opened.space.tta == "d4" and opened.space.preprocessing.resize == 48
     other = CliRunner().invoke(main, [*args, "--image-size", "64"])  # another feature space: refused
     assert other.exit_code == 1 and "feature space" in other.output
     for bad in (["--tta", "flips"], ["--image-size", "0"]):
@@ -132,8 +134,8 @@ def test_cli_image_size_and_tta(elpv_folder, tmp_path):
 
 def test_a_model_bundle_reextracts_in_its_own_size_and_tta():
     backbone = get_backbone(DEFAULT_MODEL)
-    space = feature_space(backbone, backbone.weights(), None, "gem", 300, "d4")
-    args = ModelBundle(pipeline=None, classes=["a", "b"], space=space, dtype="float32").extraction_args()
-    assert (args["image_size"], args["tta"], args["pooling"]) == (300, "d4", "gem")
-    plain = ModelBundle(None, ["a"], feature_space(backbone, backbone.weights(), None, "avg"), "float32")
-    assert (plain.extraction_args()["image_size"], plain.extraction_args()["tta"]) == (None, "none")
+    space = FeatureSpace.of(backbone, backbone.weights(), None, "gem", 300, "d4")
+    extractor = ModelBundle(pipeline=None, classes=["a", "b"], space=space, dtype="float32").extractor()
+    assert extractor.space == space and (space.image_size, space.tta, space.pooling) == (300, "d4", "gem")
+    plain = ModelBundle(None, ["a"], FeatureSpace.of(backbone, backbone.weights(), None, "avg"), "float32")
+    assert plain.extractor().space.as_dict() == plain.space.as_dict() and plain.space.image_size is None
