@@ -5,21 +5,17 @@ from pathlib import Path
 
 import click
 
+from . import options
 from .errors import user_errors
 
-
-def extraction_options(command):
-    """Options that say how a model's images are extracted (its feature space comes from the model)."""
-    options = [
-        click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
-        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True),
-        click.option("--workers", type=click.IntRange(min=0), help="Decode worker processes (default: cores - 1)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+# how a model's images are extracted (its feature space comes from the model)
+extraction_options = options.apply(
+    click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
+    options.batch_size,
+    options.workers,
+    options.device,
+    options.quiet,
+)
 
 
 @click.command()

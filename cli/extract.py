@@ -5,25 +5,24 @@ import sys
 
 import click
 
+from . import options
 from .errors import user_errors
 
 
 @click.command()
 @click.argument("data", nargs=-1, required=True, type=click.Path())
-@click.option("--model", "-m", default="efficientnet_lite0", show_default=True, help="Backbone name (see: featx models).")
-@click.option("--weights", help="Weights: a state-dict FILE, 'random', or a named variant such as IMAGENET1K_V1.")
+@options.model
+@options.weights
 @click.option("--layer", help="Feature layer(s), comma-separated module names; default: the last feature map.")
-@click.option("--pooling", type=click.Choice(["avg", "max", "gem"]), default="avg", show_default=True)
+@options.pooling
 @click.option("--image-size", type=click.IntRange(min=1), metavar="N",
               help="Resize the shorter side to N and centre-crop N x N (default: the weights' own resize and crop).")
-@click.option("--tta", type=click.Choice(["none", "d4"]), default="none", show_default=True,
-              help="d4: features averaged over the 8 rotations and mirror images of the square (8x the compute).")
+@options.tta
 @click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes (default: a quarter of the cores; cores - 1 with a GPU).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--engine", type=click.Choice(["auto", "torch", "compile", "onnx"]), default="auto", show_default=True,
-              help="torch; compile (torch.compile); onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.")
+@options.batch_size
+@options.workers
+@options.device
+@options.engine
 @click.option("--ray", is_flag=True,
               help="Extract on a Ray cluster: the one in $RAY_ADDRESS or started here with `ray start`, else a local "
                    "Ray instance (docs/distributed.md).")
@@ -33,7 +32,7 @@ from .errors import user_errors
 @click.option("--float16", is_flag=True, help="Store features as float16 (half the disk).")
 @click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@options.quiet
 @user_errors
 def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_size, workers, device, engine, ray, ray_address, ray_actors, float16, label_pattern, strict, quiet):
     """Extract features of the images in DATA (folders, image files or CSV files of path,label).

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from featx.classifiers import CLASSIFIERS
+from featx.names import CLASS_WEIGHTS, MODEL_FORMATS
 
 from .errors import user_errors
 
@@ -14,7 +15,7 @@ from .errors import user_errors
 def pick_store(store: str | None) -> Path:
     """--features, else the only store in the cache folder; several: ask (on a terminal) or list them."""
     from featx.errors import FeatxError
-    from featx.extraction import cache_dir
+    from featx.space import cache_dir
     from featx.training import stores_in
 
     if store:
@@ -36,7 +37,7 @@ def pick_store(store: str | None) -> Path:
 @click.command()
 @click.option("--features", "-f", "store", type=click.Path(dir_okay=False), help="Feature store; default: the one in the cache folder.")
 @click.option("--clf", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True, help="Classifier.")
-@click.option("--class-weight", type=click.Choice(["balanced"]), help="Weight classes inversely to their frequency.")
+@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), help="Weight classes inversely to their frequency.")
 @click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds for model selection.")
 @click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
@@ -44,7 +45,7 @@ def pick_store(store: str | None) -> Path:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="sgd: passes over the store.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Model file; default: featx-<clf>.skops (.joblib).")
-@click.option("--format", "fmt", type=click.Choice(["skops", "joblib"]), default="skops", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(MODEL_FORMATS), default="skops", show_default=True,
               help="skops loads safely; joblib is pickle: never load a joblib model from an untrusted source.")
 @click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features (slower than PCA).")
 @user_errors

@@ -31,5 +31,5 @@ def info(store):
         click.echo(f"failures:  {len(failures)}")
         for path, (_, reason) in list(failures.items())[:50]:
             click.echo(f"  {path}: {reason}")
-        click.echo("feature space: " + json.dumps(opened.space, indent=2, sort_keys=True))
+        click.echo("feature space: " + json.dumps(opened.space.as_dict(), indent=2, sort_keys=True))
         click.echo("versions:  " + json.dumps(opened.versions, sort_keys=True))

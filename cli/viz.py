@@ -5,10 +5,9 @@ from pathlib import Path
 
 import click
 
+from . import options
 from .errors import user_errors
 
-model_option = click.option("--model", "-m", default="efficientnet_lite0", show_default=True, help="Backbone name (see: featx models).")
-weights_option = click.option("--weights", help="Weights: a state-dict FILE, 'random', or a named variant such as IMAGENET1K_V1.")
 image_argument = click.argument("image", type=click.Path(exists=True, dir_okay=False))
 
 
@@ -23,8 +22,8 @@ def viz():
 
 @viz.command()
 @image_argument
-@model_option
-@weights_option
+@options.model
+@options.weights
 @click.option("--layer", help="Module name (see featx.network.layer_names); default: a mid-level layer at 1/8 resolution.")
 @click.option("--channels", type=click.IntRange(min=1), default=15, show_default=True, help="How many channels to show.")
 @_out_option("features.png")
@@ -53,8 +52,8 @@ def features(image, model, weights, layer, channels, out):
 
 @viz.command()
 @click.option("--class", "class_", required=True, help="ImageNet class: index, name or part of a name, any case.")
-@model_option
-@weights_option
+@options.model
+@options.weights
 @click.option("--steps", type=click.IntRange(min=1), default=128, show_default=True, help="Adam steps.")
 @click.option("--tv-weight", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Total-variation penalty (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -62,7 +61,7 @@ def features(image, model, weights, layer, channels, out):
 @user_errors
 def dream(class_, model, weights, steps, tv_weight, seed, out):
     """Optimise an image from random noise until the model sees the class in it (gradient ascent on the
-    log-probability, Fourier parameterisation, jitter, total-variation penalty)."""
+    class logit, Fourier parameterisation, jitter, total-variation penalty)."""
     from featx.viz.classes import PixelClassifier
     from featx.viz.dream import dream as run
     from featx.viz.images import save_png
@@ -86,8 +85,8 @@ def _echo_top(title: str, top: list[tuple[int, str, float]]) -> None:
 @click.option("--target", help="Class to turn the image into (index or name); default: untargeted, away from the top-1.")
 @click.option("--eps", default="8/255", show_default=True, help="L-infinity budget in [0, 1] pixels, e.g. 4/255 or 0.03.")
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="PGD steps (up to twice as many if the 8-bit image fails).")
-@model_option
-@weights_option
+@options.model
+@options.weights
 @_out_option("adversarial.png")
 @click.option("--compare", type=click.Path(dir_okay=False), help="Side-by-side PNG with the amplified difference; default: OUT-compare.png.")
 @user_errors

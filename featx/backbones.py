@@ -5,6 +5,7 @@ were trained with, which layer gives the features by default and their dimension
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -14,10 +15,10 @@ import torch
 from torch import nn
 
 from .errors import UnknownNameError
+from .names import DEFAULT_MODEL
 from .preprocessing import Preprocessing, interpolation_name
 from .weights import FileWeights, RandomWeights, TimmHubWeights, TorchvisionWeights, WeightsSource
 
-DEFAULT_MODEL = "efficientnet_lite0"
 BUILD_SEED = 0
 
 
@@ -194,14 +195,21 @@ def get_backbone(name: str) -> Backbone:
     if name in REGISTRY:
         return REGISTRY[name]
     if name.startswith(TIMM_PREFIX):
-        import timm
-
-        model_name = name[len(TIMM_PREFIX) :]
-        if model_name not in timm.list_models():
-            raise UnknownNameError("timm model", model_name, timm.list_models())
-        dim = timm.create_model(model_name, pretrained=False, num_classes=0).num_features
-        return _timm_entry(name, model_name, lambda: TimmHubWeights(model_name), dim)
+        return _timm_backbone(name[len(TIMM_PREFIX) :])
     raise UnknownNameError("model", name, [*REGISTRY, TIMM_PREFIX + "<any timm model>"])
+
+
+@functools.cache
+def _timm_backbone(model_name: str) -> Backbone:
+    """A registry entry for any timm model, made once per process. Its feature width comes from building
+    the architecture on the meta device: no memory is allocated and no weights are read."""
+    import timm
+
+    if model_name not in timm.list_models():
+        raise UnknownNameError("timm model", model_name, timm.list_models())
+    with torch.device("meta"):
+        dim = timm.create_model(model_name, pretrained=False, num_classes=0).num_features
+    return _timm_entry(TIMM_PREFIX + model_name, model_name, lambda: TimmHubWeights(model_name), dim)
 
 
 def model_names() -> list[str]:

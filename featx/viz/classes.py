@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from featx.errors import FeatxError, UnknownNameError
+from featx.names import DEFAULT_MODEL
 
 
 class AmbiguousNameError(FeatxError, ValueError):
@@ -40,7 +41,7 @@ def resolve_class(spec: str | int, categories: list[str]) -> int:
 class PixelClassifier(nn.Module):
     """A backbone's ImageNet classifier on pixels in [0, 1]: its normalisation is part of the forward pass."""
 
-    def __init__(self, model_name: str = "efficientnet_lite0", weights: str | None = None) -> None:
+    def __init__(self, model_name: str = DEFAULT_MODEL, weights: str | None = None) -> None:
         super().__init__()
         from featx.backbones import get_backbone
 

@@ -1,0 +1,36 @@
+"""Click options shared by several commands; choices and defaults come from `featx.names` (torch-free)."""
+from __future__ import annotations
+
+import click
+
+from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ENGINES, POOLINGS, TTAS
+
+model = click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Backbone name (see: featx models).")
+weights = click.option("--weights", help="Weights: a state-dict FILE, 'random', or a named variant such as IMAGENET1K_V1.")
+pooling = click.option("--pooling", type=click.Choice(POOLINGS), default="avg", show_default=True)
+tta = click.option(
+    "--tta", type=click.Choice(TTAS), default="none", show_default=True,
+    help="d4: features averaged over the 8 rotations and mirror images of the square (8x the compute).",
+)
+engine = click.option(
+    "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+    help="torch; compile (torch.compile); onnx (ONNX Runtime, CPU, ~2x faster); auto: onnx on a CPU when installed.",
+)
+batch_size = click.option("--batch-size", "-b", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+workers = click.option(
+    "--workers", "-j", type=click.IntRange(min=0),
+    help="Decode worker processes (default: a quarter of the cores; all cores but one with a GPU).",
+)
+device = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+
+
+def apply(*options):
+    """One decorator applying `options` in the order listed (as they appear in --help)."""
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
