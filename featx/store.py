@@ -3,7 +3,8 @@
 Layout (every dataset is appended; the root attributes hold how many entries of each are committed):
     features  rows x D     float32 or float16, chunked, uncompressed (see _append_features)
     keys      rows         content key of each row (hash of the file bytes)
-    files/    path, row, label   one entry per input file; the newest entry of a path wins
+    files/    path, row, label   one entry per input file; the newest entry of a path wins (row -1: the
+                                 file failed; -2: it vanished from disk, its row stays as a cache)
     classes   class names  (labels index into them)
     failed/   path, key, reason  files that could not be decoded
 
@@ -11,6 +12,9 @@ Crash safety (h5py has no transactions): data are written past the committed cou
 updated, then the file is flushed. A killed writer leaves at most uncommitted tail entries, which readers
 ignore and the next writer trims. The default (earliest) file format is used: `libver='latest'`/SWMR files
 cannot be reopened for appending after a crash without `h5clear`.
+
+Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any time, also during a
+write: they see the rows committed so far (an flock on the store file keeps commits and reads apart).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ _TABLES = {  # dataset -> (dtype, commit counter)
 }
 COUNTERS = ("rows", "files", "classes", "failed")
 CHUNK_BYTES = 1 << 18
+FAILED, VANISHED = -1, -2  # the row of a file entry whose file failed, or is no longer on disk
 
 
 class FeatureSet(NamedTuple):
@@ -53,12 +58,13 @@ class FeatureSet(NamedTuple):
     classes: np.ndarray
 
 
-class _StoreLock:
-    """`<store>.lock`: writers hold it exclusively (with their PID inside), readers share it.
+class _WriterLock:
+    """`<store>.lock` while a writer runs: held exclusively, with the writer's PID inside; removed on release.
 
-    fcntl.flock rather than a library: the kernel drops it when the process dies (kill -9 included), so
-    there is never a stale lock, and the PID inside lets the error name the writer. HDF5's own file lock
-    would only say "unable to lock file, errno 11".
+    fcntl.flock rather than a library: the kernel drops it when the process dies (kill -9 included), so a
+    lock is never stale, and the PID inside lets the error name the writer. Only writers touch this file,
+    so readers create nothing. The holder removes it before letting go; a writer that locked a file just
+    removed (opened before the unlink) sees that the path no longer names its file and tries again.
     """
 
     def __init__(self, store: Path) -> None:
@@ -66,34 +72,59 @@ class _StoreLock:
         self.store = store
         self.fd: int | None = None
 
-    def acquire(self, exclusive: bool) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            message = self._busy_message(fd)
+    def acquire(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise StoreInUseError(f"feature store {self.store} is in use by process {pid} (being written)") from None
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
             os.close(fd)
-            raise StoreInUseError(message) from None
-        if exclusive:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self.fd = fd
-
-    def _busy_message(self, fd: int) -> str:
-        probe = os.open(self.path, os.O_RDONLY)
-        try:  # a shared lock still granted means only readers hold it
-            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return f"feature store {self.store} is being read by another process; try again when it ends"
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            return f"feature store {self.store} is in use by process {pid} (being written)"
-        finally:
-            os.close(probe)  # closing drops the probe's shared lock
 
     def release(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock; the file stays (deleting it would race)
+            os.unlink(self.path)  # while still held: no other writer can hold this file now
+            os.close(self.fd)
             self.fd = None
+
+    @staticmethod
+    def active_writer(store: Path) -> int | None:
+        """The PID of a live process writing `store`, if any (read without touching the lock)."""
+        try:
+            pid = int((store.with_name(store.name + ".lock")).read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid != os.getpid() else None
+
+
+class _FileLock:
+    """flock on the store file itself: a writer holds it exclusively while it changes the file (open, commit,
+    close); readers hold it shared while they read. So a reader always sees the file between two commits,
+    flushed and consistent, while an extraction runs; commits wait for readers to finish."""
+
+    def __init__(self, store: Path) -> None:
+        self.fd = os.open(store, os.O_RDONLY)
+
+    def lock(self, exclusive: bool) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+    def unlock(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _encode(texts) -> list[bytes]:
@@ -109,61 +140,82 @@ def _decode(values) -> list[str]:
 class FeatureStore:
     """An open store. Use `FeatureStore.open(path)` to read and `FeatureStore.create_or_open(...)` to write."""
 
-    def __init__(self, path: Path, h5: h5py.File, lock: _StoreLock) -> None:
-        self.path, self.h5, self._lock = path, h5, lock
+    def __init__(self, path: Path, h5: h5py.File, file_lock: _FileLock, writer: _WriterLock | None) -> None:
+        self.path, self.h5 = path, h5
+        self._file_lock, self._writer = file_lock, writer
+        # a reader sees the rows committed so far while another process writes
+        self.writer_pid = None if writer else _WriterLock.active_writer(path)
 
     # ---- opening ----------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike) -> FeatureStore:
-        """Open for reading (committed entries only)."""
+        """Open for reading: the committed entries, a consistent snapshot even while another process writes.
+        Creates no file."""
         path = Path(path)
         if not path.is_file():
             raise FeatxError(f"no feature store at {path}")
-        return cls._open(path, "r", _StoreLock(path), exclusive=False)
+        if not h5py.is_hdf5(path):
+            raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file)")
+        file_lock = _FileLock(path)
+        file_lock.lock(exclusive=False)
+        return cls._open(path, "r", file_lock, None)
 
     @classmethod
-    def _open(cls, path: Path, mode: str, lock: _StoreLock, exclusive: bool) -> FeatureStore:
-        """Lock, open the HDF5 file and check it is a store; release everything on failure."""
-        lock.acquire(exclusive)
+    def _open(cls, path: Path, mode: str, file_lock: _FileLock, writer: _WriterLock | None) -> FeatureStore:
+        """Open the HDF5 file (its locks are featx's own: HDF5's would refuse readers during a write) and
+        check it is a store; release everything on failure."""
         h5 = None
         try:
-            h5 = h5py.File(path, mode)
-            store = cls(path, h5, lock)
+            h5 = h5py.File(path, mode, locking=False)
+            store = cls(path, h5, file_lock, writer)
             store._check_format()
             return store
         except BaseException as exc:
             if h5 is not None:
                 h5.close()
-            lock.release()
+            file_lock.close()
+            if writer is not None:
+                writer.release()
             if isinstance(exc, OSError):
                 raise FeatxError(f"{path} is not a readable HDF5 feature store: {exc}") from exc
             raise
 
     @classmethod
     def create_or_open(cls, path: str | os.PathLike, space: FeatureSpace, dtype: str = "float32") -> FeatureStore:
-        """Open for appending, creating the file if needed; refuse another feature space or dtype."""
+        """Open for appending, creating the file if needed; refuse another feature space or dtype, and a
+        second writer."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = _StoreLock(path)
-        if not path.exists():
-            lock.acquire(exclusive=True)
-            try:
+        writer = _WriterLock(path)
+        writer.acquire()
+        try:
+            if not path.exists():
                 cls._create(path, space, dtype)
-            finally:
-                lock.release()
-        store = cls._open(path, "a", lock, exclusive=True)
+            file_lock = _FileLock(path)
+        except BaseException:
+            writer.release()
+            raise
+        file_lock.lock(exclusive=True)
+        store = cls._open(path, "a", file_lock, writer)
         try:
             store._check_space(space, dtype)
             store._trim_uncommitted()
         except BaseException:
             store.close()
             raise
+        file_lock.unlock()
         return store
 
     def close(self) -> None:
-        if self.h5.id.valid:
-            self.h5.close()
-        self._lock.release()
+        if self._writer is not None:
+            self._file_lock.lock(exclusive=True)  # HDF5 may write as it closes
+        try:
+            if self.h5.id.valid:
+                self.h5.close()
+        finally:
+            self._file_lock.close()
+            if self._writer is not None:
+                self._writer.release()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -254,7 +306,7 @@ class FeatureStore:
         return display_path(os.path.join(self.path.parent, stored))
 
     def newest_entries(self) -> dict[str, tuple[int, int]]:
-        """path -> (row, label) of the newest entry of each path; row -1: the file failed last time."""
+        """path -> (row, label) of the newest entry of each path; row FAILED or VANISHED: no features now."""
         paths = [self._user_path(p) for p in _decode(self._column("files/path"))]
         return dict(zip(paths, zip(self._column("files/row").tolist(), self._column("files/label").tolist())))
 
@@ -267,7 +319,11 @@ class FeatureStore:
         paths = [self._user_path(p) for p in _decode(self._column("failed/path"))]
         failed = dict(zip(paths, zip(_decode(self._column("failed/key")), _decode(self._column("failed/reason")))))
         newest = self.newest_entries()
-        return {path: entry for path, entry in failed.items() if newest.get(path, (-1,))[0] < 0}
+        return {path: entry for path, entry in failed.items() if newest.get(path, (FAILED,))[0] == FAILED}
+
+    def vanished(self) -> dict[str, int]:
+        """path -> label of files that were extracted or failed before and are no longer on disk."""
+        return {path: label for path, (row, label) in self.newest_entries().items() if row == VANISHED}
 
     def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Feature rows in the given order (any order, repeats allowed)."""
@@ -316,6 +372,13 @@ class FeatureStore:
     ) -> None:
         """Append rows (keys + features), file entries (path, row, label), failures (path, key, reason)
         and class names, then commit them all at once."""
+        self._file_lock.lock(exclusive=True)
+        try:
+            self._commit(keys, features, files, failed, classes)
+        finally:
+            self._file_lock.unlock()
+
+    def _commit(self, keys, features, files, failed, classes) -> None:
         counts = {c: self.count(c) for c in COUNTERS}
         if len(keys):
             features = np.asarray(features, dtype=self.dtype)

@@ -26,11 +26,13 @@ def cells(tmp_path_factory):
 
 
 def wait_for_lock_release(store, limit=2.0):
-    """The killed run's decode workers die with it and release the store promptly."""
+    """The killed run's decode workers die with it and release the store promptly: a writer gets in."""
+    with FeatureStore.open(store) as opened:
+        space = opened.space
     deadline = time.monotonic() + limit
     while True:
         try:
-            FeatureStore.open(store).close()
+            FeatureStore.create_or_open(store, space).close()
             return
         except StoreInUseError:
             assert time.monotonic() < deadline, "the store's lock outlived the killed extraction"
@@ -80,3 +82,31 @@ def test_kill_at_random_moments_then_resume(cells, tmp_path):
     for key, features in rows.items():
         np.testing.assert_allclose(features, reference[key], rtol=1e-4, atol=1e-5)
     assert {p: label for p, (_, label) in files.items()} == {p: label for p, (_, label) in reference_files.items()}
+
+
+def test_readers_see_consistent_committed_rows_during_a_write(cells, tmp_path):
+    """info, fit and load_features may read a store while another process extracts into it."""
+    clean = featx.extract(cells, store=tmp_path / "clean.h5", batch_size=4, workers=1, progress=False).store
+    reference, _ = committed(clean)
+    store = tmp_path / "live.h5"
+    process = subprocess.Popen([sys.executable, "-c", SCRIPT, str(cells), str(store)])
+    seen, writers = [], set()
+    try:
+        while process.poll() is None:
+            if not store.exists():
+                time.sleep(0.01)
+                continue
+            with FeatureStore.open(store) as opened:
+                writers.add(opened.writer_pid)
+                keys = opened.keys()
+                rows = opened.rows(range(len(keys)))
+                files = opened.files()
+            assert all(0 <= row < len(keys) for row, _ in files.values())  # no entry points past the snapshot
+            for key, features in zip(keys, rows):
+                np.testing.assert_allclose(features, reference[key], rtol=1e-4, atol=1e-5)
+            seen.append(len(keys))
+    finally:
+        process.wait()
+    assert process.returncode == 0 and process.pid in writers
+    assert any(0 < n < 100 for n in seen), "no read landed mid-extraction; the test proved nothing"
+    assert seen == sorted(seen) and len(committed(store)[0]) == 100
