@@ -49,6 +49,9 @@ def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_
         dtype="float16" if float16 else "float32", label_pattern=label_pattern, progress=not quiet,
     )
     click.echo(report.summary())
+    if report.nothing_usable:
+        click.echo(f"Error: none of the {report.n_files} files could be used ({report.failure_counts()})", err=True)
+        sys.exit(1)
     if strict and report.n_failed:
         click.echo(f"Error: {report.n_failed} files failed (--strict)", err=True)
         sys.exit(1)

@@ -11,14 +11,18 @@ from .errors import user_errors
 
 @click.command()
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
+@click.option("--history", is_flag=True, help="Also list the files that left the store's view (deleted or moved).")
 @user_errors
-def info(store):
-    """Show what the feature STORE holds."""
+def info(store, history):
+    """Show what the feature STORE holds: the files extracted from as they are on disk now."""
     from featx.store import FeatureStore
 
     with FeatureStore.open(store) as opened:
         files, failures, classes = opened.files(), opened.failures(), opened.classes()
+        vanished = opened.vanished()
         click.echo(f"store:     {store}")
+        if opened.writer_pid:
+            click.echo(f"note:      process {opened.writer_pid} is writing this store; shown: what it committed so far")
         click.echo(f"rows:      {opened.count('rows')} unique images x {opened.n_features or 0} features ({opened.dtype})")
         click.echo(f"files:     {len(files)}")
         counts = Counter(label for _, label in files.values())
@@ -31,5 +35,9 @@ def info(store):
         click.echo(f"failures:  {len(failures)}")
         for path, (_, reason) in list(failures.items())[:50]:
             click.echo(f"  {path}: {reason}")
+        click.echo(f"gone:      {len(vanished)} files no longer on disk (their features stay cached)")
+        if history:
+            for path, label in sorted(vanished.items()):
+                click.echo(f"  {path}" + (f" ({classes[label]})" if label >= 0 else ""))
         click.echo("feature space: " + json.dumps(opened.space.as_dict(), indent=2, sort_keys=True))
         click.echo("versions:  " + json.dumps(opened.versions, sort_keys=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +22,7 @@ from .inputs import ImageList, find_images
 from .loader import FeatureBatch, ImageArrays, ImageFiles, local_batches
 from .names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES, ENGINES
 from .space import FeatureSpace
-from .store import FeatureStore
+from .store import FAILED, VANISHED, FeatureStore
 from .weights import WeightsSource
 
 
@@ -100,18 +100,31 @@ class ExtractReport:
     def n_failed(self) -> int:
         return len(self.failures)
 
+    @property
+    def nothing_usable(self) -> bool:
+        """Every file given failed (a wrong CSV, a folder of non-images...)."""
+        return self.n_files > 0 and self.n_failed == self.n_files
+
+    def failure_counts(self) -> str:
+        """'18 unreadable: No such file or directory; 2 not an image' for messages."""
+        counts = Counter(reason for _, reason in self.failures)
+        return "; ".join(f"{n} {reason}" for reason, n in counts.most_common())
+
     def summary(self) -> str:
-        rate = self.n_extracted / self.seconds if self.seconds else 0.0
+        rate = f"{self.n_extracted / self.seconds:.1f} images/s" if self.n_extracted and self.seconds else "n/a"
         lines = [
-            f"{self.n_files} files, {self.n_unique} unique images: {self.n_extracted} extracted, "
-            f"{self.n_cached} already in the store, {self.n_failed} files failed "
-            f"({self.seconds:.1f} s, {rate:.1f} images/s)",
-            f"store: {self.store}",
+            f"{_count(self.n_files, 'file')}, {_count(self.n_unique, 'unique image')}: {self.n_extracted} extracted, "
+            f"{self.n_cached} already in the store, {_count(self.n_failed, 'file')} failed ({self.seconds:.1f} s, {rate})",
+            f"store: {self.store}" if self.store.exists() else "store: none written (nothing to keep)",
         ]
         lines += [f"  failed: {path}: {reason}" for path, reason in self.failures[:20]]
         if self.n_failed > 20:
             lines.append(f"  ... and {self.n_failed - 20} more (see: featx info {self.store})")
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def extract(
@@ -222,10 +235,13 @@ def extract_arrays(
 
 
 def _execute(path: Path, space: FeatureSpace, dtype: str, run: _Run, compute, progress: bool) -> ExtractReport:
+    created = not path.exists()
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         start = time.perf_counter()
         report = run.execute(opened, compute, progress)
         report.seconds = time.perf_counter() - start
+        if created and not opened.count("rows") and not opened.files():
+            os.remove(path)  # a run that kept nothing leaves no empty store behind (still locked: no race)
         return report
 
 
@@ -270,8 +286,8 @@ class _Run:
             return
         if self.known_failures.get(path) != (key, reason):
             new.append((path, key, reason))
-        if self.entries.get(path, (-1,))[0] >= 0:
-            entries.append((path, -1, self.labels[index]))
+        if self.entries.get(path, (FAILED,))[0] != FAILED:
+            entries.append((path, FAILED, self.labels[index]))
 
     def execute(
         self, store: FeatureStore, compute: Callable[[list, list[str]], Iterable[FeatureBatch]], progress: bool
@@ -298,6 +314,8 @@ class _Run:
                 self._failure(i, key, bad_contents[key], failed, entries)
             else:
                 pending[key].append(i)
+        if self.records_files:
+            entries += self._vanished()
         self.store.commit(files=entries, failed=failed)
         unique = {key for key, _ in keys if key}
         n_extracted = self._extract(pending, compute, progress) if pending else 0
@@ -309,6 +327,19 @@ class _Run:
             n_extracted=n_extracted,
             failures=self.failures,
         )
+
+    def _vanished(self) -> list[tuple[str, int, int]]:
+        """Entries for the files the store knows below this run's folders that are no longer on disk: the
+        store follows the folder (a deleted or moved file leaves the labelled view; its row stays as a cache)."""
+        listed = set(self.images.paths)
+        roots = tuple(os.path.join(root, "") for root in self.images.roots)
+        known = {**{path: (FAILED, -1) for path in self.known_failures}, **self.entries}
+        return [
+            (path, VANISHED, label)
+            for path, (row, label) in known.items()
+            if row != VANISHED and path not in listed and os.path.abspath(path).startswith(roots)
+            and not os.path.lexists(path)
+        ]
 
     def _extract(self, pending: dict, compute, progress: bool) -> int:
         """Compute the features of one file per pending content, committing after every batch.

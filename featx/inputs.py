@@ -23,6 +23,7 @@ class ImageList:
     paths: list[str]
     labels: np.ndarray
     classes: list[str] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)  # absolute folders searched: the store follows them
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,21 +58,44 @@ def _label_text(name: str | None) -> str | None:
     return None if name is None else os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+def _csv_rows(text: str, folder: Path) -> list[list[str]]:
+    """Rows of a CSV file whose delimiter is a comma, semicolon, tab or runs of spaces (ELPV's labels.csv);
+    without a delimiter character, a line naming an existing file (spaces and all) is one path."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    try:  # csv's Sniffer, not a hand-written guess: it also understands quoted fields
+        dialect = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t")
+    except csv.Error:
+        return [[line.strip()] if (folder / line.strip()).exists() else line.split() for line in lines]
+    return [row for row in csv.reader(lines, dialect) if any(cell.strip() for cell in row)]
+
+
 def _read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
-    """Rows of path[,label]; relative paths are relative to the CSV file. A header row is optional."""
+    """Rows of path[,label]; relative paths are relative to the CSV file. A header row is optional.
+
+    A file none of whose paths exist is refused, quoting its first line: it is not a list of images.
+    """
     try:
-        with open(path, newline="") as f:
-            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInputError(f"cannot read CSV file {path}: {exc}") from exc
+    rows = _csv_rows(text, path.parent)
     if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
         rows = rows[1:]
+    found = []
     for row in rows:
         file = Path(row[0].strip())
         if not file.is_absolute():
             file = path.parent / file
-        label = row[1].strip() if len(row) > 1 and row[1].strip() else None
-        yield str(file), label
+        found.append((str(file), row[1].strip() if len(row) > 1 and row[1].strip() else None))
+    if found and not any(os.path.lexists(file) for file, _ in found):
+        first = next(line for line in text.splitlines() if line.strip())
+        raise BadInputError(
+            f"{path}: expected rows of path,label (comma, semicolon, tab or space separated), with paths "
+            f"relative to the CSV file; none of its {len(found)} paths exists. First line: {first!r}"
+        )
+    return found
 
 
 def _label_from_name(pattern: re.Pattern, path: str) -> str:
@@ -97,8 +121,10 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     except re.error as exc:
         raise BadInputError(f"invalid --label-pattern {label_pattern!r}: {exc}") from None
     entries: dict[str, str | None] = {}
+    roots: list[str] = []
     for source in sources:
         source = Path(source)
+        roots.append(os.path.abspath(source if source.is_dir() else source.parent))
         if source.is_dir():
             found = _walk(source)
         elif source.suffix.lower() == ".csv" and source.is_file():
@@ -118,4 +144,4 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     classes = sorted({label for label in entries.values() if label is not None})
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[l] if l is not None else UNLABELED for l in entries.values()], dtype=np.int64)
-    return ImageList(paths=list(entries), labels=labels, classes=classes)
+    return ImageList(paths=list(entries), labels=labels, classes=classes, roots=sorted(set(roots)))

@@ -25,8 +25,18 @@ DEFAULT_LAYER = "default:"  # marks the backbone's own feature layer in the JSON
 
 
 def cache_dir() -> Path:
-    """Where stores and exported graphs go by default: $FEATX_CACHE, else ./cache."""
+    """Where stores go by default: $FEATX_CACHE, else ./cache (beside the project, where `featx fit` looks)."""
     return Path(os.environ.get("FEATX_CACHE", "cache"))
+
+
+def user_cache_dir() -> Path:
+    """Where derived files shared by every project go (exported ONNX graphs): $FEATX_CACHE, else the
+    platform's user cache folder (~/.cache/featx on Linux, honouring XDG_CACHE_HOME)."""
+    if "FEATX_CACHE" in os.environ:
+        return Path(os.environ["FEATX_CACHE"])
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("featx", appauthor=False))
 
 
 def parse_layers(layer: str | Sequence[str] | None) -> list[str] | None:
@@ -156,14 +166,14 @@ class FeatureSpace:
         return cache_dir() / f"{self.model.replace('/', '_')}-{_digest(self.as_dict(), 8)}{suffix}.h5"
 
     def onnx_path(self) -> Path:
-        """cache/onnx/<model>-<hash>.onnx: one exported graph per space and featx/torch/opset version."""
+        """<user cache>/onnx/<model>-<hash>.onnx: one exported graph per space and featx/torch/opset version."""
         import torch
 
         from . import __version__
         from .engines import OPSET
 
         key = {"space": self.as_dict(), "featx": __version__, "torch": torch.__version__, "opset": OPSET}
-        return cache_dir() / "onnx" / f"{self.model.replace('/', '_')}-{_digest(key, 12)}.onnx"
+        return user_cache_dir() / "onnx" / f"{self.model.replace('/', '_')}-{_digest(key, 12)}.onnx"
 
     # ---- back to weights ------------------------------------------------------------------------------
     def weights_source(self, file: str | os.PathLike | None = None) -> WeightsSource:

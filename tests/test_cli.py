@@ -30,7 +30,7 @@ def test_strict_exits_1_but_keeps_good_rows(elpv_copy, tmp_path):
     store = tmp_path / "s.h5"
     result = CliRunner().invoke(main, ["extract", str(elpv_copy), "--store", str(store), "--strict", *FAST])
     assert result.exit_code == 1
-    assert "broken.png" in result.output and "1 files failed" in result.output
+    assert "broken.png" in result.output and "1 file failed" in result.output
     assert "20 unique images x" in CliRunner().invoke(main, ["info", str(store)]).output
 
 
