@@ -1,20 +1,28 @@
-"""Turn featx's user-facing errors into clean CLI messages (exit status 1, no traceback)."""
+"""Turn featx's user-facing errors into clean CLI messages, without a traceback: exit status 2 for a usage
+error (an unknown name or value, a path that does not exist), 130 for an interrupted extraction, else 1."""
 from __future__ import annotations
 
 import functools
+import shlex
+import sys
 
 import click
 
 
 def user_errors(command):
-    """Decorator: FeatxError -> click.ClickException."""
+    """Decorator: FeatxError -> click.UsageError (exit 2) or click.ClickException (exit 1)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from featx.errors import FeatxError
+        from featx.errors import ExtractionInterrupted, FeatxError, MissingPathError, ParameterError
 
         try:
             return command(*args, **kwargs)
+        except ExtractionInterrupted as exc:
+            click.echo(f"{exc}\nresume with: {shlex.join(['featx', *sys.argv[1:]])}", err=True)
+            sys.exit(130)
+        except (ParameterError, MissingPathError) as exc:
+            raise click.UsageError(str(exc)) from None
         except FeatxError as exc:
             raise click.ClickException(str(exc)) from None
 

@@ -18,7 +18,7 @@ engine = click.option(
 )
 batch_size = click.option("--batch-size", "-b", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 workers = click.option(
-    "--workers", "-j", type=click.IntRange(min=0),
+    "--workers", "-w", type=click.IntRange(min=0),
     help="Decode worker processes (default: a quarter of the cores; all cores but one with a GPU).",
 )
 device = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -30,5 +30,17 @@ class FeatureSpaceMismatchError(FeatxError):
     """Features of one feature space asked to mix with another."""
 
 
+class ExtractionInterrupted(FeatxError):
+    """An extraction stopped by Ctrl-C after committing what was done."""
+
+    def __init__(self, store, kept: int) -> None:
+        super().__init__(f"interrupted: the {kept} images computed in this run are kept in {store}")
+        self.store, self.kept = store, kept
+
+
 class BadInputError(FeatxError, ValueError):
     """Input data that cannot be used: no images, unreadable CSV, unmatched label pattern..."""
+
+
+class MissingPathError(BadInputError):
+    """A file or folder given as input that does not exist."""

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .backbones import get_backbone
 from .content import content_keys
 from .device import resolve_device
-from .errors import ParameterError, UnknownNameError
+from .errors import ExtractionInterrupted, ParameterError, UnknownNameError
 from .inputs import ImageList, find_images
 from .loader import FeatureBatch, ImageArrays, ImageFiles, local_batches
 from .names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES, ENGINES
@@ -121,6 +121,28 @@ class ExtractReport:
         if self.n_failed > 20:
             lines.append(f"  ... and {self.n_failed - 20} more (see: featx info {self.store})")
         return "\n".join(lines)
+
+
+class _Lines:
+    """A stream that turns tqdm's carriage-return redraws into whole lines, for logs and pipes."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").rstrip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(total: int, enabled: bool = True) -> tqdm:
+    """A progress bar on stderr: redrawn on a terminal, a line every few seconds otherwise (pipes, logs)."""
+    if sys.stderr.isatty():
+        return tqdm(total=total, unit="img", desc="extract", disable=not enabled, file=sys.stderr)
+    return tqdm(total=total, unit="img", desc="extract", disable=not enabled, file=_Lines(sys.stderr), mininterval=5, ascii=True)
 
 
 def _count(n: int, noun: str) -> str:
@@ -350,26 +372,30 @@ class _Run:
         todo = list(pending)
         paths = self.images.paths
         record = self.records_files
-        quiet = not progress or not sys.stderr.isatty()
         first_row = next_row = self.store.count("rows")
         committing = None
-        with (
-            tqdm(total=len(todo), unit="img", desc="extract", disable=quiet, file=sys.stderr) as bar,
-            ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
-        ):
-            for indices, features, bad in compute([self.items[pending[key][0]] for key in todo], todo):
-                keys = [todo[i] for i in indices]
-                entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]] if record else []
-                failed: list = []
-                for i, reason, permanent in bad:
-                    # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
-                    for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
-                        self._failure(j, todo[i] if permanent else "", reason, failed, entries)
+        try:
+            with (
+                progress_bar(len(todo), progress) as bar,
+                ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
+            ):
+                for indices, features, bad in compute([self.items[pending[key][0]] for key in todo], todo):
+                    keys = [todo[i] for i in indices]
+                    entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]] if record else []
+                    failed: list = []
+                    for i, reason, permanent in bad:
+                        # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
+                        for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
+                            self._failure(j, todo[i] if permanent else "", reason, failed, entries)
+                    if committing is not None:
+                        committing.result()
+                    committing = writer.submit(self.store.commit, keys, features, entries, failed)
+                    next_row += len(keys)
+                    bar.update(len(indices) + len(bad))
                 if committing is not None:
                     committing.result()
-                committing = writer.submit(self.store.commit, keys, features, entries, failed)
-                next_row += len(keys)
-                bar.update(len(indices) + len(bad))
+        except KeyboardInterrupt:
             if committing is not None:
-                committing.result()
+                committing.result()  # what was computed is committed before stopping
+            raise ExtractionInterrupted(self.store.path, self.store.count("rows") - first_row) from None
         return next_row - first_row

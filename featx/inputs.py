@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInputError
+from .errors import BadInputError, MissingPathError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 UNLABELED = -1
@@ -132,7 +132,7 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
         elif source.is_file():
             found = [(str(source), None)]
         else:
-            raise BadInputError(f"no such file or folder: {source}")
+            raise MissingPathError(f"no such file or folder: {source}")
         for path, label in found:
             key = display_path(path)
             entries.setdefault(key, _label_text(_label_from_name(pattern, key) if pattern else label))

@@ -135,7 +135,7 @@ class FeatureSpace:
 
     def difference(self, other: FeatureSpace, my_name: str, their_name: str) -> str:
         """'' when the two spaces are equal, else what differs, for messages."""
-        mine, theirs = self.as_dict(), other.as_dict()
+        mine, theirs = ({**space.as_dict(), "tta": space.tta} for space in (self, other))  # "none" said as such
         return ", ".join(
             f"{k}: {my_name} {mine.get(k)!r}, {their_name} {theirs.get(k)!r}"
             for k in sorted(set(mine) | set(theirs))

@@ -112,14 +112,14 @@ def test_missing_onnxruntime_gives_the_install_hint(cells, tmp_path, small_netwo
     auto = engines.select_runner(lambda: small_network, torch.device("cpu"), "auto", tmp_path / "m.onnx")
     assert isinstance(auto, BatchRunner)
     result = CliRunner().invoke(main, ["extract", str(cells), "--store", str(tmp_path / "c.h5"), "--engine", "onnx",
-                                       "--model", "mobilenet_v3_small", "--weights", "random", "-j", "0", "-q"])
+                                       "--model", "mobilenet_v3_small", "--weights", "random", "-w", "0", "-q"])
     assert result.exit_code != 0 and 'pip install "featx[onnx]"' in result.output
 
 
 def test_cli_engine_option(cells, tmp_path):
     store = tmp_path / "s.h5"
     args = ["extract", str(cells), "--store", str(store), "--model", "mobilenet_v3_small", "--weights", "random",
-            "-j", "0", "-q"]
+            "-w", "0", "-q"]
     result = CliRunner().invoke(main, [*args, "--engine", "onnx"])
     assert result.exit_code == 0, result.output
     assert "12 extracted" in result.output

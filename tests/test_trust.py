@@ -11,7 +11,7 @@ from featx.cli import main
 import featx
 from featx.errors import BadInputError
 
-FAST = ["--model", "mobilenet_v3_small", "--weights", "random", "--engine", "torch", "-j", "0", "-q"]
+FAST = ["--model", "mobilenet_v3_small", "--weights", "random", "--engine", "torch", "-w", "0", "-q"]
 
 
 @pytest.fixture
@@ -106,3 +106,47 @@ def test_the_store_follows_the_folder(elpv_copy, tmp_path):
     assert all(g.name in info for g in gone) and "broken.png" in info
     fitted = CliRunner().invoke(main, ["fit", "-f", str(store), "--cv", "2", "--out", str(tmp_path / "m.skops")])
     assert fitted.exit_code == 0, fitted.output  # no stale labels, no conflict naming a deleted file
+
+
+def test_usage_errors_exit_2(elpv_folder, tmp_path):
+    unknown = CliRunner().invoke(main, ["extract", str(elpv_folder), "--model", "vgg17", "-q"])
+    missing = CliRunner().invoke(main, ["extract", str(tmp_path / "nowhere"), "-q"])
+    assert unknown.exit_code == 2 and "unknown model 'vgg17'" in unknown.output
+    assert missing.exit_code == 2 and "no such file or folder" in missing.output
+
+
+def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    from featx.datasets import write_elpv_folder
+    from test_crash import rows_committed
+
+    cells = write_elpv_folder(tmp_path / "cells", per_class=15)
+    store = tmp_path / "s.h5"
+    command = [sys.executable, "-c", "from featx.cli import main; main()", "extract", str(cells), "--store", str(store),
+               "-b", "2", *FAST]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and rows_committed(store) <= 0:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate()
+    if process.returncode == 0:
+        pytest.skip("the extraction finished before the interrupt")
+    assert process.returncode == 130, err
+    kept = int(err.split("interrupted: the ")[1].split()[0])
+    assert f"kept in {store}" in err and "resume with: featx extract" in err and "Traceback" not in err
+    assert len(featx.load_features(store).paths) == kept > 0
+    resumed = CliRunner().invoke(main, ["extract", str(cells), "--store", str(store), *FAST])
+    assert resumed.exit_code == 0 and f"{60 - kept} extracted, {kept} already in the store" in resumed.output
+
+
+def test_progress_without_a_terminal_is_whole_lines(tmp_path):
+    from featx.datasets import write_elpv_folder
+
+    cells = write_elpv_folder(tmp_path / "cells", per_class=2)
+    command = [sys.executable, "-c", "from featx.cli import main; main()", "extract", str(cells), "--store",
+               str(tmp_path / "s.h5"), *[a for a in FAST if a != "-q"]]
+    err = subprocess.run(command, capture_output=True, text=True, check=True).stderr
+    assert "\r" not in err and "extract: 100%" in err and "8/8" in err

@@ -119,7 +119,7 @@ def test_bad_tta_in_extract_and_the_network_is_named(elpv_folder, tmp_path):
 
 def test_cli_image_size_and_tta(elpv_folder, tmp_path):
     store = tmp_path / "s.h5"
-    args = ["extract", str(elpv_folder), "--store", str(store), "--engine", "torch", "-j", "0", "-q", "-b", "8"]
+    args = ["extract", str(elpv_folder), "--store", str(store), "--engine", "torch", "-w", "0", "-q", "-b", "8"]
     result = CliRunner().invoke(main, [*args, "--image-size", "48", "--tta", "d4"])
     assert result.exit_code == 0, result.output
     assert "20 extracted" in result.output
