@@ -97,6 +97,8 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
         raise FeatxError(f"no model file at {path}")
     if zipfile.is_zipfile(path):
         state = _load_skops(path)
+    elif not path.read_bytes()[:1] == b"\x80":  # every pickle protocol joblib writes starts so
+        raise FeatxError(f"{path} is not a featx model (saved by featx fit): neither a skops nor a joblib file")
     else:
         import joblib
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import ClassifierMixin
 
-from .errors import UnknownNameError
+from .errors import ParameterError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ def _svm(class_weight, seed: int) -> ClassifierMixin:
 def _knn(class_weight, seed: int) -> ClassifierMixin:
     from sklearn.neighbors import KNeighborsClassifier
 
-    return KNeighborsClassifier(weights="distance")  # neighbours have no class weights
+    if class_weight is not None:
+        raise ParameterError("--class-weight does not apply to knn: neighbours have no class weights")
+    return KNeighborsClassifier(weights="distance")
 
 
 def _sgd(class_weight, seed: int) -> ClassifierMixin:

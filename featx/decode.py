@@ -8,6 +8,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
+NOT_IMAGES = {  # files that land among images by mistake, named instead of "corrupt image"
+    b"\x89HDF\r\n\x1a\n": "an HDF5 file (a feature store?), not an image",
+    b"PK\x03\x04": "a zip archive (a featx model?), not an image",
+}
 
 
 class DecodeError(Exception):
@@ -26,6 +30,9 @@ def decode(data: bytes) -> Image.Image:
     """
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    for signature, reason in NOT_IMAGES.items():
+        if data.startswith(signature):
+            raise DecodeError(reason)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -150,3 +150,17 @@ def test_progress_without_a_terminal_is_whole_lines(tmp_path):
                str(tmp_path / "s.h5"), *[a for a in FAST if a != "-q"]]
     err = subprocess.run(command, capture_output=True, text=True, check=True).stderr
     assert "\r" not in err and "extract: 100%" in err and "8/8" in err
+
+
+def test_misuses_name_the_real_cause(elpv_folder, tmp_path):
+    image = next(elpv_folder.rglob("*.png"))
+    as_model = CliRunner().invoke(main, ["predict", str(image), str(image)])
+    assert as_model.exit_code == 1 and "is not a featx model (saved by featx fit)" in as_model.output
+    store = tmp_path / "s.h5"
+    featx.extract(elpv_folder, "mobilenet_v3_small", weights="random", store=store, workers=0, progress=False)
+    shutil.copy(store, tmp_path / "copy.png")
+    report = featx.extract(tmp_path / "copy.png", "mobilenet_v3_small", weights="random", store=tmp_path / "t.h5",
+                           workers=0, progress=False)
+    assert report.failures[0][1] == "an HDF5 file (a feature store?), not an image"
+    knn = CliRunner().invoke(main, ["fit", "-f", str(store), "--clf", "knn", "--class-weight", "balanced", "--cv", "2"])
+    assert knn.exit_code == 2 and "--class-weight does not apply to knn" in knn.output
