@@ -39,7 +39,7 @@ def test_usage_and_user_errors(tmp_path):
     assert runner.invoke(main, ["extract"]).exit_code == 2
     assert runner.invoke(main, ["extract", str(tmp_path), "--pooling", "median"]).exit_code == 2
     unknown = runner.invoke(main, ["extract", str(tmp_path), "--model", "vgg17"])
-    assert unknown.exit_code == 1 and "unknown model 'vgg17'" in unknown.output and "Traceback" not in unknown.output
+    assert unknown.exit_code == 2 and "unknown model 'vgg17'" in unknown.output and "Traceback" not in unknown.output
     empty = runner.invoke(main, ["extract", str(tmp_path)])
     assert empty.exit_code == 1 and "no images found" in empty.output
 
