@@ -20,7 +20,9 @@ def embedded_images(document) -> list:
     for img in document.iter("img"):
         mime, data = img.get("src").split(",", 1)
         assert mime in ("data:image/png;base64", "data:image/jpeg;base64"), mime
-        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        data = base64.b64decode(data)
+        assert b"http" not in data  # no URL in the images' metadata either
+        image = Image.open(io.BytesIO(data))
         image.load()
         decoded.append(image)
     return decoded
