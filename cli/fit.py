@@ -1,6 +1,7 @@
 """`featx fit`."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,11 +13,16 @@ from featx.names import CLASS_WEIGHTS, MODEL_FORMATS
 from .errors import user_errors
 
 
+def stores_in(folder: str | os.PathLike) -> list[Path]:
+    """Feature stores (*.h5) in a folder, newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+
+
 def pick_store(store: str | None) -> Path:
     """--features, else the only store in the cache folder; several: ask (on a terminal) or list them."""
     from featx.errors import FeatxError
     from featx.space import cache_dir
-    from featx.training import stores_in
 
     if store:
         return Path(store)
@@ -53,9 +59,10 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     """Train a classifier on the features of a store (from featx extract) and save it.
 
     Standardises the features, picks the regularisation by stratified cross-validation and reports on a
-    held-out test split: a table here, plus JSON, a confusion matrix and a feature map next to the model.
+    held-out test split: a table here, and next to the model an HTML report (metrics, confusion matrix,
+    feature map, the most confident mistakes and correct examples as thumbnails), JSON and the figures as PNG.
     """
-    from featx.training import fit as train
+    from featx.fitting import fit as train
 
     path = pick_store(store)
     click.echo(f"store: {path}", err=True)
@@ -63,6 +70,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
                            n_jobs=n_jobs, epochs=epochs)
     out = Path(out or f"featx-{clf}.{fmt}")
     bundle.save(out, fmt)
-    click.echo(report.table())
     written = report.save(out.with_suffix(""), tsne=tsne)
-    click.echo(f"model:  {out}\nreport: {', '.join(map(str, written))}")
+    click.echo(f"report: {written[0]}")
+    click.echo(report.table())
+    click.echo(f"model:  {out}\nalso:   {', '.join(map(str, written[1:]))}")

@@ -1,6 +1,7 @@
-"""Classification reports: metrics, a printable table, JSON, a confusion-matrix plot and a 2-D feature map.
+"""Classification reports: metrics, a printable table, JSON, a confusion-matrix plot, a 2-D feature map, and
+one self-contained HTML page of them all with galleries of the images behind the numbers.
 
-matplotlib is imported only when a plot is drawn (Agg backend, no display needed).
+matplotlib is imported only when a figure is drawn (featx/figures.py).
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-MAP_POINTS = 3000  # at most this many points in the feature map (t-SNE is quadratic)
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
@@ -40,17 +40,69 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+MISTAKES_SHOWN = 200  # the most confident mistakes in the HTML report
+CORRECT_SHOWN = 6  # correct examples per class
+PREDICTIONS_SHOWN = 120  # the least confident predictions of `featx predict --report`
+FAILURES_SHOWN = 500
+
+
+@dataclass
+class Outcomes:
+    """What the model said about each image: its file, true class index (-1: unlabelled), predicted class index
+    and the score of the predicted class (a probability, or a decision score: `score_kind`)."""
+
+    paths: list[str]
+    true: np.ndarray
+    predicted: np.ndarray
+    score: np.ndarray
+    score_kind: str = "score"
+
+    @classmethod
+    def of(cls, paths: list[str], true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, kind: str) -> Outcomes:
+        """From the n x classes scores: the score of each predicted class."""
+        predicted = np.asarray(predicted)
+        return cls(list(paths), np.asarray(true), predicted, scores[np.arange(len(predicted)), predicted], kind)
+
+    def mistakes(self) -> np.ndarray:
+        """Indices of the misclassified labelled images, most confident first."""
+        wrong = np.flatnonzero((self.true >= 0) & (self.true != self.predicted))
+        return wrong[np.argsort(-self.score[wrong], kind="stable")]
+
+    def correct(self, label: int) -> np.ndarray:
+        """Indices of the images of class `label` classified right, most confident first."""
+        right = np.flatnonzero((self.true == label) & (self.predicted == label))
+        return right[np.argsort(-self.score[right], kind="stable")]
+
+    def least_confident(self) -> np.ndarray:
+        """Every index, lowest score first."""
+        return np.argsort(self.score, kind="stable")
+
+    def items(self, indices: np.ndarray, classes: list[str]) -> list:
+        """Gallery items (file, true and predicted class, score) of the given images."""
+        from .html_report import GalleryItem
+
+        def lines(i: int) -> list[str]:
+            true = [f"true: {classes[self.true[i]]}"] if self.true[i] >= 0 else []
+            return [*true, f"predicted: {classes[self.predicted[i]]}", f"{self.score_kind}: {self.score[i]:.3f}"]
+
+        return [GalleryItem(self.paths[i], lines(i)) for i in indices]
+
+
 @dataclass
 class Report:
     """Metrics on held-out data plus how they were obtained (`details`: classifier, hyperparameters, CV...).
 
-    `sample` (features, labels) feeds the feature map; it is not saved in the JSON.
+    `sample` (features, labels) feeds the feature map, `outcomes` the galleries and `failures` (path, reason)
+    the list of unreadable files; they are not saved in the JSON.
     """
 
     classes: list[str]
     metrics: dict
     details: dict = field(default_factory=dict)
     sample: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    outcomes: Outcomes | None = field(default=None, repr=False)
+    failures: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    title: str = "featx report"
 
     def to_dict(self) -> dict:
         return {"classes": self.classes, **self.details, "metrics": self.metrics}
@@ -73,69 +125,98 @@ class Report:
             lines.append(f"{name:<{width}}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['support']:>10d}")
         return "\n".join(lines)
 
-    def save(self, prefix: str | os.PathLike, tsne: bool = False) -> list[Path]:
-        """Write PREFIX.json, PREFIX-confusion.png and PREFIX-pca.png (and PREFIX-tsne.png); return the paths."""
-        prefix = Path(prefix)
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        written = [prefix.with_name(prefix.name + ".json"), prefix.with_name(prefix.name + "-confusion.png")]
-        written[0].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        plot_confusion(np.array(self.metrics["confusion_matrix"]), self.classes, written[1])
+    def figures(self, tsne: bool = False) -> dict[str, bytes]:
+        """PNG bytes of the figures by name: "confusion", and "pca" (and "tsne") when there is a sample to map."""
+        from .figures import confusion_figure, feature_map_figure, png
+
+        drawn = {"confusion": png(confusion_figure(np.array(self.metrics["confusion_matrix"]), self.classes))}
         if self.sample is not None and len(self.sample[0]) >= 3:
             for method in ("pca", "tsne") if tsne else ("pca",):
-                written.append(prefix.with_name(f"{prefix.name}-{method}.png"))
-                plot_feature_map(*self.sample, self.classes, written[-1], method)
+                drawn[method] = png(feature_map_figure(*self.sample, self.classes, method))
+        return drawn
+
+    def html(self, drawn: dict[str, bytes], folder: str | os.PathLike) -> str:
+        """The HTML page of the report, for a file in `folder`; `drawn` are the figures' PNG bytes."""
+        from . import html_report as h
+
+        m = self.metrics
+        summary = {
+            "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"], "macro F1": m["macro_f1"],
+            "majority class rate": m["majority_rate"], "images": m["n"],
+            **{key: json.dumps(value) if isinstance(value, (dict, list)) else value
+               for key, value in self.details.items() if key != "cv_scores"},
+        }
+        per_class = [(name, row["precision"], row["recall"], row["support"]) for name, row in m["per_class"].items()]
+        sections = [
+            h.section("Metrics", h.row(h.metrics_table(summary),
+                                       h.table(["class", "precision", "recall", "support"], per_class))),
+            h.section("Confusion matrix and feature map", h.figures(drawn)),
+        ]
+        if self.details.get("cv_scores"):
+            rows = [(f"{r['param']}={r['value']:g}", r["mean"], r["std"]) for r in self.details["cv_scores"]]
+            sections.append(h.section("Model selection", h.table(["value", f"CV {self.details.get('scoring', '')}", "std"], rows)))
+        if self.outcomes is not None:
+            sections += _galleries(self.outcomes, self.classes, folder)
+        sections += _failures(self.failures, folder)
+        subtitle = f"{m['n']:,} images, {len(self.classes)} classes"
+        return h.page(self.title, sections, subtitle)
+
+    def save(self, prefix: str | os.PathLike, tsne: bool = False) -> list[Path]:
+        """Write PREFIX.html (everything, one self-contained file), PREFIX.json, PREFIX-confusion.png and
+        PREFIX-pca.png (and PREFIX-tsne.png); return the paths, the HTML page first."""
+        from .html_report import write
+
+        prefix = Path(prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        drawn = self.figures(tsne)
+        written = [prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
+        written[1].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        for name, data in drawn.items():
+            written.append(prefix.with_name(f"{prefix.name}-{name}.png"))
+            written[-1].write_bytes(data)
+        write(written[0], self.html(drawn, prefix.parent))
         return written
 
 
-def _pyplot():
-    import matplotlib
+def _galleries(outcomes: Outcomes, classes: list[str], folder) -> list[str]:
+    """Sections: the most confident mistakes, then the most confident correct examples of each class."""
+    from . import html_report as h
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
-    """Confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
-    plt = _pyplot()
-    size = 2.5 + 0.6 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true")
-    ax.set_xticklabels(classes, rotation=45, ha="right")
-    ax.set_yticklabels(classes)
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    wrong = outcomes.mistakes()
+    shown = f"the {MISTAKES_SHOWN} most confident of " if len(wrong) > MISTAKES_SHOWN else ""
+    sections = [h.section(
+        f"Mistakes ({len(wrong):,})",
+        h.paragraph(f"{shown}{len(wrong):,} misclassified images, most confident first" if len(wrong) else "none"),
+        h.gallery(outcomes.items(wrong[:MISTAKES_SHOWN], classes), folder),
+    )]
+    for label, name in enumerate(classes):
+        right = outcomes.correct(label)[:CORRECT_SHOWN]
+        if len(right):
+            sections.append(h.section(f"Correct: {name}", h.gallery(outcomes.items(right, classes), folder)))
+    return sections
 
 
-def plot_feature_map(features: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, method: str = "pca") -> None:
-    """Standardised features projected to 2-D by PCA or t-SNE, one colour per class."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
+def _failures(failures: list[tuple[str, str]], folder) -> list[str]:
+    """A section listing unreadable files and why, when there are any."""
+    from . import html_report as h
 
-    if len(features) > MAP_POINTS:
-        keep = np.random.default_rng(0).choice(len(features), MAP_POINTS, replace=False)
-        features, labels = features[keep], labels[keep]
-    x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float32))
-    with threadpool_limits(limits=1, user_api="blas"):  # threaded BLAS on small matrices only adds contention
-        if method == "tsne":
-            points = TSNE(perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x)
-        else:
-            points = PCA(n_components=2, random_state=0).fit_transform(x)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6))
-    for i, name in enumerate(classes):
-        members = labels == i
-        ax.scatter(points[members, 0], points[members, 1], s=8, alpha=0.7, label=name)
-    ax.set_title(f"features ({method.upper() if method == 'pca' else 't-SNE'})")
-    ax.legend(markerscale=2, fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if not failures:
+        return []
+    more = f" (the first {FAILURES_SHOWN})" if len(failures) > FAILURES_SHOWN else ""
+    return [h.section(f"Files that could not be read ({len(failures):,}){more}", h.file_list(failures[:FAILURES_SHOWN], folder))]
+
+
+def predictions_page(outcomes: Outcomes, classes: list[str], failures: list[tuple[str, str]], folder, title: str) -> str:
+    """The HTML page of `featx predict --report`: predictions of unlabelled images, least confident first."""
+    from . import html_report as h
+
+    order = outcomes.least_confident()
+    counts = np.bincount(outcomes.predicted, minlength=len(classes))
+    shown = f"the {PREDICTIONS_SHOWN} least confident of " if len(order) > PREDICTIONS_SHOWN else ""
+    sections = [
+        h.section("Predicted classes", h.table(["class", "images"], [(c, int(n)) for c, n in zip(classes, counts)])),
+        h.section("Predictions", h.paragraph(f"{shown}{len(order):,} images, least confident first"),
+                  h.gallery(outcomes.items(order[:PREDICTIONS_SHOWN], classes), folder)),
+        *_failures(failures, folder),
+    ]
+    return h.page(title, sections, f"{len(order):,} images predicted, {len(failures):,} unreadable")
