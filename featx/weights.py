@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import socket
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 from .errors import WeightsUnavailableError
 
 OFFLINE_ENV = "FEATX_OFFLINE"
+STALLED_SECONDS = 60  # a download that receives nothing for this long fails
 
 
 def offline() -> bool:
@@ -194,8 +196,12 @@ class TorchvisionWeights(WeightsSource):
                 print(f"Downloading {self.url} to {file}", file=sys.stderr)
             # torch hub's own download: to <file>.<uuid>.partial, hash checked, then moved into place (so
             # concurrent fetches each write their own partial file and both end with a whole one)
-            torch.hub.download_url_to_file(self.url, str(file), match.group(1) if match else None, progress)
-        except (OSError, RuntimeError, ValueError) as exc:  # URLError, HTTPError, timeouts, hash mismatch
+            with socket_timeout(STALLED_SECONDS):
+                torch.hub.download_url_to_file(self.url, str(file), match.group(1) if match else None, progress)
+        except RuntimeError as exc:  # urllib ends a body cut short without an error: the hash check tells
+            raise self._unavailable(f"download failed: the bytes received do not match the hash in the file name, "
+                                    f"cut short or changed on the server ({one_line(exc)})") from None
+        except (OSError, ValueError) as exc:  # URLError (no network, DNS, proxy), HTTPError, timeouts
             raise self._unavailable(f"download failed ({one_line(exc)})") from None
 
     def load_into(self, model: nn.Module) -> None:
@@ -242,18 +248,25 @@ class TimmHubWeights(WeightsSource):
     def available(self) -> bool:
         return self._cached_file() is not None
 
-    def location(self) -> str:
-        from huggingface_hub.constants import HF_HUB_CACHE
+    @staticmethod
+    def _cache() -> str:
+        from huggingface_hub import constants  # HF_HOME / HF_HUB_CACHE, read when it is imported
 
-        return self._cached_file() or f"Hugging Face hub {self._hub_id()} into {HF_HUB_CACHE}"
+        return constants.HF_HUB_CACHE
+
+    def _url(self) -> str:
+        from huggingface_hub import constants  # HF_ENDPOINT
+
+        return f"{constants.ENDPOINT}/{self._hub_id()}"
+
+    def location(self) -> str:
+        return self._cached_file() or f"{self._url()} into {self._cache()}"
 
     def _unavailable(self, problem: str) -> WeightsUnavailableError:
-        from huggingface_hub.constants import ENDPOINT, HF_HUB_CACHE
-
         return WeightsUnavailableError(
-            f"pretrained weights of timm model {self.model_name!r}: {problem}; URL {ENDPOINT}/{self._hub_id()}, "
-            f"file expected model.safetensors in the cache folder {HF_HUB_CACHE} (copy the Hugging Face cache "
-            "from a connected machine, set HF_HOME, or pass --weights FILE)"
+            f"pretrained weights of timm model {self.model_name!r}: {problem}; URL {self._url()}, file expected "
+            f"model.safetensors in the cache folder {self._cache()} (copy the Hugging Face cache there from a "
+            "connected machine, set HF_HOME, or pass --weights FILE)"
         )
 
     def _offline(self) -> bool:
@@ -273,7 +286,9 @@ class TimmHubWeights(WeightsSource):
         from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
         quiet_before = are_progress_bars_disabled()
-        if not progress:
+        if progress:  # the hub's bar shows on a terminal only
+            print(f"Downloading {self._url()} into {self._cache()}", file=sys.stderr)
+        else:
             disable_progress_bars()
         try:  # the hub's own download: an .incomplete file and a lock per blob, moved into place when whole
             try:
@@ -304,6 +319,19 @@ class TimmHubWeights(WeightsSource):
         if self.available():
             return "here (cached)"
         return "unavailable offline" if self._offline() else "will download"
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """A default socket timeout for the block, unless one is set: torch hub's download has no timeout of its
+    own, and a stalled server would otherwise hang featx forever."""
+    before = socket.getdefaulttimeout()
+    if before is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def one_line(exc: BaseException) -> str:
