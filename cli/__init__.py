@@ -9,7 +9,7 @@ import click
 COMMANDS = {
     "demo": ("demo", "Extract features of real ELPV solar-cell images, offline, and show the result."),
     "extract": ("extract", "Extract features of images into an HDF5 store (only images not yet there)."),
-    "models": ("models", "List the backbones, their feature sizes and whether weights are available."),
+    "models": ("models", "List the backbones, their feature sizes, and whether weights are here or will download."),
     "info": ("info", "Show what a feature store holds: rows, classes, failures, feature space."),
     "fit": ("fit", "Train a classifier on a feature store (cross-validated), save it with its report."),
     "evaluate": ("evaluate", "Report how a saved model does on a labelled image folder."),
