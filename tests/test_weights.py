@@ -248,11 +248,16 @@ def test_timm_weights_download_into_the_hugging_face_cache_then_work_offline(elp
     assert torch.all(backbone.build_model(backbone.weights()).fc.bias == 0.25)
 
 
-def test_timm_weights_offline_and_not_cached_are_one_line(elpv_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("switch", ["FEATX_OFFLINE", "HF_HUB_OFFLINE"])
+def test_timm_weights_offline_and_not_cached_are_one_line(elpv_folder, tmp_path, monkeypatch, switch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    if switch == "HF_HUB_OFFLINE":  # huggingface_hub reads the variable at import: its constant, as it would be
+        monkeypatch.delenv("FEATX_OFFLINE")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert get_backbone("timm/resnet10t").weights().status() == "unavailable offline"
     result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--model", "timm/resnet10t", "-q",
                                        "--store", str(tmp_path / "t.h5")])
     url = f"{constants.ENDPOINT}/timm/resnet10t.c3_in1k"
-    assert_one_line_naming(result, url, tmp_path / "hf", "offline", "model.safetensors")
+    assert_one_line_naming(result, url, tmp_path / "hf", "not cached and offline", "model.safetensors")
