@@ -42,9 +42,10 @@ class FeatureSet:
     pooling: str = "avg"
     stages: tuple[str, ...] = STAGES
     views: bool = False
+    model: str = "efficientnet_lite0"  # Lite1 and Lite2 name their stages as Lite0 does
 
     def transformer(self) -> PretrainedFeatures:
-        return PretrainedFeatures(image_size=self.image_size, pooling=self.pooling, layer=",".join(self.stages))
+        return PretrainedFeatures(self.model, image_size=self.image_size, pooling=self.pooling, layer=",".join(self.stages))
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ NATIVE = {p: FeatureSet(pooling=p) for p in ("avg", "max", "gem")}
 NATIVE_D4 = FeatureSet(pooling="gem", views=True)
 UPSAMPLED = FeatureSet(image_size=448, pooling="gem")
 UPSAMPLED_D4 = FeatureSet(image_size=448, pooling="gem", views=True)
+LITE = {n: FeatureSet(pooling="gem", model=f"efficientnet_lite{n}") for n in (1, 2)}  # 300 px, like NATIVE
 
 CONFIGS = [
     Config("224-crop", CROP224),
@@ -82,6 +84,8 @@ CONFIGS = [
     Config("300+448-gem-late-d4mean", (NATIVE_D4, UPSAMPLED_D4), LATE, views="mean"),
     Config("300-avg+max-late", (NATIVE["avg"], NATIVE["max"]), LATE),
     Config("224-crop-logreg", CROP224, clf="logreg"),
+    *(Config(f"300-gem-late-lite{n}", LITE[n], LATE) for n in (1, 2)),
+    Config("300-gem-late-lite0+1+2", (NATIVE["gem"], LITE[1], LITE[2]), LATE),
 ]
 C_GRID = [3.0, 10.0, 30.0]
 

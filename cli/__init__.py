@@ -9,7 +9,7 @@ import click
 COMMANDS = {
     "demo": ("demo", "ELPV solar cells, offline: features, an SVM, its accuracy next to the paper's, an HTML report."),
     "extract": ("extract", "Extract features of images into an HDF5 store (only images not yet there)."),
-    "models": ("models", "List the backbones, their feature sizes and whether weights are available."),
+    "models": ("models", "List the backbones, their feature sizes, and whether weights are here or will download."),
     "info": ("info", "Show what a feature store holds: rows, classes, failures, feature space."),
     "fit": ("fit", "Train a classifier on a feature store (cross-validated), save it with its report."),
     "evaluate": ("evaluate", "Report how a saved model does on a labelled image folder."),

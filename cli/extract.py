@@ -33,21 +33,25 @@ from .errors import user_errors
 @click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")
 @options.quiet
+@options.offline
 @user_errors
-def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_size, workers, device, engine, ray, ray_address, ray_actors, float16, label_pattern, strict, quiet):
+def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_size, workers, device, engine, ray, ray_address, ray_actors, float16, label_pattern, strict, quiet, offline):
     """Extract features of the images in DATA (folders, image files or CSV files of path,label).
 
     A folder's subfolders name the classes. Images already in the store (same content, same
     feature space) are not extracted again; bad files are skipped and recorded.
     """
     from featx.extraction import extract as run
+    from featx.weights import offline_mode
 
     ray = ray_address or ("auto" if ray else None)
-    report = run(
-        list(data), model, weights=weights, layer=layer, pooling=pooling, image_size=image_size, tta=tta, store=store,
-        batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray, ray_actors=ray_actors,
-        dtype="float16" if float16 else "float32", label_pattern=label_pattern, progress=not quiet,
-    )
+    with offline_mode(offline):
+        report = run(
+            list(data), model, weights=weights, layer=layer, pooling=pooling, image_size=image_size, tta=tta,
+            store=store, batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray,
+            ray_actors=ray_actors, dtype="float16" if float16 else "float32", label_pattern=label_pattern,
+            progress=not quiet,
+        )
     click.echo(report.summary())
     if report.nothing_usable:
         click.echo(f"Error: none of the {report.n_files} files could be used ({report.failure_counts()})", err=True)

@@ -7,18 +7,21 @@ from .errors import user_errors
 
 
 @click.command()
+@click.option("--offline", is_flag=True, help="Say what works with no network (also: FEATX_OFFLINE=1).")
 @user_errors
-def models():
-    """List backbones: feature dimension, input size, and whether their weights are here now."""
-    from featx.backbones import model_names, get_backbone
+def models(offline):
+    """List backbones: feature dimension, input size, and whether their weights are here, will download on first
+    use, or are unavailable."""
+    from featx.backbones import get_backbone, model_names
+    from featx.weights import offline_mode
 
     rows = [("model", "dim", "input", "weights")]
-    for name in model_names():
-        backbone = get_backbone(name)
-        pre, weights = backbone.preprocessing(), backbone.default_weights()
-        status = "available" if weights.available() else "missing: " + weights.location()
-        rows.append((name, str(backbone.feature_dim), f"{pre.crop}px", status))
+    with offline_mode(offline):
+        for name in model_names():
+            backbone = get_backbone(name)
+            rows.append((name, str(backbone.feature_dim), f"{backbone.preprocessing().crop}px",
+                         backbone.default_weights().status()))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
-    click.echo("\nAlso: timm/<name> for any timm model (weights from the local Hugging Face cache).")
+    click.echo("\nAlso: timm/<name> for any timm model (weights from the Hugging Face hub, cached in HF_HOME).")

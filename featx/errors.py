@@ -19,7 +19,7 @@ class UnknownNameError(ParameterError):
 
 
 class WeightsUnavailableError(FeatxError):
-    """Pretrained weights that cannot be found on this machine (no download happens)."""
+    """Pretrained weights that are not here and cannot be fetched (offline, download failed, corrupt file)."""
 
 
 class StoreInUseError(FeatxError):

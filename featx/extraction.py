@@ -65,12 +65,13 @@ class Extractor:
             return {backbone.feature_node or "features": backbone.feature_dim}
         return layer_widths(backbone, self.space.layer_names, self.space.crop)
 
-    def validate(self) -> None:
-        """Check what a new store needs without building the network: layer names and the weights."""
+    def validate(self, progress: bool = False) -> None:
+        """Check what a new store needs without building the network: layer names, and the weights (fetched
+        on first use, with a progress bar on stderr if `progress`)."""
         from .network import layer_widths
 
         layer_widths(get_backbone(self.space.model), self.space.layer_names, self.space.crop)
-        self.weights.check_available()
+        self.weights.fetch(progress)
 
     def runner(self):
         """The network on its engine and device (see `engines.build_runner`), built on the first call."""
@@ -220,10 +221,11 @@ def extract_files(
     else:
         resolve_device(extractor.device)  # on Ray, each actor resolves it
     if not path.exists():
-        extractor.validate()  # a new store is made only for a network that can be built
+        extractor.validate(progress)  # a new store is made only for a network that can be built
     preprocessing = extractor.space.preprocessing
 
     def compute(paths: list[str], keys: list[str]) -> Iterator[FeatureBatch]:
+        extractor.weights.fetch(progress)  # download on first use (here, not silently in the network's build)
         if ray is not None:
             from .distributed import ray_batches
 

