@@ -7,10 +7,14 @@ Layout (every dataset is appended; the root attributes hold how many entries of 
                                  file failed; -2: it vanished from disk, its row stays as a cache)
     classes   class names  (labels index into them)
     failed/   path, key, reason  files that could not be decoded
+    stat/     path, key, size, mtime_ns, inode, ctime_ns   the stat index: a file whose stat is unchanged
+              since its entry holds the content `key` and is not read again (the newest entry of a path wins)
 
 Crash safety (h5py has no transactions): data are written past the committed counts, then the counts are
 updated, then the file is flushed. A killed writer leaves at most uncommitted tail entries, which readers
-ignore and the next writer trims. The default (earliest) file format is used: `libver='latest'`/SWMR files
+ignore and the next writer trims. A stat entry is committed with or after the row (or failure) of its
+content, and its counter is updated last, so it never names a content the store does not hold; readers
+check that anyway (`Run` hashes a file whose entry names an unknown content). The default (earliest) file format is used: `libver='latest'`/SWMR files
 cannot be reopened for appending after a crash without `h5clear`.
 
 Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any time, also during a
@@ -28,7 +32,7 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from .content import KEY_LENGTH
+from .content import KEY_LENGTH, FileStat
 from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError
 from .space import FeatureSpace
 
@@ -43,8 +47,14 @@ _TABLES = {  # dataset -> (dtype, commit counter)
     "failed/path": (_STR, "failed"),
     "failed/key": (f"S{KEY_LENGTH}", "failed"),
     "failed/reason": (_STR, "failed"),
+    "stat/path": (_STR, "stat"),
+    "stat/key": (f"S{KEY_LENGTH}", "stat"),
+    "stat/size": (np.int64, "stat"),
+    "stat/mtime_ns": (np.int64, "stat"),
+    "stat/inode": (np.uint64, "stat"),
+    "stat/ctime_ns": (np.int64, "stat"),
 }
-COUNTERS = ("rows", "files", "classes", "failed")
+COUNTERS = ("rows", "files", "classes", "failed", "stat")  # committed in this order: the stat index last
 CHUNK_BYTES = 1 << 18
 FAILED, VANISHED = -1, -2  # the row of a file entry whose file failed, or is no longer on disk
 
@@ -199,6 +209,7 @@ class FeatureStore:
         store = cls._open(path, "a", file_lock, writer)
         try:
             store._check_space(space, dtype)
+            _add_missing_tables(store.h5)  # a store made by featx 0.1.0 gains the stat index
             store._trim_uncommitted()
         except BaseException:
             store.close()
@@ -240,10 +251,7 @@ class FeatureStore:
             attrs["versions"] = json.dumps(
                 {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
             )
-            for name, (dt, _) in _TABLES.items():
-                h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
-            for counter in COUNTERS:
-                attrs[counter] = 0
+            _add_missing_tables(h5)
         os.replace(partial, path)
 
     def _check_format(self) -> None:
@@ -281,10 +289,11 @@ class FeatureStore:
         return json.loads(self.h5.attrs["versions"])
 
     def count(self, counter: str) -> int:
-        return int(self.h5.attrs[counter])
+        return int(self.h5.attrs.get(counter, 0))  # a store opened read-only may predate a table
 
     def _column(self, name: str) -> np.ndarray:
-        return self.h5[name][: self.count(_TABLES[name][1])]
+        count = self.count(_TABLES[name][1])
+        return self.h5[name][:count] if count else np.zeros(0, _TABLES[name][0])
 
     @property
     def n_features(self) -> int | None:
@@ -324,6 +333,12 @@ class FeatureStore:
     def vanished(self) -> dict[str, int]:
         """path -> label of files that were extracted or failed before and are no longer on disk."""
         return {path: label for path, (row, label) in self.newest_entries().items() if row == VANISHED}
+
+    def stat_index(self) -> dict[str, tuple[FileStat, str]]:
+        """path -> (stat, content key) of the newest stat entry of each path."""
+        paths = [self._user_path(p) for p in _decode(self._column("stat/path"))]
+        columns = [self._column(f"stat/{field}").tolist() for field in FileStat._fields]
+        return dict(zip(paths, zip(map(FileStat._make, zip(*columns)), _decode(self._column("stat/key")))))
 
     def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Feature rows in the given order (any order, repeats allowed)."""
@@ -369,16 +384,17 @@ class FeatureStore:
         files: Sequence[tuple[str, int, int]] = (),
         failed: Sequence[tuple[str, str, str]] = (),
         classes: Sequence[str] = (),
+        stats: Sequence[tuple[str, FileStat, str]] = (),
     ) -> None:
-        """Append rows (keys + features), file entries (path, row, label), failures (path, key, reason)
-        and class names, then commit them all at once."""
+        """Append rows (keys + features), file entries (path, row, label), failures (path, key, reason),
+        class names and stat entries (path, stat, key), then commit them all at once."""
         self._file_lock.lock(exclusive=True)
         try:
-            self._commit(keys, features, files, failed, classes)
+            self._commit(keys, features, files, failed, classes, stats)
         finally:
             self._file_lock.unlock()
 
-    def _commit(self, keys, features, files, failed, classes) -> None:
+    def _commit(self, keys, features, files, failed, classes, stats) -> None:
         counts = {c: self.count(c) for c in COUNTERS}
         if len(keys):
             features = np.asarray(features, dtype=self.dtype)
@@ -394,10 +410,16 @@ class FeatureStore:
             self._append("failed/reason", _encode(f[2] for f in failed), counts)
         if classes:
             self._append("classes", _encode(classes), counts)
+        if stats:
+            self._append("stat/path", _encode(self._stored_path(s[0]) for s in stats), counts)
+            self._append("stat/key", np.array([s[2] for s in stats], dtype=f"S{KEY_LENGTH}"), counts)
+            for n, field in enumerate(FileStat._fields):
+                self._append(f"stat/{field}", [s[1][n] for s in stats], counts)
         self.h5.flush()  # the data reach the file before the counts that make them visible
-        for counter, added in (("rows", len(keys)), ("files", len(files)), ("failed", len(failed)), ("classes", len(classes))):
-            if added:
-                self.h5.attrs[counter] = counts[counter] + added
+        added = {"rows": len(keys), "files": len(files), "failed": len(failed), "classes": len(classes), "stat": len(stats)}
+        for counter in COUNTERS:
+            if added[counter]:
+                self.h5.attrs[counter] = counts[counter] + added[counter]
         self.h5.flush()
 
     def _append_features(self, features: np.ndarray, start: int) -> None:
@@ -416,6 +438,17 @@ class FeatureStore:
             raise FeatureSpaceMismatchError(f"{self.path} holds {dataset.shape[1]}-d features, got {features.shape[1]}-d")
         dataset.resize(start + len(features), axis=0)
         dataset[start:] = features
+
+
+def _add_missing_tables(h5: h5py.File) -> None:
+    """Create the tables and counters a store lacks: all of them in a new store, the stat index in one
+    made by featx 0.1.0 (its feature space and entries are left as they are)."""
+    for name, (dt, _) in _TABLES.items():
+        if name not in h5:
+            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+    for counter in COUNTERS:
+        if counter not in h5.attrs:
+            h5.attrs[counter] = 0
 
 
 def load_features(store: str | os.PathLike) -> FeatureSet:
