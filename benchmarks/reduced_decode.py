@@ -27,8 +27,8 @@ from featx.backbones import get_backbone
 from featx.decode import decode
 from featx.device import resolve_device
 from featx.engines import build_runner
-from featx.extraction import feature_space
 from featx.preprocessing import DRAFT_MARGIN, REDUCING_GAP, resize_crop
+from featx.space import FeatureSpace
 
 
 def prepare(data: bytes, pre, way: tuple[int, float] | None) -> torch.Tensor:
@@ -60,8 +60,7 @@ def main() -> None:
     torch.set_num_threads(1)
     backbone = get_backbone(args.model)
     pre, source = backbone.preprocessing(), backbone.weights(None)
-    runner = build_runner(backbone, source, None, "avg", feature_space(backbone, source, None, "avg"),
-                          resolve_device("cpu"), "auto")
+    runner = build_runner(FeatureSpace.of(backbone, source), source, resolve_device("cpu"), "auto")
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_photo_folder(Path(tmp), args.per_class, size)
         blobs = [p.read_bytes() for p in paths]
