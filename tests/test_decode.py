@@ -169,8 +169,8 @@ def test_orientation_is_applied_to_reduced_decoding(chelsea):
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_reduced_decoding_keeps_the_features_of_a_large_photo(chelsea, fmt):
-    """The tolerance comes from benchmarks/reduced_decode.py (docs/performance.md): cosine >= 0.998 for
-    every 12-megapixel photograph with the reduced decode down to twice the target."""
+    """The tolerance comes from benchmarks/reduced_decode.py (docs/performance.md): over 112 camera-like
+    12-megapixel photographs, cosine 0.9994 on average, 0.9967 at worst."""
     from featx.backbones import get_backbone
     from featx.network import build_feature_network
 
@@ -181,7 +181,7 @@ def test_reduced_decoding_keeps_the_features_of_a_large_photo(chelsea, fmt):
     network = build_feature_network(backbone, backbone.weights(None))
     with torch.inference_mode():
         a, b = network(torch.stack([full, reduced])).numpy()
-    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.997
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.996
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
