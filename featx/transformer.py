@@ -200,7 +200,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         keys: list[str | None] = [None] * len(items)
         paths = {i: os.fspath(x) for i, x in enumerate(items) if isinstance(x, (str, os.PathLike))}
         failures = [(p, "a folder or CSV file, not an image") for p in paths.values() if os.path.isdir(p) or p.lower().endswith(".csv")]
-        for i, (key, error) in zip(paths, content_keys(list(paths.values()))):
+        for i, (key, error, _) in zip(paths, content_keys(list(paths.values()))):
             keys[i] = key
             if error:
                 failures.append((paths[i], error))

@@ -130,7 +130,7 @@ def make_010_store(folder, store):
         del h5["stat"]
         del h5.attrs["stat"]
     with FeatureStore.open(store) as opened:
-        return opened.space
+        return opened.space.as_dict()
 
 
 def test_a_featx_010_store_keeps_its_feature_space_and_is_extended_in_its_own_decode_mode(elpv_copy, tmp_path):
@@ -142,12 +142,12 @@ def test_a_featx_010_store_keeps_its_feature_space_and_is_extended_in_its_own_de
     report = featx.extract(elpv_copy, store=store, **FAST)  # no decode mode named: the store's own
     assert (report.n_cached, report.n_extracted) == (5, 15)
     with FeatureStore.open(store) as opened:
-        assert opened.space == space and len(opened.files()) == 20
+        assert opened.space.as_dict() == space and len(opened.files()) == 20
     with pytest.raises(FeatureSpaceMismatchError, match="decode: store has None, run asks 'reduced'"):
         featx.extract(elpv_copy, store=store, decode="reduced", **FAST)
     new = featx.extract(elpv_copy, store=tmp_path / "new.h5", **FAST)
     with FeatureStore.open(new.store) as opened:
-        assert opened.space == {**space, "decode": "reduced"}
+        assert opened.space.as_dict() == {**space, "decode": "reduced"}
 
 
 def test_the_default_store_of_featx_010_is_the_one_extended(elpv_copy, tmp_path):
