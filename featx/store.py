@@ -152,6 +152,7 @@ class FeatureStore:
 
     def __init__(self, path: Path, h5: h5py.File, file_lock: _FileLock, writer: _WriterLock | None) -> None:
         self.path, self.h5 = path, h5
+        self._resolved: dict[str, dict[str, str]] = {}  # cwd -> stored path -> user path
         self._file_lock, self._writer = file_lock, writer
         # a reader sees the rows committed so far while another process writes
         self.writer_pid = None if writer else _WriterLock.active_writer(path)
@@ -314,9 +315,16 @@ class FeatureStore:
 
         return display_path(os.path.join(self.path.parent, stored))
 
+    def _user_paths(self, column: str) -> list[str]:
+        """The user paths of a path column. The files, failures and stat tables name the same paths, so each
+        is resolved once per working directory (most of a rerun's time is spent here)."""
+        cache = self._resolved.setdefault(os.getcwd(), {})
+        stored = _decode(self._column(column))
+        return [cache[p] if p in cache else cache.setdefault(p, self._user_path(p)) for p in stored]
+
     def newest_entries(self) -> dict[str, tuple[int, int]]:
         """path -> (row, label) of the newest entry of each path; row FAILED or VANISHED: no features now."""
-        paths = [self._user_path(p) for p in _decode(self._column("files/path"))]
+        paths = self._user_paths("files/path")
         return dict(zip(paths, zip(self._column("files/row").tolist(), self._column("files/label").tolist())))
 
     def files(self) -> dict[str, tuple[int, int]]:
@@ -325,7 +333,7 @@ class FeatureStore:
 
     def failures(self) -> dict[str, tuple[str, str]]:
         """path -> (key, reason) of files that failed and have no features since (newest entry wins)."""
-        paths = [self._user_path(p) for p in _decode(self._column("failed/path"))]
+        paths = self._user_paths("failed/path")
         failed = dict(zip(paths, zip(_decode(self._column("failed/key")), _decode(self._column("failed/reason")))))
         newest = self.newest_entries()
         return {path: entry for path, entry in failed.items() if newest.get(path, (FAILED,))[0] == FAILED}
@@ -336,7 +344,7 @@ class FeatureStore:
 
     def stat_index(self) -> dict[str, tuple[FileStat, str]]:
         """path -> (stat, content key) of the newest stat entry of each path."""
-        paths = [self._user_path(p) for p in _decode(self._column("stat/path"))]
+        paths = self._user_paths("stat/path")
         columns = [self._column(f"stat/{field}").tolist() for field in FileStat._fields]
         return dict(zip(paths, zip(map(FileStat._make, zip(*columns)), _decode(self._column("stat/key")))))
 
