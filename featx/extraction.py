@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .backbones import get_backbone
 from .content import FileStat, content_keys, stats
 from .device import resolve_device
-from .errors import ExtractionInterrupted, ParameterError, UnknownNameError
+from .errors import ExtractionInterrupted, FeatxError, ParameterError, UnknownNameError
 from .inputs import ImageList, find_images
 from .loader import FeatureBatch, ImageArrays, ImageFiles, local_batches
 from .names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES, ENGINES
@@ -105,8 +105,11 @@ def settle_space(extractor: Extractor, decode: str | None, store: Path | None, d
     if store is None:
         adopt = not space.store_path(dtype).exists() and legacy.store_path(dtype).exists()
     elif store.is_file():
-        with FeatureStore.open(store) as opened:
-            adopt = opened.space.decode == LEGACY_DECODE
+        try:
+            with FeatureStore.open(store) as opened:
+                adopt = opened.space.decode == LEGACY_DECODE
+        except FeatxError:
+            adopt = False  # not a store, or busy: opening it for the run says so
     else:
         adopt = False
     return Extractor(legacy, extractor.weights, extractor.device, extractor.engine) if adopt else extractor
