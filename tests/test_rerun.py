@@ -113,7 +113,7 @@ def test_rehash_on_the_command_line(aged_cells, tmp_path, opened):
     from featx.cli.extract import extract
 
     store = tmp_path / "s.h5"
-    args = [str(aged_cells), "--model", "mobilenet_v3_small", "--weights", "random", "-j", "0", "-q", "-o", str(store)]
+    args = [str(aged_cells), "--model", "mobilenet_v3_small", "--weights", "random", "-w", "0", "-q", "-o", str(store)]
     assert CliRunner().invoke(extract, args).exit_code == 0
     opened.clear()
     assert CliRunner().invoke(extract, args).exit_code == 0
