@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from featx.names import DECODES
+
 from . import options
 from .errors import user_errors
 
@@ -18,6 +20,10 @@ from .errors import user_errors
 @click.option("--image-size", type=click.IntRange(min=1), metavar="N",
               help="Resize the shorter side to N and centre-crop N x N (default: the weights' own resize and crop).")
 @options.tta
+@click.option("--decode", type=click.Choice(DECODES),
+              help="reduced: decode large images at a reduced size first (4-7x less decoding for camera photos; "
+                   "default for a new store); full: every pixel, as featx 0.1.0 (default for a store it made).")
+@click.option("--rehash", is_flag=True, help="Read and hash every file, even those whose stat the store's index knows.")
 @click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")
 @options.batch_size
 @options.workers
@@ -35,7 +41,7 @@ from .errors import user_errors
 @options.quiet
 @options.offline
 @user_errors
-def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_size, workers, device, engine, ray, ray_address, ray_actors, float16, label_pattern, strict, quiet, offline):
+def extract(data, model, weights, layer, pooling, image_size, tta, decode, rehash, store, batch_size, workers, device, engine, ray, ray_address, ray_actors, float16, label_pattern, strict, quiet, offline):
     """Extract features of the images in DATA (folders, image files or CSV files of path,label).
 
     A folder's subfolders name the classes. Images already in the store (same content, same
@@ -50,7 +56,7 @@ def extract(data, model, weights, layer, pooling, image_size, tta, store, batch_
             list(data), model, weights=weights, layer=layer, pooling=pooling, image_size=image_size, tta=tta,
             store=store, batch_size=batch_size, workers=workers, device=device, engine=engine, ray=ray,
             ray_actors=ray_actors, dtype="float16" if float16 else "float32", label_pattern=label_pattern,
-            progress=not quiet,
+            progress=not quiet, decode=decode, rehash=rehash,
         )
     click.echo(report.summary())
     if report.nothing_usable:

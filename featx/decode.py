@@ -23,10 +23,13 @@ def decode_rgb(data: bytes) -> Image.Image:
     return decode(data).convert("RGB")
 
 
-def decode(data: bytes) -> Image.Image:
+def decode(data: bytes, min_size: int | None = None) -> Image.Image:
     """Decode encoded image bytes to an RGB or, for 8-bit grey images, an L image, fully loaded, upright.
 
     Grey stays one channel so that resizing does a third of the work; `resize_crop` repeats it.
+    `min_size`: a JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or 1/8 scale
+    (libjpeg's DCT scaling, Pillow's `draft`), the largest reduction that keeps the shorter side at or
+    above `min_size`: 4-5x less time for a 12-megapixel photo. Other formats decode at full size.
     """
     if not data:
         raise DecodeError("empty file (0 bytes)")
@@ -37,6 +40,8 @@ def decode(data: bytes) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+            if min_size:
+                image.draft(None, (min_size, min_size))  # no-op for formats other than JPEG
             image.load()
             image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -15,15 +15,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .backbones import get_backbone
-from .content import content_keys
+from .content import FileStat, content_keys, stats
 from .device import resolve_device
-from .errors import ExtractionInterrupted, ParameterError, UnknownNameError
+from .errors import ExtractionInterrupted, FeatxError, ParameterError, UnknownNameError
 from .inputs import ImageList, find_images
 from .loader import FeatureBatch, ImageArrays, ImageFiles, local_batches
 from .names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES, ENGINES
+from .preprocessing import DEFAULT_DECODE, LEGACY_DECODE
 from .space import FeatureSpace
 from .store import FAILED, VANISHED, FeatureStore
 from .weights import WeightsSource
+
+RACY_NS = 2_000_000_000  # 2 s: the coarsest file timestamp granularity in common use (FAT; 1 s on ext3, HFS+)
 
 
 class Extractor:
@@ -50,10 +53,13 @@ class Extractor:
         tta: str = "none",
         device: str = "auto",
         engine: str = "auto",
+        decode: str | None = None,
     ) -> Extractor:
+        """`decode` None: the default mode for a new store (see `settle_space` for an existing one)."""
         backbone = get_backbone(model)
         source = backbone.weights(weights)
-        return cls(FeatureSpace.of(backbone, source, layer, pooling, image_size, tta), source, device, engine)
+        space = FeatureSpace.of(backbone, source, layer, pooling, image_size, tta, decode or DEFAULT_DECODE)
+        return cls(space, source, device, engine)
 
     def layer_widths(self) -> dict[str, int]:
         """Features each layer contributes, in column order, from shapes alone (no weights read, nothing
@@ -83,6 +89,31 @@ class Extractor:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_runner": None}
+
+
+def settle_space(extractor: Extractor, decode: str | None, store: Path | None, dtype: str) -> Extractor:
+    """The extractor of a run whose decode mode is `decode` (None: not named) and whose store is `store`
+    (None: the default store of the space).
+
+    A run that names no decode mode extends an existing store made with the legacy (full) decoding, as
+    featx 0.1.0 made them, rather than refusing it: that store, or else the default store of the legacy
+    space when that exists. Otherwise `extractor` as it is.
+    """
+    space = extractor.space
+    if decode is not None or space.decode == LEGACY_DECODE:
+        return extractor
+    legacy = space.with_decode(LEGACY_DECODE)
+    if store is None:
+        adopt = not space.store_path(dtype).exists() and legacy.store_path(dtype).exists()
+    elif store.is_file():
+        try:
+            with FeatureStore.open(store) as opened:
+                adopt = opened.space.decode == LEGACY_DECODE
+        except FeatxError:
+            adopt = False  # not a store, or busy: opening it for the run says so
+    else:
+        adopt = False
+    return Extractor(legacy, extractor.weights, extractor.device, extractor.engine) if adopt else extractor
 
 
 @dataclass
@@ -169,6 +200,8 @@ def extract(
     engine: str = "auto",
     ray: str | None = None,
     ray_actors: int | None = None,
+    decode: str | None = None,
+    rehash: bool = False,
 ) -> ExtractReport:
     """Extract features of the images in `data` into an HDF5 store and return what was done.
 
@@ -182,13 +215,21 @@ def extract(
     averaged over the 8 symmetries of the square (rotations and mirror images; 8x the compute).
     `ray`: extract on a Ray cluster ('auto' or an address, see `featx.distributed.connect`; docs/distributed.md)
     with `ray_actors` copies of the network; same store, same dedup and resume as a local run.
+    `decode`: 'reduced' (the default for a new store) shrinks an image at least 4x larger than the resize
+    target by a whole factor first (JPEG: DCT scaling while decoding, never below twice the target; then
+    `Image.reduce` with Pillow's reducing gap 3); 'full' decodes every pixel, as featx 0.1.0 did (its
+    stores are extended in that mode unless `decode` is given). The two give slightly different features,
+    so they are different feature spaces.
+    A file whose size, modification time, inode and change time are those recorded in the store's stat
+    index is not read again; `rehash` reads and hashes every file regardless.
     """
     get_backbone(model)  # an unknown model is said before the inputs are searched
     images = find_images(data, label_pattern)
-    extractor = Extractor.create(model, weights, layer, pooling, image_size, tta, device, engine)
+    extractor = Extractor.create(model, weights, layer, pooling, image_size, tta, device, engine, decode=decode)
+    extractor = settle_space(extractor, decode, Path(store) if store is not None else None, dtype)
     return extract_files(
         images, extractor, store=store, dtype=dtype, batch_size=batch_size, workers=workers, progress=progress,
-        ray=ray, ray_actors=ray_actors,
+        ray=ray, ray_actors=ray_actors, rehash=rehash,
     )
 
 
@@ -210,6 +251,7 @@ def extract_files(
     progress: bool = True,
     ray: str | None = None,
     ray_actors: int | None = None,
+    rehash: bool = False,
 ) -> ExtractReport:
     """`extract` for found images and a ready extractor (whose network is reused across calls)."""
     _check_run(dtype, batch_size)
@@ -232,7 +274,7 @@ def extract_files(
             return ray_batches(paths, keys, extractor, batch_size, ray, ray_actors)
         return local_batches(ImageFiles(paths, keys, preprocessing), extractor.runner(), batch_size, workers)
 
-    return _execute(path, extractor.space, dtype, _Run(images), compute, progress)
+    return _execute(path, extractor.space, dtype, _Run(images, rehash=rehash), compute, progress)
 
 
 def extract_arrays(
@@ -276,8 +318,11 @@ class _Run:
     In-memory images come as `items` with their `keys`: only their rows are stored.
     """
 
-    def __init__(self, images: ImageList, items: list | None = None, keys: list[str] | None = None) -> None:
-        self.images = images
+    def __init__(
+        self, images: ImageList, items: list | None = None, keys: list[str] | None = None, rehash: bool = False
+    ) -> None:
+        self.images, self.rehash = images, rehash
+        self.new_stats: dict[str, list[tuple[str, FileStat, str]]] = defaultdict(list)  # key -> stat entries
         self.items = images.paths if items is None else items
         self.given_keys = keys
         self.records_files = items is None
@@ -317,14 +362,15 @@ class _Run:
         self, store: FeatureStore, compute: Callable[[list, list[str]], Iterable[FeatureBatch]], progress: bool
     ) -> ExtractReport:
         """`compute(items, keys)` yields the features of those items (see `FeatureBatch`); it is called only
-        when some content needs extracting, with one item per content."""
+        when some content needs extracting, with one item per content. Files are keyed through the stat
+        index unless `rehash` (see `_content_keys`)."""
         self._open(store)
         rows = {key: row for row, key in enumerate(self.store.keys())}
         files = self.entries
         bad_contents = {key: reason for key, reason in self.known_failures.values() if key}
         entries, failed, pending = [], [], defaultdict(list)  # pending: key -> indices of its files
         if self.given_keys is None:
-            keys = content_keys(self.images.paths)
+            keys = self._content_keys(rows.keys() | bad_contents.keys())
         else:
             keys = [(key, None) for key in self.given_keys]
         for i, (key, error) in enumerate(keys):
@@ -340,7 +386,8 @@ class _Run:
                 pending[key].append(i)
         if self.records_files:
             entries += self._vanished()
-        self.store.commit(files=entries, failed=failed)
+        known = [key for key in self.new_stats if key in rows or key in bad_contents]
+        self.store.commit(files=entries, failed=failed, stats=self._stats_of(known))
         unique = {key for key, _ in keys if key}
         n_extracted = self._extract(pending, compute, progress) if pending else 0
         return ExtractReport(
@@ -364,6 +411,38 @@ class _Run:
             if row != VANISHED and path not in listed and os.path.abspath(path).startswith(roots)
             and not os.path.lexists(path)
         ]
+
+    def _content_keys(self, known: set[str]) -> list[tuple[str | None, str | None]]:
+        """Each file's (content key, None) or (None, why it cannot be read).
+
+        From the stat index when the file's stat is the one recorded and its content is in the store (as
+        features or as a known failure); otherwise the file is read and hashed, and a new stat entry for it
+        is kept in `new_stats`, to be committed with its content. A file changed less than `RACY_NS` before
+        it was read gets no entry: a second change within the same timestamp tick could leave its stat as is.
+        """
+        paths = self.images.paths
+        index = self.store.stat_index()
+        lookup = {} if self.rehash else index
+        current = stats(paths) if lookup else [None] * len(paths)
+        keys: list[tuple[str | None, str | None]] = [(None, None)] * len(paths)
+        todo = []
+        for i, path in enumerate(paths):
+            stat, key = lookup.get(path, (None, None))
+            if stat is not None and stat == current[i] and key in known:
+                keys[i] = (key, None)
+            else:
+                todo.append(i)
+        settled = time.time_ns() - RACY_NS  # taken before the files are read
+        for i, hashed in zip(todo, content_keys([paths[i] for i in todo])):
+            keys[i] = (hashed.key, hashed.error)
+            if hashed.key and max(hashed.stat.mtime_ns, hashed.stat.ctime_ns) < settled:
+                if index.get(paths[i]) != (hashed.stat, hashed.key):
+                    self.new_stats[hashed.key].append((paths[i], hashed.stat, hashed.key))
+        return keys
+
+    def _stats_of(self, keys: Iterable[str]) -> list[tuple[str, FileStat, str]]:
+        """The new stat entries of files holding these contents, now in the store (each given once)."""
+        return [entry for key in keys for entry in self.new_stats.pop(key, ())]
 
     def _extract(self, pending: dict, compute, progress: bool) -> int:
         """Compute the features of one file per pending content, committing after every batch.
@@ -389,9 +468,10 @@ class _Run:
                         # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
                         for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
                             self._failure(j, todo[i] if permanent else "", reason, failed, entries)
+                    stat_entries = self._stats_of(keys + [todo[i] for i, _, permanent in bad if permanent])
                     if committing is not None:
                         committing.result()
-                    committing = writer.submit(self.store.commit, keys, features, entries, failed)
+                    committing = writer.submit(self.store.commit, keys, features, entries, failed, stats=stat_entries)
                     next_row += len(keys)
                     bar.update(len(indices) + len(bad))
                 if committing is not None:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .content import content_key, read_bytes, unreadable
-from .decode import DecodeError, decode
+from .decode import DecodeError
 from .preprocessing import Preprocessing
 
 
@@ -30,7 +30,7 @@ class ImageFiles(Dataset):
 
     def __init__(self, paths: Sequence[str], keys: Sequence[str], preprocessing: Preprocessing) -> None:
         self.paths, self.keys = list(paths), list(keys)
-        self.transform = preprocessing.geometric()
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -40,7 +40,7 @@ class ImageFiles(Dataset):
             data = read_bytes(self.paths[i])
             if content_key(data) != self.keys[i]:
                 return i, None, "file changed during extraction; run again", False
-            return i, self.transform(decode(data)), None, False
+            return i, self.preprocessing.load(data), None, False
         except DecodeError as exc:
             return i, None, str(exc), True
         except OSError as exc:

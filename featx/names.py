@@ -6,6 +6,7 @@ POOLINGS = ("avg", "max", "gem")
 TTAS = ("none", "d4")  # d4: features averaged over the 8 symmetries of the square
 ENGINES = ("auto", "torch", "compile", "onnx")
 DTYPES = ("float32", "float16")
+DECODES = ("full", "reduced")  # full: every pixel (featx 0.1.0); reduced: large images at a reduced size first
 MODEL_FORMATS = ("skops", "joblib")
 CLASS_WEIGHTS = ("balanced",)
 DEFAULT_BATCH_SIZE = 64

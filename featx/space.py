@@ -9,13 +9,13 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError
 from .names import POOLINGS, TTAS
-from .preprocessing import Preprocessing
+from .preprocessing import LEGACY_DECODE, Preprocessing
 
 if TYPE_CHECKING:
     from .backbones import Backbone
@@ -56,8 +56,9 @@ class FeatureSpace:
     """Model, weights id, preprocessing, layers, pooling and test-time augmentation.
 
     `layer` is as recorded: node names, or ("default:<node>",) for the backbone's own feature layer.
-    Optional settings (`tta`) are recorded only when not at their default, so a space written before
-    they existed reads back unchanged.
+    Optional settings (`tta`, and the decode mode `preprocessing.decode`, recorded as "decode") are recorded
+    only when not at featx 0.1.0's value, so a space written before they existed reads back unchanged.
+    `preprocessing` is the whole plan every extraction path applies (decode mode, resize, crop).
     """
 
     model: str
@@ -82,16 +83,24 @@ class FeatureSpace:
         pooling: str = "avg",
         image_size: int | None = None,
         tta: str = "none",
+        decode: str = LEGACY_DECODE,
     ) -> FeatureSpace:
         """The space of `backbone` with `weights`; `image_size` replaces the weights' resize and crop."""
         return cls(
             model=backbone.name,
             weights=weights.id,
-            preprocessing=backbone.preprocessing().at_size(image_size),
+            preprocessing=backbone.preprocessing().at_size(image_size).with_decode(decode),
             layer=tuple(parse_layers(layer) or [DEFAULT_LAYER + (backbone.feature_node or "forward_features")]),
             pooling=pooling,
             tta=tta,
         )
+
+    @property
+    def decode(self) -> str:
+        return self.preprocessing.decode
+
+    def with_decode(self, decode: str) -> FeatureSpace:
+        return replace(self, preprocessing=self.preprocessing.with_decode(decode))
 
     @property
     def layer_names(self) -> list[str] | None:
@@ -108,6 +117,7 @@ class FeatureSpace:
             "layer": list(self.layer),
             "pooling": self.pooling,
             **({"tta": self.tta} if self.tta != "none" else {}),
+            **({"decode": self.decode} if self.decode != LEGACY_DECODE else {}),
         }
 
     def to_json(self) -> str:
@@ -121,7 +131,10 @@ class FeatureSpace:
             return cls(
                 model=space["model"],
                 weights=space["weights"],
-                preprocessing=Preprocessing(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])}),
+                preprocessing=Preprocessing(
+                    **{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])},
+                    decode=space.get("decode", LEGACY_DECODE),
+                ),
                 layer=tuple(space["layer"]),
                 pooling=space["pooling"],
                 tta=space.get("tta", "none"),
@@ -158,7 +171,8 @@ class FeatureSpace:
         """The --image-size that gives this preprocessing (None: the weights' own)."""
         from .backbones import get_backbone
 
-        return None if self.preprocessing == get_backbone(self.model).preprocessing() else self.crop
+        own = get_backbone(self.model).preprocessing().with_decode(self.decode)
+        return None if self.preprocessing == own else self.crop
 
     def store_path(self, dtype: str = "float32") -> Path:
         """cache/<model>-<hash of the space>[-float16].h5: one store per feature space and dtype."""
@@ -166,13 +180,15 @@ class FeatureSpace:
         return cache_dir() / f"{self.model.replace('/', '_')}-{_digest(self.as_dict(), 8)}{suffix}.h5"
 
     def onnx_path(self) -> Path:
-        """<user cache>/onnx/<model>-<hash>.onnx: one exported graph per space and featx/torch/opset version."""
+        """<user cache>/onnx/<model>-<hash>.onnx: one exported graph per space and featx/torch/opset version;
+        the decode mode acts before the network, so spaces that differ only by it share a graph."""
         import torch
 
         from . import __version__
         from .engines import OPSET
 
-        key = {"space": self.as_dict(), "featx": __version__, "torch": torch.__version__, "opset": OPSET}
+        network = self.with_decode(LEGACY_DECODE).as_dict()
+        key = {"space": network, "featx": __version__, "torch": torch.__version__, "opset": OPSET}
         return user_cache_dir() / "onnx" / f"{self.model.replace('/', '_')}-{_digest(key, 12)}.onnx"
 
     # ---- back to weights ------------------------------------------------------------------------------

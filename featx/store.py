@@ -7,10 +7,14 @@ Layout (every dataset is appended; the root attributes hold how many entries of 
                                  file failed; -2: it vanished from disk, its row stays as a cache)
     classes   class names  (labels index into them)
     failed/   path, key, reason  files that could not be decoded
+    stat/     path, key, size, mtime_ns, inode, ctime_ns   the stat index: a file whose stat is unchanged
+              since its entry holds the content `key` and is not read again (the newest entry of a path wins)
 
 Crash safety (h5py has no transactions): data are written past the committed counts, then the counts are
 updated, then the file is flushed. A killed writer leaves at most uncommitted tail entries, which readers
-ignore and the next writer trims. The default (earliest) file format is used: `libver='latest'`/SWMR files
+ignore and the next writer trims. A stat entry is committed with or after the row (or failure) of its
+content, and its counter is updated last, so it never names a content the store does not hold; readers
+check that anyway (`Run` hashes a file whose entry names an unknown content). The default (earliest) file format is used: `libver='latest'`/SWMR files
 cannot be reopened for appending after a crash without `h5clear`.
 
 Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any time, also during a
@@ -28,7 +32,7 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from .content import KEY_LENGTH
+from .content import KEY_LENGTH, FileStat
 from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError
 from .space import FeatureSpace
 
@@ -43,8 +47,14 @@ _TABLES = {  # dataset -> (dtype, commit counter)
     "failed/path": (_STR, "failed"),
     "failed/key": (f"S{KEY_LENGTH}", "failed"),
     "failed/reason": (_STR, "failed"),
+    "stat/path": (_STR, "stat"),
+    "stat/key": (f"S{KEY_LENGTH}", "stat"),
+    "stat/size": (np.int64, "stat"),
+    "stat/mtime_ns": (np.int64, "stat"),
+    "stat/inode": (np.uint64, "stat"),
+    "stat/ctime_ns": (np.int64, "stat"),
 }
-COUNTERS = ("rows", "files", "classes", "failed")
+COUNTERS = ("rows", "files", "classes", "failed", "stat")  # committed in this order: the stat index last
 CHUNK_BYTES = 1 << 18
 FAILED, VANISHED = -1, -2  # the row of a file entry whose file failed, or is no longer on disk
 
@@ -142,6 +152,7 @@ class FeatureStore:
 
     def __init__(self, path: Path, h5: h5py.File, file_lock: _FileLock, writer: _WriterLock | None) -> None:
         self.path, self.h5 = path, h5
+        self._resolved: dict[str, dict[str, str]] = {}  # cwd -> stored path -> user path
         self._file_lock, self._writer = file_lock, writer
         # a reader sees the rows committed so far while another process writes
         self.writer_pid = None if writer else _WriterLock.active_writer(path)
@@ -199,6 +210,7 @@ class FeatureStore:
         store = cls._open(path, "a", file_lock, writer)
         try:
             store._check_space(space, dtype)
+            _add_missing_tables(store.h5)  # a store made by featx 0.1.0 gains the stat index
             store._trim_uncommitted()
         except BaseException:
             store.close()
@@ -240,10 +252,7 @@ class FeatureStore:
             attrs["versions"] = json.dumps(
                 {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
             )
-            for name, (dt, _) in _TABLES.items():
-                h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
-            for counter in COUNTERS:
-                attrs[counter] = 0
+            _add_missing_tables(h5)
         os.replace(partial, path)
 
     def _check_format(self) -> None:
@@ -281,10 +290,11 @@ class FeatureStore:
         return json.loads(self.h5.attrs["versions"])
 
     def count(self, counter: str) -> int:
-        return int(self.h5.attrs[counter])
+        return int(self.h5.attrs.get(counter, 0))  # a store opened read-only may predate a table
 
     def _column(self, name: str) -> np.ndarray:
-        return self.h5[name][: self.count(_TABLES[name][1])]
+        count = self.count(_TABLES[name][1])
+        return self.h5[name][:count] if count else np.zeros(0, _TABLES[name][0])
 
     @property
     def n_features(self) -> int | None:
@@ -305,9 +315,16 @@ class FeatureStore:
 
         return display_path(os.path.join(self.path.parent, stored))
 
+    def _user_paths(self, column: str) -> list[str]:
+        """The user paths of a path column. The files, failures and stat tables name the same paths, so each
+        is resolved once per working directory (most of a rerun's time is spent here)."""
+        cache = self._resolved.setdefault(os.getcwd(), {})
+        stored = _decode(self._column(column))
+        return [cache[p] if p in cache else cache.setdefault(p, self._user_path(p)) for p in stored]
+
     def newest_entries(self) -> dict[str, tuple[int, int]]:
         """path -> (row, label) of the newest entry of each path; row FAILED or VANISHED: no features now."""
-        paths = [self._user_path(p) for p in _decode(self._column("files/path"))]
+        paths = self._user_paths("files/path")
         return dict(zip(paths, zip(self._column("files/row").tolist(), self._column("files/label").tolist())))
 
     def files(self) -> dict[str, tuple[int, int]]:
@@ -316,7 +333,7 @@ class FeatureStore:
 
     def failures(self) -> dict[str, tuple[str, str]]:
         """path -> (key, reason) of files that failed and have no features since (newest entry wins)."""
-        paths = [self._user_path(p) for p in _decode(self._column("failed/path"))]
+        paths = self._user_paths("failed/path")
         failed = dict(zip(paths, zip(_decode(self._column("failed/key")), _decode(self._column("failed/reason")))))
         newest = self.newest_entries()
         return {path: entry for path, entry in failed.items() if newest.get(path, (FAILED,))[0] == FAILED}
@@ -324,6 +341,12 @@ class FeatureStore:
     def vanished(self) -> dict[str, int]:
         """path -> label of files that were extracted or failed before and are no longer on disk."""
         return {path: label for path, (row, label) in self.newest_entries().items() if row == VANISHED}
+
+    def stat_index(self) -> dict[str, tuple[FileStat, str]]:
+        """path -> (stat, content key) of the newest stat entry of each path."""
+        paths = self._user_paths("stat/path")
+        columns = [self._column(f"stat/{field}").tolist() for field in FileStat._fields]
+        return dict(zip(paths, zip(map(FileStat._make, zip(*columns)), _decode(self._column("stat/key")))))
 
     def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Feature rows in the given order (any order, repeats allowed)."""
@@ -369,16 +392,17 @@ class FeatureStore:
         files: Sequence[tuple[str, int, int]] = (),
         failed: Sequence[tuple[str, str, str]] = (),
         classes: Sequence[str] = (),
+        stats: Sequence[tuple[str, FileStat, str]] = (),
     ) -> None:
-        """Append rows (keys + features), file entries (path, row, label), failures (path, key, reason)
-        and class names, then commit them all at once."""
+        """Append rows (keys + features), file entries (path, row, label), failures (path, key, reason),
+        class names and stat entries (path, stat, key), then commit them all at once."""
         self._file_lock.lock(exclusive=True)
         try:
-            self._commit(keys, features, files, failed, classes)
+            self._commit(keys, features, files, failed, classes, stats)
         finally:
             self._file_lock.unlock()
 
-    def _commit(self, keys, features, files, failed, classes) -> None:
+    def _commit(self, keys, features, files, failed, classes, stats) -> None:
         counts = {c: self.count(c) for c in COUNTERS}
         if len(keys):
             features = np.asarray(features, dtype=self.dtype)
@@ -394,10 +418,16 @@ class FeatureStore:
             self._append("failed/reason", _encode(f[2] for f in failed), counts)
         if classes:
             self._append("classes", _encode(classes), counts)
+        if stats:
+            self._append("stat/path", _encode(self._stored_path(s[0]) for s in stats), counts)
+            self._append("stat/key", np.array([s[2] for s in stats], dtype=f"S{KEY_LENGTH}"), counts)
+            for n, field in enumerate(FileStat._fields):
+                self._append(f"stat/{field}", [s[1][n] for s in stats], counts)
         self.h5.flush()  # the data reach the file before the counts that make them visible
-        for counter, added in (("rows", len(keys)), ("files", len(files)), ("failed", len(failed)), ("classes", len(classes))):
-            if added:
-                self.h5.attrs[counter] = counts[counter] + added
+        added = {"rows": len(keys), "files": len(files), "failed": len(failed), "classes": len(classes), "stat": len(stats)}
+        for counter in COUNTERS:
+            if added[counter]:
+                self.h5.attrs[counter] = counts[counter] + added[counter]
         self.h5.flush()
 
     def _append_features(self, features: np.ndarray, start: int) -> None:
@@ -416,6 +446,17 @@ class FeatureStore:
             raise FeatureSpaceMismatchError(f"{self.path} holds {dataset.shape[1]}-d features, got {features.shape[1]}-d")
         dataset.resize(start + len(features), axis=0)
         dataset[start:] = features
+
+
+def _add_missing_tables(h5: h5py.File) -> None:
+    """Create the tables and counters a store lacks: all of them in a new store, the stat index in one
+    made by featx 0.1.0 (its feature space and entries are left as they are)."""
+    for name, (dt, _) in _TABLES.items():
+        if name not in h5:
+            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+    for counter in COUNTERS:
+        if counter not in h5.attrs:
+            h5.attrs[counter] = 0
 
 
 def load_features(store: str | os.PathLike) -> FeatureSet:

@@ -83,6 +83,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     image_size : None (the weights' own resize and centre crop) or N: shorter side resized to N, centre
         crop N x N (e.g. the images' native resolution).
     tta : "none", or "d4": features averaged over the 8 symmetries of the square (8x the compute).
+    decode : None, "reduced" or "full": how images much larger than the network's input are decoded (see
+        `featx.extract`); None: "reduced", or "full" to extend a store made that way by featx 0.1.0.
     batch_size : images per forward pass.
     device : "auto", "cpu", "cuda" or "cuda:N".
     engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch", "compile" or "onnx".
@@ -108,6 +110,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         pooling: str = "avg",
         image_size: int | None = None,
         tta: str = "none",
+        decode: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         device: str = "auto",
         engine: str = "auto",
@@ -119,6 +122,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.pooling = pooling
         self.image_size = image_size
         self.tta = tta
+        self.decode = decode
         self.batch_size = batch_size
         self.device = device
         self.engine = engine
@@ -131,7 +135,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         Reads no weights and builds no network: the layers' widths come from shapes alone.
         """
         from .device import resolve_device
-        from .extraction import Extractor
+        from .extraction import Extractor, settle_space
 
         _as_items(X)
         if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
@@ -140,8 +144,12 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             raise ValueError(f"cache must be None, False or a store path, got {self.cache!r}")
         resolve_device(self.device)
         self._extractor = Extractor.create(
-            self.model, self.weights, self.layer, self.pooling, self.image_size, self.tta, self.device, self.engine
+            self.model, self.weights, self.layer, self.pooling, self.image_size, self.tta, self.device, self.engine,
+            decode=self.decode,
         )
+        if self.cache is not False:  # an existing store of featx 0.1.0 is extended in its own decode mode
+            store = None if self.cache is None or self.cache is True else Path(self.cache)
+            self._extractor = settle_space(self._extractor, self.decode, store, "float32")
         self.feature_space_ = self._extractor.space.as_dict()
         self.layer_widths_ = self._extractor.layer_widths()
         return self
@@ -192,7 +200,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         keys: list[str | None] = [None] * len(items)
         paths = {i: os.fspath(x) for i, x in enumerate(items) if isinstance(x, (str, os.PathLike))}
         failures = [(p, "a folder or CSV file, not an image") for p in paths.values() if os.path.isdir(p) or p.lower().endswith(".csv")]
-        for i, (key, error) in zip(paths, content_keys(list(paths.values()))):
+        for i, (key, error, _) in zip(paths, content_keys(list(paths.values()))):
             keys[i] = key
             if error:
                 failures.append((paths[i], error))

@@ -13,12 +13,15 @@ BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 def test_extract_throughput_prints_a_row_of_rates_and_ratios_per_model():
     out = subprocess.run(
         [sys.executable, str(BENCHMARKS / "extract_throughput.py"), "--images", "32", "--sample", "16",
-         "--models", "efficientnet_lite0,mobilenet_v3_small"],
+         "--models", "efficientnet_lite0,mobilenet_v3_small", "--photos", "14", "--web", "14", "--rerun-files", "300"],
         capture_output=True, text=True, check=True,
     ).stdout
     print(out)
     for model in ("efficientnet_lite0", "mobilenet_v3_small"):
         assert re.search(rf"^{model} +(\d+\.\d +){{3}}\d+\.\d\d +\d+\.\d\d ", out, re.MULTILINE), out
+    for row in ("12 MP JPEG", "web JPEG 500x375"):
+        assert re.search(rf"^{row} \(14\) +(\d+\.\d +){{4}}(\d+\.\d\d +){{2}}\d+\.\d\d$", out, re.MULTILINE), out
+    assert re.search(r"^rerun of 300 files \(14 contents, .* rerun \d+\.\d\d s, \d+\.\d MB read", out, re.MULTILINE), out
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import pytest
 
 import featx
 from featx.errors import StoreInUseError
+from featx.extraction import RACY_NS
 from featx.store import FeatureStore
 
 SCRIPT = """
@@ -22,7 +23,9 @@ featx.extract(sys.argv[1], store=sys.argv[2], batch_size=4, workers=1, progress=
 def cells(tmp_path_factory):
     from featx.datasets import write_elpv_folder
 
-    return write_elpv_folder(tmp_path_factory.mktemp("crash") / "cells", per_class=25)
+    folder = write_elpv_folder(tmp_path_factory.mktemp("crash") / "cells", per_class=25)
+    time.sleep(RACY_NS / 1e9 + 0.1)  # old enough for the stat index to record them
+    return folder
 
 
 def wait_for_lock_release(store, limit=2.0):
@@ -55,12 +58,19 @@ def committed(store):
         return dict(zip(keys, opened.rows(range(len(keys))))), opened.files()
 
 
+def indexed_contents(store) -> tuple[set, set]:
+    """(content keys of every committed stat entry, content keys the store holds as rows or failures)."""
+    with FeatureStore.open(store) as opened:
+        held = set(opened.keys()) | {key for key, _ in opened.failures().values()}
+        return set(opened._column("stat/key").astype(str)), held
+
+
 def test_kill_at_random_moments_then_resume(cells, tmp_path):
     clean = featx.extract(cells, store=tmp_path / "clean.h5", batch_size=4, workers=1, progress=False).store
     reference, reference_files = committed(clean)
     store = tmp_path / "killed.h5"
     rng = random.Random(1234)
-    seen_partial = 0
+    seen_partial = seen_indexed = 0
     for attempt in range(4):
         before = rows_committed(store) if store.exists() else 0
         process = subprocess.Popen([sys.executable, "-c", SCRIPT, str(cells), str(store)])
@@ -75,13 +85,19 @@ def test_kill_at_random_moments_then_resume(cells, tmp_path):
         for key, features in rows.items():
             np.testing.assert_allclose(features, reference[key], rtol=1e-4, atol=1e-5)
         seen_partial += 0 < len(rows) < len(reference)
+        indexed, held = indexed_contents(store)  # no stat entry names a content the store does not hold
+        assert indexed <= held
+        seen_indexed += 0 < len(indexed) < len(reference)
     assert seen_partial, "no kill landed mid-extraction; the test proved nothing"
+    assert seen_indexed, "no kill left a partial stat index; the test proved nothing about it"
     report = featx.extract(cells, store=store, batch_size=4, workers=1, progress=False)
     rows, files = committed(store)
     assert len(rows) == len(reference) == report.n_unique == 100
     for key, features in rows.items():
         np.testing.assert_allclose(features, reference[key], rtol=1e-4, atol=1e-5)
     assert {p: label for p, (_, label) in files.items()} == {p: label for p, (_, label) in reference_files.items()}
+    indexed, held = indexed_contents(store)
+    assert indexed == held == set(reference)  # every file has its stat entry after the completed run
 
 
 def test_readers_see_consistent_committed_rows_during_a_write(cells, tmp_path):

@@ -128,3 +128,70 @@ def test_grey_images_stay_one_channel_until_resized():
     grey = Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64).astype(np.uint8), "L")
     assert decode(encode(grey, "PNG")).mode == "L"
     assert decode_rgb(encode(grey, "PNG")).mode == "RGB"
+
+
+def big_photo(chelsea, size=(3000, 2000), orientation=None, fmt="JPEG") -> bytes:
+    """Chelsea upscaled to camera size, with a little noise so that it compresses like a photograph."""
+    rng = np.random.default_rng(0)
+    pixels = np.asarray(chelsea.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+    image = Image.fromarray(np.clip(pixels + rng.normal(0, 4, pixels.shape), 0, 255).astype(np.uint8))
+    options = {"quality": 90} if fmt == "JPEG" else {"compress_level": 1}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif.tobytes()
+    return encode(image, fmt, **options)
+
+
+def lite0(decode_mode):
+    from featx.backbones import get_backbone
+
+    return get_backbone("efficientnet_lite0").preprocessing().with_decode(decode_mode)  # resize 256, crop 224
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_scale_never_below_the_target(chelsea):
+    data = big_photo(chelsea)
+    assert decode(data).size == (3000, 2000)
+    assert decode(data, min_size=512).size == (1500, 1000)  # 1/2: 1/4 would go below 512
+    assert decode(data, min_size=250).size == (375, 250)  # 1/8, exactly the target
+    assert lite0("reduced").min_decode_size == 512 and lite0("full").min_decode_size is None
+
+
+def test_orientation_is_applied_to_reduced_decoding(chelsea):
+    decoded = decode(big_photo(chelsea, orientation=6), min_size=512)
+    assert decoded.size == (1000, 1500)
+    full = decode(big_photo(chelsea, orientation=6))
+    assert full.size == (2000, 3000)
+    # the same picture, upright: the reduced decode matches the full one shrunk the same way
+    shrunk = np.asarray(full.resize(decoded.size, Image.Resampling.BOX), dtype=np.int16)
+    assert np.abs(np.asarray(decoded, dtype=np.int16) - shrunk).mean() < 3
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_reduced_decoding_keeps_the_features_of_a_large_photo(chelsea, fmt):
+    """The tolerance comes from benchmarks/reduced_decode.py (docs/performance.md): over 112 camera-like
+    12-megapixel photographs, cosine 0.9994 on average, 0.9967 at worst."""
+    from featx.backbones import get_backbone
+    from featx.network import build_feature_network
+
+    data = big_photo(chelsea, size=(2400, 1600) if fmt == "PNG" else (3000, 2000), fmt=fmt)
+    full, reduced = lite0("full").load(data), lite0("reduced").load(data)
+    assert full.shape == reduced.shape == (3, 224, 224) and not torch.equal(full, reduced)
+    backbone = get_backbone("efficientnet_lite0")
+    network = build_feature_network(backbone, backbone.weights(None))
+    with torch.inference_mode():
+        a, b = network(torch.stack([full, reduced])).numpy()
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.996
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_image_under_four_times_the_target_decodes_exactly_as_before(chelsea, fmt):
+    data = big_photo(chelsea, size=(1000, 700), fmt=fmt)  # shorter side 700: under 4x the resize target, 256
+    assert torch.equal(lite0("reduced").load(data), lite0("full").load(data))
+
+
+def test_unknown_decode_mode_is_refused():
+    from featx.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="decode mode 'fast'.*full, reduced"):
+        lite0("fast")

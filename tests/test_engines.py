@@ -152,3 +152,13 @@ def test_compile_engine_gives_the_torch_features(cells, tmp_path):
     compiled = featx.extract(cells, store=tmp_path / "compiled.h5", engine="compile", **common)
     assert compiled.n_extracted == 12
     assert_same_features(featx.load_features(compiled.store).features, featx.load_features(plain.store).features)
+
+
+def test_spaces_that_differ_only_by_decode_mode_share_a_graph():
+    from featx.space import FeatureSpace
+
+    backbone = get_backbone("mobilenet_v3_small")
+    space = FeatureSpace.of(backbone, backbone.weights("random"))
+    assert space.with_decode("reduced").onnx_path() == space.onnx_path()
+    assert space.with_decode("reduced").store_path() != space.store_path()
+    assert FeatureSpace.of(backbone, backbone.weights("random"), pooling="max").onnx_path() != space.onnx_path()
