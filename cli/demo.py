@@ -18,7 +18,7 @@ def demo(directory, per_class, quiet):
     (real ImageNet weights, offline), then fit an SVM with cross-validated C and report on a held-out split."""
     from featx.datasets import write_elpv_folder
     from featx.extraction import extract
-    from featx.training import fit
+    from featx.fitting import fit
 
     folder = write_elpv_folder(Path(directory) / "elpv", per_class=per_class)
     click.echo(f"images: {folder}/<class>/*.png ({per_class} per class)")

@@ -31,7 +31,7 @@ def evaluate(model, data, weights, batch_size, workers, device, quiet, prefix, t
     The images go through the model's own backbone and preprocessing (features cached as by extract).
     """
     from featx.bundle import load_bundle
-    from featx.training import evaluate as run
+    from featx.inference import evaluate as run
 
     bundle = load_bundle(model)
     report, extracted = run(bundle, list(data), weights, batch_size=batch_size, workers=workers, device=device,

@@ -1,6 +1,7 @@
 """`featx fit`."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,11 +13,16 @@ from featx.names import CLASS_WEIGHTS, MODEL_FORMATS
 from .errors import user_errors
 
 
+def stores_in(folder: str | os.PathLike) -> list[Path]:
+    """Feature stores (*.h5) in a folder, newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+
+
 def pick_store(store: str | None) -> Path:
     """--features, else the only store in the cache folder; several: ask (on a terminal) or list them."""
     from featx.errors import FeatxError
     from featx.space import cache_dir
-    from featx.training import stores_in
 
     if store:
         return Path(store)
@@ -55,7 +61,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     Standardises the features, picks the regularisation by stratified cross-validation and reports on a
     held-out test split: a table here, plus JSON, a confusion matrix and a feature map next to the model.
     """
-    from featx.training import fit as train
+    from featx.fitting import fit as train
 
     path = pick_store(store)
     click.echo(f"store: {path}", err=True)

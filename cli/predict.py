@@ -18,7 +18,7 @@ def predict(model, images, weights, batch_size, workers, device, quiet, out):
     """Predict the class of IMAGES (files, folders, CSV lists) with MODEL, as CSV: path, predicted class,
     then one probability (or decision score) per class. Messages go to standard error."""
     from featx.bundle import load_bundle
-    from featx.training import predict as run
+    from featx.inference import predict as run
 
     bundle = load_bundle(model)
     predictions, extracted = run(bundle, list(images), weights, batch_size=batch_size, workers=workers,

@@ -14,6 +14,11 @@ import numpy as np
 MAP_POINTS = 3000  # at most this many points in the feature map (t-SNE is quadratic)
 
 
+def map_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of the samples drawn for the feature map: all of them up to MAP_POINTS, else a random subset."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:MAP_POINTS])
+
+
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro F1, per-class precision/recall and the confusion matrix."""
     from sklearn.metrics import (
@@ -120,9 +125,8 @@ def plot_feature_map(features: np.ndarray, labels: np.ndarray, classes: list[str
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    if len(features) > MAP_POINTS:
-        keep = np.random.default_rng(0).choice(len(features), MAP_POINTS, replace=False)
-        features, labels = features[keep], labels[keep]
+    keep = map_rows(len(features))
+    features, labels = features[keep], labels[keep]
     x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float32))
     with threadpool_limits(limits=1, user_api="blas"):  # threaded BLAS on small matrices only adds contention
         if method == "tsne":

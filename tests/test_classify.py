@@ -20,7 +20,7 @@ from featx.classifiers import CLASSIFIERS
 from featx.content import KEY_LENGTH
 from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError
 from featx.store import FeatureStore
-from featx.training import fit as train
+from featx.fitting import fit as train
 
 from conftest import synthetic_space
 

@@ -1,35 +1,26 @@
-"""Classifiers on cached features: fit with cross-validated model selection, evaluate, predict.
+"""Fitting: a classifier on a store's features, its regularisation chosen by cross-validation.
 
 Samples are unique image contents (store rows): files with identical bytes count once, so a duplicate can
 never sit on both sides of the train/test split. The test split is held out before model selection.
 """
 from __future__ import annotations
 
-import csv
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
 from .bundle import ModelBundle
 from .classifiers import Classifier, get_classifier
 from .errors import BadInputError, FeatxError
-from .report import MAP_POINTS, Report, metrics
+from .report import Report, map_rows, metrics
 from .store import FeatureStore
 
 SCORING = "balanced_accuracy"
 BLOCK_BYTES = 64 << 20  # features read per step when streaming
 TEST, WHOLE = -2, -1  # streaming: the fold of test samples; the model trained on every training fold
-
-
-def stores_in(folder: str | os.PathLike) -> list[Path]:
-    """Feature stores (*.h5) in a folder, newest first."""
-    folder = Path(folder)
-    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
 
 
 @dataclass
@@ -41,6 +32,18 @@ class _Samples:
     classes: list[str]
     train: np.ndarray  # indices into rows/labels
     test: np.ndarray
+
+
+@dataclass
+class Trained:
+    """What a trainer returns: the fitted pipeline, the chosen value with every CV score, the test part's
+    predictions and the feature-map sample (features, labels) of the `map_rows` of the samples."""
+
+    pipeline: object  # sklearn Pipeline: scaler + classifier
+    best: object
+    cv_scores: list[tuple[object, float, float]]  # (value, mean, std) per grid value
+    predicted: np.ndarray
+    map_sample: tuple[np.ndarray, np.ndarray]
 
 
 def _samples(store: FeatureStore, cv: int, test_size: float, seed: int) -> _Samples:
@@ -97,7 +100,7 @@ def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None
     return dict(enumerate(compute_class_weight("balanced", classes=np.arange(k), y=labels).tolist()))
 
 
-def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, n_jobs):
+def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, n_jobs) -> Trained:
     """Load the features once; grid search with stratified K-fold on the training part."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
@@ -118,7 +121,8 @@ def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
         for value, mean, std in zip(grid, search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])
     ]
     best = search.best_params_[f"clf__{clf.param}"]
-    return search.best_estimator_, best, scores, search.predict(x[s.test]), (x, s.labels)
+    picked = map_rows(len(s.rows), seed)
+    return Trained(search.best_estimator_, best, scores, search.predict(x[s.test]), (x[picked], s.labels[picked]))
 
 
 def _blocks(dataset, n_rows: int, block_rows: int, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -136,7 +140,9 @@ def _blocks(dataset, n_rows: int, block_rows: int, rng: np.random.Generator | No
         )
 
 
-def _fit_streaming(store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, epochs: int, block_rows: int | None):
+def _fit_streaming(
+    store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, epochs: int, block_rows: int | None
+) -> Trained:
     """SGD by partial_fit over blocks of the store: every grid value x (each CV fold + the whole training
     part) is trained in the same passes, so the store is read epochs + 2 times whatever the grid."""
     from sklearn.model_selection import StratifiedKFold
@@ -172,7 +178,7 @@ def _fit_streaming(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
                 if use.any():
                     model.partial_fit(x[use], s.labels[idx[use]], classes=np.arange(k))
     predicted = np.full((len(clf.grid), len(s.rows)), -1)  # CV predictions on training samples, final on test
-    picked = np.sort(np.random.default_rng(seed).permutation(len(s.rows))[:MAP_POINTS])
+    picked = map_rows(len(s.rows), seed)
     sample = np.zeros((len(picked), dataset.shape[1]), np.float32)
     for rows, x in _blocks(dataset, n_rows, block_rows, None):
         idx, x = labelled(rows, x)
@@ -184,10 +190,12 @@ def _fit_streaming(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
                 mine = fold[idx] == (TEST if f == WHOLE else f)
                 if mine.any():
                     predicted[g, idx[mine]] = models[v, f].predict(x[mine])
-    return _pick_streamed(s, clf, models, scaler, predicted, fold, cv), (sample, s.labels[picked])
+    return _pick_streamed(s, clf, models, scaler, predicted, fold, cv, (sample, s.labels[picked]))
 
 
-def _pick_streamed(s: _Samples, clf: Classifier, models: dict, scaler, predicted: np.ndarray, fold: np.ndarray, cv: int):
+def _pick_streamed(
+    s: _Samples, clf: Classifier, models: dict, scaler, predicted: np.ndarray, fold: np.ndarray, cv: int, map_sample
+) -> Trained:
     """Choose the grid value by mean CV score; its whole-training-part model becomes the pipeline."""
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import Pipeline
@@ -199,7 +207,7 @@ def _pick_streamed(s: _Samples, clf: Classifier, models: dict, scaler, predicted
     g = int(np.argmax([mean for _, mean, _ in scores]))
     best = clf.grid[g]
     pipeline = Pipeline([("scale", scaler), ("clf", models[best, WHOLE])])
-    return pipeline, best, scores, predicted[g, s.test]
+    return Trained(pipeline, best, scores, predicted[g, s.test], map_sample)
 
 
 def fit(
@@ -236,11 +244,11 @@ def fit(
         s = _samples(opened, cv, test_size, seed)
         weight = _class_weight(class_weight, s.labels[s.train], len(s.classes))
         if chosen.streaming:
-            (pipeline, best, scores, predicted), sample = _fit_streaming(opened, s, chosen, weight, cv, seed, epochs, block_rows)
+            trained = _fit_streaming(opened, s, chosen, weight, cv, seed, epochs, block_rows)
         else:
-            pipeline, best, scores, predicted, sample = _fit_in_memory(opened, s, chosen, weight, cv, seed, n_jobs)
+            trained = _fit_in_memory(opened, s, chosen, weight, cv, seed, n_jobs)
         space, dtype = opened.space, opened.dtype
-    hyperparameters = {chosen.param: best}
+    hyperparameters = {chosen.param: trained.best}
     details = {
         "classifier": clf,
         "hyperparameters": hyperparameters,
@@ -250,84 +258,9 @@ def fit(
         "n_test": len(s.test),
         "cv_folds": cv,
         "scoring": SCORING,
-        "cv_scores": [{"param": chosen.param, "value": v, "mean": m, "std": sd} for v, m, sd in scores],
+        "cv_scores": [{"param": chosen.param, "value": v, "mean": m, "std": sd} for v, m, sd in trained.cv_scores],
         "seconds": round(time.perf_counter() - start, 2),
     }
-    report = Report(s.classes, metrics(s.labels[s.test], predicted, s.classes), details, sample)
+    report = Report(s.classes, metrics(s.labels[s.test], trained.predicted, s.classes), details, trained.map_sample)
     info = {"classifier": clf, "hyperparameters": hyperparameters, "class_weight": class_weight, "featx": __version__}
-    return ModelBundle(pipeline, s.classes, space, dtype, info), report
-
-
-@dataclass
-class Predictions:
-    """Predicted classes of image files, with per-class probabilities or decision scores."""
-
-    paths: list[str]
-    predicted: list[str]
-    scores: np.ndarray
-    score_kind: str  # "probability" or "score"
-    classes: list[str]
-
-    def write_csv(self, out: TextIO) -> None:
-        writer = csv.writer(out)
-        writer.writerow(["path", "predicted", *(f"{self.score_kind}:{c}" for c in self.classes)])
-        for path, name, row in zip(self.paths, self.predicted, self.scores):
-            writer.writerow([path, name, *(f"{v:.6g}" for v in row)])
-
-
-def _bundle_features(bundle: ModelBundle, data, weights, device: str = "auto", **options):
-    """Extract `data` (through the cache) in the bundle's own feature space; features of the files that worked.
-
-    Unless `store` is given, features go to a store of their own under cache/apply/, never into the store a
-    model was trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
-    """
-    from .extraction import extract_files
-    from .inputs import find_images
-    from .space import cache_dir
-
-    images = find_images(data)
-    if options.get("store") is None:
-        options["store"] = cache_dir() / "apply" / bundle.space.store_path(bundle.dtype).name
-    done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
-    with FeatureStore.open(done.store) as opened:
-        bundle.check_space(opened.space, opened.dtype)
-        features, found = opened.features_for(images.paths)
-    return images, features.astype(np.float32, copy=False), found, done
-
-
-def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
-    """Report of the bundle on labelled images (class folders or CSV labels); returns (Report, ExtractReport).
-
-    `options` go to `featx.extract` (device, batch_size, workers, progress).
-    """
-    images, features, found, done = _bundle_features(bundle, data, weights, **options)
-    unknown = sorted(set(images.classes) - set(bundle.classes))
-    if unknown:
-        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(bundle.classes)})")
-    index = np.array([bundle.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
-    labels = index[images.labels]  # label -1 picks the trailing -1
-    use = found & (labels >= 0)
-    if not use.any():
-        raise BadInputError("no labelled image could be evaluated (evaluate needs class folders or CSV labels; "
-                            "featx predict handles unlabelled images)")
-    predicted = bundle.pipeline.predict(features[use])
-    details = {"classifier": bundle.info.get("classifier"), "hyperparameters": bundle.info.get("hyperparameters"),
-               "store": str(done.store), "n_failed": done.n_failed}
-    return Report(bundle.classes, metrics(labels[use], predicted, bundle.classes), details, (features[use], labels[use])), done
-
-
-def predict(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
-    """Predictions of the bundle for every readable image in `data`; returns (Predictions, ExtractReport)."""
-    images, features, found, done = _bundle_features(bundle, data, weights, **options)
-    if not found.any():
-        raise BadInputError(f"none of the {len(images)} images could be read: " + "; ".join(f"{p}: {r}" for p, r in done.failures[:3]))
-    x, pipeline = features[found], bundle.pipeline
-    if hasattr(pipeline, "predict_proba"):
-        scores, kind = pipeline.predict_proba(x), "probability"
-    else:
-        scores, kind = pipeline.decision_function(x), "score"
-        if scores.ndim == 1:  # binary: the score of the second class; the first gets its opposite
-            scores = np.column_stack([-scores, scores])
-    predicted = [bundle.classes[i] for i in pipeline.predict(x)]
-    paths = [p for p, ok in zip(images.paths, found) if ok]
-    return Predictions(paths, predicted, scores, kind, bundle.classes), done
+    return ModelBundle(trained.pipeline, s.classes, space, dtype, info), report
