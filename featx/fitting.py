@@ -15,7 +15,8 @@ import numpy as np
 from .bundle import ModelBundle
 from .classifiers import Classifier, get_classifier
 from .errors import BadInputError, FeatxError
-from .report import Report, map_rows, metrics
+from .figures import map_rows
+from .report import Report, metrics
 from .store import FeatureStore
 
 SCORING = "balanced_accuracy"

@@ -1,6 +1,6 @@
 """Classification reports: metrics, a printable table, JSON, a confusion-matrix plot and a 2-D feature map.
 
-matplotlib is imported only when a plot is drawn (Agg backend, no display needed).
+matplotlib is imported only when a figure is drawn (featx/figures.py).
 """
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-MAP_POINTS = 3000  # at most this many points in the feature map (t-SNE is quadratic)
-
-
-def map_rows(n: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of the samples drawn for the feature map: all of them up to MAP_POINTS, else a random subset."""
-    return np.sort(np.random.default_rng(seed).permutation(n)[:MAP_POINTS])
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
@@ -78,68 +72,23 @@ class Report:
             lines.append(f"{name:<{width}}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['support']:>10d}")
         return "\n".join(lines)
 
+    def figures(self, tsne: bool = False) -> dict[str, bytes]:
+        """PNG bytes of the figures by name: "confusion", and "pca" (and "tsne") when there is a sample to map."""
+        from .figures import confusion_figure, feature_map_figure, png
+
+        drawn = {"confusion": png(confusion_figure(np.array(self.metrics["confusion_matrix"]), self.classes))}
+        if self.sample is not None and len(self.sample[0]) >= 3:
+            for method in ("pca", "tsne") if tsne else ("pca",):
+                drawn[method] = png(feature_map_figure(*self.sample, self.classes, method))
+        return drawn
+
     def save(self, prefix: str | os.PathLike, tsne: bool = False) -> list[Path]:
         """Write PREFIX.json, PREFIX-confusion.png and PREFIX-pca.png (and PREFIX-tsne.png); return the paths."""
         prefix = Path(prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        written = [prefix.with_name(prefix.name + ".json"), prefix.with_name(prefix.name + "-confusion.png")]
+        written = [prefix.with_name(prefix.name + ".json")]
         written[0].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        plot_confusion(np.array(self.metrics["confusion_matrix"]), self.classes, written[1])
-        if self.sample is not None and len(self.sample[0]) >= 3:
-            for method in ("pca", "tsne") if tsne else ("pca",):
-                written.append(prefix.with_name(f"{prefix.name}-{method}.png"))
-                plot_feature_map(*self.sample, self.classes, written[-1], method)
+        for name, data in self.figures(tsne).items():
+            written.append(prefix.with_name(f"{prefix.name}-{name}.png"))
+            written[-1].write_bytes(data)
         return written
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
-    """Confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
-    plt = _pyplot()
-    size = 2.5 + 0.6 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true")
-    ax.set_xticklabels(classes, rotation=45, ha="right")
-    ax.set_yticklabels(classes)
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_feature_map(features: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, method: str = "pca") -> None:
-    """Standardised features projected to 2-D by PCA or t-SNE, one colour per class."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
-    keep = map_rows(len(features))
-    features, labels = features[keep], labels[keep]
-    x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float32))
-    with threadpool_limits(limits=1, user_api="blas"):  # threaded BLAS on small matrices only adds contention
-        if method == "tsne":
-            points = TSNE(perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x)
-        else:
-            points = PCA(n_components=2, random_state=0).fit_transform(x)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6))
-    for i, name in enumerate(classes):
-        members = labels == i
-        ax.scatter(points[members, 0], points[members, 1], s=8, alpha=0.7, label=name)
-    ax.set_title(f"features ({method.upper() if method == 'pca' else 't-SNE'})")
-    ax.legend(markerscale=2, fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -1,0 +1,67 @@
+"""Report figures drawn on `matplotlib.figure.Figure` objects: no pyplot state, no backend switch, so a
+notebook's own backend is left alone. `png(figure)` gives the bytes that files and the HTML report share."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+DPI = 100
+MAP_POINTS = 3000  # at most this many points in the feature map (t-SNE is quadratic)
+
+
+def map_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of the samples drawn for the feature map: all of them up to MAP_POINTS, else a random subset."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:MAP_POINTS])
+
+
+def png(figure) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str]):
+    """Confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    from matplotlib.figure import Figure
+
+    size = 2.5 + 0.6 * len(classes)
+    figure = Figure(figsize=(size + 1, size))
+    ax = figure.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=ax)
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    figure.tight_layout()
+    return figure
+
+
+def feature_map_figure(features: np.ndarray, labels: np.ndarray, classes: list[str], method: str = "pca"):
+    """Standardised features projected to 2-D by PCA or t-SNE, one colour per class (at most MAP_POINTS)."""
+    from matplotlib.figure import Figure
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    keep = map_rows(len(features))
+    features, labels = features[keep], labels[keep]
+    x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float32))
+    with threadpool_limits(limits=1, user_api="blas"):  # threaded BLAS on small matrices only adds contention
+        if method == "tsne":
+            points = TSNE(perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x)
+        else:
+            points = PCA(n_components=2, random_state=0).fit_transform(x)
+    figure = Figure(figsize=(7, 6))
+    ax = figure.subplots()
+    for i, name in enumerate(classes):
+        members = labels == i
+        ax.scatter(points[members, 0], points[members, 1], s=8, alpha=0.7, label=name)
+    ax.set_title(f"features ({method.upper() if method == 'pca' else 't-SNE'})")
+    ax.legend(markerscale=2, fontsize="small")
+    figure.tight_layout()
+    return figure
