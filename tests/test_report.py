@@ -30,3 +30,72 @@ def test_figures_are_png_bytes_and_leave_the_backend_alone(tmp_path):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def parse_html(text: str):
+    """The document parsed by html5lib's strict HTML5 parser (raises on any parse error)."""
+    import html5lib
+
+    return html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parse(text)
+
+
+def embedded_images(document) -> list:
+    """Every <img> of a parsed page decoded from its data URI (fails on any other kind of source)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    decoded = []
+    for img in document.iter("img"):
+        mime, data = img.get("src").split(",", 1)
+        assert mime in ("data:image/png;base64", "data:image/jpeg;base64"), mime
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        image.load()
+        decoded.append(image)
+    return decoded
+
+
+def no_external_url(text: str) -> bool:
+    import re
+
+    return not re.search(r"(?i)\b(https?|ftp)://|//[a-z0-9.-]+\.[a-z]{2,}/|\burl\(", text)
+
+
+def test_html_page_pieces_escape_embed_and_link(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from featx import html_report as h
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (300, 200), 90).save(images / "grey.png")
+    Image.new("RGBA", (64, 640), (200, 10, 10, 128)).save(images / "tall <&> 'x'.png")
+    (images / "broken.jpg").write_bytes(b"not an image")
+    items = [h.GalleryItem(str(p), [f"score <{i}>"]) for i, p in enumerate(sorted(images.iterdir()))]
+    figure = small_report().figures()["confusion"]
+    text = h.page(
+        "a <title> & more",
+        [
+            h.section("metrics", h.metrics_table({"accuracy": 0.5, "n": 1234, "<b>": "x & y"})),
+            h.section("figures", h.figures({"confusion": figure})),
+            h.section("gallery", h.gallery(items, tmp_path / "out")),
+            h.section("failed", h.file_list([(str(images / "broken.jpg"), "not an image <!>")], tmp_path / "out")),
+        ],
+        subtitle="<script>alert(1)</script>",
+    )
+    document = parse_html(text)
+    assert document.find("head/title").text == "a <title> & more"
+    assert document.find(".//script") is None and "<b>" not in text and "&lt;b&gt;" in text
+    decoded = embedded_images(document)
+    assert len(decoded) == 3  # the figure and two thumbnails; the broken file is shown as unreadable
+    assert decoded[0].tobytes() == Image.open(io.BytesIO(figure)).tobytes()
+    assert all(max(thumb.size) == h.THUMBNAIL for thumb in decoded[1:])
+    assert text.count('class="missing"') == 1
+    links = {a.get("href") for a in document.iter("a")}
+    from urllib.parse import unquote
+
+    assert {(tmp_path / "out" / unquote(href)).resolve() for href in links} == {p.resolve() for p in images.iterdir()}
+    assert no_external_url(text)
