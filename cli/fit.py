@@ -59,7 +59,8 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     """Train a classifier on the features of a store (from featx extract) and save it.
 
     Standardises the features, picks the regularisation by stratified cross-validation and reports on a
-    held-out test split: a table here, plus JSON, a confusion matrix and a feature map next to the model.
+    held-out test split: a table here, and next to the model an HTML report (metrics, confusion matrix,
+    feature map, the most confident mistakes and correct examples as thumbnails), JSON and the figures as PNG.
     """
     from featx.fitting import fit as train
 
@@ -69,6 +70,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
                            n_jobs=n_jobs, epochs=epochs)
     out = Path(out or f"featx-{clf}.{fmt}")
     bundle.save(out, fmt)
-    click.echo(report.table())
     written = report.save(out.with_suffix(""), tsne=tsne)
-    click.echo(f"model:  {out}\nreport: {', '.join(map(str, written))}")
+    click.echo(f"report: {written[0]}")
+    click.echo(report.table())
+    click.echo(f"model:  {out}\nalso:   {', '.join(map(str, written[1:]))}")

@@ -13,8 +13,9 @@ from .evaluate import extraction_options
 @extraction_options
 @click.option("--out", "-o", type=click.File("w", lazy=True, errors="surrogateescape"), default="-",
               help="CSV file; default: standard output. File names are written as the bytes they are.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Also write an HTML gallery of the predictions, least confident first.")
 @user_errors
-def predict(model, images, weights, batch_size, workers, device, quiet, out):
+def predict(model, images, weights, batch_size, workers, device, quiet, out, report):
     """Predict the class of IMAGES (files, folders, CSV lists) with MODEL, as CSV: path, predicted class,
     then one probability (or decision score) per class. Messages go to standard error."""
     from featx.bundle import load_bundle
@@ -23,5 +24,7 @@ def predict(model, images, weights, batch_size, workers, device, quiet, out):
     bundle = load_bundle(model)
     predictions, extracted = run(bundle, list(images), weights, batch_size=batch_size, workers=workers,
                                  device=device, progress=not quiet)
+    if report:
+        click.echo(f"report: {predictions.write_html(report, extracted.failures)}", err=True)
     click.echo(extracted.summary(), err=True)
     predictions.write_csv(out)

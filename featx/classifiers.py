@@ -70,3 +70,14 @@ def get_classifier(name: str) -> Classifier:
     if name not in CLASSIFIERS:
         raise UnknownNameError("classifier", name, CLASSIFIERS)
     return CLASSIFIERS[name]
+
+
+def class_scores(model, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """(n x classes scores, "probability" or "score"): probabilities when the model gives them, else its
+    decision function (binary: the second class's score, the first gets its opposite)."""
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(x), "probability"
+    scores = model.decision_function(x)
+    if scores.ndim == 1:
+        scores = np.column_stack([-scores, scores])
+    return scores, "score"

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .bundle import ModelBundle
-from .classifiers import Classifier, get_classifier
+from .classifiers import Classifier, class_scores, get_classifier
 from .errors import BadInputError, FeatxError
 from .figures import map_rows
-from .report import Report, metrics
+from .report import Outcomes, Report, metrics
 from .store import FeatureStore
 
 SCORING = "balanced_accuracy"
@@ -26,35 +27,43 @@ TEST, WHOLE = -2, -1  # streaming: the fold of test samples; the model trained o
 
 @dataclass
 class _Samples:
-    """The labelled rows of a store: row indices, labels 0..k-1 into `classes`, and the train/test split."""
+    """The labelled rows of a store: row indices, labels 0..k-1 into `classes`, the train/test split, and a
+    file of each row."""
 
     rows: np.ndarray
     labels: np.ndarray
     classes: list[str]
     train: np.ndarray  # indices into rows/labels
     test: np.ndarray
+    paths: list[str]
 
 
 @dataclass
 class Trained:
     """What a trainer returns: the fitted pipeline, the chosen value with every CV score, the test part's
-    predictions and the feature-map sample (features, labels) of the `map_rows` of the samples."""
+    predictions and class scores (`classifiers.class_scores`), and the feature-map sample (features, labels)
+    of the `map_rows` of the samples."""
 
     pipeline: object  # sklearn Pipeline: scaler + classifier
     best: object
     cv_scores: list[tuple[object, float, float]]  # (value, mean, std) per grid value
     predicted: np.ndarray
+    test_scores: np.ndarray  # n_test x classes
+    score_kind: str  # "probability" or "score"
     map_sample: tuple[np.ndarray, np.ndarray]
 
 
-def _samples(store: FeatureStore, cv: int, test_size: float, seed: int) -> _Samples:
-    """Labelled unique rows, split; clear errors for no labels, one class, or too few images per class."""
+def _samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Callable[[str], str] | None) -> _Samples:
+    """Labelled unique rows, split (stratified by class, or class and `group` of the file); clear errors for no
+    labels, one class, or too few images per class."""
     from sklearn.model_selection import train_test_split
 
-    entries = np.array([entry for entry in store.files().values() if entry[1] >= 0], dtype=np.int64).reshape(-1, 2)
+    labelled = {path: entry for path, entry in store.files().items() if entry[1] >= 0}
+    entries = np.array(list(labelled.values()), dtype=np.int64).reshape(-1, 2)
     if not len(entries):
         raise BadInputError(f"{store.path} has no labelled images (use class folders or CSV labels when extracting)")
     rows, first = np.unique(entries[:, 0], return_index=True)
+    paths = np.array(list(labelled), dtype=object)[first]
     labels_of_row: dict[int, set[int]] = {}
     for row, label in entries.tolist():
         labels_of_row.setdefault(row, set()).add(label)
@@ -78,7 +87,8 @@ def _samples(store: FeatureStore, cv: int, test_size: float, seed: int) -> _Samp
             "add images or lower --cv"
         )
     try:
-        train, test = train_test_split(np.arange(len(rows)), test_size=test_size, stratify=labels, random_state=seed)
+        strata = labels if group is None else [f"{label}/{group(path)}" for label, path in zip(labels, paths)]
+        train, test = train_test_split(np.arange(len(rows)), test_size=test_size, stratify=strata, random_state=seed)
     except ValueError as exc:
         raise BadInputError(f"cannot hold out a stratified test split (--test-size {test_size}): {exc}") from None
     short = [f"{c} ({n})" for c, n in zip(classes, np.bincount(labels[train], minlength=len(classes))) if n < cv]
@@ -87,7 +97,7 @@ def _samples(store: FeatureStore, cv: int, test_size: float, seed: int) -> _Samp
             f"after holding out --test-size {test_size}, classes with fewer training images than --cv {cv} folds: "
             f"{', '.join(short)}; add images or lower --cv or --test-size"
         )
-    return _Samples(rows, labels, classes, np.sort(train), np.sort(test))
+    return _Samples(rows, labels, classes, np.sort(train), np.sort(test), list(paths))
 
 
 def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None:
@@ -123,7 +133,8 @@ def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
     ]
     best = search.best_params_[f"clf__{clf.param}"]
     picked = map_rows(len(s.rows), seed)
-    return Trained(search.best_estimator_, best, scores, search.predict(x[s.test]), (x[picked], s.labels[picked]))
+    model = search.best_estimator_
+    return Trained(model, best, scores, model.predict(x[s.test]), *class_scores(model, x[s.test]), (x[picked], s.labels[picked]))
 
 
 def _blocks(dataset, n_rows: int, block_rows: int, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -179,6 +190,10 @@ def _fit_streaming(
                 if use.any():
                     model.partial_fit(x[use], s.labels[idx[use]], classes=np.arange(k))
     predicted = np.full((len(clf.grid), len(s.rows)), -1)  # CV predictions on training samples, final on test
+    test_position = np.full(len(s.rows), -1)
+    test_position[s.test] = np.arange(len(s.test))
+    test_scores = np.zeros((len(clf.grid), len(s.test), k), np.float32)  # class scores of each final model
+    kind = "probability" if hasattr(models[clf.grid[0], WHOLE], "predict_proba") else "score"
     picked = map_rows(len(s.rows), seed)
     sample = np.zeros((len(picked), dataset.shape[1]), np.float32)
     for rows, x in _blocks(dataset, n_rows, block_rows, None):
@@ -191,11 +206,14 @@ def _fit_streaming(
                 mine = fold[idx] == (TEST if f == WHOLE else f)
                 if mine.any():
                     predicted[g, idx[mine]] = models[v, f].predict(x[mine])
-    return _pick_streamed(s, clf, models, scaler, predicted, fold, cv, (sample, s.labels[picked]))
+                    if f == WHOLE:
+                        test_scores[g, test_position[idx[mine]]] = class_scores(models[v, f], x[mine])[0]
+    return _pick_streamed(s, clf, models, scaler, predicted, (test_scores, kind), fold, cv, (sample, s.labels[picked]))
 
 
 def _pick_streamed(
-    s: _Samples, clf: Classifier, models: dict, scaler, predicted: np.ndarray, fold: np.ndarray, cv: int, map_sample
+    s: _Samples, clf: Classifier, models: dict, scaler, predicted: np.ndarray, test_scores: tuple[np.ndarray, str],
+    fold: np.ndarray, cv: int, map_sample,
 ) -> Trained:
     """Choose the grid value by mean CV score; its whole-training-part model becomes the pipeline."""
     from sklearn.metrics import balanced_accuracy_score
@@ -208,7 +226,7 @@ def _pick_streamed(
     g = int(np.argmax([mean for _, mean, _ in scores]))
     best = clf.grid[g]
     pipeline = Pipeline([("scale", scaler), ("clf", models[best, WHOLE])])
-    return Trained(pipeline, best, scores, predicted[g, s.test], map_sample)
+    return Trained(pipeline, best, scores, predicted[g, s.test], test_scores[0][g], test_scores[1], map_sample)
 
 
 def fit(
@@ -222,12 +240,14 @@ def fit(
     n_jobs: int | None = None,
     epochs: int = 10,
     block_rows: int | None = None,
+    group: Callable[[str], str] | None = None,
 ) -> tuple[ModelBundle, Report]:
     """Train `clf` on the labelled features of `store`; returns the model bundle and the test-split report.
 
     Standardisation + classifier; its regularisation is chosen by stratified `cv`-fold cross-validation
     (balanced accuracy) on the training part only. `sgd` streams the store (`epochs` passes, `block_rows`
-    rows read at a time) instead of loading it.
+    rows read at a time) instead of loading it. `group(path)` names a group of each file (e.g. a camera or
+    cell type): the test split is then stratified by class and group.
     """
     from threadpoolctl import threadpool_limits
 
@@ -242,13 +262,13 @@ def fit(
     # One BLAS thread: parallelism comes from --n-jobs over CV fits; threaded BLAS on these small
     # matrices oversubscribes the cores and runs many times slower.
     with FeatureStore.open(store) as opened, threadpool_limits(limits=1, user_api="blas"):
-        s = _samples(opened, cv, test_size, seed)
+        s = _samples(opened, cv, test_size, seed, group)
         weight = _class_weight(class_weight, s.labels[s.train], len(s.classes))
         if chosen.streaming:
             trained = _fit_streaming(opened, s, chosen, weight, cv, seed, epochs, block_rows)
         else:
             trained = _fit_in_memory(opened, s, chosen, weight, cv, seed, n_jobs)
-        space, dtype = opened.space, opened.dtype
+        space, dtype, failures = opened.space, opened.dtype, sorted((p, r) for p, (_, r) in opened.failures().items())
     hyperparameters = {chosen.param: trained.best}
     details = {
         "classifier": clf,
@@ -262,6 +282,11 @@ def fit(
         "cv_scores": [{"param": chosen.param, "value": v, "mean": m, "std": sd} for v, m, sd in trained.cv_scores],
         "seconds": round(time.perf_counter() - start, 2),
     }
-    report = Report(s.classes, metrics(s.labels[s.test], trained.predicted, s.classes), details, trained.map_sample)
+    test = s.labels[s.test]
+    outcomes = Outcomes.of([s.paths[i] for i in s.test], test, trained.predicted, trained.test_scores, trained.score_kind)
+    report = Report(
+        s.classes, metrics(test, trained.predicted, s.classes), details, trained.map_sample, outcomes, failures,
+        title=f"featx fit: {clf} on {Path(store).name}",
+    )
     info = {"classifier": clf, "hyperparameters": hyperparameters, "class_weight": class_weight, "featx": __version__}
     return ModelBundle(trained.pipeline, s.classes, space, dtype, info), report

@@ -8,13 +8,16 @@ import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
 from .bundle import ModelBundle
+from .classifiers import class_scores
 from .errors import BadInputError
-from .report import Report, metrics
+from .figures import map_rows
+from .report import Outcomes, Report, metrics, predictions_page
 from .store import FeatureStore
 
 
@@ -33,6 +36,16 @@ class Predictions:
         writer.writerow(["path", "predicted", *(f"{self.score_kind}:{c}" for c in self.classes)])
         for path, name, row in zip(self.paths, self.predicted, self.scores):
             writer.writerow([path, name, *(f"{v:.6g}" for v in row)])
+
+    def write_html(self, path: str | os.PathLike, failures: Sequence[tuple[str, str]] = ()) -> Path:
+        """A self-contained HTML gallery of the predictions, least confident first, and the unreadable files."""
+        from .html_report import write
+
+        index = {name: i for i, name in enumerate(self.classes)}
+        predicted = np.array([index[name] for name in self.predicted], dtype=np.int64)
+        outcomes = Outcomes.of(self.paths, np.full(len(predicted), -1), predicted, self.scores, self.score_kind)
+        title = f"featx predict: {len(self.paths):,} images"
+        return write(path, predictions_page(outcomes, self.classes, list(failures), Path(path).parent, title))
 
 
 def _bundle_features(bundle: ModelBundle, data, weights, device: str = "auto", **options):
@@ -70,10 +83,17 @@ def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.Pa
     if not use.any():
         raise BadInputError("no labelled image could be evaluated (evaluate needs class folders or CSV labels; "
                             "featx predict handles unlabelled images)")
-    predicted = bundle.pipeline.predict(features[use])
+    x, true = features[use], labels[use]
+    predicted = bundle.pipeline.predict(x)
     details = {"classifier": bundle.info.get("classifier"), "hyperparameters": bundle.info.get("hyperparameters"),
                "store": str(done.store), "n_failed": done.n_failed}
-    return Report(bundle.classes, metrics(labels[use], predicted, bundle.classes), details, (features[use], labels[use])), done
+    outcomes = Outcomes.of([p for p, ok in zip(images.paths, use) if ok], true, predicted, *class_scores(bundle.pipeline, x))
+    keep = map_rows(len(x))
+    report = Report(
+        bundle.classes, metrics(true, predicted, bundle.classes), details, (x[keep], true[keep]), outcomes,
+        done.failures, title=f"featx evaluate: {bundle.info.get('classifier')} on {len(images):,} files",
+    )
+    return report, done
 
 
 def predict(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
@@ -82,12 +102,7 @@ def predict(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.Pat
     if not found.any():
         raise BadInputError(f"none of the {len(images)} images could be read: " + "; ".join(f"{p}: {r}" for p, r in done.failures[:3]))
     x, pipeline = features[found], bundle.pipeline
-    if hasattr(pipeline, "predict_proba"):
-        scores, kind = pipeline.predict_proba(x), "probability"
-    else:
-        scores, kind = pipeline.decision_function(x), "score"
-        if scores.ndim == 1:  # binary: the score of the second class; the first gets its opposite
-            scores = np.column_stack([-scores, scores])
+    scores, kind = class_scores(pipeline, x)
     predicted = [bundle.classes[i] for i in pipeline.predict(x)]
     paths = [p for p, ok in zip(images.paths, found) if ok]
     return Predictions(paths, predicted, scores, kind, bundle.classes), done

@@ -1,4 +1,5 @@
-"""Classification reports: metrics, a printable table, JSON, a confusion-matrix plot and a 2-D feature map.
+"""Classification reports: metrics, a printable table, JSON, a confusion-matrix plot, a 2-D feature map, and
+one self-contained HTML page of them all with galleries of the images behind the numbers.
 
 matplotlib is imported only when a figure is drawn (featx/figures.py).
 """
@@ -39,17 +40,69 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+MISTAKES_SHOWN = 60  # the most confident mistakes in the HTML report
+CORRECT_SHOWN = 6  # correct examples per class
+PREDICTIONS_SHOWN = 120  # the least confident predictions of `featx predict --report`
+FAILURES_SHOWN = 500
+
+
+@dataclass
+class Outcomes:
+    """What the model said about each image: its file, true class index (-1: unlabelled), predicted class index
+    and the score of the predicted class (a probability, or a decision score: `score_kind`)."""
+
+    paths: list[str]
+    true: np.ndarray
+    predicted: np.ndarray
+    score: np.ndarray
+    score_kind: str = "score"
+
+    @classmethod
+    def of(cls, paths: list[str], true: np.ndarray, predicted: np.ndarray, scores: np.ndarray, kind: str) -> Outcomes:
+        """From the n x classes scores: the score of each predicted class."""
+        predicted = np.asarray(predicted)
+        return cls(list(paths), np.asarray(true), predicted, scores[np.arange(len(predicted)), predicted], kind)
+
+    def mistakes(self) -> np.ndarray:
+        """Indices of the misclassified labelled images, most confident first."""
+        wrong = np.flatnonzero((self.true >= 0) & (self.true != self.predicted))
+        return wrong[np.argsort(-self.score[wrong], kind="stable")]
+
+    def correct(self, label: int) -> np.ndarray:
+        """Indices of the images of class `label` classified right, most confident first."""
+        right = np.flatnonzero((self.true == label) & (self.predicted == label))
+        return right[np.argsort(-self.score[right], kind="stable")]
+
+    def least_confident(self) -> np.ndarray:
+        """Every index, lowest score first."""
+        return np.argsort(self.score, kind="stable")
+
+    def items(self, indices: np.ndarray, classes: list[str]) -> list:
+        """Gallery items (file, true and predicted class, score) of the given images."""
+        from .html_report import GalleryItem
+
+        def lines(i: int) -> list[str]:
+            true = [f"true: {classes[self.true[i]]}"] if self.true[i] >= 0 else []
+            return [*true, f"predicted: {classes[self.predicted[i]]}", f"{self.score_kind}: {self.score[i]:.3f}"]
+
+        return [GalleryItem(self.paths[i], lines(i)) for i in indices]
+
+
 @dataclass
 class Report:
     """Metrics on held-out data plus how they were obtained (`details`: classifier, hyperparameters, CV...).
 
-    `sample` (features, labels) feeds the feature map; it is not saved in the JSON.
+    `sample` (features, labels) feeds the feature map, `outcomes` the galleries and `failures` (path, reason)
+    the list of unreadable files; they are not saved in the JSON.
     """
 
     classes: list[str]
     metrics: dict
     details: dict = field(default_factory=dict)
     sample: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    outcomes: Outcomes | None = field(default=None, repr=False)
+    failures: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    title: str = "featx report"
 
     def to_dict(self) -> dict:
         return {"classes": self.classes, **self.details, "metrics": self.metrics}
@@ -82,13 +135,88 @@ class Report:
                 drawn[method] = png(feature_map_figure(*self.sample, self.classes, method))
         return drawn
 
+    def html(self, drawn: dict[str, bytes], folder: str | os.PathLike) -> str:
+        """The HTML page of the report, for a file in `folder`; `drawn` are the figures' PNG bytes."""
+        from . import html_report as h
+
+        m = self.metrics
+        summary = {
+            "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"], "macro F1": m["macro_f1"],
+            "majority class rate": m["majority_rate"], "images": m["n"],
+            **{key: json.dumps(value) if isinstance(value, (dict, list)) else value
+               for key, value in self.details.items() if key != "cv_scores"},
+        }
+        per_class = [(name, row["precision"], row["recall"], row["support"]) for name, row in m["per_class"].items()]
+        sections = [
+            h.section("Metrics", h.metrics_table(summary),
+                      h.table(["class", "precision", "recall", "support"], per_class)),
+            h.section("Confusion matrix and feature map", h.figures(drawn)),
+        ]
+        if self.details.get("cv_scores"):
+            rows = [(f"{r['param']}={r['value']:g}", r["mean"], r["std"]) for r in self.details["cv_scores"]]
+            sections.append(h.section("Model selection", h.table(["value", f"CV {self.details.get('scoring', '')}", "std"], rows)))
+        if self.outcomes is not None:
+            sections += _galleries(self.outcomes, self.classes, folder)
+        sections += _failures(self.failures, folder)
+        subtitle = f"{m['n']:,} images, {len(self.classes)} classes"
+        return h.page(self.title, sections, subtitle)
+
     def save(self, prefix: str | os.PathLike, tsne: bool = False) -> list[Path]:
-        """Write PREFIX.json, PREFIX-confusion.png and PREFIX-pca.png (and PREFIX-tsne.png); return the paths."""
+        """Write PREFIX.html (everything, one self-contained file), PREFIX.json, PREFIX-confusion.png and
+        PREFIX-pca.png (and PREFIX-tsne.png); return the paths, the HTML page first."""
+        from .html_report import write
+
         prefix = Path(prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        written = [prefix.with_name(prefix.name + ".json")]
-        written[0].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        for name, data in self.figures(tsne).items():
+        drawn = self.figures(tsne)
+        written = [prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
+        written[1].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        for name, data in drawn.items():
             written.append(prefix.with_name(f"{prefix.name}-{name}.png"))
             written[-1].write_bytes(data)
+        write(written[0], self.html(drawn, prefix.parent))
         return written
+
+
+def _galleries(outcomes: Outcomes, classes: list[str], folder) -> list[str]:
+    """Sections: the most confident mistakes, then the most confident correct examples of each class."""
+    from . import html_report as h
+
+    wrong = outcomes.mistakes()
+    shown = f"the {MISTAKES_SHOWN} most confident of " if len(wrong) > MISTAKES_SHOWN else ""
+    sections = [h.section(
+        f"Mistakes ({len(wrong):,})",
+        h.paragraph(f"{shown}{len(wrong):,} misclassified images, most confident first" if len(wrong) else "none"),
+        h.gallery(outcomes.items(wrong[:MISTAKES_SHOWN], classes), folder),
+    )]
+    for label, name in enumerate(classes):
+        right = outcomes.correct(label)[:CORRECT_SHOWN]
+        if len(right):
+            sections.append(h.section(f"Correct: {name}", h.gallery(outcomes.items(right, classes), folder)))
+    return sections
+
+
+def _failures(failures: list[tuple[str, str]], folder) -> list[str]:
+    """A section listing unreadable files and why, when there are any."""
+    from . import html_report as h
+
+    if not failures:
+        return []
+    more = f" (the first {FAILURES_SHOWN})" if len(failures) > FAILURES_SHOWN else ""
+    return [h.section(f"Files that could not be read ({len(failures):,}){more}", h.file_list(failures[:FAILURES_SHOWN], folder))]
+
+
+def predictions_page(outcomes: Outcomes, classes: list[str], failures: list[tuple[str, str]], folder, title: str) -> str:
+    """The HTML page of `featx predict --report`: predictions of unlabelled images, least confident first."""
+    from . import html_report as h
+
+    order = outcomes.least_confident()
+    counts = np.bincount(outcomes.predicted, minlength=len(classes))
+    shown = f"the {PREDICTIONS_SHOWN} least confident of " if len(order) > PREDICTIONS_SHOWN else ""
+    sections = [
+        h.section("Predicted classes", h.table(["class", "images"], [(c, int(n)) for c, n in zip(classes, counts)])),
+        h.section("Predictions", h.paragraph(f"{shown}{len(order):,} images, least confident first"),
+                  h.gallery(outcomes.items(order[:PREDICTIONS_SHOWN], classes), folder)),
+        *_failures(failures, folder),
+    ]
+    return h.page(title, sections, f"{len(order):,} images predicted, {len(failures):,} unreadable")

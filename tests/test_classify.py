@@ -21,6 +21,7 @@ from featx.content import KEY_LENGTH
 from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError
 from featx.store import FeatureStore
 from featx.fitting import fit as train
+from html_checks import embedded_images, gallery, no_external_url, parse_html
 
 from conftest import synthetic_space
 
@@ -95,6 +96,69 @@ def test_fit_without_arguments_uses_the_store_and_writes_report(elpv, tmp_path, 
         assert bundle.space == store.space and bundle.dtype == store.dtype
 
 
+def checked_page(path: Path):
+    """The parsed HTML report at `path`, after the checks every report passes: strict HTML5, every embedded
+    image decodes, no external URL, every link a relative path to an existing file."""
+    from urllib.parse import unquote
+
+    text = path.read_text(encoding="utf-8")
+    document = parse_html(text)
+    assert embedded_images(document) and no_external_url(text)
+    for a in document.iter("a"):
+        assert (path.parent / unquote(a.get("href"))).is_file(), a.get("href")
+    return document
+
+
+def test_fit_report_shows_exactly_the_misclassified_test_rows(elpv, tmp_path):
+    """Recomputed here from the store and the saved model: the test split (stratified, seed 0, 20%), the rows the
+    model gets wrong on it, and the probability of each wrong class."""
+    from sklearn.model_selection import train_test_split
+
+    out = tmp_path / "m.skops"
+    result = CliRunner().invoke(fit, ["--features", str(elpv["store"]), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"report: {tmp_path / 'm.html'}"
+    document = checked_page(tmp_path / "m.html")
+    bundle = load_bundle(out)
+    with FeatureStore.open(elpv["store"]) as store:
+        files, names = store.files(), store.classes()
+        path_of_row = {row: path for path, (row, _) in files.items()}
+        rows = np.array(sorted(path_of_row))
+        labels = np.array([bundle.classes.index(names[files[path_of_row[r]][1]]) for r in rows])
+        test = np.sort(train_test_split(np.arange(len(rows)), test_size=0.2, stratify=labels, random_state=0)[1])
+        probability = bundle.pipeline.predict_proba(store.rows(rows[test]))
+    predicted = probability.argmax(1)
+    wrong = np.flatnonzero(predicted != labels[test])
+    wrong = wrong[np.argsort(-probability[wrong, predicted[wrong]])]
+    expected = [
+        (Path(path_of_row[rows[test[i]]]).name, [f"true: {bundle.classes[labels[test[i]]]}",
+         f"predicted: {bundle.classes[predicted[i]]}", f"probability: {probability[i, predicted[i]]:.3f}"])
+        for i in wrong
+    ]
+    assert len(expected) >= 3  # 40 per class: the logistic regression makes mistakes to show
+    assert gallery(document, "Mistakes") == expected
+    confusion = np.array(json.loads((tmp_path / "m.json").read_text())["metrics"]["confusion_matrix"])
+    assert confusion.sum() - np.trace(confusion) == len(expected)
+    for name in bundle.classes:
+        shown = gallery(document, f"Correct: {name}")
+        assert shown and all(lines[:2] == [f"true: {name}", f"predicted: {name}"] for _, lines in shown)
+
+
+def test_fit_report_lists_the_unreadable_files_of_its_store(tmp_path):
+    store = synthetic_store(tmp_path / "s.h5", [0, 1] * 10, ["a", "b"])
+    with FeatureStore.open(store) as opened:
+        space = opened.space
+    with FeatureStore.create_or_open(store, space) as opened:
+        opened.commit(failed=[(str(tmp_path / "bad <1>.png"), "0" * KEY_LENGTH, "not an image (Pillow cannot identify the format)")])
+    _, report = train(store, "logreg")
+    page = report.save(tmp_path / "r")[0]
+    document = parse_html(page.read_text())
+    failed = [section for section in document.iter("section") if section.find("h2").text.startswith("Files that could not be read (1)")]
+    assert [td.text or td.find("a").text for td in failed[0].iter("td")] == [
+        str(tmp_path / "bad <1>.png"), "not an image (Pillow cannot identify the format)"
+    ]
+
+
 def test_evaluate_and_predict_on_new_images(elpv, model, tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_CACHE", str(elpv["root"] / "eval-cache"))
     runner = CliRunner()
@@ -106,9 +170,22 @@ def test_evaluate_and_predict_on_new_images(elpv, model, tmp_path, monkeypatch):
 
     images = shutil.copytree(elpv["heldout"], tmp_path / "images")
     (images / "functional" / "broken.png").write_bytes(b"not a png")
-    result = runner.invoke(predict, [str(model), str(images), "-q"])
+    result = runner.invoke(evaluate, [str(model), str(images), "--report", str(tmp_path / "ev2"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"report: {tmp_path / 'ev2.html'}"
+    document = checked_page(tmp_path / "ev2.html")
+    failed = next(s for s in document.iter("section") if s.find("h2").text.startswith("Files that could not be read (1)"))
+    assert failed.find(".//a").text.endswith("broken.png")
+    result = runner.invoke(predict, [str(model), str(images), "-q", "--report", str(tmp_path / "p.html")])
     assert result.exit_code == 0, result.output
     assert "broken.png" in result.stderr and "broken.png" not in result.stdout
+    assert result.stderr.splitlines()[0] == f"report: {tmp_path / 'p.html'}"
+    shown = gallery(checked_page(tmp_path / "p.html"), "Predictions")
+    by_name = {Path(row[0]).name: row for row in csv.reader(io.StringIO(result.stdout))}
+    scores = [max(float(v) for v in by_name[name][2:]) for name, _ in shown]
+    assert len(shown) == 4 * HELD_OUT and scores == sorted(scores)
+    assert all(lines == [f"predicted: {by_name[name][1]}", f"probability: {score:.3f}"]
+               for (name, lines), score in zip(shown, scores))
     rows = list(csv.reader(io.StringIO(result.stdout)))
     bundle = load_bundle(model)
     assert rows[0] == ["path", "predicted", *(f"probability:{c}" for c in bundle.classes)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from featx.report import Report, metrics
+from html_checks import embedded_images, no_external_url, parse_html
 
 
 def small_report() -> Report:
@@ -17,6 +18,8 @@ def small_report() -> Report:
 def test_figures_are_png_bytes_and_leave_the_backend_alone(tmp_path):
     import matplotlib
 
+    from featx.html_report import data_uri
+
     before = matplotlib.get_backend()
     matplotlib.use("svg")  # a user's backend of choice
     try:
@@ -25,41 +28,14 @@ def test_figures_are_png_bytes_and_leave_the_backend_alone(tmp_path):
         assert set(drawn) == {"confusion", "pca", "tsne"}
         assert all(data[:8] == b"\x89PNG\r\n\x1a\n" for data in drawn.values())
         written = report.save(tmp_path / "r", tsne=True)
-        assert [p.name for p in written] == ["r.json", "r-confusion.png", "r-pca.png", "r-tsne.png"]
-        assert all(p.read_bytes() == drawn[p.stem.split("-")[1]] for p in written[1:])  # figures are deterministic
+        assert [p.name for p in written] == ["r.html", "r.json", "r-confusion.png", "r-pca.png", "r-tsne.png"]
+        assert all(p.read_bytes() == drawn[p.stem.split("-")[1]] for p in written[2:])  # figures are deterministic
+        page = written[0].read_text()
+        for p in written[2:]:  # the page embeds the very PNG files
+            assert data_uri(p.read_bytes()) in page
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
-
-
-def parse_html(text: str):
-    """The document parsed by html5lib's strict HTML5 parser (raises on any parse error)."""
-    import html5lib
-
-    return html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parse(text)
-
-
-def embedded_images(document) -> list:
-    """Every <img> of a parsed page decoded from its data URI (fails on any other kind of source)."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    decoded = []
-    for img in document.iter("img"):
-        mime, data = img.get("src").split(",", 1)
-        assert mime in ("data:image/png;base64", "data:image/jpeg;base64"), mime
-        image = Image.open(io.BytesIO(base64.b64decode(data)))
-        image.load()
-        decoded.append(image)
-    return decoded
-
-
-def no_external_url(text: str) -> bool:
-    import re
-
-    return not re.search(r"(?i)\b(https?|ftp)://|//[a-z0-9.-]+\.[a-z]{2,}/|\burl\(", text)
 
 
 def test_html_page_pieces_escape_embed_and_link(tmp_path):
