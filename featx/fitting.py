@@ -193,7 +193,7 @@ def _fit_streaming(
     test_position = np.full(len(s.rows), -1)
     test_position[s.test] = np.arange(len(s.test))
     test_scores = np.zeros((len(clf.grid), len(s.test), k), np.float32)  # class scores of each final model
-    kind = "probability" if hasattr(models[clf.grid[0], WHOLE], "predict_proba") else "score"
+    kind = "score"
     picked = map_rows(len(s.rows), seed)
     sample = np.zeros((len(picked), dataset.shape[1]), np.float32)
     for rows, x in _blocks(dataset, n_rows, block_rows, None):
@@ -207,7 +207,7 @@ def _fit_streaming(
                 if mine.any():
                     predicted[g, idx[mine]] = models[v, f].predict(x[mine])
                     if f == WHOLE:
-                        test_scores[g, test_position[idx[mine]]] = class_scores(models[v, f], x[mine])[0]
+                        test_scores[g, test_position[idx[mine]]], kind = class_scores(models[v, f], x[mine])
     return _pick_streamed(s, clf, models, scaler, predicted, (test_scores, kind), fold, cv, (sample, s.labels[picked]))
 
 

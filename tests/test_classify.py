@@ -16,7 +16,7 @@ from featx.cli.fit import fit
 from featx.cli.predict import predict
 
 from featx.bundle import load_bundle
-from featx.classifiers import CLASSIFIERS
+from featx.classifiers import CLASSIFIERS, class_scores
 from featx.content import KEY_LENGTH
 from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError
 from featx.store import FeatureStore
@@ -77,6 +77,14 @@ def test_each_classifier_beats_majority_class(elpv, clf, monkeypatch):
     assert len(report.details["cv_scores"]) == len(CLASSIFIERS[clf].grid) or clf == "knn"
     assert bundle.classes == ["defective", "functional", "likely_defective", "possibly_defective"]
     assert set(m["per_class"]) == set(bundle.classes)
+    monkeypatch.undo()
+    outcomes = report.outcomes  # the report's test rows: the saved pipeline's own predictions and scores
+    with FeatureStore.open(elpv["store"]) as store:
+        x, found = store.features_for(outcomes.paths)
+    assert found.all() and len(outcomes.paths) == m["n"]
+    scores, kind = class_scores(bundle.pipeline, x)
+    assert (outcomes.predicted == bundle.pipeline.predict(x)).all() and outcomes.score_kind == kind
+    assert np.allclose(outcomes.score, scores[np.arange(len(x)), outcomes.predicted], rtol=1e-4, atol=1e-5)
 
 
 def test_fit_without_arguments_uses_the_store_and_writes_report(elpv, tmp_path, monkeypatch):
