@@ -26,7 +26,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .subtitle,.note{color:#555}table{border-collapse:collapse;margin:.6rem 0}
 th,td{padding:.25rem .7rem;border-bottom:1px solid #e4e4e4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.figures{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}.figures img{max-width:100%;border:1px solid #eee}
+.row,.figures{display:flex;flex-wrap:wrap;gap:1rem 2.5rem;align-items:flex-start}
+.figures img{box-sizing:border-box;max-width:calc(50% - 1.25rem);min-width:20rem;height:auto;border:1px solid #eee}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(11rem,1fr));gap:.8rem}
 .gallery figure{margin:0;padding:.4rem;border:1px solid #e4e4e4;border-radius:4px;background:#fafafa}
 .gallery img,.gallery .missing{display:block;margin:auto;max-width:100%}
@@ -74,6 +75,11 @@ def table(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str
 def metrics_table(values: dict[str, object]) -> str:
     """A two-column table of named values (metrics, settings)."""
     return table(None, values.items())
+
+
+def row(*parts: str) -> str:
+    """Parts side by side (wrapping on narrow screens)."""
+    return f'<div class="row">{"".join(parts)}</div>'
 
 
 def paragraph(text: str, kind: str = "note") -> str:

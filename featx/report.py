@@ -148,8 +148,8 @@ class Report:
         }
         per_class = [(name, row["precision"], row["recall"], row["support"]) for name, row in m["per_class"].items()]
         sections = [
-            h.section("Metrics", h.metrics_table(summary),
-                      h.table(["class", "precision", "recall", "support"], per_class)),
+            h.section("Metrics", h.row(h.metrics_table(summary),
+                                       h.table(["class", "precision", "recall", "support"], per_class))),
             h.section("Confusion matrix and feature map", h.figures(drawn)),
         ]
         if self.details.get("cv_scores"):
