@@ -40,7 +40,7 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     }
 
 
-MISTAKES_SHOWN = 60  # the most confident mistakes in the HTML report
+MISTAKES_SHOWN = 200  # the most confident mistakes in the HTML report
 CORRECT_SHOWN = 6  # correct examples per class
 PREDICTIONS_SHOWN = 120  # the least confident predictions of `featx predict --report`
 FAILURES_SHOWN = 500
