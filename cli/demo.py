@@ -36,8 +36,8 @@ def demo(directory, per_class, quiet):
     features with the default backbone (real ImageNet weights; 300 px, GeM-pooled late stages), fit an RBF
     SVM with C chosen by cross-validation on a stratified 75% and report on the other 25%.
 
-    A rerun reads the features from the store (seconds). Writes the model, an HTML report and test.csv (the
-    test part) into DIR.
+    A rerun reads the features from the store and only fits again. Writes the model, its HTML report and
+    test.csv (the test part, for featx evaluate) into the --dir folder.
     """
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
     from featx.extraction import extract
