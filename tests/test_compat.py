@@ -13,7 +13,7 @@ from featx.bundle import load_bundle
 from featx.datasets import write_elpv_folder
 from featx.space import FeatureSpace
 from featx.store import FeatureStore
-from featx.training import predict
+from featx.inference import predict
 
 V010 = Path(__file__).parent / "data" / "v0.1.0"
 
