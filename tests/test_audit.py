@@ -1,0 +1,134 @@
+"""featx audit on real images: ELPV cells with planted label errors and an identical copy under another class,
+scikit-image photographs with a re-encoded and a cropped copy; the store and the inputs are never written."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import featx
+from featx.auditing import audit
+from featx.cli import main
+from featx.datasets import load_elpv
+
+PLANTED = 3  # clearly defective cells filed as functional
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """(folder, store, facts): 15 functional cells plus PLANTED defective ones in functional/, 12 defective
+    cells in defective/ plus a byte-identical copy of a functional cell; unlabelled at the top: chelsea,
+    a JPEG q85 copy and a 2% crop of it, and two other photographs."""
+    from skimage import data
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("audit") / "cells"
+    elpv = load_elpv()
+    rng = np.random.default_rng(0)
+    functional = rng.choice(np.flatnonzero(elpv.target == 0), 15, replace=False)
+    defective = rng.choice(np.flatnonzero(elpv.target == 3), 12 + PLANTED, replace=False)
+    for folder, members in (("functional", [*functional, *defective[:PLANTED]]), ("defective", defective[PLANTED:])):
+        (root / folder).mkdir(parents=True)
+        for i in members:
+            shutil.copyfile(elpv.filenames[i], root / folder / Path(elpv.filenames[i]).name)
+    planted = sorted(str(root / "functional" / Path(elpv.filenames[i]).name) for i in defective[:PLANTED])
+    twin = Path(elpv.filenames[functional[0]]).name
+    shutil.copyfile(root / "functional" / twin, root / "defective" / f"copy-of-{twin}")
+    cat = Image.fromarray(data.chelsea())
+    cat.save(root / "chelsea.png")
+    cat.save(root / "chelsea-q85.jpg", quality=85)
+    w, h = cat.size  # 2% of each side cut, half on each edge
+    cat.crop((round(0.01 * w), round(0.01 * h), w - round(0.01 * w), h - round(0.01 * h))).save(root / "chelsea-crop2.png")
+    Image.fromarray(data.coffee()).save(root / "coffee.png")
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
+    store = root.parent / "store.h5"
+    featx.extract(root, store=store, progress=False)
+    return root, store, {"planted": planted, "twin": twin}
+
+
+@pytest.fixture(scope="module")
+def found(audited):
+    """The audit of the whole store."""
+    return audit(audited[1], n_jobs=1)
+
+
+def rel(paths) -> set[str]:
+    return {str(Path(p).resolve()) for p in paths}
+
+
+def test_identical_content_under_two_labels_is_a_conflict(audited, found):
+    root, store, facts = audited
+    result = found
+    rows = result.tables["exact_duplicates"].rows
+    assert rel(r[1] for r in rows) == rel([root / "functional" / facts["twin"], root / "defective" / f"copy-of-{facts['twin']}"])
+    assert {r[2] for r in rows} == {"functional", "defective"} and all(r[4] for r in rows)
+    assert result.counts["exact duplicate groups with conflicting labels"] == 1
+
+
+def test_copies_of_a_photograph_are_near_duplicates_and_other_photographs_are_not(audited, found):
+    root = audited[0]
+    near = found.tables["near_duplicates"].rows
+    cluster_of = {str(Path(r[1]).resolve()): r[0] for r in near}
+    cat = [str((root / name).resolve()) for name in ("chelsea.png", "chelsea-q85.jpg", "chelsea-crop2.png")]
+    assert all(p in cluster_of for p in cat) and len({cluster_of[p] for p in cat}) == 1, near
+    others = {str((root / name).resolve()) for name in ("coffee.png", "astronaut.png")}
+    assert not others & cluster_of.keys(), near
+
+
+def test_planted_label_errors_rank_above_the_correct_labels(audited, found):
+    facts = audited[2]
+    table = found.tables["label_errors"]
+    ranked = [str(Path(r[1]).resolve()) for r in table.rows]
+    top = set(ranked[: PLANTED + 2])  # the conflicting twin's row is left out of the label check
+    assert rel(facts["planted"]) <= top, table.rows[: PLANTED + 3]
+    flagged = {str(Path(r[1]).resolve()) for r in table.rows if r[6]}
+    assert rel(facts["planted"]) <= flagged
+    assert all(r[3] == "defective" for r in table.rows if str(Path(r[1]).resolve()) in rel(facts["planted"]))
+
+
+def test_photographs_among_cells_are_the_top_outliers(found):
+    ranked = [Path(r[1]).name for r in found.tables["outliers"].rows]
+    assert {"coffee.png", "astronaut.png"} <= set(ranked[:5])
+
+
+def test_unlabelled_files_get_the_label_free_findings(audited):
+    root, store, _ = audited
+    result = audit(store, data=[root / "chelsea.png", root / "chelsea-q85.jpg", root / "coffee.png"])
+    assert "label_errors" not in result.tables and result.n_files == 3
+    assert {r[0] for r in result.tables["near_duplicates"].rows} == {1}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_changes_nothing(audited, tmp_path):
+    root, store, facts = audited
+    before = snapshot(root.parent)  # the inputs, the store and its lock file
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(main, ["audit", str(store), "--out", str(out), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert snapshot(root.parent) == before
+    assert {p.name for p in out.iterdir()} >= {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
+                                               "label_errors.csv", "clean.csv"}
+    with open(out / "clean.csv", newline="") as f:
+        kept = {row["path"]: row["label"] for row in csv.DictReader(f)}
+    assert not rel(facts["planted"]) & rel(kept)  # label errors dropped
+    assert not {root / "functional" / facts["twin"], root / "defective" / f"copy-of-{facts['twin']}"} & {Path(p) for p in kept}
+    assert str(root / "chelsea.png") in kept and str(root / "chelsea-q85.jpg") not in kept  # one per cluster
+    clean_store = tmp_path / "clean.h5"
+    result = CliRunner().invoke(main, ["extract", str(out / "clean.csv"), "--store", str(clean_store), "-q"])
+    assert result.exit_code == 0, result.output
+    features = featx.load_features(clean_store)
+    assert {str(Path(p).resolve()): features.classes[l] if l >= 0 else "" for p, l in zip(features.paths, features.labels)} == {
+        str(Path(p).resolve()): label for p, label in kept.items()
+    }
+
+
+def test_cli_refuses_an_unknown_finding_to_drop(audited):
+    result = CliRunner().invoke(main, ["audit", str(audited[1]), "--drop", "typos"])
+    assert result.exit_code == 2 and "unknown finding 'typos'" in result.output
