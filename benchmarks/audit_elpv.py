@@ -2,7 +2,7 @@
 
 1. The ELPV folder as published: how many of each finding, and the share of likely label errors per class
    (the two middle classes, 1/3 and 2/3 defect probability, against the extreme ones).
-2. Planted: --errors clearly defective cells (defect probability 1) filed under functional/, and for
+2. Planted: --errors clearly defective cells (see clearly_defective) filed under functional/, and for
    --copies other cells a JPEG q85 re-encoded copy and a 2% crop, each filed under another class than its
    source. Prints the recall of the planted label errors in the top k of the ranking (k = 1x, 2x, 5x the
    number planted) and among cleanlab's flagged issues, and the recall of the planted near duplicates
@@ -31,6 +31,23 @@ from PIL import Image
 import featx
 from featx.auditing import audit
 from featx.datasets import load_elpv
+
+
+def dark_area(path: str) -> float:
+    """Share of a cell's pixels (a 15 px border left out) darker than half its median: inactive areas."""
+    pixels = np.asarray(Image.open(path), dtype=np.float32)[15:-15, 15:-15]
+    return float((pixels < 0.5 * np.median(pixels)).mean())
+
+
+def clearly_defective(elpv) -> np.ndarray:
+    """Indices of cells defective beyond doubt, by a rule on pixels (no model): defect probability 1 and a
+    dark (inactive) area larger than that of 99% of the functional cells of the same type (mono, poly)."""
+    dark = np.array([dark_area(f) for f in elpv.filenames])
+    clear = np.zeros(len(dark), dtype=bool)
+    for kind in np.unique(elpv.cell_type):
+        same = elpv.cell_type == kind
+        clear |= same & (elpv.target == 3) & (dark > np.percentile(dark[same & (elpv.target == 0)], 99))
+    return np.flatnonzero(clear)
 
 
 def link_folder(root: Path, placement: dict[int, str], filenames) -> None:
@@ -100,7 +117,7 @@ def main() -> None:
 
     planted = work / "planted"
     placement = {i: classes[t] for i, t in enumerate(elpv.target)}
-    moved = rng.choice(np.flatnonzero(elpv.target == 3), args.errors, replace=False)
+    moved = rng.choice(clearly_defective(elpv), args.errors, replace=False)
     placement.update({int(i): classes[0] for i in moved})
     link_folder(planted, placement, elpv.filenames)
     others = rng.choice(np.setdiff1d(np.arange(len(elpv.target)), moved), args.copies, replace=False)

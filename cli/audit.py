@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from featx.auditing import DEFAULT_DROP, KINDS, NEAR_THRESHOLD, NEIGHBOURS
+from featx.auditing import DEFAULT_DROP, KINDS, NEIGHBOURS
 from featx.classifiers import CLASSIFIERS
 
 from .errors import user_errors
@@ -23,8 +23,9 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
               help="Folder for the CSVs, clean.csv and audit.html.")
 @click.option("--data", "-d", multiple=True, type=click.Path(),
               help="Audit only the store's files found here (folders or CSVs, as for featx extract); repeatable.")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=NEAR_THRESHOLD, show_default=True,
-              help="Cosine similarity from which two images are near duplicates (calibrated: docs/audit.md).")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), metavar="COS",
+              help="Cosine similarity from which two images are near duplicates; default: 0.90, raised for data sets "
+                   "of very alike images (docs/audit.md).")
 @click.option("--neighbours", "-k", type=click.IntRange(min=1), default=NEIGHBOURS, show_default=True,
               help="Nearest neighbours per image (near duplicates, outlier score).")
 @click.option("--split-csv", type=click.Path(dir_okay=False, exists=True),

@@ -2,8 +2,9 @@
 
 Reads the store only (nothing is extracted, moved or rewritten). A store row is one image content, so
 exact duplicates are the rows that several paths point at. The other findings work on rows:
-- near duplicates: cosine similarity of embeddings at or above a threshold calibrated in docs/audit.md,
-  joined into clusters; a cluster is marked when it spans classes or a split (a train/test leak);
+- near duplicates: cosine similarity of embeddings at or above a threshold, joined into clusters; a cluster
+  is marked when it spans classes or a split (a train/test leak). The default threshold adapts to how
+  alike the data set's images are (`near_threshold`; calibrated in docs/audit.md);
 - outliers: mean cosine distance to the k nearest rows, flagged above a modified z-score of 3.5;
 - likely label errors: out-of-fold probabilities of one of featx's classifiers, ranked by cleanlab's
   confident learning (label quality = self-confidence, issues = prune by noise rate).
@@ -22,7 +23,8 @@ import numpy as np
 from .errors import BadInputError, FeatxError
 from .store import FeatureStore
 
-NEAR_THRESHOLD = 0.95  # cosine similarity; calibrated in docs/audit.md
+NEAR_FLOOR = 0.90  # cosine similarity: copies of photographs lie above it, distinct photographs far below
+NEAR_SCALE = 0.25  # share of the data set's median nearest-neighbour distance within which copies lie
 NEIGHBOURS = 10
 OUTLIER_Z = 3.5  # modified z-score cut-off (Iglewicz and Hoaglin)
 KINDS = ("duplicates", "near-duplicates", "outliers", "label-errors")
@@ -65,15 +67,15 @@ class Audit:
         return "\n".join(lines)
 
     def write(self, out: str | os.PathLike) -> list[Path]:
-        """Write each table as <name>.csv and clean.csv into `out`; returns the paths."""
+        """Write each table as <name>.csv, clean.csv and audit.html (thumbnails) into `out`; returns the paths."""
+        from .audit_page import write_page
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, table in self.tables.items():
+        tables = {**self.tables, "clean": Table(["path", "label"], [[os.path.abspath(p), label] for p, label in self.clean])}
+        for name, table in tables.items():
             table.write(out / f"{name}.csv")
-            written.append(out / f"{name}.csv")
-        Table(["path", "label"], [[os.path.abspath(p), label] for p, label in self.clean]).write(out / "clean.csv")
-        return [*written, out / "clean.csv"]
+        return [*(out / f"{name}.csv" for name in tables), write_page(self, out / "audit.html")]
 
 
 @dataclass
@@ -141,6 +143,20 @@ def _row_labels(files: _Files) -> list[str | None]:
     return labels
 
 
+def near_threshold(nearest_similarity: np.ndarray) -> float:
+    """The default near-duplicate threshold: NEAR_FLOOR, raised for data sets of very alike images to a
+    cosine distance of NEAR_SCALE x the median distance of an image to its nearest neighbour.
+
+    Measured (docs/audit.md): copies (JPEG q75-95, resized, 1-3% crops) of photographs stay above 0.90 while
+    distinct photographs stay below 0.5; but ELPV cells lie at a median 0.972 from their nearest distinct
+    cell, closer than many of their own copies, so no fixed threshold serves both. The median makes the rule
+    robust as long as fewer than half the images have a near duplicate.
+    """
+    if not len(nearest_similarity):
+        return NEAR_FLOOR
+    return float(max(NEAR_FLOOR, 1 - NEAR_SCALE * (1 - np.median(nearest_similarity))))
+
+
 def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, threshold: float, split: list[str]) -> tuple[Table, set[str], dict]:
     """Clusters of rows joined by similarities at or above `threshold` (transitively). Flags every file of
     a cluster but the first, and every file of a cluster that spans classes."""
@@ -199,7 +215,7 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, 
     from threadpoolctl import threadpool_limits
 
     from .classifiers import get_classifier
-    from .training import SCORING
+    from .fitting import SCORING
 
     chosen = get_classifier(clf)
     model, param = chosen.make(None, seed), f"clf__{chosen.param}"
@@ -254,7 +270,7 @@ def read_split(path: str | os.PathLike) -> dict[str, str]:
 
 def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: int = 0) -> dict[int, str]:
     """Store row -> "train" or "test" exactly as `featx fit` with these options splits the store."""
-    from .training import _samples
+    from .fitting import _samples
 
     s = _samples(store, cv, test_size, seed)
     return {**{int(r): "train" for r in s.rows[s.train]}, **{int(r): "test" for r in s.rows[s.test]}}
@@ -279,7 +295,7 @@ def audit(
     store: str | os.PathLike,
     *,
     data: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-    threshold: float = NEAR_THRESHOLD,
+    threshold: float | None = None,
     neighbours: int = NEIGHBOURS,
     clf: str = "logreg",
     cv: int = 5,
@@ -292,13 +308,14 @@ def audit(
     """Audit the files of `store` (only those found in `data`, when given; class folders or CSVs as for
     `featx extract`). Reads the store only. Near duplicates are marked when they span classes or a split:
     `split_csv` (path,split), else the train/test split `featx fit --test-size --seed` makes of the store.
+    `threshold`: cosine similarity from which images are near duplicates; None: `near_threshold`.
     `drop` names the findings whose files clean.csv leaves out (KINDS)."""
     from .neighbours import nearest
 
     unknown = sorted(set(drop) - set(KINDS))
     if unknown:
         raise FeatxError(f"unknown finding {unknown[0]!r} to drop; valid: {', '.join(KINDS)}")
-    if not 0 < threshold <= 1:
+    if threshold is not None and not 0 < threshold <= 1:
         raise FeatxError("the near-duplicate threshold is a cosine similarity in (0, 1]")
     with FeatureStore.open(store) as opened:
         files, notes = _read(opened, data)
@@ -314,7 +331,10 @@ def audit(
     tables["exact_duplicates"], dropped["duplicates"], conflicts = _exact_duplicates(files)
     counts["exact duplicate groups"] = len({row[0] for row in tables["exact_duplicates"].rows})
     counts["exact duplicate groups with conflicting labels"] = conflicts
+    if threshold is None:
+        threshold = near_threshold(sims[:, 0] if sims.shape[1] else sims[:, :0].ravel())
     tables["near_duplicates"], dropped["near-duplicates"], near = _near_duplicates(files, sims, index, threshold, split)
+    counts["near-duplicate threshold (cosine)"] = round(threshold, 4)
     counts["near-duplicate clusters"] = near["clusters"]
     counts["near-duplicate clusters spanning classes"] = near["spans_classes"]
     counts["near-duplicate clusters spanning the split (leaks)"] = near["spans_split"]

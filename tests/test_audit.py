@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,16 @@ from featx.auditing import audit
 from featx.cli import main
 from featx.datasets import load_elpv
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from audit_elpv import clearly_defective  # noqa: E402  (the cells the ELPV benchmark plants)
+
 PLANTED = 3  # clearly defective cells filed as functional
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
-    """(folder, store, facts): 15 functional cells plus PLANTED defective ones in functional/, 12 defective
-    cells in defective/ plus a byte-identical copy of a functional cell; unlabelled at the top: chelsea,
+    """(folder, store, facts): 30 functional mono cells plus PLANTED clearly defective ones in functional/,
+    30 clearly defective mono cells in defective/ plus a byte-identical copy of a functional cell; unlabelled at the top: chelsea,
     a JPEG q85 copy and a 2% crop of it, and two other photographs."""
     from skimage import data
     from PIL import Image
@@ -29,8 +33,9 @@ def audited(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit") / "cells"
     elpv = load_elpv()
     rng = np.random.default_rng(0)
-    functional = rng.choice(np.flatnonzero(elpv.target == 0), 15, replace=False)
-    defective = rng.choice(np.flatnonzero(elpv.target == 3), 12 + PLANTED, replace=False)
+    mono = elpv.cell_type == "mono"  # one cell type: 60 images are few for a classifier
+    functional = rng.choice(np.flatnonzero(mono & (elpv.target == 0)), 30, replace=False)
+    defective = rng.choice(np.intersect1d(clearly_defective(elpv), np.flatnonzero(mono)), 30 + PLANTED, replace=False)
     for folder, members in (("functional", [*functional, *defective[:PLANTED]]), ("defective", defective[PLANTED:])):
         (root / folder).mkdir(parents=True)
         for i in members:
@@ -80,14 +85,13 @@ def test_copies_of_a_photograph_are_near_duplicates_and_other_photographs_are_no
 
 
 def test_planted_label_errors_rank_above_the_correct_labels(audited, found):
-    facts = audited[2]
-    table = found.tables["label_errors"]
-    ranked = [str(Path(r[1]).resolve()) for r in table.rows]
-    top = set(ranked[: PLANTED + 2])  # the conflicting twin's row is left out of the label check
-    assert rel(facts["planted"]) <= top, table.rows[: PLANTED + 3]
-    flagged = {str(Path(r[1]).resolve()) for r in table.rows if r[6]}
-    assert rel(facts["planted"]) <= flagged
-    assert all(r[3] == "defective" for r in table.rows if str(Path(r[1]).resolve()) in rel(facts["planted"]))
+    """On 60 cells a few genuine ELPV cells look as wrong as the planted ones: the planted ones must all be
+    among the first 2 x PLANTED of 60 and flagged, with the defective class suggested."""
+    planted = rel(audited[2]["planted"])
+    rows = found.tables["label_errors"].rows
+    ranked = [str(Path(r[1]).resolve()) for r in rows]
+    assert planted <= set(ranked[: 2 * PLANTED]), rows[: 2 * PLANTED]
+    assert all(r[6] and r[3] == "defective" for r in rows if str(Path(r[1]).resolve()) in planted)
 
 
 def test_photographs_among_cells_are_the_top_outliers(found):
@@ -97,8 +101,8 @@ def test_photographs_among_cells_are_the_top_outliers(found):
 
 def test_unlabelled_files_get_the_label_free_findings(audited):
     root, store, _ = audited
-    result = audit(store, data=[root / "chelsea.png", root / "chelsea-q85.jpg", root / "coffee.png"])
-    assert "label_errors" not in result.tables and result.n_files == 3
+    result = audit(store, data=[root / name for name in ("chelsea.png", "chelsea-q85.jpg", "coffee.png", "astronaut.png")])
+    assert "label_errors" not in result.tables and result.n_files == 4
     assert {r[0] for r in result.tables["near_duplicates"].rows} == {1}
 
 
@@ -119,7 +123,7 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
         kept = {row["path"]: row["label"] for row in csv.DictReader(f)}
     assert not rel(facts["planted"]) & rel(kept)  # label errors dropped
     assert not {root / "functional" / facts["twin"], root / "defective" / f"copy-of-{facts['twin']}"} & {Path(p) for p in kept}
-    assert str(root / "chelsea.png") in kept and str(root / "chelsea-q85.jpg") not in kept  # one per cluster
+    assert len({"chelsea.png", "chelsea-q85.jpg", "chelsea-crop2.png"} & {Path(p).name for p in kept}) == 1  # one per cluster
     clean_store = tmp_path / "clean.h5"
     result = CliRunner().invoke(main, ["extract", str(out / "clean.csv"), "--store", str(clean_store), "-q"])
     assert result.exit_code == 0, result.output
