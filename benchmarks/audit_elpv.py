@@ -69,6 +69,7 @@ def copies(image: Image.Image) -> dict[str, bytes]:
 
 
 def prepared_store(base: str | None, work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
     store = work / "store.h5"
     if base and not store.exists():
         shutil.copyfile(base, store)

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import html5lib
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -106,6 +107,15 @@ def test_unlabelled_files_get_the_label_free_findings(audited):
     assert {r[0] for r in result.tables["near_duplicates"].rows} == {1}
 
 
+def test_near_duplicates_across_a_given_split_are_a_leak(audited, tmp_path):
+    root = audited[0]
+    split = tmp_path / "split.csv"
+    split.write_text(f"path,split\n{root / 'chelsea.png'},train\n{root / 'chelsea-q85.jpg'},test\n{root / 'coffee.png'},test\n")
+    names = ("chelsea.png", "chelsea-q85.jpg", "coffee.png", "astronaut.png")
+    near = audit(audited[1], data=[root / n for n in names], split_csv=split).tables["near_duplicates"].rows
+    assert {(Path(r[1]).name, r[3], r[6]) for r in near} == {("chelsea.png", "train", True), ("chelsea-q85.jpg", "test", True)}
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -117,8 +127,11 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
     result = CliRunner().invoke(main, ["audit", str(store), "--out", str(out), "-j", "1"])
     assert result.exit_code == 0, result.output
     assert snapshot(root.parent) == before
-    assert {p.name for p in out.iterdir()} >= {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
-                                               "label_errors.csv", "clean.csv"}
+    assert {p.name for p in out.iterdir()} == {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
+                                               "label_errors.csv", "clean.csv", "audit.html"}
+    page = (out / "audit.html").read_text()
+    html5lib.HTMLParser(strict=True).parse(page)
+    assert page.count("<h2>") == 5 and page.count("data:image/jpeg;base64,") >= 10
     with open(out / "clean.csv", newline="") as f:
         kept = {row["path"]: row["label"] for row in csv.DictReader(f)}
     assert not rel(facts["planted"]) & rel(kept)  # label errors dropped
