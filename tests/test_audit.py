@@ -149,3 +149,15 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
 def test_cli_refuses_an_unknown_finding_to_drop(audited):
     result = CliRunner().invoke(main, ["audit", str(audited[1]), "--drop", "typos"])
     assert result.exit_code == 2 and "unknown finding 'typos'" in result.output
+
+
+def test_the_approximate_index_finds_the_exact_neighbours_and_never_the_row_itself():
+    from featx.neighbours import nearest
+
+    x = np.random.default_rng(0).gamma(0.5, 1, (3000, 64)).astype(np.float32)
+    x[11] = x[10]  # identical rows: each must still be the other's neighbour, never its own
+    (exact_sims, exact), (sims, found) = nearest(x, 5, exact=True), nearest(x, 5, exact=False)
+    assert found.shape == (3000, 5) and not (found == np.arange(3000)[:, None]).any()
+    assert found[10, 0] == 11 and found[11, 0] == 10
+    assert (found[:, 0] == exact[:, 0]).mean() > 0.97
+    np.testing.assert_allclose(sims[:, 0], exact_sims[:, 0], atol=1e-4)
