@@ -272,7 +272,7 @@ def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: in
     """Store row -> "train" or "test" exactly as `featx fit` with these options splits the store."""
     from .fitting import _samples
 
-    s = _samples(store, cv, test_size, seed)
+    s = _samples(store, cv, test_size, seed, None)
     return {**{int(r): "train" for r in s.rows[s.train]}, **{int(r): "test" for r in s.rows[s.test]}}
 
 
