@@ -14,6 +14,7 @@ COMMANDS = {
     "fit": ("fit", "Train a classifier on a feature store (cross-validated), save it with its report."),
     "evaluate": ("evaluate", "Report how a saved model does on a labelled image folder."),
     "predict": ("predict", "Predict classes of images with a saved model, as CSV."),
+    "audit": ("audit", "Find duplicates, train/test leaks, outliers and likely label errors in a store; write clean.csv."),
     "viz": ("viz", "Look inside the network: feature maps, ideal class images, adversarial examples."),
 }
 

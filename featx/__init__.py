@@ -8,6 +8,8 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "audit": "featx.auditing",
+    "Audit": "featx.auditing",
     "extract": "featx.extraction",
     "ExtractReport": "featx.extraction",
     "load_features": "featx.store",

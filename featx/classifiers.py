@@ -20,6 +20,12 @@ class Classifier:
     grid: tuple
     streaming: bool = False  # trained by partial_fit over chunks of the store instead of in memory
 
+    def usable_grid(self, n_train: int) -> list:
+        """The grid values that work with `n_train` training samples (knn: no more neighbours than samples)."""
+        if self.param != "n_neighbors":
+            return list(self.grid)
+        return [v for v in self.grid if v <= n_train] or [1]
+
 
 def _logreg(class_weight, seed: int) -> ClassifierMixin:
     from sklearn.linear_model import LogisticRegression

@@ -118,9 +118,7 @@ def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
     from sklearn.preprocessing import StandardScaler
 
     x = store.rows(s.rows).astype(np.float32, copy=False)
-    grid = list(clf.grid)
-    if clf.param == "n_neighbors":  # no more neighbours than a training fold holds
-        grid = [v for v in grid if v <= len(s.train) * (cv - 1) // cv] or [1]
+    grid = clf.usable_grid(len(s.train) * (cv - 1) // cv)
     pipeline = Pipeline([("scale", StandardScaler()), ("clf", clf.make(class_weight, seed))])
     search = GridSearchCV(
         pipeline, {f"clf__{clf.param}": grid}, scoring=SCORING, n_jobs=n_jobs,

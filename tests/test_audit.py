@@ -1,0 +1,163 @@
+"""featx audit on real images: ELPV cells with planted label errors and an identical copy under another class,
+scikit-image photographs with a re-encoded and a cropped copy; the store and the inputs are never written."""
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import html5lib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import featx
+from featx.auditing import audit
+from featx.cli import main
+from featx.datasets import load_elpv
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from audit_elpv import clearly_defective  # noqa: E402  (the cells the ELPV benchmark plants)
+
+PLANTED = 3  # clearly defective cells filed as functional
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """(folder, store, facts): 30 functional mono cells plus PLANTED clearly defective ones in functional/,
+    30 clearly defective mono cells in defective/ plus a byte-identical copy of a functional cell; unlabelled at the top: chelsea,
+    a JPEG q85 copy and a 2% crop of it, and two other photographs."""
+    from skimage import data
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("audit") / "cells"
+    elpv = load_elpv()
+    rng = np.random.default_rng(0)
+    mono = elpv.cell_type == "mono"  # one cell type: 60 images are few for a classifier
+    functional = rng.choice(np.flatnonzero(mono & (elpv.target == 0)), 30, replace=False)
+    defective = rng.choice(np.intersect1d(clearly_defective(elpv), np.flatnonzero(mono)), 30 + PLANTED, replace=False)
+    for folder, members in (("functional", [*functional, *defective[:PLANTED]]), ("defective", defective[PLANTED:])):
+        (root / folder).mkdir(parents=True)
+        for i in members:
+            shutil.copyfile(elpv.filenames[i], root / folder / Path(elpv.filenames[i]).name)
+    planted = sorted(str(root / "functional" / Path(elpv.filenames[i]).name) for i in defective[:PLANTED])
+    twin = Path(elpv.filenames[functional[0]]).name
+    shutil.copyfile(root / "functional" / twin, root / "defective" / f"copy-of-{twin}")
+    cat = Image.fromarray(data.chelsea())
+    cat.save(root / "chelsea.png")
+    cat.save(root / "chelsea-q85.jpg", quality=85)
+    w, h = cat.size  # 2% of each side cut, half on each edge
+    cat.crop((round(0.01 * w), round(0.01 * h), w - round(0.01 * w), h - round(0.01 * h))).save(root / "chelsea-crop2.png")
+    Image.fromarray(data.coffee()).save(root / "coffee.png")
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
+    store = root.parent / "store.h5"
+    featx.extract(root, store=store, progress=False)
+    return root, store, {"planted": planted, "twin": twin}
+
+
+@pytest.fixture(scope="module")
+def found(audited):
+    """The audit of the whole store."""
+    return audit(audited[1], n_jobs=1)
+
+
+def rel(paths) -> set[str]:
+    return {str(Path(p).resolve()) for p in paths}
+
+
+def test_identical_content_under_two_labels_is_a_conflict(audited, found):
+    root, store, facts = audited
+    result = found
+    rows = result.tables["exact_duplicates"].rows
+    assert rel(r[1] for r in rows) == rel([root / "functional" / facts["twin"], root / "defective" / f"copy-of-{facts['twin']}"])
+    assert {r[2] for r in rows} == {"functional", "defective"} and all(r[4] for r in rows)
+    assert result.counts["exact duplicate groups with conflicting labels"] == 1
+
+
+def test_copies_of_a_photograph_are_near_duplicates_and_other_photographs_are_not(audited, found):
+    root = audited[0]
+    near = found.tables["near_duplicates"].rows
+    cluster_of = {str(Path(r[1]).resolve()): r[0] for r in near}
+    cat = [str((root / name).resolve()) for name in ("chelsea.png", "chelsea-q85.jpg", "chelsea-crop2.png")]
+    assert all(p in cluster_of for p in cat) and len({cluster_of[p] for p in cat}) == 1, near
+    others = {str((root / name).resolve()) for name in ("coffee.png", "astronaut.png")}
+    assert not others & cluster_of.keys(), near
+
+
+def test_planted_label_errors_rank_above_the_correct_labels(audited, found):
+    """On 60 cells a few genuine ELPV cells look as wrong as the planted ones: the planted ones must all be
+    among the first 2 x PLANTED of 60 and flagged, with the defective class suggested."""
+    planted = rel(audited[2]["planted"])
+    rows = found.tables["label_errors"].rows
+    ranked = [str(Path(r[1]).resolve()) for r in rows]
+    assert planted <= set(ranked[: 2 * PLANTED]), rows[: 2 * PLANTED]
+    assert all(r[6] and r[3] == "defective" for r in rows if str(Path(r[1]).resolve()) in planted)
+
+
+def test_photographs_among_cells_are_the_top_outliers(found):
+    ranked = [Path(r[1]).name for r in found.tables["outliers"].rows]
+    assert {"coffee.png", "astronaut.png"} <= set(ranked[:5])
+
+
+def test_unlabelled_files_get_the_label_free_findings(audited):
+    root, store, _ = audited
+    result = audit(store, data=[root / name for name in ("chelsea.png", "chelsea-q85.jpg", "coffee.png", "astronaut.png")])
+    assert "label_errors" not in result.tables and result.n_files == 4
+    assert {r[0] for r in result.tables["near_duplicates"].rows} == {1}
+
+
+def test_near_duplicates_across_a_given_split_are_a_leak(audited, tmp_path):
+    root = audited[0]
+    split = tmp_path / "split.csv"
+    split.write_text(f"path,split\n{root / 'chelsea.png'},train\n{root / 'chelsea-q85.jpg'},test\n{root / 'coffee.png'},test\n")
+    names = ("chelsea.png", "chelsea-q85.jpg", "coffee.png", "astronaut.png")
+    near = audit(audited[1], data=[root / n for n in names], split_csv=split).tables["near_duplicates"].rows
+    assert {(Path(r[1]).name, r[3], r[6]) for r in near} == {("chelsea.png", "train", True), ("chelsea-q85.jpg", "test", True)}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_changes_nothing(audited, tmp_path):
+    root, store, facts = audited
+    before = snapshot(root.parent)  # the inputs, the store and its lock file
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(main, ["audit", str(store), "--out", str(out), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert snapshot(root.parent) == before
+    assert {p.name for p in out.iterdir()} == {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
+                                               "label_errors.csv", "clean.csv", "audit.html"}
+    page = (out / "audit.html").read_text()
+    html5lib.HTMLParser(strict=True).parse(page)
+    assert page.count("<h2>") == 5 and page.count("data:image/jpeg;base64,") >= 10
+    with open(out / "clean.csv", newline="") as f:
+        kept = {row["path"]: row["label"] for row in csv.DictReader(f)}
+    assert not rel(facts["planted"]) & rel(kept)  # label errors dropped
+    assert not {root / "functional" / facts["twin"], root / "defective" / f"copy-of-{facts['twin']}"} & {Path(p) for p in kept}
+    assert len({"chelsea.png", "chelsea-q85.jpg", "chelsea-crop2.png"} & {Path(p).name for p in kept}) == 1  # one per cluster
+    clean_store = tmp_path / "clean.h5"
+    result = CliRunner().invoke(main, ["extract", str(out / "clean.csv"), "--store", str(clean_store), "-q"])
+    assert result.exit_code == 0, result.output
+    features = featx.load_features(clean_store)
+    assert {str(Path(p).resolve()): features.classes[l] if l >= 0 else "" for p, l in zip(features.paths, features.labels)} == {
+        str(Path(p).resolve()): label for p, label in kept.items()
+    }
+
+
+def test_cli_refuses_an_unknown_finding_to_drop(audited):
+    result = CliRunner().invoke(main, ["audit", str(audited[1]), "--drop", "typos"])
+    assert result.exit_code == 2 and "unknown finding 'typos'" in result.output
+
+
+def test_the_approximate_index_finds_the_exact_neighbours_and_never_the_row_itself():
+    from featx.neighbours import nearest
+
+    x = np.random.default_rng(0).gamma(0.5, 1, (3000, 64)).astype(np.float32)
+    x[11] = x[10]  # identical rows: each must still be the other's neighbour, never its own
+    (exact_sims, exact), (sims, found) = nearest(x, 5, exact=True), nearest(x, 5, exact=False)
+    assert found.shape == (3000, 5) and not (found == np.arange(3000)[:, None]).any()
+    assert found[10, 0] == 11 and found[11, 0] == 10
+    assert (found[:, 0] == exact[:, 0]).mean() > 0.97
+    np.testing.assert_allclose(sims[:, 0], exact_sims[:, 0], atol=1e-4)
