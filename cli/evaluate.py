@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from featx.names import TTAS
+
 from . import options
 from .errors import user_errors
 
@@ -15,6 +17,8 @@ extraction_options = options.apply(
     options.workers,
     options.device,
     options.quiet,
+    click.option("--tta", type=click.Choice(TTAS), default="none", show_default=True,
+                 help="A fine-tuned network (featx finetune): d4 averages its head over the 8 symmetries."),
 )
 
 
@@ -25,18 +29,26 @@ extraction_options = options.apply(
 @click.option("--report", "prefix", type=click.Path(dir_okay=False), help="Report files prefix; default: MODEL-eval.")
 @click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features.")
 @user_errors
-def evaluate(model, data, weights, batch_size, workers, device, quiet, prefix, tsne):
+def evaluate(model, data, weights, batch_size, workers, device, quiet, tta, prefix, tsne):
     """Report how the MODEL does on labelled images in DATA (class folders or CSV files of path,label).
 
-    The images go through the model's own backbone and preprocessing (features cached as by extract).
+    MODEL: from featx fit (the images go through its backbone and preprocessing, features cached as by
+    extract), or a network from featx finetune (its own head classifies them).
     """
-    from featx.bundle import load_bundle
-    from featx.training import evaluate as run
+    from featx.finetuned import is_finetuned
 
-    bundle = load_bundle(model)
-    report, extracted = run(bundle, list(data), weights, batch_size=batch_size, workers=workers, device=device,
-                            progress=not quiet)
-    click.echo(extracted.summary(), err=True)
+    settings = {"batch_size": batch_size, "workers": workers, "device": device, "progress": not quiet}
+    if is_finetuned(model):
+        from featx.finetuned import evaluate as run_head, load_finetuned
+
+        report, summary = run_head(load_finetuned(model), list(data), tta, **settings)
+    else:
+        from featx.bundle import load_bundle
+        from featx.training import evaluate as run
+
+        report, extracted = run(load_bundle(model), list(data), weights, **settings)
+        summary = extracted.summary()
+    click.echo(summary, err=True)
     click.echo(report.table())
     written = report.save(prefix or Path(model).with_suffix("").as_posix() + "-eval", tsne=tsne)
     click.echo(f"report: {', '.join(map(str, written))}")

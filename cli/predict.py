@@ -14,14 +14,22 @@ from .evaluate import extraction_options
 @click.option("--out", "-o", type=click.File("w", lazy=True, errors="surrogateescape"), default="-",
               help="CSV file; default: standard output. File names are written as the bytes they are.")
 @user_errors
-def predict(model, images, weights, batch_size, workers, device, quiet, out):
-    """Predict the class of IMAGES (files, folders, CSV lists) with MODEL, as CSV: path, predicted class,
-    then one probability (or decision score) per class. Messages go to standard error."""
-    from featx.bundle import load_bundle
-    from featx.training import predict as run
+def predict(model, images, weights, batch_size, workers, device, quiet, tta, out):
+    """Predict the class of IMAGES (files, folders, CSV lists) with MODEL (from featx fit, or a network from
+    featx finetune, which uses its own head), as CSV: path, predicted class, then one probability (or
+    decision score) per class. Messages go to standard error."""
+    from featx.finetuned import is_finetuned
 
-    bundle = load_bundle(model)
-    predictions, extracted = run(bundle, list(images), weights, batch_size=batch_size, workers=workers,
-                                 device=device, progress=not quiet)
-    click.echo(extracted.summary(), err=True)
+    options = {"batch_size": batch_size, "workers": workers, "device": device, "progress": not quiet}
+    if is_finetuned(model):
+        from featx.finetuned import load_finetuned, predict as run_head
+
+        predictions, summary = run_head(load_finetuned(model), list(images), tta, **options)
+    else:
+        from featx.bundle import load_bundle
+        from featx.training import predict as run
+
+        predictions, extracted = run(load_bundle(model), list(images), weights, **options)
+        summary = extracted.summary()
+    click.echo(summary, err=True)
     predictions.write_csv(out)

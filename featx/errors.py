@@ -22,6 +22,10 @@ class WeightsUnavailableError(FeatxError):
     """Pretrained weights that cannot be found on this machine (no download happens)."""
 
 
+class WeightsMismatchError(FeatxError):
+    """Fine-tuned weights asked to load into another architecture than the one they were trained from."""
+
+
 class StoreInUseError(FeatxError):
     """Another process is writing the feature store."""
 

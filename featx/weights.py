@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -34,6 +35,10 @@ class WeightsSource(ABC):
         if not self.available():
             raise WeightsUnavailableError(f"weights {self.id} are not on this machine: expected at {self.location()}")
 
+    def fine_tuned_from(self) -> tuple[str | None, list[str] | None]:
+        """(base model name, class names) of weights made by `featx finetune`; (None, None) for others."""
+        return None, None
+
 
 class RandomWeights(WeightsSource):
     """The architecture's own random initialisation (the registry seeds it, so every process agrees)."""
@@ -50,8 +55,33 @@ class RandomWeights(WeightsSource):
         pass
 
 
+FINETUNED_FORMAT = "featx-finetuned/1"  # the "featx" metadata entry of a safetensors file written by featx finetune
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """True for a safetensors file: an 8-byte little-endian header length, then a JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20)
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict:
+    """The "featx" JSON metadata of a safetensors file ({} when absent); a FeatxError if it cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata["featx"]) if "featx" in metadata else {}
+    except Exception as exc:
+        raise WeightsUnavailableError(f"cannot read weights file {path}: {exc}") from exc
+
+
 class FileWeights(WeightsSource):
-    """A local state-dict file (`--weights FILE`)."""
+    """A local state-dict file (`--weights FILE`): safetensors, or a torch file read without pickle."""
 
     def __init__(self, path: str | os.PathLike, label: str | None = None) -> None:
         self.path = Path(path)
@@ -79,12 +109,25 @@ class FileWeights(WeightsSource):
         if not self.path.is_file():
             raise WeightsUnavailableError(f"weights file not found: {self.path}")
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle, zip and torch errors all mean the same to the user
+            if is_safetensors(self.path):
+                from safetensors.torch import load_file
+
+                state = load_file(self.path)
+            else:
+                state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle, zip, safetensors and torch errors all mean the same to the user
             raise WeightsUnavailableError(f"cannot read weights file {self.path}: {exc}") from exc
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         load_state_dict(model, state, source=str(self.path))
+
+    def fine_tuned_from(self) -> tuple[str | None, list[str] | None]:
+        if not is_safetensors(self.path):
+            return None, None
+        meta = safetensors_metadata(self.path)
+        if meta.get("format") != FINETUNED_FORMAT:
+            return None, None
+        return meta["model"], list(meta["classes"])
 
 
 class TorchvisionWeights(WeightsSource):
