@@ -358,6 +358,40 @@ def _validate(trainee: Classifier, data: _Images, val: np.ndarray, loss_fn, batc
     return losses / len(val), correct / len(val)
 
 
+def _check_labels(images: ImageList) -> None:
+    unlabelled = int((images.labels < 0).sum())
+    if unlabelled:
+        example = images.paths[int(np.argmax(images.labels < 0))]
+        raise BadInputError(f"{unlabelled} images have no label (e.g. {example}); finetune needs class folders, "
+                            "CSV files of path,label or --label-pattern")
+    if len(images.classes) < 2:
+        raise BadInputError(f"finetune needs at least 2 classes; DATA has {len(images.classes)} "
+                            f"({', '.join(images.classes) or 'none'})")
+
+
+def _training_images(images: ImageList, pre: Preprocessing, workers: int | None, progress: bool,
+                     log: Callable[[str], None]) -> tuple[_Images, list[tuple[str, str]]]:
+    """The decodable images (failures logged and returned); at least two classes must remain."""
+    used, keys, pixels, failures = _decode_all(images, pre, workers, progress)
+    for path, reason in failures:
+        log(f"skipped: {path}: {reason}")
+    labels = images.labels[used]
+    present = np.unique(labels)
+    if len(present) < 2:
+        only = f"only {images.classes[present[0]]!r} has some" if len(present) else "none is readable"
+        raise BadInputError(f"finetune needs at least 2 classes with usable images; {only}")
+    return _Images([images.paths[i] for i in used], keys, labels, pixels, pre, workers), failures
+
+
+def _loss(config: FinetuneConfig, train_labels: np.ndarray, n_classes: int) -> nn.CrossEntropyLoss:
+    """Cross-entropy with optional label smoothing and, for "balanced", weights n / (k * count of the class)."""
+    weight = None
+    if config.class_weight == "balanced":
+        counts = np.bincount(train_labels, minlength=n_classes).astype(np.float64)
+        weight = torch.tensor(len(train_labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+
+
 def finetune(
     data: str | os.PathLike | Sequence[str | os.PathLike],
     model: str = DEFAULT_MODEL,
@@ -394,25 +428,12 @@ def finetune(
     backbone = get_backbone(model)
     source = backbone.weights(weights)
     images = find_images(data, label_pattern)
-    unlabelled = int((images.labels < 0).sum())
-    if unlabelled:
-        example = images.paths[int(np.argmax(images.labels < 0))]
-        raise BadInputError(f"{unlabelled} images have no label (e.g. {example}); finetune needs class folders, "
-                            "CSV files of path,label or --label-pattern")
-    if len(images.classes) < 2:
-        raise BadInputError(f"finetune needs at least 2 classes; DATA has {len(images.classes)} "
-                            f"({', '.join(images.classes) or 'none'})")
+    _check_labels(images)
     pre = backbone.preprocessing().at_size(config.image_size)
     target = resolve_device(device)
-    used, keys, pixels, failures = _decode_all(images, pre, workers, progress)
-    for path, reason in failures:
-        log(f"skipped: {path}: {reason}")
-    labels = images.labels[used]
-    present = np.unique(labels)
-    if len(present) < 2:
-        raise BadInputError(f"finetune needs at least 2 classes with usable images; only {images.classes[present[0]]!r} has some")
-    pool = _Images([images.paths[i] for i in used], keys, labels, pixels, pre, workers)
-    train, val = _split(labels, images.classes, config.val_size, config.seed)
+    pool, failures = _training_images(images, pre, workers, progress, log)
+    train, val = _split(pool.labels, images.classes, config.val_size, config.seed)
+    keys, labels = pool.keys, pool.labels
     fingerprint = {"data": data_hash(keys, labels, images.classes), "model": backbone.name,
                    "weights": source.id, "config": asdict(config)}
 
@@ -421,12 +442,7 @@ def finetune(
         torch.manual_seed(config.seed)
         head = backbone.reset_head(base, len(images.classes))
     trainee = Classifier(base, head, pre, target)
-    weight = None
-    if config.class_weight == "balanced":
-        counts = np.bincount(labels[train], minlength=len(images.classes)).astype(np.float64)
-        weight = torch.tensor(len(train) / (len(images.classes) * np.maximum(counts, 1)), dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=weight.to(target) if weight is not None else None,
-                                  label_smoothing=config.label_smoothing)
+    loss_fn = _loss(config, labels[train], len(images.classes)).to(target)
 
     total_epochs = config.freeze_epochs + config.epochs
     steps_per_epoch = math.ceil(len(_epoch_order(train, config, 0)) / config.batch_size)
@@ -444,7 +460,7 @@ def finetune(
 
     optimizer, optimizer_frozen = None, None
     started, first = time.perf_counter(), state["epoch"]
-    for epoch in range(state["epoch"], total_epochs):
+    for epoch in range(state["epoch"], state.get("stop_after", total_epochs)):
         frozen = epoch < config.freeze_epochs
         if optimizer is None or optimizer_frozen != frozen:
             optimizer, optimizer_frozen = trainee.optimizer(frozen, config), frozen
@@ -475,7 +491,7 @@ def finetune(
             + f", {rate:.1f} images/s, {row['seconds']:.0f} s"
             + (f", about {left / 60:.1f} min left" if done < total_epochs and not stop else ""))
         state.update(epoch=done, model=state_copy(trainee.model), optimizer=optimizer.state_dict(),
-                     optimizer_frozen=frozen, fingerprint=fingerprint)
+                     optimizer_frozen=frozen, fingerprint=fingerprint, **({"stop_after": done} if stop else {}))
         _atomic(ckpt, lambda tmp: torch.save(state, tmp))
         if stop:
             log(f"no better validation accuracy for {stale} epochs: stopping; keeping epoch {state['best_epoch']}")
