@@ -61,10 +61,10 @@ def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path
     monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
     runner = CliRunner()
     # all layers trained, last epoch kept (the fixture's run may keep its head-only epoch: an unchanged body)
-    body = featx.finetune(cells, out=tmp_path / "body.safetensors", image_size=48, freeze_epochs=0, epochs=1,
+    body = featx.finetune(cells, out=tmp_path / "body.safetensors", image_size=32, freeze_epochs=0, epochs=1,
                           batch_size=8, val_size=0, workers=0, progress=False)
     for weights, store in ((None, "base.h5"), (str(body.path), "tuned.h5")):
-        args = ["extract", str(cells), "--image-size", "48", "-q", "-j", "0", "-o", str(tmp_path / store)]
+        args = ["extract", str(cells), "--image-size", "32", "-q", "-j", "0", "-o", str(tmp_path / store)]
         result = runner.invoke(main, args + (["--weights", weights] if weights else []))
         assert result.exit_code == 0, result.output
     base, tuned = load_features(tmp_path / "base.h5"), load_features(tmp_path / "tuned.h5")
@@ -75,7 +75,7 @@ def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path
     result = runner.invoke(main, ["fit", "-f", str(tmp_path / "tuned.h5"), "--clf", "svm", "--cv", "2",
                                   "-o", str(tmp_path / "svm.skops")])
     assert result.exit_code == 0, result.output
-    transformer = featx.PretrainedFeatures(weights=body.path, image_size=48, cache=False, engine="torch")
+    transformer = featx.PretrainedFeatures(weights=body.path, image_size=32, cache=False, engine="torch")
     np.testing.assert_allclose(transformer.fit_transform(list(tuned.paths[:3])), tuned.features[:3], rtol=1e-3, atol=1e-4)
 
     predicted = runner.invoke(main, ["predict", str(trained.path), str(cells / "defective"), "-q", "--workers", "0"])
@@ -93,14 +93,15 @@ def test_kill_9_during_epoch_3_then_resume_equals_an_uninterrupted_run(trained, 
     out = tmp_path / "killed.safetensors"
     ckpt = checkpoint_path(out)
     process = subprocess.Popen([sys.executable, "-c", SCRIPT.format(settings=SETTINGS), str(cells), str(out)])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=True)["epoch"] == 2:
-            break
-        time.sleep(0.05)
+    deadline, written = time.monotonic() + 120, set()
+    while time.monotonic() < deadline and process.poll() is None and len(written) < 2:
+        if ckpt.exists():  # each epoch's checkpoint is a new file renamed over the last: a new inode
+            written.add(ckpt.stat().st_ino)
+        time.sleep(0.02)
     assert process.poll() is None, "the run ended before it could be killed during its last epoch"
     process.kill()
     process.wait()
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     assert not out.exists()
     resumed = featx.finetune(cells, out=out, workers=0, progress=False, resume=True, **SETTINGS)
     assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in trained.history]
@@ -134,3 +135,14 @@ def test_one_line_errors(cells, tmp_path, args, message):
     result = CliRunner().invoke(main, ["finetune", str(tmp_path / "one"), "-o", str(tmp_path / "m.safetensors"), *args])
     assert result.exit_code == 1
     assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
+    from featx.finetuning import augment
+    from featx.network import d4_views
+
+    x = torch.arange(64 * 3 * 5 * 5, dtype=torch.float32).view(64, 3, 5, 5)
+    out = augment(x, "d4", 0.0, torch.Generator().manual_seed(0))
+    views = d4_views(x).unflatten(0, (8, -1))  # 8 x 64 x 3 x 5 x 5
+    chosen = [next(k for k in range(8) if torch.equal(out[i], views[k, i])) for i in range(64)]
+    assert len(set(chosen)) == 8  # every symmetry drawn, the identity among them
