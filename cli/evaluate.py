@@ -22,6 +22,21 @@ extraction_options = options.apply(
 )
 
 
+def apply_model(task: str, model: str, data, weights, tta: str, **settings):
+    """Run `task` ("predict" or "evaluate") of MODEL on DATA: a network from featx finetune classifies with its
+    own head, a model from featx fit with its pipeline on extracted features; returns (result, summary)."""
+    from importlib import import_module
+
+    from featx.finetuned import is_finetuned, load_finetuned
+
+    if is_finetuned(model):
+        return getattr(import_module("featx.finetuned"), task)(load_finetuned(model), list(data), tta, **settings)
+    from featx.bundle import load_bundle
+
+    result, extracted = getattr(import_module("featx.training"), task)(load_bundle(model), list(data), weights, **settings)
+    return result, extracted.summary()
+
+
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data", nargs=-1, required=True, type=click.Path())
@@ -35,19 +50,8 @@ def evaluate(model, data, weights, batch_size, workers, device, quiet, tta, pref
     MODEL: from featx fit (the images go through its backbone and preprocessing, features cached as by
     extract), or a network from featx finetune (its own head classifies them).
     """
-    from featx.finetuned import is_finetuned
-
-    settings = {"batch_size": batch_size, "workers": workers, "device": device, "progress": not quiet}
-    if is_finetuned(model):
-        from featx.finetuned import evaluate as run_head, load_finetuned
-
-        report, summary = run_head(load_finetuned(model), list(data), tta, **settings)
-    else:
-        from featx.bundle import load_bundle
-        from featx.training import evaluate as run
-
-        report, extracted = run(load_bundle(model), list(data), weights, **settings)
-        summary = extracted.summary()
+    report, summary = apply_model("evaluate", model, data, weights, tta, batch_size=batch_size, workers=workers,
+                                  device=device, progress=not quiet)
     click.echo(summary, err=True)
     click.echo(report.table())
     written = report.save(prefix or Path(model).with_suffix("").as_posix() + "-eval", tsne=tsne)

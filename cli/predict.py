@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .errors import user_errors
-from .evaluate import extraction_options
+from .evaluate import apply_model, extraction_options
 
 
 @click.command()
@@ -18,18 +18,7 @@ def predict(model, images, weights, batch_size, workers, device, quiet, tta, out
     """Predict the class of IMAGES (files, folders, CSV lists) with MODEL (from featx fit, or a network from
     featx finetune, which uses its own head), as CSV: path, predicted class, then one probability (or
     decision score) per class. Messages go to standard error."""
-    from featx.finetuned import is_finetuned
-
-    options = {"batch_size": batch_size, "workers": workers, "device": device, "progress": not quiet}
-    if is_finetuned(model):
-        from featx.finetuned import load_finetuned, predict as run_head
-
-        predictions, summary = run_head(load_finetuned(model), list(images), tta, **options)
-    else:
-        from featx.bundle import load_bundle
-        from featx.training import predict as run
-
-        predictions, extracted = run(load_bundle(model), list(images), weights, **options)
-        summary = extracted.summary()
+    predictions, summary = apply_model("predict", model, images, weights, tta, batch_size=batch_size,
+                                       workers=workers, device=device, progress=not quiet)
     click.echo(summary, err=True)
     predictions.write_csv(out)

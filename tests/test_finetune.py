@@ -146,3 +146,11 @@ def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
     views = d4_views(x).unflatten(0, (8, -1))  # 8 x 64 x 3 x 5 x 5
     chosen = [next(k for k in range(8) if torch.equal(out[i], views[k, i])) for i in range(64)]
     assert len(set(chosen)) == 8  # every symmetry drawn, the identity among them
+
+
+def test_images_streamed_from_disk_when_they_do_not_fit_train_the_same(trained, cells, tmp_path, monkeypatch):
+    monkeypatch.setattr("featx.finetuning.MEMORY_FRACTION", 0.0)  # nothing fits: every batch decoded again
+    streamed = featx.finetune(cells, out=tmp_path / "streamed.safetensors", workers=0, progress=False, **SETTINGS)
+    assert [r["train_loss"] for r in streamed.history] == [r["train_loss"] for r in trained.history]
+    expected, got = load_file(trained.path), load_file(streamed.path)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
