@@ -1,4 +1,5 @@
 """The benchmarks run and print their comparison (figures are read by people, never asserted)."""
+import os
 import re
 import subprocess
 import sys
@@ -19,3 +20,15 @@ def test_extract_throughput_prints_a_row_of_rates_and_ratios_per_model():
     print(out)
     for model in ("efficientnet_lite0", "mobilenet_v3_small"):
         assert re.search(rf"^{model} +(\d+\.\d +){{3}}\d+\.\d\d +\d+\.\d\d ", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_elpv_finetune_prints_the_four_fine_tuning_rows(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "elpv.py"), "--finetune", "--quick", "--out", str(tmp_path / "runs"),
+         "--option", "epochs=1", "--option", "image_size=48", "--option", "batch_size=16"],
+        capture_output=True, text=True, check=True, env={**os.environ, "FEATX_CACHE": str(tmp_path / "cache")},
+    ).stdout
+    print(out)
+    for name in ("fine-tuned head", "SVM on fine-tuned features", "fine-tuned head + d4", "SVM on fine-tuned features + d4"):
+        assert re.search(rf"^\| {re.escape(name)} \|( \d+\.\d\d ± \d+\.\d\d \|){{3}}", out, re.MULTILINE), out
