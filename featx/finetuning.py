@@ -122,8 +122,8 @@ class _Images:
 def decoded_batches(paths: Sequence[str], preprocessing: Preprocessing, workers: int | None, batch_size: int,
                     failures: list[tuple[str, str]], desc: str = "decode", progress: bool = True,
                     ) -> Iterator[tuple[list[int], list[str], torch.Tensor]]:
-    """(indices into `paths`, their content keys, uint8 N x 3 x S x S) for the files that decode, on worker processes; each file
-    that does not is appended to `failures` as (path, reason), the reasons `featx extract` records."""
+    """(indices into `paths`, their content keys, uint8 N x 3 x S x S) for the files that decode, on worker
+    processes; each file that does not is appended to `failures` as (path, reason), as `featx extract` says it."""
     from tqdm.auto import tqdm
 
     good, keys = [], []
