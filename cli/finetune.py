@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from . import options
 from .errors import user_errors
 
 
@@ -32,7 +33,7 @@ from .errors import user_errors
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt, the checkpoint written after every epoch.")
 @click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
-@click.option("--workers", "-j", type=click.IntRange(min=0), help="Decode worker processes.")
+@options.workers
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 @user_errors

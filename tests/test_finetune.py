@@ -64,7 +64,7 @@ def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path
     body = featx.finetune(cells, out=tmp_path / "body.safetensors", image_size=32, freeze_epochs=0, epochs=1,
                           batch_size=8, val_size=0, workers=0, progress=False)
     for weights, store in ((None, "base.h5"), (str(body.path), "tuned.h5")):
-        args = ["extract", str(cells), "--image-size", "32", "-q", "-j", "0", "-o", str(tmp_path / store)]
+        args = ["extract", str(cells), "--image-size", "32", "-q", "-w", "0", "-o", str(tmp_path / store)]
         result = runner.invoke(main, args + (["--weights", weights] if weights else []))
         assert result.exit_code == 0, result.output
     base, tuned = load_features(tmp_path / "base.h5"), load_features(tmp_path / "tuned.h5")
