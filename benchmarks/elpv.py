@@ -1,6 +1,7 @@
 """ELPV solar cells with frozen pretrained features, under the protocol of Deitsch et al. (Solar Energy 2019).
 
     FEATX_CACHE=/tmp/elpv-cache python benchmarks/elpv.py [--seeds 0,1,2] [--configs NAME,...] [--quick]
+    FEATX_CACHE=/tmp/elpv-cache python benchmarks/elpv.py --finetune [--epochs 11 --image-size 160 ...]
 
 4 classes of defect probability (0, 1/3, 2/3, 1); stratified 75/25 splits by class and cell type, one per
 seed. Each feature set is extracted once through featx's store (`PretrainedFeatures`; a rerun reads the
@@ -8,12 +9,18 @@ cache); configurations that use some of its stages take those columns. The class
 5-fold cross-validation on the training part only; the test part is used once, for the reported scores.
 Prints, per configuration, mean ± std over seeds of the 4-class accuracy, the balanced accuracy, the
 binary accuracy (defective if probability >= 0.5) and the CV accuracy, next to the paper's numbers.
+
+`--finetune`: per seed, `featx.finetune` on the training part only (its own stratified validation part picks
+the epoch), then four rows on the test part: the fine-tuned head, with and without the 8-symmetry average,
+and an RBF SVM on the fine-tuned features (C by 5-fold CV on the training part), with and without it.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -142,12 +149,50 @@ def evaluate(config: Config, X: np.ndarray, y: np.ndarray, train: np.ndarray, te
         features = X.mean(1) if config.views == "mean" else X
         search.fit(features[train], y[train])
         predicted = search.predict(features[test])
+    return {**scores(y[test], predicted), "cv": search.best_score_}
+
+
+def scores(y_true: np.ndarray, predicted: np.ndarray) -> dict:
     return {
-        "accuracy": accuracy_score(y[test], predicted),
-        "balanced": balanced_accuracy_score(y[test], predicted),
-        "binary": accuracy_score(y[test] >= 2, predicted >= 2),  # probability >= 0.5: classes 2 and 3
-        "cv": search.best_score_,
+        "accuracy": accuracy_score(y_true, predicted),
+        "balanced": balanced_accuracy_score(y_true, predicted),
+        "binary": accuracy_score(y_true >= 2, predicted >= 2),  # probability >= 0.5: classes 2 and 3
     }
+
+
+def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], train: np.ndarray, test: np.ndarray,
+                  seed: int, folder: Path, options: dict) -> dict[str, dict]:
+    """Fine-tune on the training part (a CSV of path,class), then score the head and an SVM on its features."""
+    from featx.finetuning import finetune
+    from featx.finetuned import load_finetuned
+
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = folder / f"train-{seed}.csv"
+    with open(listing, "w", newline="") as f:
+        csv.writer(f).writerows([filenames[i], classes[y[i]]] for i in train)
+    start = time.perf_counter()
+    result = finetune(listing, out=folder / f"lite0-seed{seed}.safetensors", seed=seed, resume=True, **options)
+    seconds = time.perf_counter() - start
+    epochs = len(result.history)
+    print(f"seed {seed}: {epochs} epochs in {seconds:.0f} s ({seconds / epochs:.0f} s per epoch), kept epoch "
+          f"{result.best_epoch}; validation accuracy {[round(r['val_accuracy'], 4) for r in result.history]}", flush=True)
+    model = load_finetuned(result.path)
+    index = np.array([classes.index(c) for c in model.classes])  # the model's class order -> ELPV labels
+    rows = {}
+    for tta in ("none", "d4"):
+        probabilities, found, failures = model.probabilities(list(filenames[test]), tta=tta, progress=False)
+        assert found.all(), failures
+        head = f"fine-tuned head{' + d4' if tta == 'd4' else ''}"
+        rows[head] = scores(y[test], index[probabilities.argmax(1)])
+        features = PretrainedFeatures(weights=result.path, image_size=model.metadata["image_size"], tta=tta)
+        X = features.fit_transform(filenames)
+        search = classifier(Config("svm", CROP224), seed).fit(X[train], y[train])
+        svm = f"SVM on fine-tuned features{' + d4' if tta == 'd4' else ''}"
+        rows[svm] = {**scores(y[test], search.predict(X[test])), "cv": search.best_score_}
+        for name in (head, svm):
+            rows[name].update(epochs=epochs, seconds_per_epoch=seconds / epochs)
+            print(f"seed {seed}: {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name].items()), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -155,6 +200,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated split seeds.")
     parser.add_argument("--configs", help="Comma-separated configuration names (default: all).")
     parser.add_argument("--quick", action="store_true", help="Smoke run: 160 images, one seed.")
+    parser.add_argument("--finetune", action="store_true", help="Fine-tuning rows instead of frozen features.")
+    parser.add_argument("--out", default="elpv-finetune", help="--finetune: folder of the weights and checkpoints.")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="--finetune: a FinetuneConfig field, e.g. epochs=11 image_size=160 (repeatable).")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = [c for c in CONFIGS if args.configs is None or c.name in args.configs.split(",")]
@@ -166,6 +215,23 @@ def main() -> None:
         subset = train_test_split(subset, train_size=160, stratify=strata, random_state=0)[0]
     filenames, y, strata = data.filenames[subset], data.target[subset], strata[subset]
     start = time.perf_counter()
+    if args.finetune:
+        options = {k: _parse(v) for k, v in (o.split("=", 1) for o in args.option)}
+        print(f"fine-tuning with {options}", flush=True)
+        per_seed = []
+        for seed in seeds:
+            train, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strata, random_state=seed)
+            per_seed.append(finetune_rows(filenames, y, data.target_names, train, test, seed, Path(args.out), options))
+        print(f"\n{len(y)} images, seeds {seeds}, total {time.perf_counter() - start:.0f} s\n")
+        print("| configuration | 4-class accuracy | balanced accuracy | binary accuracy | CV accuracy (train) | epochs | s/epoch |")
+        print("|---|---|---|---|---|---|---|")
+        for name in per_seed[0]:
+            values = {k: np.array([rows[name].get(k, np.nan) for rows in per_seed])
+                      for k in ("accuracy", "balanced", "binary", "cv")}
+            runs = [rows[name] for rows in per_seed]
+            print(row(name, {k: 100 * v for k, v in values.items()})
+                  + f" {np.mean([r['epochs'] for r in runs]):.1f} | {np.mean([r['seconds_per_epoch'] for r in runs]):.0f} |")
+        return
     extracted: dict[FeatureSet, tuple[np.ndarray, np.ndarray]] = {}  # features, column names
     rows = []
     for config in configs:
@@ -189,6 +255,16 @@ def main() -> None:
         print(row(name, values))
     for name, value in PAPER.items():
         print(f"| {name} (paper) | {value:.2f} | | | |")
+
+
+def _parse(value: str):
+    """A --option value: int, float, None or text."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return None if value == "None" else value
 
 
 def row(name: str, values: dict[str, np.ndarray]) -> str:

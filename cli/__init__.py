@@ -12,8 +12,9 @@ COMMANDS = {
     "models": ("models", "List the backbones, their feature sizes, and whether weights are here or will download."),
     "info": ("info", "Show what a feature store holds: rows, classes, failures, feature space."),
     "fit": ("fit", "Train a classifier on a feature store (cross-validated), save it with its report."),
-    "evaluate": ("evaluate", "Report how a saved model does on a labelled image folder."),
-    "predict": ("predict", "Predict classes of images with a saved model, as CSV."),
+    "finetune": ("finetune", "Fine-tune a backbone with a new head on labelled images (safetensors file)."),
+    "evaluate": ("evaluate", "Report how a saved model or fine-tuned network does on a labelled image folder."),
+    "predict": ("predict", "Predict classes of images with a saved model or fine-tuned network, as CSV."),
     "audit": ("audit", "Find duplicates, train/test leaks, outliers and likely label errors in a store; write clean.csv."),
     "viz": ("viz", "Look inside the network: feature maps, ideal class images, adversarial examples."),
 }

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from featx.names import TTAS
+
 from . import options
 from .errors import user_errors
 
@@ -15,7 +17,26 @@ extraction_options = options.apply(
     options.workers,
     options.device,
     options.quiet,
+    click.option("--tta", type=click.Choice(TTAS), default="none", show_default=True,
+                 help="A fine-tuned network (featx finetune): d4 averages its head over the 8 symmetries."),
 )
+
+
+def apply_model(task: str, model: str, data, weights, tta: str, **settings):
+    """Run `task` ("predict" or "evaluate") of MODEL on DATA: a network from featx finetune classifies with its
+    own head, a model from featx fit with its pipeline on extracted features; returns (result, summary, the
+    files that failed)."""
+    from importlib import import_module
+
+    from featx.finetuned import is_finetuned, load_finetuned
+
+    if is_finetuned(model):
+        result, summary = getattr(import_module("featx.finetuned"), task)(load_finetuned(model), list(data), tta, **settings)
+        return result, summary, []
+    from featx.bundle import load_bundle
+
+    result, extracted = getattr(import_module("featx.inference"), task)(load_bundle(model), list(data), weights, **settings)
+    return result, extracted.summary(), extracted.failures
 
 
 @click.command()
@@ -25,20 +46,17 @@ extraction_options = options.apply(
 @click.option("--report", "prefix", type=click.Path(dir_okay=False), help="Report files prefix (PREFIX.html, .json, -*.png); default: MODEL-eval.")
 @click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features.")
 @user_errors
-def evaluate(model, data, weights, batch_size, workers, device, quiet, prefix, tsne):
+def evaluate(model, data, weights, batch_size, workers, device, quiet, tta, prefix, tsne):
     """Report how the MODEL does on labelled images in DATA (class folders or CSV files of path,label).
 
-    The images go through the model's own backbone and preprocessing (features cached as by extract). Writes
-    an HTML report (metrics, figures, mistakes and files that failed, as thumbnails), JSON and PNG figures.
+    MODEL: from featx fit (the images go through its backbone and preprocessing, features cached as by
+    extract), or a network from featx finetune (its own head classifies them). Writes an HTML report
+    (metrics, figures, mistakes and files that failed, as thumbnails), JSON and PNG figures.
     """
-    from featx.bundle import load_bundle
-    from featx.inference import evaluate as run
-
-    bundle = load_bundle(model)
-    report, extracted = run(bundle, list(data), weights, batch_size=batch_size, workers=workers, device=device,
-                            progress=not quiet)
+    report, summary, _ = apply_model("evaluate", model, data, weights, tta, batch_size=batch_size, workers=workers,
+                                     device=device, progress=not quiet)
     written = report.save(prefix or Path(model).with_suffix("").as_posix() + "-eval", tsne=tsne)
     click.echo(f"report: {written[0]}")
-    click.echo(extracted.summary(), err=True)
+    click.echo(summary, err=True)
     click.echo(report.table())
     click.echo(f"also:   {', '.join(map(str, written[1:]))}")

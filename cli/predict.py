@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .errors import user_errors
-from .evaluate import extraction_options
+from .evaluate import apply_model, extraction_options
 
 
 @click.command()
@@ -15,16 +15,13 @@ from .evaluate import extraction_options
               help="CSV file; default: standard output. File names are written as the bytes they are.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Also write an HTML gallery of the predictions, least confident first.")
 @user_errors
-def predict(model, images, weights, batch_size, workers, device, quiet, out, report):
-    """Predict the class of IMAGES (files, folders, CSV lists) with MODEL, as CSV: path, predicted class,
-    then one probability (or decision score) per class. Messages go to standard error."""
-    from featx.bundle import load_bundle
-    from featx.inference import predict as run
-
-    bundle = load_bundle(model)
-    predictions, extracted = run(bundle, list(images), weights, batch_size=batch_size, workers=workers,
-                                 device=device, progress=not quiet)
+def predict(model, images, weights, batch_size, workers, device, quiet, tta, out, report):
+    """Predict the class of IMAGES (files, folders, CSV lists) with MODEL (from featx fit, or a network from
+    featx finetune, which uses its own head), as CSV: path, predicted class, then one probability (or
+    decision score) per class. Messages go to standard error."""
+    predictions, summary, failures = apply_model("predict", model, images, weights, tta, batch_size=batch_size,
+                                                 workers=workers, device=device, progress=not quiet)
     if report:
-        click.echo(f"report: {predictions.write_html(report, extracted.failures)}", err=True)
-    click.echo(extracted.summary(), err=True)
+        click.echo(f"report: {predictions.write_html(report, failures)}", err=True)
+    click.echo(summary, err=True)
     predictions.write_csv(out)

@@ -19,6 +19,8 @@ _EXPORTS = {
     "FeatxError": "featx.errors",
     "PretrainedFeatures": "featx.transformer",
     "symmetries": "featx.views",
+    "finetune": "featx.finetuning",
+    "FinetuneConfig": "featx.finetuning",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

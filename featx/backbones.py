@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import UnknownNameError
+from .errors import UnknownNameError, WeightsMismatchError
 from .names import DEFAULT_MODEL
 from .preprocessing import Preprocessing, interpolation_name
 from .weights import FileWeights, PackageWeights, RandomWeights, TimmHubWeights, TorchvisionWeights, WeightsSource
@@ -35,6 +35,7 @@ class Backbone:
     feature_node: str | None
     categories: Callable[[], list[str]]
     named_weights: Callable[[str], WeightsSource] | None = None  # e.g. "IMAGENET1K_V1"
+    head: Callable[[], str] | None = None  # module name of the classifier's last Linear; None: the model's last Linear
 
     def weights(self, spec: str | os.PathLike | None = None) -> WeightsSource:
         """None: the pretrained default; "random"; a file path; or a named variant of this model."""
@@ -50,12 +51,34 @@ class Backbone:
         raise UnknownNameError(f"weights for {self.name}", spec, ["random", "a file path"])
 
     def build_model(self, weights: WeightsSource) -> nn.Module:
-        """Build the classifier with `weights` loaded, in eval mode."""
+        """Build the classifier with `weights` loaded, in eval mode. Fine-tuned weights (featx finetune) bring
+        their own classes: the head is replaced by one of that many outputs before they load."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BUILD_SEED)
             model = self.build()
+            base, classes = weights.fine_tuned_from()
+            if base is not None and base != self.name:
+                raise WeightsMismatchError(f"weights {weights.location()} were fine-tuned from {base}, not {self.name}")
+            if classes:
+                self.reset_head(model, len(classes))
         weights.load_into(model)
         return model.eval()
+
+    def head_name(self, model: nn.Module) -> str:
+        """Name of the module that maps features to class scores (a Linear layer)."""
+        if self.head is not None:
+            return self.head()
+        return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+
+    def reset_head(self, model: nn.Module, n_classes: int) -> nn.Linear:
+        """Replace the classifier's last Linear layer by a new one with `n_classes` outputs (drawn from torch's
+        RNG, as the layer's own initialisation does); returns it."""
+        parent_name, _, child = self.head_name(model).rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        new = nn.Linear(old.in_features, n_classes, bias=old.bias is not None, device=old.weight.device)
+        setattr(parent, child, new)
+        return new
 
 
 def _imagenet_categories() -> list[str]:
@@ -172,6 +195,15 @@ def _torchvision_entry(name: str, node: str, dim: int) -> Backbone:
     )
 
 
+def _timm_head(model_name: str) -> Callable[[], str]:
+    def head() -> str:
+        import timm
+
+        return timm.models.get_pretrained_cfg(model_name).to_dict()["classifier"]
+
+    return head
+
+
 def _timm_entry(name: str, model_name: str, weights: Callable[[], WeightsSource], dim: int) -> Backbone:
     return Backbone(
         name=name,
@@ -182,6 +214,7 @@ def _timm_entry(name: str, model_name: str, weights: Callable[[], WeightsSource]
         feature_dim=dim,
         feature_node=None,
         categories=_imagenet_categories,
+        head=_timm_head(model_name),
     )
 
 

@@ -22,6 +22,10 @@ class WeightsUnavailableError(FeatxError):
     """Pretrained weights that are not here and cannot be fetched (offline, download failed, corrupt file)."""
 
 
+class WeightsMismatchError(FeatxError):
+    """Fine-tuned weights asked to load into another architecture than the one they were trained from."""
+
+
 class StoreInUseError(FeatxError):
     """Another process is writing the feature store."""
 

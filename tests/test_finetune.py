@@ -1,0 +1,157 @@
+"""featx finetune on real ELPV cells, small: the loss falls, the file is right, its features and head work,
+and a run killed with -9 then resumed ends exactly where an uninterrupted run does."""
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import featx
+from featx.cli import main
+from featx.finetuned import is_finetuned, load_finetuned
+from featx.finetuning import checkpoint_path
+from featx.store import load_features
+
+SETTINGS = dict(image_size=48, freeze_epochs=1, epochs=2, batch_size=8, val_size=0.25, seed=3)
+SCRIPT = """
+import sys, featx
+featx.finetune(sys.argv[1], out=sys.argv[2], workers=0, progress=False, **{settings})
+"""
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    from featx.datasets import write_elpv_folder
+
+    return write_elpv_folder(tmp_path_factory.mktemp("finetune") / "cells", per_class=8)
+
+
+@pytest.fixture(scope="module")
+def trained(cells, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "cells.safetensors"
+    return featx.finetune(cells, out=out, workers=0, progress=False, **SETTINGS)
+
+
+def test_finetune_learns_and_writes_a_safetensors_file(trained, cells):
+    history = trained.history
+    assert [row["phase"] for row in history] == ["head", "all", "all"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert is_finetuned(trained.path) and not checkpoint_path(trained.path).exists()
+    with open(trained.path, "rb") as f:
+        assert b"pickle" not in f.read(64)
+    meta = load_finetuned(trained.path).metadata
+    assert meta["classes"] == trained.classes == sorted(p.name for p in cells.iterdir())
+    assert meta["model"] == "efficientnet_lite0" and meta["image_size"] == 48
+    assert meta["preprocessing"]["crop"] == 48 and meta["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert meta["config"]["epochs"] == 2 and meta["n_train"] + meta["n_val"] == 32 and meta["n_val"] == 8
+    assert [row["val_accuracy"] for row in meta["history"]] == [row["val_accuracy"] for row in history]
+    assert meta["best_epoch"] == trained.best_epoch and meta["data_hash"].startswith("sha256:")
+    state = load_file(trained.path)
+    assert state["classifier.weight"].shape == (4, 1280)
+    assert trained.failures == []
+
+
+def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    # all layers trained, last epoch kept (the fixture's run may keep its head-only epoch: an unchanged body)
+    body = featx.finetune(cells, out=tmp_path / "body.safetensors", image_size=32, freeze_epochs=0, epochs=1,
+                          batch_size=8, val_size=0, workers=0, progress=False)
+    for weights, store in ((None, "base.h5"), (str(body.path), "tuned.h5")):
+        args = ["extract", str(cells), "--image-size", "32", "-q", "-w", "0", "-o", str(tmp_path / store)]
+        result = runner.invoke(main, args + (["--weights", weights] if weights else []))
+        assert result.exit_code == 0, result.output
+    base, tuned = load_features(tmp_path / "base.h5"), load_features(tmp_path / "tuned.h5")
+    with featx.FeatureStore.open(tmp_path / "base.h5") as a, featx.FeatureStore.open(tmp_path / "tuned.h5") as b:
+        assert a.space.weights != b.space.weights and b.space.weights.startswith("file:sha256:")
+    assert list(base.paths) == list(tuned.paths) and tuned.features.shape == base.features.shape
+    assert np.abs(tuned.features - base.features).mean() > 1e-3
+    result = runner.invoke(main, ["fit", "-f", str(tmp_path / "tuned.h5"), "--clf", "svm", "--cv", "2",
+                                  "-o", str(tmp_path / "svm.skops")])
+    assert result.exit_code == 0, result.output
+    transformer = featx.PretrainedFeatures(weights=body.path, image_size=32, cache=False, engine="torch")
+    np.testing.assert_allclose(transformer.fit_transform(list(tuned.paths[:3])), tuned.features[:3], rtol=1e-3, atol=1e-4)
+
+    predicted = runner.invoke(main, ["predict", str(trained.path), str(cells / "defective"), "-q", "--workers", "0"])
+    assert predicted.exit_code == 0, predicted.output
+    lines = predicted.stdout.strip().splitlines()
+    assert lines[0].split(",")[2:] == [f"probability:{c}" for c in trained.classes] and len(lines) == 9
+    assert all(np.isclose(sum(map(float, line.split(",")[2:])), 1, atol=1e-4) for line in lines[1:])
+    evaluated = runner.invoke(main, ["evaluate", str(trained.path), str(cells), "-q", "--workers", "0", "--tta", "d4",
+                                     "--report", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "n=32" in evaluated.stdout and "head:" in evaluated.stdout
+
+
+def test_kill_9_during_epoch_3_then_resume_equals_an_uninterrupted_run(trained, cells, tmp_path):
+    out = tmp_path / "killed.safetensors"
+    ckpt = checkpoint_path(out)
+    process = subprocess.Popen([sys.executable, "-c", SCRIPT.format(settings=SETTINGS), str(cells), str(out)])
+    deadline, written = time.monotonic() + 120, set()
+    while time.monotonic() < deadline and process.poll() is None and len(written) < 2:
+        if ckpt.exists():  # each epoch's checkpoint is a new file renamed over the last: a new inode
+            written.add(ckpt.stat().st_ino)
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed during its last epoch"
+    process.kill()
+    process.wait()
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    assert not out.exists()
+    resumed = featx.finetune(cells, out=out, workers=0, progress=False, resume=True, **SETTINGS)
+    assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in trained.history]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in trained.history]
+    expected, got = load_file(trained.path), load_file(out)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed weights differ from the uninterrupted run's"
+
+
+def test_bad_files_are_skipped_and_reported(cells, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cells, data)
+    (data / "functional" / "empty.png").write_bytes(b"")
+    (data / "defective" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    lines = []
+    result = featx.finetune(data, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=1, epochs=0,
+                            batch_size=16, val_size=0, workers=0, progress=False, log=lines.append)
+    reasons = dict(result.failures)
+    assert set(reasons) == {str(data / "functional" / "empty.png"), str(data / "defective" / "broken.png")}
+    assert reasons[str(data / "functional" / "empty.png")] == "empty file (0 bytes)"
+    assert any(line.startswith("skipped: ") and "broken.png" in line for line in lines)
+    assert load_finetuned(result.path).metadata["n_train"] == 32
+
+
+@pytest.mark.parametrize("args, message, status", [
+    (["--model", "no_such_net"], "unknown model 'no_such_net'", 2),  # a usage error
+    ([], "finetune needs at least 2 classes", 1),
+])
+def test_one_line_errors(cells, tmp_path, args, message, status):
+    shutil.copytree(cells / "defective", tmp_path / "one" / "defective")
+    result = CliRunner().invoke(main, ["finetune", str(tmp_path / "one"), "-o", str(tmp_path / "m.safetensors"), *args])
+    assert result.exit_code == status
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]  # usage errors add a usage line
+    assert len(errors) == 1 and message in errors[0], result.output
+
+
+def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
+    from featx.finetuning import augment
+    from featx.network import d4_views
+
+    x = torch.arange(64 * 3 * 5 * 5, dtype=torch.float32).view(64, 3, 5, 5)
+    out = augment(x, "d4", 0.0, torch.Generator().manual_seed(0))
+    views = d4_views(x).unflatten(0, (8, -1))  # 8 x 64 x 3 x 5 x 5
+    chosen = [next(k for k in range(8) if torch.equal(out[i], views[k, i])) for i in range(64)]
+    assert len(set(chosen)) == 8  # every symmetry drawn, the identity among them
+
+
+def test_images_streamed_from_disk_when_they_do_not_fit_train_the_same(trained, cells, tmp_path, monkeypatch):
+    monkeypatch.setattr("featx.finetuning.MEMORY_FRACTION", 0.0)  # nothing fits: every batch decoded again
+    streamed = featx.finetune(cells, out=tmp_path / "streamed.safetensors", workers=0, progress=False, **SETTINGS)
+    assert [r["train_loss"] for r in streamed.history] == [r["train_loss"] for r in trained.history]
+    expected, got = load_file(trained.path), load_file(streamed.path)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
