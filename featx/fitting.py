@@ -15,8 +15,9 @@ import numpy as np
 
 from .bundle import ModelBundle
 from .classifiers import Classifier, class_scores, get_classifier
-from .errors import BadInputError, FeatxError
+from .errors import BadInputError, ParameterError, UnknownNameError
 from .figures import map_rows
+from .names import CLASS_WEIGHTS
 from .report import Outcomes, Report, metrics
 from .store import FeatureStore
 
@@ -101,11 +102,10 @@ def _samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: C
 
 
 def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None:
-    """None, or balanced weights as an explicit dict (partial_fit does not accept 'balanced')."""
+    """None, or balanced weights as an explicit dict (partial_fit does not accept 'balanced'); `option` is
+    checked by `fit`."""
     if option is None:
         return None
-    if option != "balanced":
-        raise FeatxError(f"unknown class weight {option!r}; valid: balanced")
     from sklearn.utils.class_weight import compute_class_weight
 
     return dict(enumerate(compute_class_weight("balanced", classes=np.arange(k), y=labels).tolist()))
@@ -253,9 +253,11 @@ def fit(
 
     chosen = get_classifier(clf)
     if cv < 2:
-        raise FeatxError("--cv must be at least 2")
+        raise ParameterError("--cv must be at least 2")
     if not 0 < test_size < 1:
-        raise FeatxError("--test-size must be between 0 and 1")
+        raise ParameterError("--test-size must be between 0 and 1")
+    if class_weight is not None and class_weight not in CLASS_WEIGHTS:
+        raise UnknownNameError("class weight", class_weight, CLASS_WEIGHTS)
     start = time.perf_counter()
     # One BLAS thread: parallelism comes from --n-jobs over CV fits; threaded BLAS on these small
     # matrices oversubscribes the cores and runs many times slower.
