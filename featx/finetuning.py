@@ -127,7 +127,7 @@ def decoded_batches(paths: Sequence[str], preprocessing: Preprocessing, workers:
     from tqdm.auto import tqdm
 
     good, keys = [], []
-    for i, (key, error) in enumerate(content_keys(paths)):
+    for i, (key, error, _) in enumerate(content_keys(paths)):
         if key is None:
             failures.append((paths[i], error))
         else:
