@@ -9,13 +9,19 @@ Layout (every dataset is appended; the root attributes hold how many entries of 
     failed/   path, key, reason  files that could not be decoded
     stat/     path, key, size, mtime_ns, inode, ctime_ns   the stat index: a file whose stat is unchanged
               since its entry holds the content `key` and is not read again (the newest entry of a path wins)
+Text columns (paths, reasons, class names) are stored as `<column>.bytes` (uint8, the texts concatenated) and
+`<column>.ends` (int64, where each text ends), not as HDF5 variable-length strings: those live in HDF5's
+global heap, whose collections are rewritten in place as strings are added, and a writer killed mid-commit
+left heap references that the next writer could not overwrite ("bad heap index"). Byte arrays are plain
+chunked data, crash-safe like the features. featx 0.1.0 stores ("featx-store/1", variable-length strings)
+are read as they are and upgraded to this layout when first opened for writing.
 
 Crash safety (h5py has no transactions): data are written past the committed counts, then the counts are
 updated, then the file is flushed. A killed writer leaves at most uncommitted tail entries, which readers
 ignore and the next writer trims. A stat entry is committed with or after the row (or failure) of its
 content, and its counter is updated last, so it never names a content the store does not hold; readers
-check that anyway (`Run` hashes a file whose entry names an unknown content). The default (earliest) file format is used: `libver='latest'`/SWMR files
-cannot be reopened for appending after a crash without `h5clear`.
+check that anyway (`Run` hashes a file whose entry names an unknown content). The default (earliest) file
+format is used: `libver='latest'`/SWMR files cannot be reopened for appending after a crash without `h5clear`.
 
 Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any time, also during a
 write: they see the rows committed so far (an flock on the store file keeps commits and reads apart).
@@ -36,18 +42,19 @@ from .content import KEY_LENGTH, FileStat
 from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError
 from .space import FeatureSpace
 
-FORMAT = "featx-store/1"
-_STR = h5py.string_dtype()
+FORMAT = "featx-store/2"
+FORMAT_0_1_0 = "featx-store/1"  # text columns as variable-length strings (read, upgraded on write)
+_TEXT = "text"  # a text column: <name>.bytes + <name>.ends (see the module docstring)
 _TABLES = {  # dataset -> (dtype, commit counter)
     "keys": (f"S{KEY_LENGTH}", "rows"),
-    "files/path": (_STR, "files"),
+    "files/path": (_TEXT, "files"),
     "files/row": (np.int64, "files"),
     "files/label": (np.int64, "files"),
-    "classes": (_STR, "classes"),
-    "failed/path": (_STR, "failed"),
+    "classes": (_TEXT, "classes"),
+    "failed/path": (_TEXT, "failed"),
     "failed/key": (f"S{KEY_LENGTH}", "failed"),
-    "failed/reason": (_STR, "failed"),
-    "stat/path": (_STR, "stat"),
+    "failed/reason": (_TEXT, "failed"),
+    "stat/path": (_TEXT, "stat"),
     "stat/key": (f"S{KEY_LENGTH}", "stat"),
     "stat/size": (np.int64, "stat"),
     "stat/mtime_ns": (np.int64, "stat"),
@@ -210,8 +217,8 @@ class FeatureStore:
         store = cls._open(path, "a", file_lock, writer)
         try:
             store._check_space(space, dtype)
-            _add_missing_tables(store.h5)  # a store made by featx 0.1.0 gains the stat index
             store._trim_uncommitted()
+            _upgrade(store.h5)  # a store made by featx 0.1.0 gains the byte-array text columns and the stat index
         except BaseException:
             store.close()
             raise
@@ -252,11 +259,11 @@ class FeatureStore:
             attrs["versions"] = json.dumps(
                 {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
             )
-            _add_missing_tables(h5)
+            _create_tables(h5)
         os.replace(partial, path)
 
     def _check_format(self) -> None:
-        if self.h5.attrs.get("format") != FORMAT:
+        if self.h5.attrs.get("format") not in (FORMAT, FORMAT_0_1_0):
             raise FeatxError(f"{self.path} is not a featx feature store (format {self.h5.attrs.get('format')!r})")
 
     def _check_space(self, space: FeatureSpace, dtype: str) -> None:
@@ -269,9 +276,14 @@ class FeatureStore:
 
     def _trim_uncommitted(self) -> None:
         """Drop entries a killed writer wrote past the committed counts."""
-        for name, (_, counter) in _TABLES.items():
-            if self.h5[name].shape[0] != self.count(counter):
-                self.h5[name].resize((self.count(counter),))
+        for name, (dtype, counter) in _TABLES.items():
+            count = self.count(counter)
+            if dtype is _TEXT and self._text_layout:
+                ends = self.h5[name + ".ends"]
+                _shrink(ends, count)
+                _shrink(self.h5[name + ".bytes"], int(ends[count - 1]) if count else 0)
+            elif name in self.h5:  # a 0.1.0 store lacks the stat index until upgraded
+                _shrink(self.h5[name], count)
         if "features" in self.h5 and self.h5["features"].shape[0] != self.count("rows"):
             self.h5["features"].resize(self.count("rows"), axis=0)
         self.h5.flush()
@@ -292,9 +304,20 @@ class FeatureStore:
     def count(self, counter: str) -> int:
         return int(self.h5.attrs.get(counter, 0))  # a store opened read-only may predate a table
 
-    def _column(self, name: str) -> np.ndarray:
-        count = self.count(_TABLES[name][1])
-        return self.h5[name][:count] if count else np.zeros(0, _TABLES[name][0])
+    @property
+    def _text_layout(self) -> bool:
+        """Text columns as byte arrays (this format), not 0.1.0's variable-length strings."""
+        return self.h5.attrs["format"] == FORMAT
+
+    def _column(self, name: str) -> np.ndarray | list[bytes]:
+        """The committed entries of a table: an array, or a list of bytes for a text column."""
+        dtype, counter = _TABLES[name]
+        count = self.count(counter)
+        if dtype is _TEXT:
+            if not count:
+                return []
+            return _read_texts(self.h5, name, count) if self._text_layout else list(self.h5[name][:count])
+        return self.h5[name][:count] if count else np.zeros(0, dtype)
 
     @property
     def n_features(self) -> int | None:
@@ -380,10 +403,12 @@ class FeatureStore:
 
     # ---- writing (committed as a unit: data, then counts, then flush) ------------------------------------
     def _append(self, name: str, values, counter_values: dict[str, int]) -> None:
-        start = counter_values[_TABLES[name][1]]
-        dataset = self.h5[name]
-        dataset.resize((start + len(values),))
-        dataset[start:] = values
+        dtype, counter = _TABLES[name]
+        start = counter_values[counter]
+        if dtype is _TEXT:
+            _append_texts(self.h5, name, start, values)
+        else:
+            _write_from(self.h5[name], start, values)
 
     def commit(
         self,
@@ -448,15 +473,63 @@ class FeatureStore:
         dataset[start:] = features
 
 
-def _add_missing_tables(h5: h5py.File) -> None:
-    """Create the tables and counters a store lacks: all of them in a new store, the stat index in one
-    made by featx 0.1.0 (its feature space and entries are left as they are)."""
-    for name, (dt, _) in _TABLES.items():
-        if name not in h5:
-            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+def _shrink(dataset: h5py.Dataset, length: int) -> None:
+    if dataset.shape[0] != length:
+        dataset.resize(length, axis=0)
+
+
+def _write_from(dataset: h5py.Dataset, start: int, values) -> None:
+    """Write values at `start`, past the committed entries, growing the dataset to fit."""
+    dataset.resize(start + len(values), axis=0)
+    dataset[start:] = values
+
+
+def _read_texts(h5: h5py.File, name: str, count: int) -> list[bytes]:
+    ends = h5[name + ".ends"][:count].tolist()
+    blob = h5[name + ".bytes"][: ends[-1]].tobytes()
+    return [blob[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+
+
+def _append_texts(h5: h5py.File, name: str, start: int, texts: Sequence[bytes]) -> None:
+    """Append texts after the first `start` (committed) ones: their bytes, then where each ends."""
+    ends = h5[name + ".ends"]
+    offset = int(ends[start - 1]) if start else 0
+    _write_from(h5[name + ".bytes"], offset, np.frombuffer(b"".join(texts), dtype=np.uint8))
+    _write_from(ends, start, offset + np.cumsum([len(t) for t in texts], dtype=np.int64))
+
+
+def _create_tables(h5: h5py.File) -> None:
+    """Create the tables and counters a store lacks: all of them in a new store; this format's in a 0.1.0 one."""
+    for name, (dtype, _) in _TABLES.items():
+        if dtype is _TEXT:
+            for part, part_dtype, chunk in ((".bytes", np.uint8, 1 << 16), (".ends", np.int64, 4096)):
+                if name + part in h5:  # left by an upgrade that was killed before it committed
+                    del h5[name + part]
+                h5.create_dataset(name + part, shape=(0,), maxshape=(None,), dtype=part_dtype, chunks=(chunk,))
+        elif name not in h5:
+            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
     for counter in COUNTERS:
         if counter not in h5.attrs:
             h5.attrs[counter] = 0
+
+
+def _upgrade(h5: h5py.File) -> None:
+    """Give a featx 0.1.0 store ("featx-store/1") this format's tables. The committed texts are copied into
+    byte arrays, and the format attribute, written last, commits the upgrade: a kill before it leaves a
+    0.1.0 store that upgrades again next time. The old variable-length datasets stay, unused."""
+    if h5.attrs["format"] == FORMAT:
+        return
+    texts = {}
+    for name, (dtype, counter) in _TABLES.items():
+        count = int(h5.attrs.get(counter, 0))
+        if dtype is _TEXT and count:
+            texts[name] = list(h5[name][:count])
+    _create_tables(h5)
+    for name, values in texts.items():
+        _append_texts(h5, name, 0, values)
+    h5.flush()
+    h5.attrs["format"] = FORMAT
+    h5.flush()
 
 
 def load_features(store: str | os.PathLike) -> FeatureSet:

@@ -43,9 +43,17 @@ def test_feature_spaces_of_0_1_0_read_back_and_are_rebuilt_exactly(tmp_path):
 
 
 def test_a_0_1_0_store_extends_and_a_rerun_extracts_nothing(old_store, tmp_path):
+    original = old_store.read_bytes()
     before = featx.load_features(old_store)
+    assert old_store.read_bytes() == original  # reading leaves a 0.1.0 store as it is
+    with h5py.File(old_store, "a") as h5:  # as if an upgrade had been killed before it committed
+        h5.create_dataset("files/path.bytes", data=np.frombuffer(b"junk", np.uint8), maxshape=(None,))
     again = featx.extract(tmp_path / "cells", store=old_store, progress=False, workers=0)
     assert (again.n_files, again.n_extracted, again.n_failed) == (16, 0, 0)
+    with h5py.File(old_store, "r") as h5:  # upgraded: texts out of HDF5's global heap
+        assert h5.attrs["format"] == "featx-store/2" and h5["files/path.bytes"].dtype == np.uint8
+    upgraded = featx.load_features(old_store)
+    assert list(upgraded.paths) == list(before.paths) and list(upgraded.classes) == list(before.classes)
     more = write_elpv_folder(tmp_path / "more", per_class=1, seed=7)
     added = featx.extract(more, store=old_store, progress=False, workers=0)
     assert added.n_extracted == len(featx.load_features(old_store).paths) - 16 > 0

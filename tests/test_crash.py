@@ -65,15 +65,9 @@ def indexed_contents(store) -> tuple[set, set]:
         return set(opened._column("stat/key").astype(str)), held
 
 
-@pytest.mark.slow  # KNOWN BUG, see the docstring: out of the default suite until fixed, run with -m slow
 def test_kill_at_random_moments_then_resume(cells, tmp_path):
-    """kill -9 at random moments, then resume.
-
-    Known bug, found by this test in a fresh-clone CI run (session 5): a kill in the middle of a commit can
-    leave HDF5's global heap (where the variable-length path strings of files/, failed/ and stat/ live) torn,
-    and the resuming writer's next append fails with "bad heap index". Committed rows were intact; the
-    store needs paths kept outside the global heap (e.g. byte arrays + offsets) to be kill-safe again.
-    """
+    """kill -9 at random moments, then resume. (This test found that a kill mid-commit could tear HDF5's
+    global heap of variable-length path strings; texts are byte arrays since.)"""
     done = featx.extract(cells, store=tmp_path / "clean.h5", batch_size=4, workers=1, progress=False)
     reference, reference_files = committed(done.store)
     window = min(0.3, done.seconds / 4)  # kill within the run's first quarter after a commit: mid-run on any machine

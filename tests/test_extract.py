@@ -156,12 +156,14 @@ def test_uncommitted_rows_are_ignored_and_trimmed(elpv_folder, tmp_path):
     with h5py.File(store, "a") as f:
         f["features"].resize(25, axis=0)
         f["keys"].resize((25,))
-        f["files/path"].resize((30,))
+        f["files/path.ends"].resize((30,))
+        f["files/path.bytes"].resize((f["files/path.bytes"].shape[0] + 99,))
     assert featx.load_features(store).features.shape[0] == 20
     report = featx.extract(elpv_folder, store=store, **FAST)
     assert report.n_extracted == 0
     with h5py.File(store) as f:
-        assert f["features"].shape[0] == 20 and f["files/path"].shape[0] == 20
+        assert f["features"].shape[0] == 20 and f["files/path.ends"].shape[0] == 20
+        assert f["files/path.bytes"].shape[0] == f["files/path.ends"][-1]
 
 
 def test_a_run_without_labels_keeps_the_stored_labels(elpv_folder, tmp_path):

@@ -126,9 +126,15 @@ def test_rehash_on_the_command_line(aged_cells, tmp_path, opened):
 def make_010_store(folder, store):
     """A store as featx 0.1.0 wrote it: full decoding (no decode entry in its feature space), no stat index."""
     featx.extract(folder, store=store, decode="full", **FAST)
+    with FeatureStore.open(store) as opened:
+        texts = {name: opened._column(name) for name in ("files/path", "classes", "failed/path", "failed/reason")}
     with h5py.File(store, "a") as h5:
         del h5["stat"]
         del h5.attrs["stat"]
+        for name, values in texts.items():  # 0.1.0's variable-length strings
+            del h5[name + ".bytes"], h5[name + ".ends"]
+            h5.create_dataset(name, data=values, maxshape=(None,), dtype=h5py.string_dtype(), chunks=(4096,))
+        h5.attrs["format"] = "featx-store/1"
     with FeatureStore.open(store) as opened:
         return opened.space.as_dict()
 
