@@ -74,6 +74,7 @@ NATIVE_D4 = FeatureSet(pooling="gem", views=True)
 UPSAMPLED = FeatureSet(image_size=448, pooling="gem")
 UPSAMPLED_D4 = FeatureSet(image_size=448, pooling="gem", views=True)
 LITE = {n: FeatureSet(pooling="gem", model=f"efficientnet_lite{n}") for n in (1, 2)}  # 300 px, like NATIVE
+LITE_D4 = {n: FeatureSet(pooling="gem", model=f"efficientnet_lite{n}", views=True) for n in (1, 2)}
 
 CONFIGS = [
     Config("224-crop", CROP224),
@@ -93,6 +94,8 @@ CONFIGS = [
     Config("224-crop-logreg", CROP224, clf="logreg"),
     *(Config(f"300-gem-late-lite{n}", LITE[n], LATE) for n in (1, 2)),
     Config("300-gem-late-lite0+1+2", (NATIVE["gem"], LITE[1], LITE[2]), LATE),
+    *(Config(f"300-gem-late-d4mean-lite{n}", LITE_D4[n], LATE, views="mean") for n in (1, 2)),
+    Config("300-gem-late-d4mean-lite0+1+2", (NATIVE_D4, LITE_D4[1], LITE_D4[2]), LATE, views="mean"),
 ]
 C_GRID = [3.0, 10.0, 30.0]
 

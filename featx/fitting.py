@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import ModelBundle
-from .classifiers import Classifier, class_scores, get_classifier
+from .classifiers import Classifier, RBFGram, class_scores, get_classifier
 from .errors import BadInputError, ParameterError, UnknownNameError
 from .figures import map_rows
 from .names import CLASS_WEIGHTS
@@ -120,8 +120,12 @@ def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
     x = store.rows(s.rows).astype(np.float32, copy=False)
     grid = clf.usable_grid(len(s.train) * (cv - 1) // cv)
     pipeline = Pipeline([("scale", StandardScaler()), ("clf", clf.make(class_weight, seed))])
+    searched = pipeline
+    if clf.precomputed_kernel:
+        kernel_clf = clf.make(class_weight, seed).set_params(kernel="precomputed")
+        searched = Pipeline([("scale", StandardScaler()), ("gram", RBFGram()), ("clf", kernel_clf)])
     search = GridSearchCV(
-        pipeline, {f"clf__{clf.param}": grid}, scoring=SCORING, n_jobs=n_jobs,
+        searched, {f"clf__{clf.param}": grid}, scoring=SCORING, n_jobs=n_jobs, refit=False,
         cv=StratifiedKFold(cv, shuffle=True, random_state=seed),
     )
     search.fit(x[s.train], s.labels[s.train])
@@ -131,7 +135,7 @@ def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
     ]
     best = search.best_params_[f"clf__{clf.param}"]
     picked = map_rows(len(s.rows), seed)
-    model = search.best_estimator_
+    model = pipeline.set_params(**{f"clf__{clf.param}": best}).fit(x[s.train], s.labels[s.train])
     return Trained(model, best, scores, model.predict(x[s.test]), *class_scores(model, x[s.test]), (x[picked], s.labels[picked]))
 
 

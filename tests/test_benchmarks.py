@@ -46,3 +46,12 @@ def test_elpv_finetune_prints_the_four_fine_tuning_rows(tmp_path):
     print(out)
     for name in ("fine-tuned head", "SVM on fine-tuned features", "fine-tuned head + d4", "SVM on fine-tuned features + d4"):
         assert re.search(rf"^\| {re.escape(name)} \|( \d+\.\d\d ± \d+\.\d\d \|){{3}}", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_svm_selection_benchmark_prints_both_searches_and_their_ratio():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "svm_selection.py"), "--per-class", "25"], capture_output=True, text=True, check=True
+    ).stdout
+    print(out)
+    assert re.search(r"^shared kernels \(featx\) +\d+\.\d s CPU  ratio \d\.\d\d  largest CV score difference", out, re.M), out

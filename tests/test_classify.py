@@ -302,3 +302,27 @@ def test_identical_images_with_two_labels_are_refused(tmp_path):
         opened.commit(files=[("copy_of_img0.png", 0, 1)])
     with pytest.raises(BadInputError, match="identical images carry different labels: .*img0.png"):
         train(store, "logreg")
+
+
+def test_svm_selection_on_shared_kernels_scores_as_libsvm_rbf(elpv):
+    """The svm's C is chosen on precomputed RBF kernels (RBFGram): the same CV scores as GridSearchCV over a
+    plain RBF SVC, and the saved model is that plain SVC refitted with the chosen C."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    bundle, report = train(elpv["store"], "svm")
+    with FeatureStore.open(elpv["store"]) as store:
+        train_paths = sorted(set(store.files()) - set(report.outcomes.paths))
+        x, _ = store.features_for(train_paths)
+        labels = [bundle.classes.index(store.classes()[store.files()[p][1]]) for p in train_paths]
+    plain = GridSearchCV(
+        Pipeline([("scale", StandardScaler()), ("clf", SVC(gamma="scale", random_state=0))]),
+        {"clf__C": list(CLASSIFIERS["svm"].grid)}, scoring="balanced_accuracy", cv=StratifiedKFold(5, shuffle=True, random_state=0),
+    ).fit(x, labels)
+    ours = [row["mean"] for row in report.details["cv_scores"]]
+    np.testing.assert_allclose(ours, plain.cv_results_["mean_test_score"], atol=1e-9)
+    svc = bundle.pipeline[-1]
+    assert isinstance(svc, SVC) and svc.kernel == "rbf" and svc.C == plain.best_params_["clf__C"]
+    assert (bundle.pipeline.predict(x) == plain.best_estimator_.predict(x)).all()
