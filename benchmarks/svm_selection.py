@@ -47,7 +47,8 @@ def main() -> None:
         store = args.store or Path(folder) / "features.h5"
         featx.extract(images, store=store, progress=False, **DEMO_FEATURES)
         data = featx.load_features(store)
-    x, _, y, _ = train_test_split(data.features, data.labels, test_size=0.25, stratify=data.labels, random_state=0)
+        ours = np.array([Path(p).absolute().is_relative_to(images.absolute()) for p in data.paths])  # a reused store may hold more
+    x, _, y, _ = train_test_split(data.features[ours], data.labels[ours], test_size=0.25, stratify=data.labels[ours], random_state=0)
     plain, plain_scores = search([("scale", StandardScaler()), ("clf", SVC(gamma="scale"))], x, y)
     shared, shared_scores = search([("scale", StandardScaler()), ("gram", RBFGram()), ("clf", SVC(kernel="precomputed"))], x, y)
     print(f"{len(x):,} training rows x {x.shape[1]:,} features, {len(plain_scores)} values of C x 5 folds")
