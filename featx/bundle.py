@@ -6,8 +6,10 @@ faster and smaller but UNSAFE: loading a joblib file runs whatever code it holds
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +66,7 @@ class ModelBundle:
             "info": json.dumps(self.info),
         }
         if format == "skops":
-            import skops.io
-
-            skops.io.dump(state, path)
+            skops_io().dump(state, path)
         else:
             import joblib
 
@@ -74,15 +74,42 @@ class ModelBundle:
         return path
 
 
-def _load_skops(path: Path) -> object:
-    import skops.io
-
+@contextlib.contextmanager
+def _unimportable(module: str):
+    """Within the block, `import module` raises ImportError (None in sys.modules, as Python's import
+    system documents), unless the module is loaded already."""
+    if module in sys.modules:
+        yield
+        return
+    sys.modules[module] = None  # type: ignore[assignment]
     try:
-        untrusted = skops.io.get_untrusted_types(file=path)
+        yield
+    finally:
+        if sys.modules.get(module, ...) is None:
+            del sys.modules[module]
+
+
+def skops_io():
+    """`skops.io`, imported without importing torch.
+
+    skops.io lists its trusted types when first imported, with scikit-learn's `all_estimators`, whose package
+    walk imports sklearn.externals.array_api_compat.torch and with it torch (2 s of a 3 s import here), in
+    commands that never run a network (`featx fit`, `featx info`). pkgutil's walk skips a package that cannot
+    be imported, and that package holds no estimator, so the list is the same without torch.
+    """
+    with _unimportable("torch"):
+        import skops.io
+    return skops.io
+
+
+def _load_skops(path: Path) -> object:
+    io = skops_io()
+    try:
+        untrusted = io.get_untrusted_types(file=path)
         refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
         if refused:
             raise FeatxError(f"refusing to load {path}: it holds types outside scikit-learn/numpy/featx: {', '.join(refused)}")
-        return skops.io.load(path, trusted=untrusted)
+        return io.load(path, trusted=untrusted)
     except FeatxError:
         raise
     except Exception as exc:
