@@ -12,6 +12,7 @@ from .errors import user_errors
 # 300 px, GeM-pooled blocks 5 and 6 and the head, concatenated.
 DEMO_FEATURES = {"image_size": 300, "layer": "blocks.5,blocks.6,bn2", "pooling": "gem"}
 TEST_SIZE = 0.25  # the paper's 75/25 split
+STORE = "features.h5"  # in the --dir folder, beside the images it holds the features of
 
 
 def write_test_part(report, path: Path) -> Path:
@@ -36,8 +37,9 @@ def demo(directory, per_class, quiet):
     features with the default backbone (real ImageNet weights; 300 px, GeM-pooled late stages), fit an RBF
     SVM with C chosen by cross-validation on a stratified 75% and report on the other 25%.
 
-    A rerun reads the features from the store and only fits again. Writes the model, its HTML report and
-    test.csv (the test part, for featx evaluate) into the --dir folder.
+    A rerun reads the features from the store and only fits again. Everything it makes goes into the --dir
+    folder: the images, the feature store, the model, its HTML report and test.csv (the test part, for
+    featx evaluate).
     """
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
     from featx.extraction import extract
@@ -51,7 +53,7 @@ def demo(directory, per_class, quiet):
     click.echo(f"images: {len(copied):,} ELPV cells in {folder}/<class>/ "
                f"({'all' if per_class is None else f'{per_class} per class'})")
     click.echo("features: EfficientNet-Lite0 (ImageNet weights, frozen), 300 px, GeM-pooled blocks 5, 6 and head")
-    extracted = extract(folder, progress=not quiet, **DEMO_FEATURES)
+    extracted = extract(folder, store=directory / STORE, progress=not quiet, **DEMO_FEATURES)
     click.echo(extracted.summary())
     # The paper stratifies the split by class and cell type (mono, poly); a small run may lack a pair.
     by_type = min(Counter(copied).values()) >= 2
