@@ -130,6 +130,9 @@ class Chunks:
     def __init__(self, futures: list[Future]) -> None:
         self.futures = futures
 
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
     def result(self) -> np.ndarray:
         return np.concatenate([f.result() for f in self.futures]).astype(np.float32, copy=False)
 

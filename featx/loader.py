@@ -6,6 +6,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -130,20 +131,67 @@ class FeatureBatch(NamedTuple):
     failures: list[tuple[int, str, bool]]
 
 
-def local_batches(dataset: Dataset, runner, batch_size: int, workers: int | None) -> Iterator[FeatureBatch]:
-    """Decode the items of `dataset` (`ImageFiles` or `ImageArrays`) in worker processes and run `runner`.
+PASS_SECONDS = 2.0  # a forward pass runs about this long at most: its rows reach the store a pass later
+FIRST_PASS = 4  # images in the first pass, before any compute time is measured
 
-    Two batches are in flight, so the compute threads start on the next one while the last finishes.
+
+class Pace:
+    """How many images each forward pass runs, so that rows reach the store every few seconds of compute
+    whatever the batch size (on a CPU, with --tta d4, a batch of 64 takes tens of seconds).
+
+    The first pass runs FIRST_PASS images; then each runs as many as take PASS_SECONDS at the compute time
+    per image measured so far, at most the batch size (on a GPU: the batch). The loader still decodes whole
+    batches; a batch is split into passes only where one would take longer.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.size = min(batch_size, FIRST_PASS)
+        self.seconds, self.images = 0.0, 0
+
+    def passes(self, indices: list[int], images, failures: list) -> Iterator[tuple[list[int], object, list]]:
+        """A decoded batch as passes of at most `size` images (read as each is taken); failures go with the first."""
+        start = 0
+        while True:
+            end = start + self.size
+            yield indices[start:end], images[start:end] if images is not None else None, [] if start else failures
+            if end >= len(indices):
+                return
+            start = end
+
+    def timed(self, call, n: int = 0):
+        """`call()`, its duration counted as compute time (with `n` more images computed), and the next pass
+        size set from the time per image so far."""
+        began = time.perf_counter()
+        result = call()
+        self.seconds += time.perf_counter() - began
+        self.images += n
+        if self.images and self.seconds > 0:
+            self.size = max(1, min(self.batch_size, int(PASS_SECONDS * self.images / self.seconds)))
+        return result
+
+
+def local_batches(dataset: Dataset, runner, batch_size: int, workers: int | None) -> Iterator[FeatureBatch]:
+    """Decode the items of `dataset` (`ImageFiles` or `ImageArrays`) in worker processes and run `runner`
+    in passes sized by `Pace`, each yielded as it ends.
+
+    A pass is yielded as soon as it is done (PyTorch computes in `submit`); an asynchronous runner (ONNX
+    Runtime) has two in flight, so its threads start on the next pass while the last finishes. The time
+    measured is the time spent waiting on the runner (`submit`, then `result`).
     """
     loader = make_loader(dataset, batch_size, workers, runner.device.type == "cuda")
+    pace = Pace(batch_size)
     in_flight: collections.deque = collections.deque()
-    for indices, images, failures in loader:
-        in_flight.append((indices, runner.submit(images) if images is not None else None, failures))
-        if len(in_flight) > 1:
-            yield _finish(*in_flight.popleft())
+    for batch in loader:
+        for indices, images, failures in pace.passes(*batch):
+            started = pace.timed(lambda: runner.submit(images), len(indices)) if images is not None else None
+            in_flight.append((indices, started, failures))
+            while in_flight and (len(in_flight) > 1 or in_flight[0][1] is None or in_flight[0][1].done()):
+                yield _finish(pace, *in_flight.popleft())
     while in_flight:
-        yield _finish(*in_flight.popleft())
+        yield _finish(pace, *in_flight.popleft())
 
 
-def _finish(indices: list[int], features, failures: list) -> FeatureBatch:
-    return FeatureBatch(indices, features.result() if features is not None else None, failures)
+def _finish(pace: Pace, indices: list[int], features, failures: list) -> FeatureBatch:
+    result = pace.timed(features.result) if features is not None else None
+    return FeatureBatch(indices, result, failures)
