@@ -19,7 +19,7 @@ def models(offline):
     with offline_mode(offline):
         for name in model_names():
             backbone = get_backbone(name)
-            rows.append((name, str(backbone.feature_dim), f"{backbone.preprocessing().crop}px",
+            rows.append((name, str(backbone.feature_dim), f"{backbone.input_size}px",
                          backbone.default_weights().status()))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:

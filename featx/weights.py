@@ -9,6 +9,7 @@ URL, the file expected and the cache folder; nothing partial is left in a cache.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -17,12 +18,12 @@ import socket
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import WeightsUnavailableError
+
+if TYPE_CHECKING:  # torch loads on first use: `featx models` lists sources without it
+    from torch import nn
 
 OFFLINE_ENV = "FEATX_OFFLINE"
 STALLED_SECONDS = 60  # a download that receives nothing for this long fails
@@ -206,7 +207,11 @@ class TorchvisionWeights(WeightsSource):
         self.id = f"torchvision:{weights}"
 
     def expected_file(self) -> Path:
-        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
+        return torch_hub_dir() / "checkpoints" / os.path.basename(self.url)
+
+    def download_mb(self) -> float | None:
+        """The file's size in MB as torchvision states it (None for another URL)."""
+        return self.weights.meta.get("_file_size") if self.url == self.weights.url else None
 
     def available(self) -> bool:
         return self.expected_file().is_file()
@@ -226,6 +231,8 @@ class TorchvisionWeights(WeightsSource):
             return
         if offline():
             raise self._unavailable(f"not cached and offline ({OFFLINE_ENV}=1 / --offline)")
+        import torch.hub
+
         file = self.expected_file()
         match = torch.hub.HASH_REGEX.search(file.name)
         try:
@@ -243,6 +250,8 @@ class TorchvisionWeights(WeightsSource):
             raise self._unavailable(f"download failed ({one_line(exc)})") from None
 
     def load_into(self, model: nn.Module) -> None:
+        import torch
+
         self.fetch(progress=False)
         try:
             # what torchvision's weights.get_state_dict() does once the file is in the cache
@@ -256,8 +265,47 @@ class TorchvisionWeights(WeightsSource):
             return "here (cached)"
         if offline():
             return "unavailable offline"
-        size = self.weights.meta.get("_file_size") if self.url == self.weights.url else None
+        size = self.download_mb()
         return f"will download ({size:.0f} MB)" if size else "will download"
+
+
+class TorchvisionDefaultWeights(TorchvisionWeights):
+    """A torchvision model's DEFAULT weights, their file name and size given by the registry, so that whether
+    they are here is said without importing torchvision (`featx models`); tests check both against torchvision."""
+
+    def __init__(self, model: str, file: str, size_mb: float) -> None:
+        self.model, self.file, self.size_mb = model, file, size_mb
+
+    @functools.cached_property
+    def weights(self):  # type: ignore[override]
+        from torchvision.models import get_model_weights
+
+        return get_model_weights(self.model).DEFAULT
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return self.weights.url
+
+    @property
+    def id(self) -> str:  # type: ignore[override]
+        return f"torchvision:{self.weights}"
+
+    def expected_file(self) -> Path:
+        return torch_hub_dir() / "checkpoints" / self.file
+
+    def download_mb(self) -> float:
+        return self.size_mb
+
+
+def torch_hub_dir() -> Path:
+    """`torch.hub.get_dir()`, without importing torch while it is not loaded (then nothing can have called
+    `torch.hub.set_dir`): $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub."""
+    if "torch" in sys.modules:
+        import torch.hub
+
+        return Path(torch.hub.get_dir())
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
 
 
 class TimmHubWeights(WeightsSource):
@@ -381,6 +429,8 @@ def one_line(exc: BaseException) -> str:
 def read_state_dict(path: Path) -> dict:
     """A state dict in a safetensors file or saved with torch.save (or a checkpoint holding one under
     "state_dict"), read without unpickling code."""
+    import torch
+
     try:
         if is_safetensors(path):
             from safetensors.torch import load_file
