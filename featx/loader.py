@@ -131,7 +131,7 @@ class FeatureBatch(NamedTuple):
     failures: list[tuple[int, str, bool]]
 
 
-PASS_SECONDS = 2.0  # a forward pass runs about this long at most: its rows reach the store a pass later
+PASS_SECONDS = 2.0  # a forward pass runs about this long at most; its rows are committed as it ends
 FIRST_PASS = 4  # images in the first pass, before any compute time is measured
 
 
