@@ -44,6 +44,7 @@ def demo(directory, per_class, quiet):
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
     from featx.extraction import extract
     from featx.fitting import fit
+    from featx.report import report_prefix
 
     directory = Path(directory)
     folder = write_elpv_folder(directory / "elpv", per_class=per_class)
@@ -62,7 +63,7 @@ def demo(directory, per_class, quiet):
     bundle, report = fit(extracted.store, "svm", test_size=TEST_SIZE, n_jobs=-1,
                          group=(lambda path: cell_type[Path(path).name]) if by_type else None)
     model = bundle.save(directory / "featx-svm.skops")
-    written = report.save(model.with_suffix(""))
+    written = report.save(report_prefix(model))
     test_csv = write_test_part(report, directory / "test.csv")
     click.echo(f"report: {written[0]}")
     click.echo(report.table())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import shlex
 import sys
+from collections import Counter
+from collections.abc import Sequence
 
 import click
 
@@ -27,3 +29,12 @@ def user_errors(command):
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+def exit_if_nothing_usable(n_files: int, failures: Sequence[tuple[str, str]]) -> None:
+    """Exit with status 1 when every one of `n_files` input files failed (extract, predict), counting the
+    reasons: '18 unreadable: No such file or directory; 2 not an image'."""
+    if n_files and len(failures) == n_files:
+        counts = "; ".join(f"{n} {reason}" for reason, n in Counter(reason for _, reason in failures).most_common())
+        click.echo(f"Error: none of the {n_files} files could be used ({counts})", err=True)
+        sys.exit(1)

@@ -24,38 +24,43 @@ extraction_options = options.apply(
 
 def apply_model(task: str, model: str, data, weights, tta: str, **settings):
     """Run `task` ("predict" or "evaluate") of MODEL on DATA: a network from featx finetune classifies with its
-    own head, a model from featx fit with its pipeline on extracted features; returns (result, summary, the
-    files that failed)."""
+    own head, a model from featx fit with its pipeline on features (read from its training store where it has
+    them, else extracted); returns (result, summary)."""
     from importlib import import_module
 
     from featx.finetuned import is_finetuned, load_finetuned
 
     if is_finetuned(model):
-        result, summary = getattr(import_module("featx.finetuned"), task)(load_finetuned(model), list(data), tta, **settings)
-        return result, summary, []
+        return getattr(import_module("featx.finetuned"), task)(load_finetuned(model), list(data), tta, **settings)
     from featx.bundle import load_bundle
 
-    result, extracted = getattr(import_module("featx.inference"), task)(load_bundle(model), list(data), weights, **settings)
-    return result, extracted.summary(), extracted.failures
+    result, sources = getattr(import_module("featx.inference"), task)(load_bundle(model), list(data), weights, **settings)
+    return result, sources.summary()
 
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data", nargs=-1, required=True, type=click.Path())
 @extraction_options
-@click.option("--report", "prefix", type=click.Path(dir_okay=False), help="Report files prefix (PREFIX.html, .json, -*.png); default: MODEL-eval.")
+@click.option("--report", "prefix", type=click.Path(dir_okay=False),
+              help="Report files prefix (PREFIX.html, .json, -*.png); default: MODEL.eval-DATA, DATA the names of the "
+                   "folders or files evaluated (the same data again replaces its report, other data gets its own).")
 @click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features.")
 @user_errors
 def evaluate(model, data, weights, batch_size, workers, device, quiet, tta, prefix, tsne):
     """Report how the MODEL does on labelled images in DATA (class folders or CSV files of path,label).
 
-    MODEL: from featx fit (the images go through its backbone and preprocessing, features cached as by
-    extract), or a network from featx finetune (its own head classifies them). Writes an HTML report
-    (metrics, figures, mistakes and files that failed, as thumbnails), JSON and PNG figures.
+    MODEL: from featx fit (the images go through its backbone and preprocessing; features already in its
+    training store are read from it, the others extracted into the cache), or a network from featx finetune
+    (its own head classifies them). Writes an HTML report (metrics, figures, mistakes and files that failed,
+    as thumbnails), JSON and PNG figures. Classes of the model absent from DATA are named; balanced accuracy
+    and macro F1 average over the classes present.
     """
-    report, summary, _ = apply_model("evaluate", model, data, weights, tta, batch_size=batch_size, workers=workers,
-                                     device=device, progress=not quiet)
-    written = report.save(prefix or Path(model).with_suffix("").as_posix() + "-eval", tsne=tsne)
+    from featx.report import report_prefix
+
+    report, summary = apply_model("evaluate", model, data, weights, tta, batch_size=batch_size, workers=workers,
+                                  device=device, progress=not quiet)
+    written = report.save(prefix or report_prefix(model, data), tsne=tsne)
     click.echo(f"report: {written[0]}")
     click.echo(summary, err=True)
     click.echo(report.table())

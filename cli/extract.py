@@ -8,7 +8,7 @@ import click
 from featx.names import DECODES
 
 from . import options
-from .errors import user_errors
+from .errors import exit_if_nothing_usable, user_errors
 
 
 @click.command()
@@ -59,9 +59,7 @@ def extract(data, model, weights, layer, pooling, image_size, tta, decode, rehas
             progress=not quiet, decode=decode, rehash=rehash,
         )
     click.echo(report.summary())
-    if report.nothing_usable:
-        click.echo(f"Error: none of the {report.n_files} files could be used ({report.failure_counts()})", err=True)
-        sys.exit(1)
+    exit_if_nothing_usable(report.n_files, report.failures)
     if strict and report.n_failed:
         click.echo(f"Error: {report.n_failed} files failed (--strict)", err=True)
         sys.exit(1)

@@ -63,6 +63,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     feature map, the most confident mistakes and correct examples as thumbnails), JSON and the figures as PNG.
     """
     from featx.fitting import fit as train
+    from featx.report import report_prefix
 
     path = pick_store(store)
     click.echo(f"store: {path}", err=True)
@@ -70,7 +71,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
                            n_jobs=n_jobs, epochs=epochs)
     out = Path(out or f"featx-{clf}.{fmt}")
     bundle.save(out, fmt)
-    written = report.save(out.with_suffix(""), tsne=tsne)
+    written = report.save(report_prefix(out), tsne=tsne)
     click.echo(f"report: {written[0]}")
     click.echo(report.table())
     click.echo(f"model:  {out}\nalso:   {', '.join(map(str, written[1:]))}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .errors import user_errors
+from .errors import exit_if_nothing_usable, user_errors
 from .evaluate import apply_model, extraction_options
 
 
@@ -17,11 +17,17 @@ from .evaluate import apply_model, extraction_options
 @user_errors
 def predict(model, images, weights, batch_size, workers, device, quiet, tta, out, report):
     """Predict the class of IMAGES (files, folders, CSV lists) with MODEL (from featx fit, or a network from
-    featx finetune, which uses its own head), as CSV: path, predicted class, then one probability (or
-    decision score) per class. Messages go to standard error."""
-    predictions, summary, failures = apply_model("predict", model, images, weights, tta, batch_size=batch_size,
-                                                 workers=workers, device=device, progress=not quiet)
+    featx finetune, which uses its own head), as CSV: path (as given), predicted class, one probability (or
+    decision score) per class, error. Every file has a row: one that failed has an empty prediction and its
+    reason under error. Exit status 1 when every file failed. Messages go to standard error."""
+    predictions, summary = apply_model("predict", model, images, weights, tta, batch_size=batch_size,
+                                       workers=workers, device=device, progress=not quiet)
     if report:
-        click.echo(f"report: {predictions.write_html(report, failures)}", err=True)
+        click.echo(f"report: {predictions.write_html(report)}", err=True)
     click.echo(summary, err=True)
     predictions.write_csv(out)
+    failed = predictions.failures
+    exit_if_nothing_usable(len(predictions.paths), failed)
+    if failed:
+        click.echo(f"{len(failed)} of {len(predictions.paths)} files failed: an empty prediction and the reason "
+                   "in the error column", err=True)

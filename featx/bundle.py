@@ -36,13 +36,18 @@ class ModelBundle:
     classes: list[str]
     space: FeatureSpace
     dtype: str
-    info: dict = field(default_factory=dict)  # classifier, hyperparameters, featx version
+    info: dict = field(default_factory=dict)  # classifier, hyperparameters, featx version, training store
 
     def check_space(self, space: FeatureSpace, dtype: str | None = None) -> None:
         """Refuse features from any other feature space (or storage dtype) than the training one."""
         self.space.check_same(space, "model has", "features have", "the model was trained on another feature space")
         if dtype is not None and dtype != self.dtype:
             raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")
+
+    def training_store(self) -> Path:
+        """The store the pipeline was trained on, as `featx fit` recorded it (a model from before it did: the
+        default store of its feature space)."""
+        return Path(self.info["store"]) if "store" in self.info else self.space.store_path(self.dtype)
 
     def extractor(self, weights: str | os.PathLike | None = None, device: str = "auto", engine: str = "auto") -> Extractor:
         """The extraction of exactly this bundle's feature space. Weights named only by a file hash cannot be

@@ -66,17 +66,15 @@ def failures_summary(n: int, failures: list[tuple[str, str]]) -> str:
 
 
 def predict(model: FineTuned, data, tta: str = "none", **options):
-    """The head's predictions for every readable image in `data`; returns (Predictions, summary text)."""
-    from .inputs import find_images
+    """The head's predictions for every image in `data` (those that failed: their reasons); returns
+    (Predictions, summary text)."""
     from .inference import Predictions
+    from .inputs import find_images
 
     images = find_images(data)
     scores, found, failures = model.probabilities(images.paths, tta=tta, **options)
-    if not found.any():
-        raise BadInputError(f"none of the {len(images)} images could be read: " + "; ".join(f"{p}: {r}" for p, r in failures[:3]))
-    paths = [p for p, ok in zip(images.paths, found) if ok]
-    predicted = [model.classes[i] for i in scores.argmax(1)]
-    return Predictions(paths, predicted, scores, "probability", model.classes), failures_summary(len(images), failures)
+    predictions = Predictions.of(images, found, scores.argmax(1), scores, "probability", model.classes, failures)
+    return predictions, failures_summary(len(images), failures)
 
 
 def evaluate(model: FineTuned, data, tta: str = "none", **options):

@@ -292,5 +292,6 @@ def fit(
         s.classes, metrics(test, trained.predicted, s.classes), details, trained.map_sample, outcomes, failures,
         title=f"featx fit: {clf} on {Path(store).name}",
     )
-    info = {"classifier": clf, "hyperparameters": hyperparameters, "class_weight": class_weight, "featx": __version__}
+    info = {"classifier": clf, "hyperparameters": hyperparameters, "class_weight": class_weight, "featx": __version__,
+            "store": str(Path(store).absolute())}  # predict and evaluate read the rows it already has
     return ModelBundle(trained.pipeline, s.classes, space, dtype, info), report

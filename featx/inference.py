@@ -1,6 +1,7 @@
 """Inference: a saved model bundle on new images, predicting their classes or evaluating it on labelled ones.
 
-Images are extracted (through the cache) in the bundle's own feature space, never into its training store.
+Images whose content the model's training store holds are read from it (read only: nothing is written to it);
+the others are extracted (through the cache) in the bundle's own feature space, never into the training store.
 """
 from __future__ import annotations
 
@@ -15,65 +16,149 @@ import numpy as np
 
 from .bundle import ModelBundle
 from .classifiers import class_scores
-from .errors import BadInputError
+from .errors import BadInputError, FeatxError
+from .extraction import ExtractReport
 from .figures import map_rows
+from .inputs import ImageList
 from .report import Outcomes, Report, metrics, predictions_page
 from .store import FeatureStore
 
 
 @dataclass
 class Predictions:
-    """Predicted classes of image files, with per-class probabilities or decision scores."""
+    """Predicted classes of image files, with per-class probabilities or decision scores. Every file has an
+    entry; one that failed has an empty prediction, NaN scores and its reason in `errors` ("" for the others)."""
 
-    paths: list[str]
+    paths: list[str]  # as the user gave them (a folder as given + the path below it)
     predicted: list[str]
     scores: np.ndarray
     score_kind: str  # "probability" or "score"
     classes: list[str]
+    errors: list[str]
+
+    @classmethod
+    def of(cls, images: ImageList, found: np.ndarray, predicted: np.ndarray, scores: np.ndarray, kind: str,
+           classes: Sequence[str], failures: Sequence[tuple[str, str]]) -> Predictions:
+        """Entries for all `images`: `predicted` (class indices) and `scores` are those of the `found` ones in
+        order; `failures` give the (path, reason) of the others."""
+        names = np.full(len(images), "", dtype=object)
+        names[found] = np.asarray(classes, dtype=object)[predicted]
+        every = np.full((len(images), len(classes)), np.nan)
+        every[found] = scores
+        reasons = dict(failures)
+        errors = ["" if ok else reasons[path] for path, ok in zip(images.paths, found)]
+        return cls(list(images.given), list(names), every, kind, list(classes), errors)
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(path, reason) of the files that failed."""
+        return [(path, error) for path, error in zip(self.paths, self.errors) if error]
 
     def write_csv(self, out: TextIO) -> None:
+        """path, predicted, one score per class, error (empty unless the file failed)."""
         writer = csv.writer(out)
-        writer.writerow(["path", "predicted", *(f"{self.score_kind}:{c}" for c in self.classes)])
-        for path, name, row in zip(self.paths, self.predicted, self.scores):
-            writer.writerow([path, name, *(f"{v:.6g}" for v in row)])
+        writer.writerow(["path", "predicted", *(f"{self.score_kind}:{c}" for c in self.classes), "error"])
+        for path, name, row, error in zip(self.paths, self.predicted, self.scores, self.errors):
+            writer.writerow([path, name, *("" if np.isnan(v) else f"{v:.6g}" for v in row), error])
 
-    def write_html(self, path: str | os.PathLike, failures: Sequence[tuple[str, str]] = ()) -> Path:
-        """A self-contained HTML gallery of the predictions, least confident first, and the unreadable files."""
+    def write_html(self, path: str | os.PathLike) -> Path:
+        """A self-contained HTML gallery of the predictions, least confident first, and the files that failed."""
         from .html_report import write
 
+        ok = [i for i, error in enumerate(self.errors) if not error]
         index = {name: i for i, name in enumerate(self.classes)}
-        predicted = np.array([index[name] for name in self.predicted], dtype=np.int64)
-        outcomes = Outcomes.of(self.paths, np.full(len(predicted), -1), predicted, self.scores, self.score_kind)
+        predicted = np.array([index[self.predicted[i]] for i in ok], dtype=np.int64)
+        outcomes = Outcomes.of([self.paths[i] for i in ok], np.full(len(ok), -1), predicted, self.scores[ok], self.score_kind)
         title = f"featx predict: {len(self.paths):,} images"
-        return write(path, predictions_page(outcomes, self.classes, list(failures), Path(path).parent, title))
+        return write(path, predictions_page(outcomes, self.classes, self.failures, Path(path).parent, title))
 
 
-def _bundle_features(bundle: ModelBundle, data, weights, device: str = "auto", **options):
-    """Extract `data` (through the cache) in the bundle's own feature space; features of the files that worked.
+@dataclass
+class Sources:
+    """Where the features came from: `n_read` files read from the model's training store (`unused`: why it
+    was not, if so), the rest extracted (`extracted`: None when none had to be)."""
 
-    Unless `store` is given, features go to a store of their own under cache/apply/, never into the store a
-    model was trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
+    n_read: int
+    extracted: ExtractReport | None
+    unused: str | None = None
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        return self.extracted.failures if self.extracted else []
+
+    @property
+    def headline(self) -> str:
+        return f"{self.n_read} read from the training store, {self.extracted.n_extracted if self.extracted else 0} extracted"
+
+    def summary(self) -> str:
+        lines = [self.headline]
+        if self.unused:
+            lines.append(f"  (training store not used: {self.unused})")
+        return "\n".join(lines + ([self.extracted.summary()] if self.extracted else []))
+
+
+def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(indices of the `paths` whose content the training store holds, their features, None), read only;
+    (no indices, no features, why) when the store is missing, unreadable or in another feature space.
+    Files are found by content, so a moved or copied file is found too."""
+    from .content import content_keys
+
+    try:
+        with FeatureStore.open(bundle.training_store()) as store:
+            bundle.check_space(store.space, store.dtype)
+            row_of = {key: row for row, key in enumerate(store.keys())}
+            rows = np.array([row_of.get(hashed.key, -1) for hashed in content_keys(paths)], dtype=np.int64)
+            held = np.flatnonzero(rows >= 0)
+            return held, store.rows(rows[held]), None
+    except FeatxError as exc:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.pipeline.n_features_in_)), str(exc)
+
+
+def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str = "auto", **options):
+    """Extract `images` in the bundle's feature space; (their features, zero where missing; mask of the files
+    that have them; the ExtractReport).
+
+    Unless `store` is given, into a store of their own under cache/apply/, never the store a model was
+    trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
     """
     from .extraction import extract_files
-    from .inputs import find_images
     from .space import cache_dir
 
-    images = find_images(data)
     if options.get("store") is None:
         options["store"] = cache_dir() / "apply" / bundle.space.store_path(bundle.dtype).name
     done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
+    if not done.store.exists():  # every file failed, and no store was kept
+        return np.zeros((len(images), bundle.pipeline.n_features_in_)), np.zeros(len(images), dtype=bool), done
     with FeatureStore.open(done.store) as opened:
         bundle.check_space(opened.space, opened.dtype)
         features, found = opened.features_for(images.paths)
-    return images, features.astype(np.float32, copy=False), found, done
+    return features, found, done
+
+
+def _bundle_features(bundle: ModelBundle, data, weights, **options):
+    """The images in `data` and their features in the bundle's feature space: rows of the training store where
+    it holds their content, the others extracted. Returns (images, features, mask of the files that have
+    features, Sources)."""
+    from .inputs import find_images
+
+    images = find_images(data)
+    features = np.zeros((len(images), bundle.pipeline.n_features_in_), dtype=np.float32)
+    found = np.zeros(len(images), dtype=bool)
+    held, rows, unused = _training_rows(bundle, images.paths)
+    features[held], found[held] = rows, True
+    rest, extracted = np.flatnonzero(~found), None
+    if len(rest):
+        others = ImageList([images.paths[i] for i in rest], images.labels[rest], images.classes, images.roots)
+        features[rest], found[rest], extracted = _extracted_rows(bundle, others, weights, **options)
+    return images, features, found, Sources(len(held), extracted, unused)
 
 
 def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
-    """Report of the bundle on labelled images (class folders or CSV labels); returns (Report, ExtractReport).
+    """Report of the bundle on labelled images (class folders or CSV labels); returns (Report, Sources).
 
     `options` go to `featx.extract` (device, batch_size, workers, progress).
     """
-    images, features, found, done = _bundle_features(bundle, data, weights, **options)
+    images, features, found, sources = _bundle_features(bundle, data, weights, **options)
     unknown = sorted(set(images.classes) - set(bundle.classes))
     if unknown:
         raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(bundle.classes)})")
@@ -86,23 +171,20 @@ def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.Pa
     x, true = features[use], labels[use]
     predicted = bundle.pipeline.predict(x)
     details = {"classifier": bundle.info.get("classifier"), "hyperparameters": bundle.info.get("hyperparameters"),
-               "store": str(done.store), "n_failed": done.n_failed}
+               "features": sources.headline, "n_failed": len(sources.failures)}
     outcomes = Outcomes.of([p for p, ok in zip(images.paths, use) if ok], true, predicted, *class_scores(bundle.pipeline, x))
     keep = map_rows(len(x))
     report = Report(
         bundle.classes, metrics(true, predicted, bundle.classes), details, (x[keep], true[keep]), outcomes,
-        done.failures, title=f"featx evaluate: {bundle.info.get('classifier')} on {len(images):,} files",
+        sources.failures, title=f"featx evaluate: {bundle.info.get('classifier')} on {len(images):,} files",
     )
-    return report, done
+    return report, sources
 
 
 def predict(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
-    """Predictions of the bundle for every readable image in `data`; returns (Predictions, ExtractReport)."""
-    images, features, found, done = _bundle_features(bundle, data, weights, **options)
-    if not found.any():
-        raise BadInputError(f"none of the {len(images)} images could be read: " + "; ".join(f"{p}: {r}" for p, r in done.failures[:3]))
-    x, pipeline = features[found], bundle.pipeline
-    scores, kind = class_scores(pipeline, x)
-    predicted = [bundle.classes[i] for i in pipeline.predict(x)]
-    paths = [p for p, ok in zip(images.paths, found) if ok]
-    return Predictions(paths, predicted, scores, kind, bundle.classes), done
+    """Predictions of the bundle for every image in `data` (those that failed: their reasons); returns
+    (Predictions, Sources)."""
+    images, features, found, sources = _bundle_features(bundle, data, weights, **options)
+    scores, kind = class_scores(bundle.pipeline, features)  # rows of failed files (zeros) are dropped by `of`
+    predicted = bundle.pipeline.predict(features)
+    return Predictions.of(images, found, predicted[found], scores[found], kind, bundle.classes, sources.failures), sources

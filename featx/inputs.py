@@ -24,6 +24,7 @@ class ImageList:
     labels: np.ndarray
     classes: list[str] = field(default_factory=list)
     roots: list[str] = field(default_factory=list)  # absolute folders searched: the store follows them
+    given: list[str] = field(default_factory=list)  # each path as the user gave it (a folder as given + the path below it)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -41,8 +42,8 @@ def display_path(path: str | os.PathLike) -> str:
     return absolute if relative.startswith("..") else relative
 
 
-def _walk(root: Path) -> Iterable[tuple[str, str | None]]:
-    """(path, class folder name or None) for every image below root, sorted."""
+def _walk(root: str) -> Iterable[tuple[str, str | None]]:
+    """(path, class folder name or None) for every image below root, sorted; paths start with root as given."""
     for directory, subdirs, files in os.walk(root, followlinks=True):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         rel = Path(directory).relative_to(root).parts
@@ -121,20 +122,22 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     except re.error as exc:
         raise BadInputError(f"invalid --label-pattern {label_pattern!r}: {exc}") from None
     entries: dict[str, str | None] = {}
+    given: dict[str, str] = {}
     roots: list[str] = []
-    for source in sources:
-        source = Path(source)
+    for as_given in map(os.fspath, sources):
+        source = Path(as_given)
         roots.append(os.path.abspath(source if source.is_dir() else source.parent))
         if source.is_dir():
-            found = _walk(source)
+            found = _walk(as_given)
         elif source.suffix.lower() == ".csv" and source.is_file():
             found = _read_csv(source)
         elif source.is_file():
-            found = [(str(source), None)]
+            found = [(as_given, None)]
         else:
             raise MissingPathError(f"no such file or folder: {source}")
         for path, label in found:
             key = display_path(path)
+            given.setdefault(key, path)
             entries.setdefault(key, _label_text(_label_from_name(pattern, key) if pattern else label))
     if not entries:
         raise BadInputError(
@@ -144,4 +147,4 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     classes = sorted({label for label in entries.values() if label is not None})
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[l] if l is not None else UNLABELED for l in entries.values()], dtype=np.int64)
-    return ImageList(paths=list(entries), labels=labels, classes=classes, roots=sorted(set(roots)))
+    return ImageList(paths=list(entries), labels=labels, classes=classes, roots=sorted(set(roots)), given=list(given.values()))

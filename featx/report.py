@@ -7,37 +7,69 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 
-
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, balanced accuracy, macro F1, per-class precision/recall and the confusion matrix."""
-    from sklearn.metrics import (
-        accuracy_score,
-        balanced_accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-    )
+    """Accuracy, balanced accuracy, macro F1, per-class precision/recall, the confusion matrix and the classes
+    absent from `y_true`: balanced accuracy and macro F1 average over the classes present (an absent class
+    has no recall, and would count as an F1 of 0)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = np.arange(len(classes))
+    present = np.unique(y_true)
     precision, recall, _, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        # sklearn's balanced_accuracy_score is this mean, but warns when a class is predicted and absent
+        "balanced_accuracy": float(recall[present].mean()),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "majority_rate": float(np.bincount(y_true, minlength=len(classes)).max() / max(len(y_true), 1)),
+        "absent_classes": [classes[i] for i in np.setdiff1d(labels, present)],
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "support": int(s)}
             for name, p, r, s in zip(classes, precision, recall, support)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def absent_line(m: dict) -> str | None:
+    """The one line that names the classes absent from the data, when some are."""
+    absent = m["absent_classes"]
+    if not absent:
+        return None
+    n = len(m["per_class"]) - len(absent)
+    return f"absent from these data: {', '.join(absent)} (balanced accuracy and macro F1 over the {n} classes present)"
+
+
+def report_prefix(model: str | os.PathLike, evaluated: Sequence[str | os.PathLike] = ()) -> Path:
+    """Where a model's report files go: MODEL (its full file name: featx-sgd.skops and featx-sgd.joblib
+    keep separate reports), or MODEL.eval-<DATA> for an evaluation on DATA (its folder or file names)."""
+    model = Path(model)
+    if not evaluated:
+        return model
+    return model.with_name(f"{model.name}.eval-{_data_name(evaluated)}")
+
+
+def _data_name(data: Sequence[str | os.PathLike]) -> str:
+    """A file-name part naming the evaluated data: 'cells', 'test', 'a+b'; many names: the first, the count
+    and a digest of them all (a shell glob of images gives thousands)."""
+    import hashlib
+
+    paths = [Path(os.path.abspath(source)) for source in data]
+    names = [re.sub(r"[^\w.+-]+", "_", path.stem if path.is_file() else path.name) or "_" for path in paths]
+    joined = "+".join(names)
+    if len(joined) <= 60:
+        return joined
+    digest = hashlib.blake2b(joined.encode(), digest_size=4).hexdigest()
+    return f"{names[0][:30]}+{len(names) - 1}-more-{digest}"
 
 
 MISTAKES_SHOWN = 200  # the most confident mistakes in the HTML report
@@ -119,6 +151,8 @@ class Report:
             f"accuracy {m['accuracy']:.3f}   balanced accuracy {m['balanced_accuracy']:.3f}   "
             f"macro F1 {m['macro_f1']:.3f}   (majority class: {m['majority_rate']:.3f}, n={m['n']})"
         )
+        if absent := absent_line(m):
+            lines.append(absent)
         width = max(len(c) for c in self.classes) + 2
         lines.append(f"{'class':<{width}}{'precision':>10}{'recall':>10}{'support':>10}")
         for name, row in m["per_class"].items():
@@ -143,6 +177,7 @@ class Report:
         summary = {
             "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"], "macro F1": m["macro_f1"],
             "majority class rate": m["majority_rate"], "images": m["n"],
+            **({"absent classes": ", ".join(m["absent_classes"])} if m["absent_classes"] else {}),
             **{key: json.dumps(value) if isinstance(value, (dict, list)) else value
                for key, value in self.details.items() if key != "cv_scores"},
         }

@@ -27,7 +27,7 @@ def run_demo(tmp_path: Path, monkeypatch, *args: str) -> tuple[str, float]:
     saved = json.loads(Path("ev.json").read_text())["metrics"]
     assert saved["n"] == int(printed[2])
     assert f"{100 * saved['accuracy']:.2f}" == printed[1]
-    text = Path("featx-demo/featx-svm.html").read_text()
+    text = Path("featx-demo/featx-svm.skops.html").read_text()
     document = parse_html(text)
     assert embedded_images(document) and no_external_url(text) and gallery(document, "Mistakes") is not None
     return result.output, saved["accuracy"]
@@ -36,7 +36,7 @@ def run_demo(tmp_path: Path, monkeypatch, *args: str) -> tuple[str, float]:
 def test_demo_on_a_reduced_set_and_its_rerun(tmp_path, monkeypatch):
     output, _ = run_demo(tmp_path, monkeypatch, "--per-class", "12")
     assert "48 ELPV cells" in output and "48 extracted" in output
-    assert output.index("report: featx-demo/featx-svm.html") < output.index("4-class accuracy")
+    assert output.index("report: featx-demo/featx-svm.skops.html") < output.index("4-class accuracy")
     rerun, _ = run_demo(tmp_path, monkeypatch, "--per-class", "12")
     assert "0 extracted, 48 already in the store" in rerun
 
