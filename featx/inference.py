@@ -10,18 +10,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from .bundle import ModelBundle
 from .classifiers import class_scores
 from .errors import BadInputError, FeatxError
-from .extraction import ExtractReport
 from .figures import map_rows
 from .inputs import ImageList
 from .report import Outcomes, Report, metrics, predictions_page
 from .store import FeatureStore
+
+if TYPE_CHECKING:
+    from .extraction import ExtractReport  # imports torch: only an extraction needs it
 
 
 @dataclass
@@ -87,8 +89,12 @@ class Sources:
         return self.extracted.failures if self.extracted else []
 
     @property
+    def n_extracted(self) -> int:
+        return self.extracted.n_extracted if self.extracted else 0
+
+    @property
     def headline(self) -> str:
-        return f"{self.n_read} read from the training store, {self.extracted.n_extracted if self.extracted else 0} extracted"
+        return f"{self.n_read} read from the training store, {self.n_extracted} extracted"
 
     def summary(self) -> str:
         lines = [self.headline]

@@ -94,11 +94,11 @@ def test_fit_without_arguments_uses_the_store_and_writes_report(elpv, tmp_path, 
     result = CliRunner().invoke(fit, ["-o", str(out), "--tsne"])
     assert result.exit_code == 0, result.output
     assert "balanced accuracy" in result.output and "possibly_defective" in result.output
-    saved = json.loads((tmp_path / "m.json").read_text())
+    saved = json.loads((tmp_path / "m.skops.json").read_text())
     assert saved["classifier"] == "logreg" and "C" in saved["hyperparameters"]
     assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(saved["metrics"])
     assert len(saved["cv_scores"]) == len(CLASSIFIERS["logreg"].grid)
-    for name in ("m-confusion.png", "m-pca.png", "m-tsne.png"):
+    for name in ("m.skops-confusion.png", "m.skops-pca.png", "m.skops-tsne.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     bundle = load_bundle(out)
     with FeatureStore.open(elpv["store"]) as store:
@@ -126,8 +126,8 @@ def test_fit_report_shows_exactly_the_misclassified_test_rows(elpv, tmp_path):
     out = tmp_path / "m.skops"
     result = CliRunner().invoke(fit, ["--features", str(elpv["store"]), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == f"report: {tmp_path / 'm.html'}"
-    document = checked_page(tmp_path / "m.html")
+    assert result.stdout.splitlines()[0] == f"report: {tmp_path / 'm.skops.html'}"
+    document = checked_page(tmp_path / "m.skops.html")
     bundle = load_bundle(out)
     with FeatureStore.open(elpv["store"]) as store:
         files, names = store.files(), store.classes()
@@ -146,7 +146,7 @@ def test_fit_report_shows_exactly_the_misclassified_test_rows(elpv, tmp_path):
     ]
     assert len(expected) >= 3  # 40 per class: the logistic regression makes mistakes to show
     assert gallery(document, "Mistakes") == expected
-    confusion = np.array(json.loads((tmp_path / "m.json").read_text())["metrics"]["confusion_matrix"])
+    confusion = np.array(json.loads((tmp_path / "m.skops.json").read_text())["metrics"]["confusion_matrix"])
     assert confusion.sum() - np.trace(confusion) == len(expected)
     for name in bundle.classes:
         shown = gallery(document, f"Correct: {name}")
@@ -187,19 +187,20 @@ def test_evaluate_and_predict_on_new_images(elpv, model, tmp_path, monkeypatch):
     assert failed.find(".//a").text.endswith("broken.png")
     result = runner.invoke(predict, [str(model), str(images), "-q", "--report", str(tmp_path / "p.html")])
     assert result.exit_code == 0, result.output
-    assert "broken.png" in result.stderr and "broken.png" not in result.stdout
+    assert "broken.png" in result.stderr and "1 of 33 files failed" in result.stderr
     assert result.stderr.splitlines()[0] == f"report: {tmp_path / 'p.html'}"
     shown = gallery(checked_page(tmp_path / "p.html"), "Predictions")
     by_name = {Path(row[0]).name: row for row in csv.reader(io.StringIO(result.stdout))}
-    scores = [max(float(v) for v in by_name[name][2:]) for name, _ in shown]
+    scores = [max(float(v) for v in by_name[name][2:-1]) for name, _ in shown]
     assert len(shown) == 4 * HELD_OUT and scores == sorted(scores)
     assert all(lines == [f"predicted: {by_name[name][1]}", f"probability: {score:.3f}"]
                for (name, lines), score in zip(shown, scores))
     rows = list(csv.reader(io.StringIO(result.stdout)))
     bundle = load_bundle(model)
-    assert rows[0] == ["path", "predicted", *(f"probability:{c}" for c in bundle.classes)]
-    assert len(rows) == 1 + 4 * HELD_OUT
-    probabilities = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+    assert rows[0] == ["path", "predicted", *(f"probability:{c}" for c in bundle.classes), "error"]
+    assert len(rows) == 1 + 4 * HELD_OUT + 1 and rows[1 + HELD_OUT][0] == str(images / "functional" / "broken.png")
+    assert rows.pop(1 + HELD_OUT)[1:] == ["", "", "", "", "", "not an image (Pillow cannot identify the format)"]
+    probabilities = np.array([[float(v) for v in row[2:-1]] for row in rows[1:]])
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
     assert all(row[1] == bundle.classes[int(np.argmax(p))] for row, p in zip(rows[1:], probabilities))
     out = tmp_path / "p.csv"

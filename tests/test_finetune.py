@@ -81,8 +81,8 @@ def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path
     predicted = runner.invoke(main, ["predict", str(trained.path), str(cells / "defective"), "-q", "--workers", "0"])
     assert predicted.exit_code == 0, predicted.output
     lines = predicted.stdout.strip().splitlines()
-    assert lines[0].split(",")[2:] == [f"probability:{c}" for c in trained.classes] and len(lines) == 9
-    assert all(np.isclose(sum(map(float, line.split(",")[2:])), 1, atol=1e-4) for line in lines[1:])
+    assert lines[0].split(",")[2:] == [f"probability:{c}" for c in trained.classes] + ["error"] and len(lines) == 9
+    assert all(np.isclose(sum(map(float, line.split(",")[2:-1])), 1, atol=1e-4) for line in lines[1:])
     evaluated = runner.invoke(main, ["evaluate", str(trained.path), str(cells), "-q", "--workers", "0", "--tta", "d4",
                                      "--report", str(tmp_path / "eval")])
     assert evaluated.exit_code == 0, evaluated.output
