@@ -18,7 +18,9 @@ from click.testing import CliRunner, Result
 from html_checks import parse_html
 from PIL import Image
 
+from conftest import synthetic_space
 from featx.cli import main
+from featx.store import FeatureStore
 
 FAST = ["--model", "mobilenet_v3_small", "--weights", "random", "--engine", "torch", "-w", "0", "-q"]
 
@@ -79,6 +81,11 @@ def test_without_its_training_store_everything_is_extracted(work, tmp_path):
     assert result.exit_code == 0, result.output
     assert "0 read from the training store, 5 extracted" in result.stderr
     assert "training store not used: no feature store at" in result.stderr
+    with FeatureStore.create_or_open(tmp_path / "copy.h5", synthetic_space()):
+        pass  # a store of another feature space where the training store was
+    again = featx("predict", tmp_path / "m.skops", work / "cells" / "defective", "-q")
+    assert again.exit_code == 0 and "0 read from the training store, 0 extracted" in again.stderr  # the apply cache has them
+    assert "training store not used: the model was trained on another feature space" in again.stderr
 
 
 def test_reports_are_named_after_the_model_file(work):
