@@ -134,14 +134,16 @@ def test_metrics_over_the_classes_present_without_warnings():
 
 
 def test_evaluate_on_data_lacking_classes_names_them_in_one_line(work, tmp_path, private_cache):
-    """In a fresh process: a library warning would reach the terminal."""
+    """In a fresh process: a library warning would reach the terminal. Every cell is in the training store:
+    no network runs, and torch is not even imported."""
+    from test_startup import CLI, heavy_imports
+
     for name in ("defective", "functional"):
         shutil.copytree(work / "cells" / name, tmp_path / "two" / name)
-    command = [sys.executable, "-c", "from featx.cli import main; main()", "evaluate", str(work / "m.skops"), "two",
-               "-q", "--report", "ev"]
+    command = [sys.executable, "-c", CLI, "evaluate", str(work / "m.skops"), "two", "-q", "--report", "ev"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "Warning" not in result.stderr
+    assert "Warning" not in result.stderr and heavy_imports(result) == []
     lines = [line for line in result.stdout.splitlines() if "absent" in line]
     assert lines == ["absent from these data: likely_defective, possibly_defective "
                      "(balanced accuracy and macro F1 over the 2 classes present)"]

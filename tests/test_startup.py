@@ -84,7 +84,7 @@ def test_demo_keeps_what_it_makes_in_its_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     assert list(work.iterdir()) == []
     made = {p.name for p in out.iterdir()}
-    assert {"elpv", "features.h5", "featx-svm.skops", "featx-svm.html", "featx-svm.json", "test.csv"} <= made
+    assert {"elpv", "features.h5", "featx-svm.skops", "featx-svm.skops.html", "featx-svm.skops.json", "test.csv"} <= made
     assert len(featx.load_features(out / "features.h5").paths) == 40
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "work", "xdg"]
 
