@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,16 +131,6 @@ class ExtractReport:
     @property
     def n_failed(self) -> int:
         return len(self.failures)
-
-    @property
-    def nothing_usable(self) -> bool:
-        """Every file given failed (a wrong CSV, a folder of non-images...)."""
-        return self.n_files > 0 and self.n_failed == self.n_files
-
-    def failure_counts(self) -> str:
-        """'18 unreadable: No such file or directory; 2 not an image' for messages."""
-        counts = Counter(reason for _, reason in self.failures)
-        return "; ".join(f"{n} {reason}" for reason, n in counts.most_common())
 
     def summary(self) -> str:
         rate = f"{self.n_extracted / self.seconds:.1f} images/s" if self.n_extracted and self.seconds else "n/a"

@@ -80,7 +80,7 @@ def predict(model: FineTuned, data, tta: str = "none", **options):
 def evaluate(model: FineTuned, data, tta: str = "none", **options):
     """Report of the head on labelled images (class folders or CSV labels); returns (Report, summary text)."""
     from .inputs import find_images
-    from .report import Report, metrics
+    from .report import Outcomes, Report, metrics
 
     images = find_images(data)
     unknown = sorted(set(images.classes) - set(model.classes))
@@ -94,7 +94,10 @@ def evaluate(model: FineTuned, data, tta: str = "none", **options):
                             "featx predict handles unlabelled images)")
     paths = [p for p, ok in zip(images.paths, labelled) if ok]
     scores, found, failures = model.probabilities(paths, tta=tta, **options)
-    y = labels[labelled][found]
+    y, predicted = labels[labelled][found], scores.argmax(1)
     details = {"model": model.metadata["model"], "fine-tuned": str(model.path), "head": "fine-tuned",
                "tta": tta, "n_failed": len(failures)}
-    return Report(model.classes, metrics(y, scores.argmax(1), model.classes), details), failures_summary(len(paths), failures)
+    outcomes = Outcomes.of([p for p, ok in zip(paths, found) if ok], y, predicted, scores, "probability")
+    report = Report(model.classes, metrics(y, predicted, model.classes), details, outcomes=outcomes,
+                    failures=list(failures), title=f"featx evaluate: fine-tuned {model.metadata['model']} on {len(paths):,} files")
+    return report, failures_summary(len(paths), failures)

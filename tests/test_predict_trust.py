@@ -187,7 +187,7 @@ def test_predict_exits_1_when_every_file_failed_with_every_row_written(work, tmp
     assert [row[0] for row in rows[1:]] == ["bad/a.png", "bad/b.jpg"] and all(row[-1] for row in rows[1:])
 
 
-def test_finetuned_predict_report_lists_the_failed_files(tmp_path, monkeypatch):
+def test_finetuned_predict_and_evaluate_reports_list_the_failed_files(tmp_path, monkeypatch):
     import featx as library
     from featx.datasets import write_elpv_folder
 
@@ -203,3 +203,8 @@ def test_finetuned_predict_report_lists_the_failed_files(tmp_path, monkeypatch):
     page = parse_html((tmp_path / "p.html").read_text())
     failed = [s for s in page.iter("section") if s.find("h2").text.startswith("Files that could not be read (1)")]
     assert failed and failed[0].find(".//a").text.endswith("broken.png")
+    evaluated = featx("evaluate", tuned.path, "cells", "-q", "-w", "0", "--report", "e")
+    assert evaluated.exit_code == 0, evaluated.output
+    page = parse_html((tmp_path / "e.html").read_text())
+    sections = {s.find("h2").text: s for s in page.iter("section")}
+    assert any(title.startswith("Files that could not be read (1)") for title in sections), list(sections)
