@@ -1,6 +1,7 @@
 """`featx demo`: the whole job on real images, offline, under the ELPV paper's protocol."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,23 @@ from .errors import user_errors
 DEMO_FEATURES = {"image_size": 300, "layer": "blocks.5,blocks.6,bn2", "pooling": "gem"}
 TEST_SIZE = 0.25  # the paper's 75/25 split
 STORE = "features.h5"  # in the --dir folder, beside the images it holds the features of
+FITTED = "fitted.sha256"  # in the --dir folder: what the saved model was trained on (see training_digest)
+
+
+def training_digest(store: Path, settings: dict) -> str:
+    """A digest of what a fit would see: every labelled file of the store (path, content, class) and the
+    fit's settings. A rerun whose digest equals the saved model's reuses it instead of fitting again."""
+    import hashlib
+    import json
+
+    from featx import __version__
+    from featx.store import FeatureStore
+
+    with FeatureStore.open(store) as opened:
+        keys, classes = opened.keys(), opened.classes()
+        view = sorted((path, keys[row], classes[label]) for path, (row, label) in opened.files().items() if label >= 0)
+    text = json.dumps({"featx": __version__, "settings": settings, "files": view})
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_test_part(report, path: Path) -> Path:
@@ -37,17 +55,18 @@ def demo(directory, per_class, quiet):
     features with the default backbone (real ImageNet weights; 300 px, GeM-pooled late stages), fit an RBF
     SVM with C chosen by cross-validation on a stratified 75% and report on the other 25%.
 
-    A rerun reads the features from the store and only fits again. Everything it makes goes into the --dir
-    folder: the images, the feature store, the model, its HTML report and test.csv (the test part, for
-    featx evaluate).
+    A rerun reads the features from the store, and reuses the model when the images, labels and settings are
+    those it was fitted on (else fits again). Everything it makes goes into the --dir folder: the images, the
+    feature store, the model, its HTML report and test.csv (the test part, for featx evaluate). Its elpv/
+    folder holds exactly the selected cells: copies made for another --per-class are removed.
     """
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
     from featx.extraction import extract
     from featx.fitting import fit
-    from featx.report import report_prefix
+    from featx.report import Report, report_prefix
 
     directory = Path(directory)
-    folder = write_elpv_folder(directory / "elpv", per_class=per_class)
+    folder = write_elpv_folder(directory / "elpv", per_class=per_class, prune=True)  # the demo's own copies
     elpv = load_elpv()
     cell_type = {Path(path).name: kind for path, kind in zip(elpv.filenames, elpv.cell_type)}
     copied = [(p.parent.name, cell_type[p.name]) for p in folder.glob("*/*.png")]
@@ -59,13 +78,24 @@ def demo(directory, per_class, quiet):
     # The paper stratifies the split by class and cell type (mono, poly); a small run may lack a pair.
     by_type = min(Counter(copied).values()) >= 2
     split = "class and cell type" if by_type else "class"
-    click.echo(f"fitting: RBF SVM, C by 5-fold CV on the training part (all cores); test part: 25%, stratified by {split} ...")
-    bundle, report = fit(extracted.store, "svm", test_size=TEST_SIZE, n_jobs=-1,
-                         group=(lambda path: cell_type[Path(path).name]) if by_type else None)
-    model = bundle.save(directory / "featx-svm.skops")
-    written = report.save(report_prefix(model))
-    test_csv = write_test_part(report, directory / "test.csv")
-    click.echo(f"report: {written[0]}")
+    model, test_csv, fitted = directory / "featx-svm.skops", directory / "test.csv", directory / FITTED
+    prefix = report_prefix(model)
+    saved = [model, test_csv, prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
+    digest = training_digest(extracted.store, {"clf": "svm", "test_size": TEST_SIZE, "split": split})
+    if all(path.exists() for path in [*saved, fitted]) and fitted.read_text().strip() == digest:
+        click.echo(f"model: up to date (same images, labels and settings as when {model} was fitted): not fitted again")
+        report = Report.from_dict(json.loads(saved[3].read_text()))
+        click.echo(f"report: {saved[2]}")
+    else:
+        click.echo(f"fitting: RBF SVM, C by 5-fold CV on the training part (all cores); test part: 25%, stratified by {split} ...")
+        fitted.unlink(missing_ok=True)
+        bundle, report = fit(extracted.store, "svm", test_size=TEST_SIZE, n_jobs=-1,
+                             group=(lambda path: cell_type[Path(path).name]) if by_type else None)
+        bundle.save(model)
+        written = report.save(prefix)
+        write_test_part(report, test_csv)
+        fitted.write_text(digest + "\n")  # last: an interrupted fit is never taken for a finished one
+        click.echo(f"report: {written[0]}")
     click.echo(report.table())
     accuracy = report.metrics["accuracy"]
     paper = "   ".join(f"{name}: {value:.2f}%" for name, value in ELPV_PAPER.items())

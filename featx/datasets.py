@@ -52,21 +52,31 @@ def load_elpv() -> Bunch:
     )
 
 
-def write_elpv_folder(destination: str | os.PathLike, per_class: int | None = None, seed: int = 0) -> Path:
+def write_elpv_folder(destination: str | os.PathLike, per_class: int | None = None, seed: int = 0,
+                      prune: bool = False) -> Path:
     """Copy ELPV images into destination/<class>/ (the layout `featx extract` reads); returns destination.
 
-    `per_class` picks that many images of each class at random (all images when None).
+    `per_class` picks that many images of each class at random (all images when None). `prune` removes the
+    ELPV images of another selection copied there before (files named as ELPV cells in the class folders
+    that are not selected now), so the folder holds exactly this selection; other files are left alone.
     """
     data, destination = load_elpv(), Path(destination)
     rng = np.random.default_rng(seed)
+    cells = {Path(f).name for f in data.filenames}
     for label, name in enumerate(data.target_names):
         members = np.flatnonzero(data.target == label)
         if per_class is not None:
             members = np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
         (destination / name).mkdir(parents=True, exist_ok=True)
+        selected = set()
         for i in members:
             source = Path(data.filenames[i])
             target = destination / name / source.name
+            selected.add(target.name)
             if not target.exists():
                 shutil.copyfile(source, target)
+        if prune:
+            for stale in (destination / name).iterdir():
+                if stale.name in cells and stale.name not in selected:
+                    stale.unlink()
     return destination

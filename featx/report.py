@@ -139,6 +139,12 @@ class Report:
     def to_dict(self) -> dict:
         return {"classes": self.classes, **self.details, "metrics": self.metrics}
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> Report:
+        """The report saved as JSON (`save`), without what the JSON does not hold: figures' sample, galleries."""
+        details = {key: value for key, value in saved.items() if key not in ("classes", "metrics")}
+        return cls(saved["classes"], saved["metrics"], details)
+
     def table(self) -> str:
         """The report as aligned text."""
         m, lines = self.metrics, []

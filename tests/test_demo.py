@@ -38,7 +38,11 @@ def test_demo_on_a_reduced_set_and_its_rerun(tmp_path, monkeypatch):
     assert "48 ELPV cells" in output and "48 extracted" in output
     assert output.index("report: featx-demo/featx-svm.skops.html") < output.index("4-class accuracy")
     rerun, _ = run_demo(tmp_path, monkeypatch, "--per-class", "12")
-    assert "0 extracted, 48 already in the store" in rerun
+    assert "0 extracted, 48 already in the store" in rerun and "not fitted again" in rerun and "fitting:" not in rerun
+    assert rerun.split("report:")[1] == output.split("report:")[1]  # the saved model's own report, as printed then
+    changed, _ = run_demo(tmp_path, monkeypatch, "--per-class", "13")  # more images: fitted again
+    assert "52 ELPV cells" in changed and "fitting:" in changed and "not fitted again" not in changed
+    assert len(list((tmp_path / "featx-demo" / "elpv").glob("*/*.png"))) == 52  # the 12-per-class copies pruned
 
 
 @pytest.mark.slow
