@@ -179,9 +179,8 @@ def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], trai
     listing = folder / f"train-{seed}.csv"
     with open(listing, "w", newline="") as f:
         csv.writer(f).writerows([filenames[i], classes[y[i]]] for i in train)
-    start = time.perf_counter()
     result = finetune(listing, out=folder / f"lite0-seed{seed}.safetensors", seed=seed, resume=True, **options)
-    seconds = time.perf_counter() - start
+    seconds = sum(r["seconds"] for r in result.history)  # each epoch's own time, also those of a resumed run
     epochs = len(result.history)
     print(f"seed {seed}: {epochs} epochs in {seconds:.0f} s ({seconds / epochs:.0f} s per epoch), kept epoch "
           f"{result.best_epoch}; validation accuracy {[round(r['val_accuracy'], 4) for r in result.history]}", flush=True)
