@@ -23,9 +23,8 @@ from sklearn.svm import SVC
 
 import featx
 from featx.classifiers import CLASSIFIERS, RBFGram
+from featx.cli.demo import DEMO_FEATURES
 from featx.datasets import write_elpv_folder
-
-DEMO_FEATURES = {"image_size": 300, "layer": "blocks.5,blocks.6,bn2", "pooling": "gem"}
 
 
 def search(steps: list, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
