@@ -25,6 +25,10 @@ from .errors import user_errors
 @click.option("--body-lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True,
               help="Learning rate of the body's last stages; earlier stages down to a tenth of it.")
 @click.option("--schedule", type=click.Choice(["onecycle", "cosine"]), default="onecycle", show_default=True)
+@click.option("--freeze-until", metavar="LAYER",
+              help="Keep this layer (e.g. blocks.1) and all before it as pretrained: faster steps, generic early features.")
+@click.option("--ordinal", metavar="CLASSES",
+              help="The classes are ordered grades, e.g. good,fair,poor: soft targets make near misses cost less.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
 @click.option("--class-weight", type=click.Choice(["balanced"]), help="Weight the loss inversely to class frequencies.")
 @click.option("--val-size", type=click.FloatRange(0, 1, max_open=True), default=0.15, show_default=True,

@@ -21,6 +21,7 @@ _EXPORTS = {
     "symmetries": "featx.views",
     "finetune": "featx.finetuning",
     "FinetuneConfig": "featx.finetuning",
+    "FinetunedClassifier": "featx.finetuned_classifier",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

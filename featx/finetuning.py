@@ -68,6 +68,8 @@ class FinetuneConfig:
     val_size: float = 0.15  # stratified share of DATA held out to pick the best epoch (0: none, last epoch)
     patience: int = 3  # all-layer epochs without a better validation accuracy before stopping
     seed: int = 0
+    freeze_until: str | None = None  # this layer (a module name, e.g. blocks.1) and all before it never train
+    ordinal: str | None = None  # the class names as ordered grades, comma-separated, low to high: soft targets
 
     def check(self) -> None:
         if self.augment not in AUGMENTS:
@@ -225,9 +227,13 @@ class Classifier:
     """A backbone's whole classifier on a device: input normalisation, class probabilities and, for training,
     its head and the parameter groups of the two phases."""
 
-    def __init__(self, model: nn.Module, head: nn.Module | None, pre: Preprocessing, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, head: nn.Module | None, pre: Preprocessing, device: torch.device,
+                 freeze_until: str | None = None) -> None:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.head = head
+        self.fixed = _layers_until(self.model, freeze_until) if freeze_until else []
+        if head is not None and any(module is head for module in self.fixed):
+            raise BadInputError(f"freeze_until {freeze_until!r} reaches the head: nothing would be fine-tuned")
         self.device = device
         std = torch.tensor(pre.std).view(1, 3, 1, 1)
         self.scale = (1.0 / (255.0 * std)).to(device)
@@ -237,23 +243,26 @@ class Classifier:
         x = images.to(self.device, non_blocking=True).float() * self.scale - self.shift
         return x.contiguous(memory_format=torch.channels_last)
 
+    def _fixed_parameters(self) -> set[int]:
+        return {id(p) for module in self.fixed for p in module.parameters(recurse=False)}
+
     def phase(self, frozen: bool) -> None:
-        """Frozen: only the head learns and BatchNorm layers keep their statistics (eval mode)."""
-        head = {id(p) for p in self.head.parameters()}
+        """Frozen: only the head learns and BatchNorm layers keep their statistics (eval mode). Either way the
+        layers up to `freeze_until` stay as they are; autograd then skips their backward pass altogether."""
+        head, fixed = {id(p) for p in self.head.parameters()}, self._fixed_parameters()
         for p in self.model.parameters():
-            p.requires_grad_(not frozen or id(p) in head)
+            p.requires_grad_(id(p) in head if frozen else id(p) not in fixed)
         self.model.train()
-        if frozen:
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        for module in self.model.modules() if frozen else self.fixed:
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
     def optimizer(self, frozen: bool, config: FinetuneConfig) -> torch.optim.AdamW:
         """AdamW; the head at `lr`, the body in BODY_GROUPS groups from body_lr / lr_ratio up to body_lr."""
         head = list(self.head.parameters())
         groups = [{"params": head, "lr": config.lr, "peak": config.lr}]
         if not frozen:
-            ids = {id(p) for p in head}
+            ids = {id(p) for p in head} | self._fixed_parameters()
             body = [p for p in self.model.parameters() if id(p) not in ids]
             bounds = np.linspace(0, len(body), BODY_GROUPS + 1).round().astype(int)
             for g in range(BODY_GROUPS):
@@ -268,6 +277,17 @@ class Classifier:
             if tta == "d4":
                 return self.model(d4_views(x)).float().softmax(1).unflatten(0, (8, -1)).mean(0)
             return self.model(x).float().softmax(1)
+
+
+def _layers_until(model: nn.Module, name: str) -> list[nn.Module]:
+    """The modules registered up to and including `name` and its submodules (network order in timm and
+    torchvision models)."""
+    modules = list(model.named_modules())[1:]
+    inside = [i for i, (module_name, _) in enumerate(modules) if module_name == name or module_name.startswith(name + ".")]
+    if not inside:
+        tops = ", ".join(module_name for module_name, _ in model.named_children())
+        raise BadInputError(f"freeze_until {name!r} is not a layer of the model; its top-level layers: {tops}")
+    return [module for _, module in modules[: inside[-1] + 1]]
 
 
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -383,13 +403,42 @@ def _training_images(images: ImageList, pre: Preprocessing, workers: int | None,
     return _Images([images.paths[i] for i in used], keys, labels, pixels, pre, workers), failures
 
 
-def _loss(config: FinetuneConfig, train_labels: np.ndarray, n_classes: int) -> nn.CrossEntropyLoss:
-    """Cross-entropy with optional label smoothing and, for "balanced", weights n / (k * count of the class)."""
-    weight = None
+class Loss(nn.Module):
+    """Cross-entropy with optional label smoothing and class weights, against the labels or, for ordered
+    grades, against soft ordinal targets: row y of `targets`, SORD's softmax(-(rank k - rank y)^2) over the
+    classes k (Diaz & Marathe, CVPR 2019), so a near miss costs less than a far one. Written here because it
+    is one line over torch's cross-entropy, which takes such probability targets."""
+
+    def __init__(self, weight: torch.Tensor | None, smoothing: float, targets: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("targets", targets)
+        self.smoothing = smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y if self.targets is None else self.targets[y]
+        return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.smoothing)
+
+
+def ordinal_ranks(ordinal: str, classes: Sequence[str]) -> np.ndarray:
+    """Each class's grade in `ordinal` (class names, comma-separated, low to high), which must name all of them."""
+    order = [name.strip() for name in ordinal.split(",")]
+    if sorted(order) != sorted(classes):
+        raise BadInputError(f"ordinal must name each class of DATA once, in order; DATA has {', '.join(classes)}, "
+                            f"ordinal has {', '.join(order)}")
+    return np.array([order.index(name) for name in classes])
+
+
+def _loss(config: FinetuneConfig, train_labels: np.ndarray, classes: Sequence[str]) -> Loss:
+    """The training loss; class weights for "balanced": n / (k * count of the class)."""
+    n_classes, weight, targets = len(classes), None, None
     if config.class_weight == "balanced":
         counts = np.bincount(train_labels, minlength=n_classes).astype(np.float64)
         weight = torch.tensor(len(train_labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    if config.ordinal:
+        rank = torch.tensor(ordinal_ranks(config.ordinal, classes), dtype=torch.float32)
+        targets = (-(rank[None, :] - rank[:, None]) ** 2).softmax(1)
+    return Loss(weight, config.label_smoothing, targets)
 
 
 def finetune(
@@ -429,20 +478,21 @@ def finetune(
     source = backbone.weights(weights)
     images = find_images(data, label_pattern)
     _check_labels(images)
+    if config.ordinal:
+        ordinal_ranks(config.ordinal, images.classes)
     pre = backbone.preprocessing().at_size(config.image_size)
     target = resolve_device(device)
+    base = backbone.build_model(source)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        head = backbone.reset_head(base, len(images.classes))
+    trainee = Classifier(base, head, pre, target, config.freeze_until)  # before decoding: a bad layer name fails fast
     pool, failures = _training_images(images, pre, workers, progress, log)
     train, val = _split(pool.labels, images.classes, config.val_size, config.seed)
     keys, labels = pool.keys, pool.labels
     fingerprint = {"data": data_hash(keys, labels, images.classes), "model": backbone.name,
                    "weights": source.id, "config": asdict(config)}
-
-    base = backbone.build_model(source)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        head = backbone.reset_head(base, len(images.classes))
-    trainee = Classifier(base, head, pre, target)
-    loss_fn = _loss(config, labels[train], len(images.classes)).to(target)
+    loss_fn = _loss(config, labels[train], images.classes).to(target)
 
     total_epochs = config.freeze_epochs + config.epochs
     steps_per_epoch = math.ceil(len(_epoch_order(train, config, 0)) / config.batch_size)

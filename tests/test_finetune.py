@@ -155,3 +155,48 @@ def test_images_streamed_from_disk_when_they_do_not_fit_train_the_same(trained, 
     assert [r["train_loss"] for r in streamed.history] == [r["train_loss"] for r in trained.history]
     expected, got = load_file(trained.path), load_file(streamed.path)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_freeze_until_keeps_early_layers_and_their_statistics_pretrained(cells, tmp_path):
+    from featx.backbones import get_backbone
+
+    result = featx.finetune(cells, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=0, epochs=1,
+                            batch_size=8, val_size=0, freeze_until="blocks.1", workers=0, progress=False)
+    backbone = get_backbone("efficientnet_lite0")
+    base, tuned = backbone.build_model(backbone.weights(None)).state_dict(), load_file(result.path)
+    early = [k for k in base if k.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1."))]
+    later = [k for k in base if k.startswith("blocks.2.") and "running_" in k or k.endswith("conv_head.weight")]
+    assert any("running_mean" in k for k in early) and later
+    assert all(torch.equal(base[k], tuned[k]) for k in early)
+    assert not any(torch.equal(base[k], tuned[k]) for k in later)
+
+
+def test_freeze_until_an_unknown_layer_is_a_one_line_error_before_decoding(cells, tmp_path):
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"),
+                                       "--freeze-until", "blocks.99"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "'blocks.99' is not a layer" in errors[0] and "conv_stem, bn1, blocks" in errors[0]
+
+
+def test_ordinal_targets_make_a_near_miss_cost_less_than_a_far_one():
+    from featx.finetuning import FinetuneConfig, _loss
+
+    classes = ["bad", "fair", "good", "poor"]  # sorted names; the grades are good < fair < poor < bad
+    grades = "good,fair,poor,bad"
+    loss = _loss(FinetuneConfig(ordinal=grades), np.array([0, 1, 2, 3]), classes)
+    assert torch.allclose(loss.targets.sum(1), torch.ones(4))
+    assert loss.targets[2].argmax() == 2 and loss.targets[2, 1] > loss.targets[2, 3] > loss.targets[2, 0]
+    y = torch.tensor([2])  # truly "good"
+    confident = {c: torch.full((1, 4), -4.0).index_fill(1, torch.tensor([c]), 4.0) for c in range(4)}
+    near, far = loss(confident[1], y), loss(confident[0], y)  # "fair" (one grade off) vs "bad" (three)
+    assert near < far
+    plain = _loss(FinetuneConfig(), np.array([0, 1, 2, 3]), classes)
+    assert torch.isclose(plain(confident[1], y), plain(confident[0], y))
+
+
+def test_ordinal_must_name_every_class_once(cells, tmp_path):
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"),
+                                       "--ordinal", "functional,defective"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "ordinal must name each class" in errors[0], result.output

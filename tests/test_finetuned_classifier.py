@@ -1,0 +1,62 @@
+"""FinetunedClassifier: featx.finetune as a scikit-learn classifier on real ELPV cells, at a tiny size."""
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+
+from featx import FinetuneConfig, FinetunedClassifier
+from featx.errors import BadInputError
+from featx.finetuned import load_finetuned
+
+CONFIG = FinetuneConfig(image_size=32, freeze_epochs=1, epochs=1, batch_size=8, val_size=0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    from featx.datasets import load_elpv
+
+    data = load_elpv()
+    rng = np.random.default_rng(0)
+    picked = np.concatenate([rng.choice(np.flatnonzero(data.target == k), 8, replace=False) for k in (0, 3)])
+    return data.filenames[picked], np.where(data.target[picked] == 0, 9, 10)  # as text, "10" sorts before "9"
+
+
+@pytest.fixture(scope="module")
+def fitted(cells):
+    return FinetunedClassifier(config=CONFIG, workers=0).fit(*cells)
+
+
+def test_fit_predict_proba_in_the_labels_own_order(fitted, cells, tmp_path):
+    X, y = cells
+    assert list(fitted.classes_) == [9, 10] and fitted.best_epoch_ == 2 and fitted.failures_ == []
+    proba = fitted.predict_proba(X)
+    assert proba.shape == (16, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    network = load_finetuned(fitted.save_network(tmp_path / "n.safetensors"))
+    assert network.classes == ["10", "9"]  # the network's columns, sorted as text: swapped back for sklearn
+    np.testing.assert_allclose(proba, network.probabilities(list(X), workers=0, progress=False)[0][:, ::-1])
+    np.testing.assert_array_equal(fitted.predict(X), fitted.classes_[proba.argmax(1)])
+
+
+def test_clone_pickle_and_the_saved_network(fitted, cells, tmp_path):
+    X, _ = cells
+    params = clone(fitted).get_params()
+    assert params["config"] == CONFIG and not hasattr(clone(fitted), "network_")
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.predict_proba(X[:4]), fitted.predict_proba(X[:4]))
+    assert load_finetuned(fitted.save_network(tmp_path / "n.safetensors")).metadata["image_size"] == 32
+
+
+def test_cross_validation(cells):
+    scores = cross_val_score(FinetunedClassifier(config=CONFIG, workers=0), *cells, cv=2)
+    assert scores.shape == (2,) and np.all((0 <= scores) & (scores <= 1))
+
+
+def test_a_bad_file_at_predict_time_is_named(fitted, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(BadInputError, match="broken.png"):
+        fitted.predict([str(broken)])
+    with pytest.raises(ValueError, match="single path"):
+        fitted.predict(str(broken))
