@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,19 +172,26 @@ def scores(y_true: np.ndarray, predicted: np.ndarray) -> dict:
 def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], train: np.ndarray, test: np.ndarray,
                   seed: int, folder: Path, options: dict) -> dict[str, dict]:
     """Fine-tune on the training part (a CSV of path,class), then score the head and an SVM on its features."""
-    from featx.finetuning import finetune
     from featx.finetuned import load_finetuned
+    from featx.finetuning import FinetuneConfig, finetune
 
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder / f"train-{seed}.csv"
     with open(listing, "w", newline="") as f:
         csv.writer(f).writerows([filenames[i], classes[y[i]]] for i in train)
-    result = finetune(listing, out=folder / f"lite0-seed{seed}.safetensors", seed=seed, resume=True, **options)
-    seconds = sum(r["seconds"] for r in result.history)  # each epoch's own time, also those of a resumed run
-    epochs = len(result.history)
+    out = folder / f"lite0-seed{seed}.safetensors"
+    config = asdict(FinetuneConfig(**{**options, "seed": seed}))
+    defaults = asdict(FinetuneConfig())  # fields newer than the file: it was trained with their defaults
+    if out.is_file() and {**defaults, **load_finetuned(out).metadata["config"]} == config:  # trained before: reused
+        model = load_finetuned(out)
+        history, best_epoch = model.metadata["history"], model.metadata["best_epoch"]
+    else:
+        result = finetune(listing, out=out, resume=True, **config)
+        model, history, best_epoch = load_finetuned(result.path), result.history, result.best_epoch
+    seconds = sum(r["seconds"] for r in history)  # each epoch's own time, also those of a resumed run
+    epochs = len(history)
     print(f"seed {seed}: {epochs} epochs in {seconds:.0f} s ({seconds / epochs:.0f} s per epoch), kept epoch "
-          f"{result.best_epoch}; validation accuracy {[round(r['val_accuracy'], 4) for r in result.history]}", flush=True)
-    model = load_finetuned(result.path)
+          f"{best_epoch}; validation accuracy {[round(r['val_accuracy'], 4) for r in history]}", flush=True)
     index = np.array([classes.index(c) for c in model.classes])  # the model's class order -> ELPV labels
     rows = {}
     for tta in ("none", "d4"):
@@ -192,7 +199,7 @@ def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], trai
         assert found.all(), failures
         head = f"fine-tuned head{' + d4' if tta == 'd4' else ''}"
         rows[head] = scores(y[test], index[probabilities.argmax(1)])
-        features = PretrainedFeatures(weights=result.path, image_size=model.metadata["image_size"], tta=tta)
+        features = PretrainedFeatures(weights=out, image_size=model.metadata["image_size"], tta=tta)
         X = features.fit_transform(filenames)
         search = classifier(Config("svm", CROP224), seed).fit(X[train], y[train])
         svm = f"SVM on fine-tuned features{' + d4' if tta == 'd4' else ''}"

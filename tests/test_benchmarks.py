@@ -36,11 +36,20 @@ def test_html_report_benchmark_prints_both_times_and_their_ratio():
 
 
 @pytest.mark.slow
-def test_elpv_finetune_prints_the_four_fine_tuning_rows(tmp_path):
-    out = run("elpv.py", "--finetune", "--quick", "--out", str(tmp_path / "runs"), "--option", "epochs=1",
-              "--option", "image_size=48", "--option", "batch_size=16", env={**os.environ, "FEATX_CACHE": str(tmp_path / "cache")})
+def test_elpv_finetune_prints_the_four_fine_tuning_rows_and_a_rerun_reuses_the_network(tmp_path):
+    args = ["--finetune", "--quick", "--out", str(tmp_path / "runs"), "--option", "epochs=1", "--option", "image_size=48",
+            "--option", "batch_size=16"]
+    env = {**os.environ, "FEATX_CACHE": str(tmp_path / "cache")}
+    out = run("elpv.py", *args, env=env)
     for name in ("fine-tuned head", "SVM on fine-tuned features", "fine-tuned head + d4", "SVM on fine-tuned features + d4"):
         assert re.search(rf"^\| {re.escape(name)} \|( \d+\.\d\d ± \d+\.\d\d \|){{3}}", out, re.MULTILINE), out
+    network = tmp_path / "runs" / "lite0-seed0.safetensors"
+    trained = network.stat().st_mtime_ns
+    again = run("elpv.py", *args, env=env)
+    assert network.stat().st_mtime_ns == trained  # not trained again
+    rows = [[line for line in text.splitlines() if line.startswith("| fine-tuned") or line.startswith("| SVM")]
+            for text in (out, again)]
+    assert len(rows[0]) == 4 and rows[0] == rows[1]
 
 
 @pytest.mark.slow
