@@ -56,3 +56,11 @@ def test_elpv_finetune_prints_the_four_fine_tuning_rows_and_a_rerun_reuses_the_n
 def test_svm_selection_benchmark_prints_both_searches_and_their_ratio():
     out = run("svm_selection.py", "--per-class", "25")
     assert re.search(r"^shared kernels \(featx\) +\d+\.\d s CPU  ratio \d\.\d\d  largest CV score difference", out, re.M), out
+
+
+@pytest.mark.slow
+def test_finetune_step_benchmark_prints_rates_and_ratios_against_all_layers():
+    out = run("finetune_step.py", "--sizes", "32", "--layers", "blocks.1,blocks.2", "--steps", "1")
+    assert re.search(r"^  32  all layers +\d+\.\d  1\.00$", out, re.M), out
+    for layer in ("blocks.1", "blocks.2"):
+        assert re.search(rf"^  32  {re.escape(layer)} +\d+\.\d  \d\.\d\d$", out, re.M), out
