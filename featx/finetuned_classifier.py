@@ -78,7 +78,6 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
 
     @contextmanager
     def _network_file(self) -> Iterator[Path]:
-        check_is_fitted(self, "network_")
         with tempfile.TemporaryDirectory(prefix="featx-network-") as tmp:
             yield self.save_network(Path(tmp) / "network.safetensors")
 
