@@ -20,15 +20,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from .errors import BadInputError
 from .names import DEFAULT_MODEL
+from .transformer import _as_items
 
 
 def _paths(X) -> list[str]:
-    """Image file paths from a list, 1-D array or Series; fine-tuning reads the files themselves."""
-    if isinstance(X, (str, bytes, os.PathLike)):
-        raise ValueError("expected a collection of image file paths, got a single path; wrap it in a list")
-    paths = list(X)
-    if not paths:
-        raise ValueError("found 0 images; at least one is required")
+    """Image file paths from a list, 1-D array, Series or one-column DataFrame (as `PretrainedFeatures` takes
+    them); fine-tuning reads the files themselves, so in-memory images are refused."""
+    paths = _as_items(X)
     for i, item in enumerate(paths):
         if not isinstance(item, (str, os.PathLike)):
             raise ValueError(f"X[{i}] is {type(item).__name__}; FinetunedClassifier takes image file paths")

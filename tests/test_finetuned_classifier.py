@@ -58,5 +58,5 @@ def test_a_bad_file_at_predict_time_is_named(fitted, tmp_path):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(BadInputError, match="broken.png"):
         fitted.predict([str(broken)])
-    with pytest.raises(ValueError, match="single path"):
+    with pytest.raises(ValueError, match="got a single str; wrap it in a list"):
         fitted.predict(str(broken))
