@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shlex
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 
@@ -19,7 +20,9 @@ def user_errors(command):
         from featx.errors import ExtractionInterrupted, FeatxError, MissingPathError, ParameterError
 
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except ExtractionInterrupted as exc:
             click.echo(f"{exc}\nresume with: {shlex.join(['featx', *sys.argv[1:]])}", err=True)
             sys.exit(130)
@@ -29,6 +32,16 @@ def user_errors(command):
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """featx's own warnings as one line on stderr ("warning: ..."); others as Python shows them."""
+    from featx.errors import UnsafeLoadWarning
+
+    if issubclass(category, UnsafeLoadWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def exit_if_nothing_usable(n_files: int, failures: Sequence[tuple[str, str]]) -> None:

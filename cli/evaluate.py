@@ -12,6 +12,7 @@ from .errors import user_errors
 
 # how a model's images are extracted (its feature space comes from the model)
 extraction_options = options.apply(
+    options.unsafe_pickle,
     click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
     options.batch_size,
     options.workers,
@@ -22,7 +23,7 @@ extraction_options = options.apply(
 )
 
 
-def apply_model(task: str, model: str, data, weights, tta: str, **settings):
+def apply_model(task: str, model: str, data, weights, tta: str, unsafe_pickle: bool, **settings):
     """Run `task` ("predict" or "evaluate") of MODEL on DATA: a network from featx finetune classifies with its
     own head, a model from featx fit with its pipeline on features (read from its training store where it has
     them, else extracted); returns (result, summary)."""
@@ -34,7 +35,7 @@ def apply_model(task: str, model: str, data, weights, tta: str, **settings):
         return getattr(import_module("featx.finetuned"), task)(load_finetuned(model), list(data), tta, **settings)
     from featx.bundle import load_bundle
 
-    result, sources = getattr(import_module("featx.inference"), task)(load_bundle(model), list(data), weights, **settings)
+    result, sources = getattr(import_module("featx.inference"), task)(load_bundle(model, unsafe_pickle=unsafe_pickle), list(data), weights, **settings)
     return result, sources.summary()
 
 
@@ -47,7 +48,7 @@ def apply_model(task: str, model: str, data, weights, tta: str, **settings):
                    "folders or files evaluated (the same data again replaces its report, other data gets its own).")
 @click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features.")
 @user_errors
-def evaluate(model, data, weights, batch_size, workers, device, quiet, tta, prefix, tsne):
+def evaluate(model, data, unsafe_pickle, weights, batch_size, workers, device, quiet, tta, prefix, tsne):
     """Report how the MODEL does on labelled images in DATA (class folders or CSV files of path,label).
 
     MODEL: from featx fit (the images go through its backbone and preprocessing; features already in its
@@ -58,7 +59,7 @@ def evaluate(model, data, weights, batch_size, workers, device, quiet, tta, pref
     """
     from featx.report import report_prefix
 
-    report, summary = apply_model("evaluate", model, data, weights, tta, batch_size=batch_size, workers=workers,
+    report, summary = apply_model("evaluate", model, data, weights, tta, unsafe_pickle, batch_size=batch_size, workers=workers,
                                   device=device, progress=not quiet)
     written = report.save(prefix or report_prefix(model, data), tsne=tsne)
     click.echo(f"report: {written[0]}")

@@ -52,7 +52,7 @@ def pick_store(store: str | None) -> Path:
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="sgd: passes over the store.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Model file; default: featx-<clf>.skops (.joblib).")
 @click.option("--format", "fmt", type=click.Choice(MODEL_FORMATS), default="skops", show_default=True,
-              help="skops loads safely; joblib is pickle: never load a joblib model from an untrusted source.")
+              help="skops loads safely; joblib is a pickle, which predict and evaluate load only with --unsafe-pickle.")
 @click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features (slower than PCA).")
 @user_errors
 def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt, tsne):

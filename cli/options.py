@@ -28,6 +28,11 @@ offline = click.option(
     help="Never download weights: only cached ones, shipped ones or --weights FILE (also: FEATX_OFFLINE=1).",
 )
 
+unsafe_pickle = click.option(
+    "--unsafe-pickle", is_flag=True,
+    help="Also load a model saved with --format joblib (a pickle: loading it runs any code it holds; only your own).",
+)
+
 
 def apply(*options):
     """One decorator applying `options` in the order listed (as they appear in --help)."""

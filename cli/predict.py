@@ -15,12 +15,12 @@ from .evaluate import apply_model, extraction_options
               help="CSV file; default: standard output. File names are written as the bytes they are.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Also write an HTML gallery of the predictions, least confident first.")
 @user_errors
-def predict(model, images, weights, batch_size, workers, device, quiet, tta, out, report):
+def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, quiet, tta, out, report):
     """Predict the class of IMAGES (files, folders, CSV lists) with MODEL (from featx fit, or a network from
     featx finetune, which uses its own head), as CSV: path (as given), predicted class, one probability (or
     decision score) per class, error. Every file has a row: one that failed has an empty prediction and its
     reason under error. Exit status 1 when every file failed. Messages go to standard error."""
-    predictions, summary = apply_model("predict", model, images, weights, tta, batch_size=batch_size,
+    predictions, summary = apply_model("predict", model, images, weights, tta, unsafe_pickle, batch_size=batch_size,
                                        workers=workers, device=device, progress=not quiet)
     if report:
         click.echo(f"report: {predictions.write_html(report)}", err=True)

@@ -1,8 +1,10 @@
 """Model bundles: a fitted scikit-learn pipeline + class names + the exact feature space it was trained on.
 
-Saved with skops by default: loading checks every type in the file and refuses anything outside
-scikit-learn, numpy and featx, so a bundle from elsewhere cannot run code. `format="joblib"` (pickle) is
-faster and smaller but UNSAFE: loading a joblib file runs whatever code it holds; load only your own.
+Saved with skops by default: loading trusts skops's own list of types (scikit-learn estimators, numpy arrays)
+and the few exact types of `TRUSTED_TYPES`, and refuses a file holding any other, so a bundle from elsewhere
+cannot run code. `format="joblib"` (pickle) is faster and smaller but UNSAFE: loading a pickle runs whatever
+code it holds, so it is loaded only when asked (`unsafe_pickle=True`, `--unsafe-pickle`), never because of
+what its bytes look like (docs/security.md).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sklearn.pipeline import Pipeline
 
-from .errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError
+from .errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError, UnsafeLoadWarning
 from .names import MODEL_FORMATS
 from .space import FeatureSpace
 
@@ -25,7 +28,10 @@ if TYPE_CHECKING:
     from .extraction import Extractor
 
 FORMAT = "featx-model/1"
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "featx.")
+# The types of featx's models that skops does not trust by default: knn's KD-tree and its metric (tests check
+# this against a model of every classifier). Exact names, never prefixes: "numpy." admitted
+# numpy.testing._private.utils.runstring, which a crafted file called to run any code.
+TRUSTED_TYPES = ("sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree")
 
 
 @dataclass
@@ -110,34 +116,51 @@ def skops_io():
 def _load_skops(path: Path) -> object:
     io = skops_io()
     try:
-        untrusted = io.get_untrusted_types(file=path)
-        refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        refused = [t for t in io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
         if refused:
-            raise FeatxError(f"refusing to load {path}: it holds types outside scikit-learn/numpy/featx: {', '.join(refused)}")
-        return io.load(path, trusted=untrusted)
+            raise FeatxError(f"refusing to load {path}: it holds types a featx model never holds, which could run "
+                             f"code: {', '.join(refused)}")
+        return io.load(path, trusted=list(TRUSTED_TYPES))
     except FeatxError:
         raise
     except Exception as exc:
         raise FeatxError(f"cannot read model file {path}: {exc}") from exc
 
 
-def load_bundle(path: str | os.PathLike) -> ModelBundle:
-    """Read a bundle saved by `ModelBundle.save`. A joblib (pickle) file runs code when loaded: only
-    load joblib files you made yourself; skops files are checked type by type."""
+def _load_pickle(path: Path) -> object:
+    import joblib
+
+    warnings.warn(f"loading {path} as a pickle (--unsafe-pickle): it runs whatever code it holds; only do this "
+                  "for a file you made yourself", UnsafeLoadWarning, stacklevel=3)
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        raise FeatxError(f"cannot read model file {path}: {exc}") from exc
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(1)
+
+
+def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> ModelBundle:
+    """Read a bundle saved by `ModelBundle.save`: a skops file, checked type by type. A joblib file (pickle)
+    is loaded only with `unsafe_pickle=True`, as loading it runs whatever code it holds; a file named
+    `.skops` is only ever read by skops."""
     path = Path(path)
     if not path.is_file():
         raise FeatxError(f"no model file at {path}")
     if zipfile.is_zipfile(path):
         state = _load_skops(path)
-    elif not path.read_bytes()[:1] == b"\x80":  # every pickle protocol joblib writes starts so
-        raise FeatxError(f"{path} is not a featx model (saved by featx fit): neither a skops nor a joblib file")
+    elif unsafe_pickle and path.suffix != ".skops":
+        state = _load_pickle(path)
+    elif _first_byte(path) == b"\x80":  # how every pickle joblib writes starts: for this message only
+        raise FeatxError(
+            f"{path} is a pickle, not a skops file: loading a pickle runs any code it holds, so featx loads one only "
+            "with --unsafe-pickle (load_bundle(path, unsafe_pickle=True)), for a file you made yourself"
+            + (", and never under the name .skops" if path.suffix == ".skops" else ""))
     else:
-        import joblib
-
-        try:
-            state = joblib.load(path)
-        except Exception as exc:
-            raise FeatxError(f"cannot read model file {path}: {exc}") from exc
+        raise FeatxError(f"{path} is not a featx model (saved by featx fit): not a skops file")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FeatxError(f"{path} is not a featx model (saved by featx fit)")
     return ModelBundle(

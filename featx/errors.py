@@ -48,3 +48,7 @@ class BadInputError(FeatxError, ValueError):
 
 class MissingPathError(BadInputError):
     """A file or folder given as input that does not exist."""
+
+
+class UnsafeLoadWarning(UserWarning):
+    """A file loaded in a way that can run code it holds, because the user asked for it (--unsafe-pickle)."""

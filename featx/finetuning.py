@@ -39,7 +39,7 @@ from .inputs import ImageList, find_images
 from .loader import ImageFiles, make_loader
 from .network import d4_views
 from .preprocessing import Preprocessing
-from .weights import FINETUNED_FORMAT
+from .weights import FINETUNED_FORMAT, one_line
 
 AUGMENTS = ("d4", "flip", "none")
 SCHEDULES = ("onecycle", "cosine")
@@ -313,6 +313,18 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
 
+def _read_checkpoint(ckpt: Path) -> dict:
+    """A checkpoint written by `finetune`, read without unpickling code (torch's weights_only loader)."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged zip, a pickle holding other than tensors and plain values
+        raise FeatxError(f"{ckpt} is not a readable checkpoint ({one_line(exc)}): delete it, or run without "
+                         "--resume to start again") from None
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise FeatxError(f"{ckpt} is not a featx finetune checkpoint: delete it, or run without --resume")
+    return state
+
+
 def _save_result(out: Path, state: dict[str, torch.Tensor], metadata: dict) -> None:
     from safetensors.torch import save_file
 
@@ -499,7 +511,7 @@ def finetune(
     state = {"epoch": 0, "history": [], "best": None, "best_epoch": -1, "best_key": None, "optimizer": None}
     ckpt = checkpoint_path(out)
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = _read_checkpoint(ckpt)
         if state["fingerprint"] != fingerprint:
             raise FeatxError(f"{ckpt} is a checkpoint of another run (data, model or settings differ); "
                              "run without --resume to start again")

@@ -18,7 +18,7 @@ from featx.cli.predict import predict
 from featx.bundle import load_bundle
 from featx.classifiers import CLASSIFIERS, class_scores
 from featx.content import KEY_LENGTH
-from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError
+from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError, UnsafeLoadWarning
 from featx.store import FeatureStore
 from featx.fitting import fit as train
 from html_checks import embedded_images, gallery, no_external_url, parse_html
@@ -211,7 +211,10 @@ def test_evaluate_and_predict_on_new_images(elpv, model, tmp_path, monkeypatch):
 def test_joblib_format_and_decision_scores(elpv, tmp_path):
     bundle, _ = train(elpv["store"], "linsvm")
     path = bundle.save(tmp_path / "m.joblib", "joblib")
-    loaded = load_bundle(path)
+    with pytest.raises(FeatxError, match="is a pickle, not a skops file.*only with --unsafe-pickle"):
+        load_bundle(path)
+    with pytest.warns(UnsafeLoadWarning, match="runs whatever code it holds"):
+        loaded = load_bundle(path, unsafe_pickle=True)
     with FeatureStore.open(elpv["store"]) as store:
         x = store.rows(np.arange(10))
     assert (loaded.pipeline.predict(x) == bundle.pipeline.predict(x)).all()
@@ -228,11 +231,11 @@ def test_skops_refuses_foreign_types(tmp_path):
     with pytest.raises(FeatxError, match="refusing to load"):
         load_bundle(path)
     (tmp_path / "junk.skops").write_text("junk")
-    with pytest.raises(FeatxError, match="is not a featx model .saved by featx fit.: neither a skops nor a joblib"):
+    with pytest.raises(FeatxError, match="is not a featx model .saved by featx fit.: not a skops file"):
         load_bundle(tmp_path / "junk.skops")
     (tmp_path / "cut.joblib").write_bytes(b"\x80\x04 cut short")
     with pytest.raises(FeatxError, match="cannot read model file"):
-        load_bundle(tmp_path / "cut.joblib")
+        load_bundle(tmp_path / "cut.joblib", unsafe_pickle=True)
 
 
 def test_feature_space_mismatch_and_unnamed_weights(model):

@@ -200,3 +200,24 @@ def test_ordinal_must_name_every_class_once(cells, tmp_path):
                                        "--ordinal", "functional,defective"])
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert result.exit_code == 1 and len(errors) == 1 and "ordinal must name each class" in errors[0], result.output
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None])
+def test_a_damaged_checkpoint_is_one_line_on_resume(cells, tmp_path, content):
+    """Issue #25 (8d): a tampered checkpoint (a pickle that is not tensors, or bytes that are no zip) ends in
+    one line naming it, never an UnpicklingError traceback, and runs no code."""
+    import os
+    import pickle
+
+    out, marker = tmp_path / "m.safetensors", tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    checkpoint_path(out).write_bytes(content if content is not None else pickle.dumps(Payload()))
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(out), "--resume", "--epochs", "1",
+                                       "--image-size", "32", "-w", "0"])
+    assert result.exit_code == 1 and not marker.exists() and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"{checkpoint_path(out)} is not a readable checkpoint" in errors[0], result.output

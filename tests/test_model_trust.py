@@ -1,0 +1,131 @@
+"""Loading a model file never runs code it holds (issue #25, points 0 and 1): skops trusts exactly the types
+featx's models hold, a file named .skops is only read by skops, a pickle only with --unsafe-pickle."""
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from conftest import synthetic_space
+from featx.bundle import TRUSTED_TYPES, load_bundle, skops_io
+from featx.classifiers import CLASSIFIERS
+from featx.cli import main
+from featx.content import KEY_LENGTH
+from featx.errors import FeatxError
+from featx.fitting import fit
+from featx.store import FeatureStore
+
+FAST = ["--model", "mobilenet_v3_small", "--weights", "random", "--engine", "torch", "-w", "0", "-q"]
+
+
+def featx(*args) -> Result:
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """cells/ (20 real ELPV cells), their store s.h5 (576 features) and a logreg model m.skops fitted on it."""
+    from featx.datasets import write_elpv_folder
+
+    root = tmp_path_factory.mktemp("trust")
+    write_elpv_folder(root / "cells", per_class=5)
+    assert featx("extract", root / "cells", "--store", root / "s.h5", *FAST).exit_code == 0
+    assert featx("fit", "-f", root / "s.h5", "--cv", "2", "-o", root / "m.skops").exit_code == 0
+    return root
+
+
+def low_dimensional_store(path: Path, source: Path) -> Path:
+    """The first 8 features of `source`'s rows: knn indexes so few dimensions with a KD-tree."""
+    with FeatureStore.open(source) as store:
+        x, labels, _, classes = store.load()
+    with FeatureStore.create_or_open(path, synthetic_space()) as store:
+        store.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in range(len(x))], features=np.ascontiguousarray(x[:, :8]),
+                     files=[(f"img{i}.png", i, int(label)) for i, label in enumerate(labels)], classes=list(classes))
+    return path
+
+
+def test_the_trusted_types_are_exactly_those_of_featx_models(work, tmp_path):
+    io = skops_io()
+    low = low_dimensional_store(tmp_path / "low.h5", work / "s.h5")
+    held = set()
+    for store in (work / "s.h5", low):
+        with FeatureStore.open(store) as opened:
+            x = opened.rows(np.arange(opened.count("rows")))
+        for name in CLASSIFIERS:
+            bundle, _ = fit(store, name, cv=2, test_size=0.25)
+            path = bundle.save(tmp_path / f"{name}.skops")
+            held |= set(io.get_untrusted_types(file=path))
+            assert (load_bundle(path).pipeline.predict(x) == bundle.pipeline.predict(x)).all()
+    assert held == set(TRUSTED_TYPES)
+
+
+def crafted_skops(model: Path, out: Path, marker: Path) -> Path:
+    """A genuine featx model with one more node: a call of numpy.testing's runstring on code that creates
+    `marker` (what a prefix rule such as "numpy." let through)."""
+    io = skops_io()
+    io.dump({"call": (f"import pathlib; pathlib.Path({str(marker)!r}).touch()", {})}, out.with_suffix(".tmp"))
+    call = json.loads(zipfile.ZipFile(out.with_suffix(".tmp")).read("schema.json"))["content"]["call"]
+    with zipfile.ZipFile(model) as z:
+        schema, members = json.loads(z.read("schema.json")), {n: z.read(n) for n in z.namelist() if n != "schema.json"}
+    schema["content"]["x"] = {"__class__": "runstring", "__module__": "numpy.testing._private.utils",
+                              "__loader__": "ConstructorFromReduceNode", "content": call, "__id__": 1}
+    schema["key_types"]["content"].append(schema["key_types"]["content"][0])
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("schema.json", json.dumps(schema))
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out
+
+
+class Payload:
+    """Unpickling this creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_crafted_skops_model_runs_no_code(work, tmp_path, command):
+    marker = tmp_path / "marker"
+    evil = crafted_skops(work / "m.skops", tmp_path / "evil.skops", marker)
+    with pytest.raises(FeatxError, match="refusing to load .*numpy.testing._private.utils.runstring"):
+        load_bundle(evil)
+    result = featx(command, evil, work / "cells", "-q")
+    assert result.exit_code == 1 and not marker.exists()
+    assert result.output.count("\n") == 1 and "refusing to load" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["evil.skops", "evil.joblib"])
+def test_a_pickle_is_never_loaded_without_being_asked(work, tmp_path, name):
+    marker = tmp_path / "marker"
+    evil = tmp_path / name
+    evil.write_bytes(pickle.dumps(Payload(marker), protocol=4))
+    result = featx("predict", evil, work / "cells", "-q")
+    assert result.exit_code == 1 and not marker.exists()
+    assert result.output.count("\n") == 1 and "is a pickle, not a skops file" in result.output
+    assert "--unsafe-pickle" in result.output
+    with pytest.raises(FeatxError, match="is a pickle"):
+        load_bundle(evil)
+    assert not marker.exists()
+    if name.endswith(".skops"):  # a .skops file is only ever read by skops, even with --unsafe-pickle
+        result = featx("predict", evil, work / "cells", "-q", "--unsafe-pickle")
+        assert result.exit_code == 1 and not marker.exists() and "never under the name .skops" in result.output
+
+
+def test_a_joblib_model_loads_with_unsafe_pickle_and_a_warning(work, tmp_path):
+    model = tmp_path / "m.joblib"
+    assert featx("fit", "-f", work / "s.h5", "--cv", "2", "-o", model, "--format", "joblib").exit_code == 0
+    refused = featx("predict", model, work / "cells", "-q")
+    assert refused.exit_code == 1 and "--unsafe-pickle" in refused.output
+    result = featx("predict", model, work / "cells", "-q", "--unsafe-pickle")
+    assert result.exit_code == 0, result.output
+    assert f"warning: loading {model} as a pickle (--unsafe-pickle): it runs whatever code it holds" in result.stderr
+    rows = result.stdout.splitlines()
+    assert len(rows) == 21 and rows[1:] == featx("predict", work / "m.skops", work / "cells", "-q").stdout.splitlines()[1:]
