@@ -23,6 +23,14 @@ content, and its counter is updated last, so it never names a content the store 
 check that anyway (`Run` hashes a file whose entry names an unknown content). The default (earliest) file
 format is used: `libver='latest'`/SWMR files cannot be reopened for appending after a crash without `h5clear`.
 
+A full disk (or any failed write): HDF5 cannot take back a failed write. A flush that fails with ENOSPC leaves
+the file unreadable ("addr overflow") and h5py's close then crashes (measured on a 1 MB tmpfs), so a commit
+first checks the disk's free space against its bytes plus a new chunk of every table (`_check_room`) and
+stops with `StoreWriteError` before writing anything. Should a write fail anyway (another process took the
+space), `<store>.reserve`, space set aside while the writer runs, is given back and the file flushed again:
+its counts are those of the last whole commit (they are set only after the data were flushed), the tail
+written past them is trimmed by the next writer, and the error is one line saying how many rows are kept.
+
 Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any time, also during a
 write: they see the rows committed so far (an flock on the store file keeps commits and reads apart).
 """
@@ -31,6 +39,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +48,7 @@ import h5py
 import numpy as np
 
 from .content import KEY_LENGTH, FileStat
-from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError
+from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError, StoreWriteError
 from .space import FeatureSpace
 
 FORMAT = "featx-store/2"
@@ -63,6 +72,9 @@ _TABLES = {  # dataset -> (dtype, commit counter)
 }
 COUNTERS = ("rows", "files", "classes", "failed", "stat")  # committed in this order: the stat index last
 CHUNK_BYTES = 1 << 18
+_CHUNK = 4096  # entries per chunk of the other tables
+_TEXT_PARTS = ((".bytes", np.uint8, 1 << 16), (".ends", np.int64, _CHUNK))  # a text column's datasets, chunk sizes
+METADATA_BYTES = 1 << 16  # room for HDF5's own records in a commit (B-tree nodes, headers, the counts)
 FAILED, VANISHED = -1, -2  # the row of a file entry whose file failed, or is no longer on disk
 
 
@@ -126,6 +138,28 @@ class _WriterLock:
         return pid if pid != os.getpid() else None
 
 
+class _Reserve:
+    """`<store>.reserve`: disk space set aside while a writer runs, given back when a write fails so that
+    HDF5 can still flush the file to a readable state (see the module docstring); removed when it ends."""
+
+    def __init__(self, store: Path, size: int) -> None:
+        self.path = store.with_name(store.name + ".reserve")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # no room even for this: the first commit's free-space check stops the run
+
+    def release(self) -> None:
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+
 class _FileLock:
     """flock on the store file itself: a writer holds it exclusively while it changes the file (open, commit,
     close); readers hold it shared while they read. So a reader always sees the file between two commits,
@@ -161,6 +195,8 @@ class FeatureStore:
         self.path, self.h5 = path, h5
         self._resolved: dict[str, dict[str, str]] = {}  # cwd -> stored path -> user path
         self._file_lock, self._writer = file_lock, writer
+        self._reserve: _Reserve | None = None
+        self._damaged = False  # a write failed and the file could not be flushed even with the reserve
         # a reader sees the rows committed so far while another process writes
         self.writer_pid = None if writer else _WriterLock.active_writer(path)
 
@@ -206,15 +242,22 @@ class FeatureStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = _WriterLock(path)
         writer.acquire()
+        reserve = _Reserve(path, _tables_chunk_bytes() + METADATA_BYTES)
         try:
             if not path.exists():
                 cls._create(path, space, dtype)
             file_lock = _FileLock(path)
         except BaseException:
+            reserve.release()
             writer.release()
             raise
         file_lock.lock(exclusive=True)
-        store = cls._open(path, "a", file_lock, writer)
+        try:
+            store = cls._open(path, "a", file_lock, writer)
+        except BaseException:
+            reserve.release()
+            raise
+        store._reserve = reserve
         try:
             store._check_space(space, dtype)
             store._trim_uncommitted()
@@ -231,8 +274,13 @@ class FeatureStore:
         try:
             if self.h5.id.valid:
                 self.h5.close()
+        except (OSError, RuntimeError):
+            if not self._damaged:  # after a failed write, the error already said what is kept
+                raise
         finally:
             self._file_lock.close()
+            if self._reserve is not None:
+                self._reserve.release()
             if self._writer is not None:
                 self._writer.release()
 
@@ -251,15 +299,19 @@ class FeatureStore:
         from . import __version__
 
         partial = path.with_name(path.name + ".partial")
-        with h5py.File(partial, "w") as h5:
-            attrs = h5.attrs
-            attrs["format"] = FORMAT
-            attrs["feature_space"] = space.to_json()
-            attrs["dtype"] = dtype
-            attrs["versions"] = json.dumps(
-                {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
-            )
-            _create_tables(h5)
+        try:
+            with h5py.File(partial, "w") as h5:
+                attrs = h5.attrs
+                attrs["format"] = FORMAT
+                attrs["feature_space"] = space.to_json()
+                attrs["dtype"] = dtype
+                attrs["versions"] = json.dumps(
+                    {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
+                )
+                _create_tables(h5)
+        except (OSError, RuntimeError) as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreWriteError(f"cannot create the feature store {path}: {_write_problem(exc)}", path, 0) from None
         os.replace(partial, path)
 
     def _check_format(self) -> None:
@@ -423,9 +475,44 @@ class FeatureStore:
         class names and stat entries (path, stat, key), then commit them all at once."""
         self._file_lock.lock(exclusive=True)
         try:
-            self._commit(keys, features, files, failed, classes, stats)
+            self._check_room(features, [*files, *failed, *stats], classes)
+            try:
+                self._commit(keys, features, files, failed, classes, stats)
+            except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for a failed flush
+                raise self._write_failed(exc) from None
         finally:
             self._file_lock.unlock()
+
+    def _check_room(self, features: np.ndarray | None, entries: Sequence[tuple], classes: Sequence[str]) -> None:
+        """Refuse a commit the disk cannot hold: its bytes, a new chunk of every table and HDF5's records."""
+        texts = [str(entry[0]) + str(entry[-1]) for entry in entries] + list(classes)
+        need = (
+            (0 if features is None else np.asarray(features).size * np.dtype(self.dtype).itemsize)
+            + 2 * sum(map(len, texts)) + 64 * len(texts)  # paths are stored relative to the store: up to 2x
+            + _tables_chunk_bytes() + METADATA_BYTES
+        )
+        free = shutil.disk_usage(self.path.parent).free
+        if free < need:
+            raise StoreWriteError(
+                f"disk full: {self.path} keeps its {self.count('rows')} committed rows ({free / 1e6:.1f} MB free on "
+                f"its disk, the next commit needs {need / 1e6:.1f} MB); free space or move the store",
+                self.path, self.count("rows"),
+            )
+
+    def _write_failed(self, exc: BaseException) -> StoreWriteError:
+        """After a failed write: give back the reserve and flush again, so that the file holds the counts
+        of the last whole commit (the data past them are trimmed by the next writer)."""
+        if self._reserve is not None:
+            self._reserve.release()
+        try:
+            self.h5.flush()
+        except (OSError, RuntimeError):
+            self._damaged = True
+        kept = self.count("rows")
+        message = f"{_write_problem(exc)}: {self.path} keeps its {kept} committed rows"
+        if self._damaged:
+            message += f", but its file may be damaged: featx info --check {self.path}"
+        return StoreWriteError(message, self.path, kept)
 
     def _commit(self, keys, features, files, failed, classes, stats) -> None:
         counts = {c: self.count(c) for c in COUNTERS}
@@ -473,6 +560,23 @@ class FeatureStore:
         dataset[start:] = features
 
 
+def _write_problem(exc: BaseException) -> str:
+    """'disk full' for ENOSPC (h5py puts the errno in its message), else the error in one line."""
+    text = " ".join(str(exc).split())
+    if getattr(exc, "errno", None) == 28 or "errno = 28" in text or "No space left" in text:
+        return "disk full"
+    return "write failed (" + (text if len(text) <= 200 else text[:197] + "...") + ")"
+
+
+def _tables_chunk_bytes() -> int:
+    """Bytes of one chunk of every table: what a commit may allocate beyond its own data (about 1.2 MB)."""
+    total = CHUNK_BYTES  # features (a chunk of at most CHUNK_BYTES, or one row)
+    for dtype, _ in _TABLES.values():
+        parts = [(part_dtype, chunk) for _, part_dtype, chunk in _TEXT_PARTS] if dtype is _TEXT else [(dtype, _CHUNK)]
+        total += sum(chunk * np.dtype(part_dtype).itemsize for part_dtype, chunk in parts)
+    return total
+
+
 def _shrink(dataset: h5py.Dataset, length: int) -> None:
     if dataset.shape[0] != length:
         dataset.resize(length, axis=0)
@@ -502,12 +606,12 @@ def _create_tables(h5: h5py.File) -> None:
     """Create the tables and counters a store lacks: all of them in a new store; this format's in a 0.1.0 one."""
     for name, (dtype, _) in _TABLES.items():
         if dtype is _TEXT:
-            for part, part_dtype, chunk in ((".bytes", np.uint8, 1 << 16), (".ends", np.int64, 4096)):
+            for part, part_dtype, chunk in _TEXT_PARTS:
                 if name + part in h5:  # left by an upgrade that was killed before it committed
                     del h5[name + part]
                 h5.create_dataset(name + part, shape=(0,), maxshape=(None,), dtype=part_dtype, chunks=(chunk,))
         elif name not in h5:
-            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK,))
     for counter in COUNTERS:
         if counter not in h5.attrs:
             h5.attrs[counter] = 0
