@@ -48,7 +48,8 @@ import h5py
 import numpy as np
 
 from .content import KEY_LENGTH, FileStat
-from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError, StoreWriteError
+from .errors import DamagedStoreError, FeatureSpaceMismatchError, FeatxError, StoreInUseError, StoreWriteError
+from .names import DTYPES
 from .space import FeatureSpace
 
 FORMAT = "featx-store/2"
@@ -202,27 +203,37 @@ class FeatureStore:
 
     # ---- opening ----------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike) -> FeatureStore:
+    def open(cls, path: str | os.PathLike, damaged: bool = False) -> FeatureStore:
         """Open for reading: the committed entries, a consistent snapshot even while another process writes.
-        Creates no file."""
+        Creates no file. A damaged store is refused unless `damaged` (`check`, `salvage`)."""
         path = Path(path)
         if not path.is_file():
             raise FeatxError(f"no feature store at {path}")
-        if not h5py.is_hdf5(path):
-            raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file)")
+        _check_hdf5(path)
         file_lock = _FileLock(path)
         file_lock.lock(exclusive=False)
-        return cls._open(path, "r", file_lock, None)
+        return cls._open(path, "r", file_lock, None, damaged)
 
     @classmethod
-    def _open(cls, path: Path, mode: str, file_lock: _FileLock, writer: _WriterLock | None) -> FeatureStore:
+    def _open(
+        cls, path: Path, mode: str, file_lock: _FileLock, writer: _WriterLock | None, damaged: bool = False
+    ) -> FeatureStore:
         """Open the HDF5 file (its locks are featx's own: HDF5's would refuse readers during a write) and
         check it is a store; release everything on failure."""
         h5 = None
         try:
-            h5 = h5py.File(path, mode, locking=False)
+            # a writer keeps no chunk cache: a chunk is written when its data are, so a failed write raises there;
+            # cached chunks were written when h5py dropped a dataset object, and an error then was only printed
+            # ("Exception ignored"), leaving rows of zeros behind counts that went on (measured on a full tmpfs)
+            h5 = h5py.File(path, mode, locking=False, **({} if mode == "r" else {"rdcc_nbytes": 0}))
             store = cls(path, h5, file_lock, writer)
             store._check_format()
+            problems = [] if damaged else store._damage()
+            if problems:
+                raise DamagedStoreError(
+                    f"{path} is a damaged feature store: {problems[0]}; featx info --check {path} says what can be "
+                    "recovered"
+                )
             return store
         except BaseException as exc:
             if h5 is not None:
@@ -244,7 +255,9 @@ class FeatureStore:
         writer.acquire()
         reserve = _Reserve(path, _tables_chunk_bytes() + METADATA_BYTES)
         try:
-            if not path.exists():
+            if path.exists():
+                _check_hdf5(path)  # HDF5 would write its header into any file opened for appending
+            else:
                 cls._create(path, space, dtype)
             file_lock = _FileLock(path)
         except BaseException:
@@ -317,6 +330,41 @@ class FeatureStore:
     def _check_format(self) -> None:
         if self.h5.attrs.get("format") not in (FORMAT, FORMAT_0_1_0):
             raise FeatxError(f"{self.path} is not a featx feature store (format {self.h5.attrs.get('format')!r})")
+
+    def _damage(self) -> list[str]:
+        """What makes this store unreadable as featx wrote it: missing or unreadable metadata, counts past
+        their tables. Cheap (attributes and shapes): checked on every open."""
+        attrs, problems = self.h5.attrs, []
+        for name, read in (("feature_space", FeatureSpace.from_json), ("versions", json.loads), ("dtype", DTYPES.index)):
+            if name not in attrs:
+                problems.append(f"its {name} attribute is missing")
+                continue
+            try:
+                read(attrs[name])
+            except Exception as exc:  # a missing attribute, bad JSON, an unknown dtype
+                problems.append(f"its {name} attribute cannot be read ({type(exc).__name__}: {exc})")
+        for counter in COUNTERS:
+            value = attrs.get(counter, 0)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                problems.append(f"its count of {counter} is {value!r}")
+        if problems:
+            return problems
+        lengths = {name: self._table_length(name) for name in _TABLES}
+        lengths["features"] = self.h5["features"].shape[0] if "features" in self.h5 else 0
+        for name, length in lengths.items():
+            count = self.count(_TABLES[name][1] if name in _TABLES else "rows")
+            if length < count:
+                problems.append(f"{count} {name} entries are committed, its table holds {length}")
+        return problems
+
+    def _table_length(self, name: str) -> int:
+        """Entries a table holds, committed or not (a text column: those whose bytes are all there)."""
+        dtype, counter = _TABLES[name]
+        if dtype is not _TEXT or not self._text_layout:
+            return self.h5[name].shape[0] if name in self.h5 else 0
+        ends, size = self.h5[name + ".ends"], self.h5[name + ".bytes"].shape[0]
+        count = min(self.count(counter), ends.shape[0])
+        return count if not count or int(ends[count - 1]) <= size else 0
 
     def _check_space(self, space: FeatureSpace, dtype: str) -> None:
         self.space.check_same(
@@ -453,6 +501,71 @@ class FeatureStore:
         labels = np.fromiter((label for _, label in files.values()), dtype=np.int64, count=len(files))
         return FeatureSet(features, labels, np.array(list(files), dtype=object), np.array(self.classes(), dtype=object))
 
+    # ---- checking and salvaging a damaged store ----------------------------------------------------------
+    def check(self) -> list[str]:
+        """Every problem found: `_damage`, then unreadable texts, file entries past the rows, rows that are all
+        zero or not finite (what a full disk left in featx before 0.2)."""
+        problems = self._damage()
+        if problems:
+            return problems
+        for name, (dtype, _) in _TABLES.items():
+            try:
+                self._column(name)
+            except Exception as exc:  # HDF5 or decoding errors: the table cannot be read back
+                problems.append(f"its {name} entries cannot be read ({type(exc).__name__}: {exc})")
+        n = self.count("rows")
+        if not problems and (self._column("files/row") >= n).any():
+            problems.append(f"some file entries name rows past its {n} committed rows")
+        bad = self._bad_rows()
+        if bad.size:
+            problems.append(f"{bad.size} of its {n} rows are all zero, not finite or unreadable (rows {bad[:5].tolist()}...)")
+        return problems
+
+    def _bad_rows(self) -> np.ndarray:
+        """Committed rows that are all zero, hold NaN or infinity, or cannot be read, read in 4096-row blocks."""
+        bad, n = [], self.count("rows")
+        for start in range(0, n, 4096):
+            try:
+                block = self.h5["features"][start : min(n, start + 4096)]
+            except (OSError, RuntimeError):
+                bad.append(np.arange(start, min(n, start + 4096)))
+                continue
+            bad.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1) | ~block.any(axis=1)))
+        return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
+
+    def salvage(self, target: Path) -> tuple[int, int]:
+        """Copy what can be read into a new store at `target`: the good rows, the file entries of those rows
+        and of failed files, class names and failures; the stat index is left out (the next extraction hashes
+        the files again). Returns (rows, file entries) copied."""
+        if target.exists():
+            raise FeatxError(f"{target} already exists: remove it, or move it away, to repair {self.path} into it")
+        try:
+            space, dtype = self.space, self.dtype
+        except Exception:
+            raise DamagedStoreError(
+                f"{self.path}: its feature space cannot be read, so neither can its rows: extract again into a new store"
+            ) from None
+        n = min(self.count("rows"), self._table_length("keys"), self.h5["features"].shape[0] if "features" in self.h5 else 0)
+        keep = np.setdiff1d(np.arange(n), self._bad_rows())
+        new_row = {int(row): i for i, row in enumerate(keep)}
+        try:
+            classes, failures = self.classes(), self.failures()
+            files = [
+                (path, new_row[row] if row >= 0 else row, label)
+                for path, (row, label) in self.newest_entries().items()
+                if row < 0 or row in new_row
+            ]
+        except Exception:  # the texts are damaged: the rows still spare their computing again
+            classes, failures, files = [], {}, []
+        keys = _decode(self.h5["keys"][:n])
+        with FeatureStore.create_or_open(target, space, dtype) as repaired:
+            for start in range(0, len(keep), 4096):
+                block = keep[start : start + 4096]
+                repaired.commit(keys=[keys[row] for row in block], features=self.h5["features"][block])
+            repaired.commit(classes=classes)
+            repaired.commit(files=files, failed=[(path, key, reason) for path, (key, reason) in failures.items()])
+        return len(keep), len(files)
+
     # ---- writing (committed as a unit: data, then counts, then flush) ------------------------------------
     def _append(self, name: str, values, counter_values: dict[str, int]) -> None:
         dtype, counter = _TABLES[name]
@@ -558,6 +671,11 @@ class FeatureStore:
             raise FeatureSpaceMismatchError(f"{self.path} holds {dataset.shape[1]}-d features, got {features.shape[1]}-d")
         dataset.resize(start + len(features), axis=0)
         dataset[start:] = features
+
+
+def _check_hdf5(path: Path) -> None:
+    if not h5py.is_hdf5(path):
+        raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file): give another path, or remove it")
 
 
 def _write_problem(exc: BaseException) -> str:
