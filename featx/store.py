@@ -36,6 +36,7 @@ write: they see the rows committed so far (an flock on the store file keeps comm
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -253,7 +254,6 @@ class FeatureStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = _WriterLock(path)
         writer.acquire()
-        reserve = _Reserve(path, _tables_chunk_bytes() + METADATA_BYTES)
         try:
             if path.exists():
                 _check_hdf5(path)  # HDF5 would write its header into any file opened for appending
@@ -261,16 +261,11 @@ class FeatureStore:
                 cls._create(path, space, dtype)
             file_lock = _FileLock(path)
         except BaseException:
-            reserve.release()
             writer.release()
             raise
         file_lock.lock(exclusive=True)
-        try:
-            store = cls._open(path, "a", file_lock, writer)
-        except BaseException:
-            reserve.release()
-            raise
-        store._reserve = reserve
+        store = cls._open(path, "a", file_lock, writer)
+        store._reserve = _Reserve(path, _tables_chunk_bytes() + METADATA_BYTES)
         try:
             store._check_space(space, dtype)
             store._trim_uncommitted()
@@ -341,7 +336,7 @@ class FeatureStore:
                 continue
             try:
                 read(attrs[name])
-            except Exception as exc:  # a missing attribute, bad JSON, an unknown dtype
+            except Exception as exc:  # bad JSON, an unknown dtype
                 problems.append(f"its {name} attribute cannot be read ({type(exc).__name__}: {exc})")
         for counter in COUNTERS:
             value = attrs.get(counter, 0)
@@ -504,7 +499,7 @@ class FeatureStore:
     # ---- checking and salvaging a damaged store ----------------------------------------------------------
     def check(self) -> list[str]:
         """Every problem found: `_damage`, then unreadable texts, file entries past the rows, rows that are all
-        zero or not finite (what a full disk left in featx before 0.2)."""
+        zero or not finite (what a full disk could leave before commits checked the free space)."""
         problems = self._damage()
         if problems:
             return problems
@@ -680,10 +675,12 @@ def _check_hdf5(path: Path) -> None:
 
 def _write_problem(exc: BaseException) -> str:
     """'disk full' for ENOSPC (h5py puts the errno in its message), else the error in one line."""
-    text = " ".join(str(exc).split())
-    if getattr(exc, "errno", None) == 28 or "errno = 28" in text or "No space left" in text:
+    from .weights import one_line
+
+    text = one_line(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or f"errno = {errno.ENOSPC}" in text or "No space left" in text:
         return "disk full"
-    return "write failed (" + (text if len(text) <= 200 else text[:197] + "...") + ")"
+    return f"write failed ({text})"
 
 
 def _tables_chunk_bytes() -> int:
