@@ -1,5 +1,6 @@
 """Turn featx's user-facing errors into clean CLI messages, without a traceback: exit status 2 for a usage
-error (an unknown name or value, a path that does not exist), 130 for an interrupted extraction, else 1."""
+error (an unknown name or value, a path that does not exist), 130 for an interrupted extraction, else 1 (a
+failed store write, e.g. a full disk, with the command that resumes it)."""
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,7 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from featx.errors import ExtractionInterrupted, FeatxError, MissingPathError, ParameterError
+        from featx.errors import ExtractionInterrupted, FeatxError, MissingPathError, ParameterError, StoreWriteError
 
         try:
             with warnings.catch_warnings():
@@ -26,6 +27,9 @@ def user_errors(command):
         except ExtractionInterrupted as exc:
             click.echo(f"{exc}\nresume with: {shlex.join(['featx', *sys.argv[1:]])}", err=True)
             sys.exit(130)
+        except StoreWriteError as exc:  # the rows committed are kept: the same command resumes
+            click.echo(f"Error: {exc}\nresume with: {shlex.join(['featx', *sys.argv[1:]])}", err=True)
+            sys.exit(1)
         except (ParameterError, MissingPathError) as exc:
             raise click.UsageError(str(exc)) from None
         except FeatxError as exc:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
+from pathlib import Path
 
 import click
 
@@ -12,11 +14,18 @@ from .errors import user_errors
 @click.command()
 @click.argument("store", type=click.Path(exists=True, dir_okay=False))
 @click.option("--history", is_flag=True, help="Also list the files that left the store's view (deleted or moved).")
+@click.option("--check", is_flag=True,
+              help="Check the store: metadata, counts against tables, readable texts, no all-zero or NaN rows.")
+@click.option("--repair", is_flag=True,
+              help="With --check: copy what can be read of a damaged store into STEM-repaired.h5 beside it.")
 @user_errors
-def info(store, history):
+def info(store, history, check, repair):
     """Show what the feature STORE holds: the files extracted from as they are on disk now."""
     from featx.store import FeatureStore
 
+    if check or repair:
+        _check(Path(store), repair)
+        return
     with FeatureStore.open(store) as opened:
         files, failures, classes = opened.files(), opened.failures(), opened.classes()
         vanished = opened.vanished()
@@ -41,3 +50,24 @@ def info(store, history):
                 click.echo(f"  {path}" + (f" ({classes[label]})" if label >= 0 else ""))
         click.echo("feature space: " + json.dumps(opened.space.as_dict(), indent=2, sort_keys=True))
         click.echo("versions:  " + json.dumps(opened.versions, sort_keys=True))
+
+
+def _check(store: Path, repair: bool) -> None:
+    """featx info --check [--repair]: the problems found (exit 1), or ok; --repair copies the readable part."""
+    from featx.store import FeatureStore
+
+    with FeatureStore.open(store, damaged=True) as opened:
+        problems = opened.check()
+        if not problems:
+            click.echo(f"check: {store} is whole ({opened.count('rows')} rows, {opened.count('files')} file entries)")
+            return
+        click.echo(f"check: {store} is damaged:")
+        for problem in problems:
+            click.echo(f"  {problem}")
+        if not repair:
+            click.echo(f"repair: featx info --check --repair {store} copies what can be read into a new store")
+            sys.exit(1)
+        target = store.with_name(f"{store.stem}-repaired.h5")
+        rows, files = opened.salvage(target)
+    click.echo(f"repaired: {rows} rows and {files} file entries copied into {target}; use it in place of the "
+               f"damaged store (mv {target} {store}), then featx extract completes it")

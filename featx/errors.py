@@ -42,6 +42,18 @@ class ExtractionInterrupted(FeatxError):
         self.store, self.kept = store, kept
 
 
+class StoreWriteError(FeatxError):
+    """A write to a feature store failed (disk full, I/O error); the rows committed before it are kept."""
+
+    def __init__(self, message: str, store, kept: int) -> None:
+        super().__init__(message)
+        self.store, self.kept = store, kept
+
+
+class DamagedStoreError(FeatxError):
+    """A feature store whose metadata or tables cannot be read as featx wrote them."""
+
+
 class BadInputError(FeatxError, ValueError):
     """Input data that cannot be used: no images, unreadable CSV, unmatched label pattern..."""
 

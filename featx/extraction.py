@@ -293,11 +293,15 @@ def extract_arrays(
 def _execute(path: Path, space: FeatureSpace, dtype: str, run: _Run, compute, progress: bool) -> ExtractReport:
     created = not path.exists()
     with FeatureStore.create_or_open(path, space, dtype) as opened:
-        start = time.perf_counter()
-        report = run.execute(opened, compute, progress)
-        report.seconds = time.perf_counter() - start
-        if created and not opened.count("rows") and not opened.files():
-            os.remove(path)  # a run that kept nothing leaves no empty store behind (still locked: no race)
+        try:
+            start = time.perf_counter()
+            report = run.execute(opened, compute, progress)
+            report.seconds = time.perf_counter() - start
+        finally:
+            # a run that kept no row (all files failed, the weights did not load, the disk was full) leaves no
+            # empty store behind, which would be taken for the store of this folder (still locked: no race)
+            if created and not opened.count("rows"):
+                os.remove(path)
         return report
 
 

@@ -23,14 +23,24 @@ content, and its counter is updated last, so it never names a content the store 
 check that anyway (`Run` hashes a file whose entry names an unknown content). The default (earliest) file
 format is used: `libver='latest'`/SWMR files cannot be reopened for appending after a crash without `h5clear`.
 
+A full disk (or any failed write): HDF5 cannot take back a failed write. A flush that fails with ENOSPC leaves
+the file unreadable ("addr overflow") and h5py's close then crashes (measured on a 1 MB tmpfs), so a commit
+first checks the disk's free space against its bytes plus a new chunk of every table (`_check_room`) and
+stops with `StoreWriteError` before writing anything. Should a write fail anyway (another process took the
+space), `<store>.reserve`, space set aside while the writer runs, is given back and the file flushed again:
+its counts are those of the last whole commit (they are set only after the data were flushed), the tail
+written past them is trimmed by the next writer, and the error is one line saying how many rows are kept.
+
 Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any time, also during a
 write: they see the rows committed so far (an flock on the store file keeps commits and reads apart).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +49,8 @@ import h5py
 import numpy as np
 
 from .content import KEY_LENGTH, FileStat
-from .errors import FeatureSpaceMismatchError, FeatxError, StoreInUseError
+from .errors import DamagedStoreError, FeatureSpaceMismatchError, FeatxError, StoreInUseError, StoreWriteError
+from .names import DTYPES
 from .space import FeatureSpace
 
 FORMAT = "featx-store/2"
@@ -63,6 +74,9 @@ _TABLES = {  # dataset -> (dtype, commit counter)
 }
 COUNTERS = ("rows", "files", "classes", "failed", "stat")  # committed in this order: the stat index last
 CHUNK_BYTES = 1 << 18
+_CHUNK = 4096  # entries per chunk of the other tables
+_TEXT_PARTS = ((".bytes", np.uint8, 1 << 16), (".ends", np.int64, _CHUNK))  # a text column's datasets, chunk sizes
+METADATA_BYTES = 1 << 16  # room for HDF5's own records in a commit (B-tree nodes, headers, the counts)
 FAILED, VANISHED = -1, -2  # the row of a file entry whose file failed, or is no longer on disk
 
 
@@ -126,6 +140,28 @@ class _WriterLock:
         return pid if pid != os.getpid() else None
 
 
+class _Reserve:
+    """`<store>.reserve`: disk space set aside while a writer runs, given back when a write fails so that
+    HDF5 can still flush the file to a readable state (see the module docstring); removed when it ends."""
+
+    def __init__(self, store: Path, size: int) -> None:
+        self.path = store.with_name(store.name + ".reserve")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # no room even for this: the first commit's free-space check stops the run
+
+    def release(self) -> None:
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+
 class _FileLock:
     """flock on the store file itself: a writer holds it exclusively while it changes the file (open, commit,
     close); readers hold it shared while they read. So a reader always sees the file between two commits,
@@ -161,32 +197,44 @@ class FeatureStore:
         self.path, self.h5 = path, h5
         self._resolved: dict[str, dict[str, str]] = {}  # cwd -> stored path -> user path
         self._file_lock, self._writer = file_lock, writer
+        self._reserve: _Reserve | None = None
+        self._damaged = False  # a write failed and the file could not be flushed even with the reserve
         # a reader sees the rows committed so far while another process writes
         self.writer_pid = None if writer else _WriterLock.active_writer(path)
 
     # ---- opening ----------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike) -> FeatureStore:
+    def open(cls, path: str | os.PathLike, damaged: bool = False) -> FeatureStore:
         """Open for reading: the committed entries, a consistent snapshot even while another process writes.
-        Creates no file."""
+        Creates no file. A damaged store is refused unless `damaged` (`check`, `salvage`)."""
         path = Path(path)
         if not path.is_file():
             raise FeatxError(f"no feature store at {path}")
-        if not h5py.is_hdf5(path):
-            raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file)")
+        _check_hdf5(path)
         file_lock = _FileLock(path)
         file_lock.lock(exclusive=False)
-        return cls._open(path, "r", file_lock, None)
+        return cls._open(path, "r", file_lock, None, damaged)
 
     @classmethod
-    def _open(cls, path: Path, mode: str, file_lock: _FileLock, writer: _WriterLock | None) -> FeatureStore:
+    def _open(
+        cls, path: Path, mode: str, file_lock: _FileLock, writer: _WriterLock | None, damaged: bool = False
+    ) -> FeatureStore:
         """Open the HDF5 file (its locks are featx's own: HDF5's would refuse readers during a write) and
         check it is a store; release everything on failure."""
         h5 = None
         try:
-            h5 = h5py.File(path, mode, locking=False)
+            # a writer keeps no chunk cache: a chunk is written when its data are, so a failed write raises there;
+            # cached chunks were written when h5py dropped a dataset object, and an error then was only printed
+            # ("Exception ignored"), leaving rows of zeros behind counts that went on (measured on a full tmpfs)
+            h5 = h5py.File(path, mode, locking=False, **({} if mode == "r" else {"rdcc_nbytes": 0}))
             store = cls(path, h5, file_lock, writer)
             store._check_format()
+            problems = [] if damaged else store._damage()
+            if problems:
+                raise DamagedStoreError(
+                    f"{path} is a damaged feature store: {problems[0]}; featx info --check {path} says what can be "
+                    "recovered"
+                )
             return store
         except BaseException as exc:
             if h5 is not None:
@@ -207,7 +255,9 @@ class FeatureStore:
         writer = _WriterLock(path)
         writer.acquire()
         try:
-            if not path.exists():
+            if path.exists():
+                _check_hdf5(path)  # HDF5 would write its header into any file opened for appending
+            else:
                 cls._create(path, space, dtype)
             file_lock = _FileLock(path)
         except BaseException:
@@ -215,6 +265,7 @@ class FeatureStore:
             raise
         file_lock.lock(exclusive=True)
         store = cls._open(path, "a", file_lock, writer)
+        store._reserve = _Reserve(path, _tables_chunk_bytes() + METADATA_BYTES)
         try:
             store._check_space(space, dtype)
             store._trim_uncommitted()
@@ -231,8 +282,13 @@ class FeatureStore:
         try:
             if self.h5.id.valid:
                 self.h5.close()
+        except (OSError, RuntimeError):
+            if not self._damaged:  # after a failed write, the error already said what is kept
+                raise
         finally:
             self._file_lock.close()
+            if self._reserve is not None:
+                self._reserve.release()
             if self._writer is not None:
                 self._writer.release()
 
@@ -251,20 +307,59 @@ class FeatureStore:
         from . import __version__
 
         partial = path.with_name(path.name + ".partial")
-        with h5py.File(partial, "w") as h5:
-            attrs = h5.attrs
-            attrs["format"] = FORMAT
-            attrs["feature_space"] = space.to_json()
-            attrs["dtype"] = dtype
-            attrs["versions"] = json.dumps(
-                {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
-            )
-            _create_tables(h5)
+        try:
+            with h5py.File(partial, "w") as h5:
+                attrs = h5.attrs
+                attrs["format"] = FORMAT
+                attrs["feature_space"] = space.to_json()
+                attrs["dtype"] = dtype
+                attrs["versions"] = json.dumps(
+                    {"featx": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "h5py": h5py.__version__}
+                )
+                _create_tables(h5)
+        except (OSError, RuntimeError) as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreWriteError(f"cannot create the feature store {path}: {_write_problem(exc)}", path, 0) from None
         os.replace(partial, path)
 
     def _check_format(self) -> None:
         if self.h5.attrs.get("format") not in (FORMAT, FORMAT_0_1_0):
             raise FeatxError(f"{self.path} is not a featx feature store (format {self.h5.attrs.get('format')!r})")
+
+    def _damage(self) -> list[str]:
+        """What makes this store unreadable as featx wrote it: missing or unreadable metadata, counts past
+        their tables. Cheap (attributes and shapes): checked on every open."""
+        attrs, problems = self.h5.attrs, []
+        for name, read in (("feature_space", FeatureSpace.from_json), ("versions", json.loads), ("dtype", DTYPES.index)):
+            if name not in attrs:
+                problems.append(f"its {name} attribute is missing")
+                continue
+            try:
+                read(attrs[name])
+            except Exception as exc:  # bad JSON, an unknown dtype
+                problems.append(f"its {name} attribute cannot be read ({type(exc).__name__}: {exc})")
+        for counter in COUNTERS:
+            value = attrs.get(counter, 0)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                problems.append(f"its count of {counter} is {value!r}")
+        if problems:
+            return problems
+        lengths = {name: self._table_length(name) for name in _TABLES}
+        lengths["features"] = self.h5["features"].shape[0] if "features" in self.h5 else 0
+        for name, length in lengths.items():
+            count = self.count(_TABLES[name][1] if name in _TABLES else "rows")
+            if length < count:
+                problems.append(f"{count} {name} entries are committed, its table holds {length}")
+        return problems
+
+    def _table_length(self, name: str) -> int:
+        """Entries a table holds, committed or not (a text column: those whose bytes are all there)."""
+        dtype, counter = _TABLES[name]
+        if dtype is not _TEXT or not self._text_layout:
+            return self.h5[name].shape[0] if name in self.h5 else 0
+        ends, size = self.h5[name + ".ends"], self.h5[name + ".bytes"].shape[0]
+        count = min(self.count(counter), ends.shape[0])
+        return count if not count or int(ends[count - 1]) <= size else 0
 
     def _check_space(self, space: FeatureSpace, dtype: str) -> None:
         self.space.check_same(
@@ -401,6 +496,71 @@ class FeatureStore:
         labels = np.fromiter((label for _, label in files.values()), dtype=np.int64, count=len(files))
         return FeatureSet(features, labels, np.array(list(files), dtype=object), np.array(self.classes(), dtype=object))
 
+    # ---- checking and salvaging a damaged store ----------------------------------------------------------
+    def check(self) -> list[str]:
+        """Every problem found: `_damage`, then unreadable texts, file entries past the rows, rows that are all
+        zero or not finite (what a full disk could leave before commits checked the free space)."""
+        problems = self._damage()
+        if problems:
+            return problems
+        for name, (dtype, _) in _TABLES.items():
+            try:
+                self._column(name)
+            except Exception as exc:  # HDF5 or decoding errors: the table cannot be read back
+                problems.append(f"its {name} entries cannot be read ({type(exc).__name__}: {exc})")
+        n = self.count("rows")
+        if not problems and (self._column("files/row") >= n).any():
+            problems.append(f"some file entries name rows past its {n} committed rows")
+        bad = self._bad_rows()
+        if bad.size:
+            problems.append(f"{bad.size} of its {n} rows are all zero, not finite or unreadable (rows {bad[:5].tolist()}...)")
+        return problems
+
+    def _bad_rows(self) -> np.ndarray:
+        """Committed rows that are all zero, hold NaN or infinity, or cannot be read, read in 4096-row blocks."""
+        bad, n = [], self.count("rows")
+        for start in range(0, n, 4096):
+            try:
+                block = self.h5["features"][start : min(n, start + 4096)]
+            except (OSError, RuntimeError):
+                bad.append(np.arange(start, min(n, start + 4096)))
+                continue
+            bad.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1) | ~block.any(axis=1)))
+        return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
+
+    def salvage(self, target: Path) -> tuple[int, int]:
+        """Copy what can be read into a new store at `target`: the good rows, the file entries of those rows
+        and of failed files, class names and failures; the stat index is left out (the next extraction hashes
+        the files again). Returns (rows, file entries) copied."""
+        if target.exists():
+            raise FeatxError(f"{target} already exists: remove it, or move it away, to repair {self.path} into it")
+        try:
+            space, dtype = self.space, self.dtype
+        except Exception:
+            raise DamagedStoreError(
+                f"{self.path}: its feature space cannot be read, so neither can its rows: extract again into a new store"
+            ) from None
+        n = min(self.count("rows"), self._table_length("keys"), self.h5["features"].shape[0] if "features" in self.h5 else 0)
+        keep = np.setdiff1d(np.arange(n), self._bad_rows())
+        new_row = {int(row): i for i, row in enumerate(keep)}
+        try:
+            classes, failures = self.classes(), self.failures()
+            files = [
+                (path, new_row[row] if row >= 0 else row, label)
+                for path, (row, label) in self.newest_entries().items()
+                if row < 0 or row in new_row
+            ]
+        except Exception:  # the texts are damaged: the rows still spare their computing again
+            classes, failures, files = [], {}, []
+        keys = _decode(self.h5["keys"][:n])
+        with FeatureStore.create_or_open(target, space, dtype) as repaired:
+            for start in range(0, len(keep), 4096):
+                block = keep[start : start + 4096]
+                repaired.commit(keys=[keys[row] for row in block], features=self.h5["features"][block])
+            repaired.commit(classes=classes)
+            repaired.commit(files=files, failed=[(path, key, reason) for path, (key, reason) in failures.items()])
+        return len(keep), len(files)
+
     # ---- writing (committed as a unit: data, then counts, then flush) ------------------------------------
     def _append(self, name: str, values, counter_values: dict[str, int]) -> None:
         dtype, counter = _TABLES[name]
@@ -423,9 +583,44 @@ class FeatureStore:
         class names and stat entries (path, stat, key), then commit them all at once."""
         self._file_lock.lock(exclusive=True)
         try:
-            self._commit(keys, features, files, failed, classes, stats)
+            self._check_room(features, [*files, *failed, *stats], classes)
+            try:
+                self._commit(keys, features, files, failed, classes, stats)
+            except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for a failed flush
+                raise self._write_failed(exc) from None
         finally:
             self._file_lock.unlock()
+
+    def _check_room(self, features: np.ndarray | None, entries: Sequence[tuple], classes: Sequence[str]) -> None:
+        """Refuse a commit the disk cannot hold: its bytes, a new chunk of every table and HDF5's records."""
+        texts = [str(entry[0]) + str(entry[-1]) for entry in entries] + list(classes)
+        need = (
+            (0 if features is None else np.asarray(features).size * np.dtype(self.dtype).itemsize)
+            + 2 * sum(map(len, texts)) + 64 * len(texts)  # paths are stored relative to the store: up to 2x
+            + _tables_chunk_bytes() + METADATA_BYTES
+        )
+        free = shutil.disk_usage(self.path.parent).free
+        if free < need:
+            raise StoreWriteError(
+                f"disk full: {self.path} keeps its {self.count('rows')} committed rows ({free / 1e6:.1f} MB free on "
+                f"its disk, the next commit needs {need / 1e6:.1f} MB); free space or move the store",
+                self.path, self.count("rows"),
+            )
+
+    def _write_failed(self, exc: BaseException) -> StoreWriteError:
+        """After a failed write: give back the reserve and flush again, so that the file holds the counts
+        of the last whole commit (the data past them are trimmed by the next writer)."""
+        if self._reserve is not None:
+            self._reserve.release()
+        try:
+            self.h5.flush()
+        except (OSError, RuntimeError):
+            self._damaged = True
+        kept = self.count("rows")
+        message = f"{_write_problem(exc)}: {self.path} keeps its {kept} committed rows"
+        if self._damaged:
+            message += f", but its file may be damaged: featx info --check {self.path}"
+        return StoreWriteError(message, self.path, kept)
 
     def _commit(self, keys, features, files, failed, classes, stats) -> None:
         counts = {c: self.count(c) for c in COUNTERS}
@@ -473,6 +668,30 @@ class FeatureStore:
         dataset[start:] = features
 
 
+def _check_hdf5(path: Path) -> None:
+    if not h5py.is_hdf5(path):
+        raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file): give another path, or remove it")
+
+
+def _write_problem(exc: BaseException) -> str:
+    """'disk full' for ENOSPC (h5py puts the errno in its message), else the error in one line."""
+    from .weights import one_line
+
+    text = one_line(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or f"errno = {errno.ENOSPC}" in text or "No space left" in text:
+        return "disk full"
+    return f"write failed ({text})"
+
+
+def _tables_chunk_bytes() -> int:
+    """Bytes of one chunk of every table: what a commit may allocate beyond its own data (about 1.2 MB)."""
+    total = CHUNK_BYTES  # features (a chunk of at most CHUNK_BYTES, or one row)
+    for dtype, _ in _TABLES.values():
+        parts = [(part_dtype, chunk) for _, part_dtype, chunk in _TEXT_PARTS] if dtype is _TEXT else [(dtype, _CHUNK)]
+        total += sum(chunk * np.dtype(part_dtype).itemsize for part_dtype, chunk in parts)
+    return total
+
+
 def _shrink(dataset: h5py.Dataset, length: int) -> None:
     if dataset.shape[0] != length:
         dataset.resize(length, axis=0)
@@ -502,12 +721,12 @@ def _create_tables(h5: h5py.File) -> None:
     """Create the tables and counters a store lacks: all of them in a new store; this format's in a 0.1.0 one."""
     for name, (dtype, _) in _TABLES.items():
         if dtype is _TEXT:
-            for part, part_dtype, chunk in ((".bytes", np.uint8, 1 << 16), (".ends", np.int64, 4096)):
+            for part, part_dtype, chunk in _TEXT_PARTS:
                 if name + part in h5:  # left by an upgrade that was killed before it committed
                     del h5[name + part]
                 h5.create_dataset(name + part, shape=(0,), maxshape=(None,), dtype=part_dtype, chunks=(chunk,))
         elif name not in h5:
-            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+            h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK,))
     for counter in COUNTERS:
         if counter not in h5.attrs:
             h5.attrs[counter] = 0

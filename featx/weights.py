@@ -14,8 +14,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import socket
 import sys
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -429,6 +431,8 @@ def one_line(exc: BaseException) -> str:
 def read_state_dict(path: Path) -> dict:
     """A state dict in a safetensors file or saved with torch.save (or a checkpoint holding one under
     "state_dict"), read without unpickling code."""
+    import pickle
+
     import torch
 
     try:
@@ -436,9 +440,21 @@ def read_state_dict(path: Path) -> dict:
             from safetensors.torch import load_file
 
             return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip, safetensors and torch errors all mean the same to the user
-        raise WeightsUnavailableError(f"cannot read weights file {path}: {one_line(exc)}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on pickle protocols: the refusal below says what matters
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's restricted unpickler met something else than tensors
+        refused = re.search(r"GLOBAL (\S+)", str(exc))
+        raise WeightsUnavailableError(
+            f"{path} is a pickle holding more than tensors{f' ({refused[1]})' if refused else ''}, and featx reads "
+            "weights without running code (torch.load weights_only=True): save a state dict, "
+            "torch.save(model.state_dict(), FILE), or a safetensors file"
+        ) from None
+    except Exception as exc:  # zip, safetensors and torch errors all mean the same to the user
+        raise WeightsUnavailableError(
+            f"cannot read weights file {path}: expected a safetensors file or a PyTorch state dict saved with "
+            f"torch.save ({type(exc).__name__}: {one_line(exc)})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return state

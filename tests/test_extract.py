@@ -219,8 +219,9 @@ def test_reading_creates_no_file(elpv_folder, tmp_path):
 def test_a_file_that_is_not_a_store_is_a_clear_error(elpv_folder, tmp_path):
     bogus = tmp_path / "notes.h5"
     bogus.write_text("hello")
-    with pytest.raises(featx.FeatxError, match="not a readable HDF5 feature store"):
+    with pytest.raises(featx.FeatxError, match=r"not a featx feature store \(not an HDF5 file\)"):
         featx.extract(elpv_folder, store=bogus, **FAST)
+    assert bogus.read_text() == "hello"  # refused, not rewritten
     with pytest.raises(featx.FeatxError, match="invalid --label-pattern"):
         featx.extract(elpv_folder, label_pattern="(", **FAST)
 

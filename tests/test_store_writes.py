@@ -1,0 +1,114 @@
+"""What a failed run leaves (#25 points 3 and 8d): no empty store, and one line for an unusable --weights file or
+a damaged store."""
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from featx.cli import main
+
+FAST = ["--model", "mobilenet_v3_small", "--engine", "torch", "--workers", "0", "-q"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch marker",))
+
+
+def test_weights_that_do_not_load_leave_no_store(elpv_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_file({"w": torch.zeros(2)}, "plain.safetensors")  # readable, but not this architecture's
+    failed = CliRunner().invoke(main, ["extract", str(elpv_folder), "--weights", "plain.safetensors", *FAST])
+    assert failed.exit_code == 1 and "do not fit this architecture" in failed.output, failed.output
+    assert not any(p.suffix == ".h5" for p in tmp_path.rglob("*"))  # nothing for `featx fit` to trip on
+    store = tmp_path / "w.h5"
+    CliRunner().invoke(main, ["extract", str(elpv_folder), "--weights", "plain.safetensors", "--store", str(store), *FAST])
+    assert not store.exists()
+    other = CliRunner().invoke(main, ["extract", str(elpv_folder), "--weights", "random", "--store", str(store), *FAST])
+    assert other.exit_code == 0, other.output  # not "holds another feature space"
+
+
+@pytest.mark.parametrize(
+    ("write", "expected"),
+    [
+        (lambda path: zipfile.ZipFile(path, "w").writestr("schema.json", "{}"),
+         "expected a safetensors file or a PyTorch state dict saved with torch.save"),
+        (lambda path: torch.save({"w": Payload()}, path), "is a pickle holding more than tensors (posix.system)"),
+    ],
+    ids=["zip", "pickle"],
+)
+def test_an_unreadable_weights_file_is_one_whole_line_and_leaves_no_store(elpv_folder, tmp_path, monkeypatch, write, expected):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "junk.skops")
+    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--weights", "junk.skops", *FAST])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "junk.skops" in lines[0] and expected in lines[0], result.stderr
+    assert lines[0].endswith("or a safetensors file") or lines[0].endswith(")")  # never cut mid-word
+    assert not (tmp_path / "marker").exists() and not list(tmp_path.rglob("*.h5"))
+
+
+def test_an_empty_file_given_as_store_is_refused_and_left_as_it_is(elpv_folder, tmp_path):
+    store = tmp_path / "empty.h5"
+    store.touch()
+    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--store", str(store), "--weights", "random", *FAST])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{store} is not a featx feature store (not an HDF5 file)" in result.stderr
+    assert store.stat().st_size == 0
+
+
+@pytest.fixture
+def extracted(elpv_folder, tmp_path):
+    store = tmp_path / "s.h5"
+    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--store", str(store), "--weights", "random", *FAST])
+    assert result.exit_code == 0, result.output
+    return store
+
+
+def test_damaged_metadata_is_one_line_everywhere(extracted, elpv_folder):
+    import h5py
+
+    with h5py.File(extracted, "a") as h5:
+        del h5.attrs["feature_space"]
+    for command in (["info", str(extracted)], ["fit", "--features", str(extracted)],
+                    ["extract", str(elpv_folder), "--store", str(extracted), "--weights", "random", *FAST]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and "Traceback" not in result.output, (command, result.output)
+        error = result.stderr.splitlines()[-1]  # (fit names its store first)
+        assert error == (f"Error: {extracted} is a damaged feature store: its feature_space attribute is missing; "
+                         f"featx info --check {extracted} says what can be recovered")
+    checked = CliRunner().invoke(main, ["info", "--check", "--repair", str(extracted)])
+    assert checked.exit_code == 1 and "feature space cannot be read" in checked.stderr and "Traceback" not in checked.output
+
+
+def test_check_finds_zero_rows_and_repair_keeps_the_good_ones(extracted, elpv_folder):
+    import h5py
+
+    from featx.store import FeatureStore
+
+    with FeatureStore.open(extracted) as opened:
+        reference = dict(zip(opened.keys(), opened.rows(range(20))))
+        files = opened.files()
+    with h5py.File(extracted, "a") as h5:  # what a full disk left before: rows of zeros, a count past the table
+        h5["features"][3] = 0
+        h5["features"][7, 0] = np.nan
+    checked = CliRunner().invoke(main, ["info", "--check", str(extracted)])
+    assert checked.exit_code == 1 and "2 of its 20 rows are all zero, not finite or unreadable" in checked.output
+    repaired = CliRunner().invoke(main, ["info", "--check", "--repair", str(extracted)])
+    target = extracted.with_name("s-repaired.h5")
+    assert repaired.exit_code == 0 and f"18 rows and 18 file entries copied into {target}" in repaired.output
+    assert "is whole" in CliRunner().invoke(main, ["info", "--check", str(target)]).output
+    target.replace(extracted)
+    rerun = CliRunner().invoke(main, ["extract", str(elpv_folder), "--store", str(extracted), "--weights", "random", *FAST])
+    assert rerun.exit_code == 0 and "2 extracted, 18 already in the store" in rerun.output, rerun.output
+    with FeatureStore.open(extracted) as opened:
+        rows = dict(zip(opened.keys(), opened.rows(range(20))))
+        assert {p: label for p, (_, label) in opened.files().items()} == {p: label for p, (_, label) in files.items()}
+    assert rows.keys() == reference.keys()
+    for key, features in rows.items():
+        np.testing.assert_allclose(features, reference[key], rtol=1e-3, atol=1e-4)
