@@ -99,7 +99,7 @@ def _read(store: FeatureStore, data) -> tuple[_Files, list[str]]:
     """Files of the store (only those found in `data` when given), with their rows' keys and features."""
     from .inputs import display_path, find_images
 
-    entries, notes = dict(sorted(store.files().items())), []
+    entries, notes = dict(sorted(store.present_files().items())), []
     if data is not None:
         wanted = {display_path(p) for p in find_images(data).paths}
         missing = len(wanted - entries.keys())
@@ -304,12 +304,14 @@ def audit(
     seed: int = 0,
     drop: Sequence[str] = DEFAULT_DROP,
     n_jobs: int | None = None,
+    wait: bool = False,
 ) -> Audit:
     """Audit the files of `store` (only those found in `data`, when given; class folders or CSVs as for
     `featx extract`). Reads the store only. Near duplicates are marked when they span classes or a split:
     `split_csv` (path,split), else the train/test split `featx fit --test-size --seed` makes of the store.
     `threshold`: cosine similarity from which images are near duplicates; None: `near_threshold`.
-    `drop` names the findings whose files clean.csv leaves out (KINDS)."""
+    `drop` names the findings whose files clean.csv leaves out (KINDS). As `featx fit`: files no longer on
+    disk are left out, and a store being written gives its committed rows (`wait`: wait for the writer)."""
     from .neighbours import nearest
 
     unknown = sorted(set(drop) - set(KINDS))
@@ -317,7 +319,7 @@ def audit(
         raise FeatxError(f"unknown finding {unknown[0]!r} to drop; valid: {', '.join(KINDS)}")
     if threshold is not None and not 0 < threshold <= 1:
         raise FeatxError("the near-duplicate threshold is a cosine similarity in (0, 1]")
-    with FeatureStore.open(store) as opened:
+    with FeatureStore.open(store, wait=wait, warn=True) as opened:
         files, notes = _read(opened, data)
         split = _file_splits(opened, files, split_csv, test_size, seed, notes)
     labelled = any(files.labels)
