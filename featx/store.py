@@ -218,10 +218,10 @@ def _describe(pid: int) -> str:
             words = [os.fsdecode(w) for w in f.read().split(b"\0") if w]
     except OSError:
         return f"process {pid}"
-    if len(words) > 1 and os.path.basename(words[0]).startswith("python"):
-        words = words[1:]  # python -m featx.cli ..., or a script
-    words[0] = os.path.basename(words[0])
-    return f"process {pid} ({' '.join(words)[:80]})"
+    if len(words) > 2 and os.path.basename(words[0]).startswith("python") and words[1] != "-c":
+        words = words[2:] if words[1] == "-m" else words[1:]  # the script (bin/featx) or module run
+    command = " ".join(" ".join([os.path.basename(words[0]), *words[1:]]).split())
+    return f"process {pid} ({command if len(command) <= 60 else command[:57] + '...'})"
 
 
 def _encode(texts) -> list[bytes]:
