@@ -150,3 +150,16 @@ def test_files_gone_since_extraction_are_counted_and_left_out(elpv_copy, tmp_pat
     with FeatureStore.open(away) as opened:
         files, gone = opened.files_on_disk()
     assert len(files) == 20 and not gone
+
+
+def test_an_audit_says_each_step_on_stderr(tmp_path):
+    """Point 8c: a long audit is not silent: a line as each step starts (none with --quiet)."""
+    store = tmp_path / "s.h5"
+    assert start_writer(store, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).wait(timeout=60) == 0
+    result = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    steps = [line.split(": ", 1)[1] for line in result.stderr.splitlines() if line.startswith("audit ")]
+    assert steps[1:] == [f"10 nearest neighbours of {2 * HALF} images ({2 * HALF} files)", "duplicates, near duplicates and outliers",
+                         f"label errors: 17 fits of logreg on {2 * HALF} images (out-of-fold probabilities, 2 folds)", "done"]
+    quiet = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-q", "-o", str(tmp_path / "q")])
+    assert quiet.exit_code == 0 and "audit " not in quiet.stderr
