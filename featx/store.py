@@ -390,7 +390,7 @@ class FeatureStore:
         """The HDF5 file for one read. A writer keeps its own open; a reader opens it for each read, under
         the shared lock, and closes it after: a commit then waits for one read, not for a whole fit or
         audit, and each read sees the file as a commit left it (HDF5 caches metadata, such as the chunk
-        index, that another process's commit rewrites). Reopening costs about a millisecond."""
+        index, that another process's commit rewrites). Reopening took 6 ms on a loaded 2-core machine."""
         if self._writer is not None:
             yield self.h5
             return
@@ -519,8 +519,9 @@ class FeatureStore:
 
     def files_on_disk(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
         """`files()` split into (those on disk, those no longer on disk), by one stat each (no file is
-        opened: 20,000 stats take about 40 ms). A store none of whose files is here (moved away from its
-        images, or read on another machine) keeps them all, and lists none. Computed once per opening."""
+        opened: 20,000 stats took 0.7 s on a loaded 2-core machine). A store none of whose files is here
+        (moved away from its images, or read on another machine) keeps them all, and lists none. Computed
+        once per opening."""
         if self._on_disk is None:
             files = self.files()
             gone = {path: entry for path, entry in files.items() if not _exists(path)}
