@@ -142,7 +142,7 @@ def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
 def _blocks(store: FeatureStore, n_rows: int, block_rows: int, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(row indices, features) of the store in blocks of whole HDF5 chunks, in random chunk order when rng;
     each block is one read (the store's lock is held for it only)."""
-    chunk = store.chunk_rows
+    chunk = store.chunk_rows or block_rows
     starts = np.arange(0, n_rows, chunk)
     if rng is not None:
         starts = rng.permutation(starts)

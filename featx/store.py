@@ -435,10 +435,11 @@ class FeatureStore:
         return self.h5["features"].shape[1] if "features" in self.h5 else None
 
     @property
-    def chunk_rows(self) -> int:
-        """Feature rows per HDF5 chunk: reads of whole chunks are the cheapest."""
+    def chunk_rows(self) -> int | None:
+        """Feature rows per HDF5 chunk (reads of whole chunks are the cheapest); None: not chunked."""
         with self._file() as h5:
-            return h5["features"].chunks[0]
+            chunks = h5["features"].chunks
+        return chunks[0] if chunks else None
 
     def row_ranges(self, starts: Sequence[int], length: int) -> np.ndarray:
         """The committed rows [start, start + length) of each start, one after the other, in one read."""
@@ -524,7 +525,7 @@ class FeatureStore:
         once per opening."""
         if self._on_disk is None:
             files = self.files()
-            gone = {path: entry for path, entry in files.items() if not _exists(path)}
+            gone = {path: entry for path, entry in files.items() if not os.path.exists(path)}  # a stat each
             if len(gone) == len(files):
                 gone = {}
             self._on_disk = {p: e for p, e in files.items() if p not in gone}, gone
@@ -679,14 +680,6 @@ def _upgrade(h5: h5py.File) -> None:
     h5.flush()
     h5.attrs["format"] = FORMAT
     h5.flush()
-
-
-def _exists(path: str) -> bool:
-    try:
-        os.stat(path)
-    except OSError:  # gone, or a link whose target is
-        return False
-    return True
 
 
 def gone_note(n: int) -> str:
