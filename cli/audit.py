@@ -39,8 +39,10 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
 @click.option("--drop", default=",".join(DEFAULT_DROP), show_default=True, callback=_kinds,
               help=f"Findings whose files clean.csv leaves out, comma-separated: {', '.join(KINDS)}, or none.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@click.option("--wait", is_flag=True, help="On a store another process is writing, wait for it to finish (default: use the rows committed so far).")
 @user_errors
-def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, clf, cv, n_jobs, drop):
+def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, clf, cv, n_jobs, drop, quiet, wait):
     """Find exact and near duplicates, train/test leaks, outliers and likely label errors in a store.
 
     Works from the store alone (no extraction) and changes nothing: writes CSVs of the findings, an HTML
@@ -53,7 +55,7 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
     path = pick_store(store)
     click.echo(f"store: {path}", err=True)
     result = run(path, data=list(data) or None, threshold=threshold, neighbours=neighbours, clf=clf,
-                 cv=cv, split_csv=split_csv, test_size=test_size, seed=seed, drop=drop, n_jobs=n_jobs)
+                 cv=cv, split_csv=split_csv, test_size=test_size, seed=seed, drop=drop, n_jobs=n_jobs, wait=wait, progress=not quiet)
     written = result.write(out)
     click.echo(result.summary())
     click.echo(f"written: {', '.join(map(str, written))}")

@@ -54,8 +54,9 @@ def pick_store(store: str | None) -> Path:
 @click.option("--format", "fmt", type=click.Choice(MODEL_FORMATS), default="skops", show_default=True,
               help="skops loads safely; joblib is a pickle, which predict and evaluate load only with --unsafe-pickle.")
 @click.option("--tsne", is_flag=True, help="Also draw a t-SNE map of the features (slower than PCA).")
+@click.option("--wait", is_flag=True, help="On a store another process is writing, wait for it to finish (default: use the rows committed so far).")
 @user_errors
-def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt, tsne):
+def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt, tsne, wait):
     """Train a classifier on the features of a store (from featx extract) and save it.
 
     Standardises the features, picks the regularisation by stratified cross-validation and reports on a
@@ -68,7 +69,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     path = pick_store(store)
     click.echo(f"store: {path}", err=True)
     bundle, report = train(path, clf, cv=cv, test_size=test_size, seed=seed, class_weight=class_weight,
-                           n_jobs=n_jobs, epochs=epochs)
+                           n_jobs=n_jobs, epochs=epochs, wait=wait)
     out = Path(out or f"featx-{clf}.{fmt}")
     bundle.save(out, fmt)
     written = report.save(report_prefix(out), tsne=tsne)

@@ -21,13 +21,13 @@ from .errors import user_errors
 @user_errors
 def info(store, history, check, repair):
     """Show what the feature STORE holds: the files extracted from as they are on disk now."""
-    from featx.store import FeatureStore
+    from featx.store import FeatureStore, gone_note
 
     if check or repair:
         _check(Path(store), repair)
         return
     with FeatureStore.open(store) as opened:
-        files, failures, classes = opened.files(), opened.failures(), opened.classes()
+        (files, gone), failures, classes = opened.files_on_disk(), opened.failures(), opened.classes()
         vanished = opened.vanished()
         click.echo(f"store:     {store}")
         if opened.writer_pid:
@@ -44,9 +44,11 @@ def info(store, history, check, repair):
         click.echo(f"failures:  {len(failures)}")
         for path, (_, reason) in list(failures.items())[:50]:
             click.echo(f"  {path}: {reason}")
-        click.echo(f"gone:      {len(vanished)} files no longer on disk (their features stay cached)")
+        click.echo(f"gone:      {len(vanished) + len(gone)} files no longer on disk (their features stay cached)")
+        if gone:
+            click.echo(f"           since the last extraction, {gone_note(len(gone))}")
         if history:
-            for path, label in sorted(vanished.items()):
+            for path, label in sorted({**vanished, **{path: label for path, (_, label) in gone.items()}}.items()):
                 click.echo(f"  {path}" + (f" ({classes[label]})" if label >= 0 else ""))
         click.echo("feature space: " + json.dumps(opened.space.as_dict(), indent=2, sort_keys=True))
         click.echo("versions:  " + json.dumps(opened.versions, sort_keys=True))

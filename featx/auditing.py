@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +101,7 @@ def _read(store: FeatureStore, data) -> tuple[_Files, list[str]]:
     """Files of the store (only those found in `data` when given), with their rows' keys and features."""
     from .inputs import display_path, find_images
 
-    entries, notes = dict(sorted(store.files().items())), []
+    entries, notes = dict(sorted(store.present_files().items())), []
     if data is not None:
         wanted = {display_path(p) for p in find_images(data).paths}
         missing = len(wanted - entries.keys())
@@ -229,11 +231,21 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, 
         return cross_val_predict(search.best_estimator_, x, y, cv=folds, method="predict_proba", n_jobs=n_jobs)
 
 
-def _label_errors(files: _Files, clf: str, cv: int, seed: int, n_jobs) -> tuple[Table | None, set[str], int, str]:
+def _steps(progress: bool) -> Callable[[str], None]:
+    """A line on stderr per step of an audit, with the seconds since it started (none unless `progress`)."""
+    start = time.perf_counter()
+    if not progress:
+        return lambda line: None
+    return lambda line: print(f"audit {time.perf_counter() - start:6.1f} s: {line}", file=sys.stderr, flush=True)
+
+
+def _label_errors(files: _Files, clf: str, cv: int, seed: int, n_jobs, step: Callable[[str], None]) -> tuple[Table | None, set[str], int, str]:
     """Labelled rows ranked by cleanlab's label quality (self-confidence of the out-of-fold probability of
     the given label, lowest first); flagged: cleanlab's issues (confident learning, prune by noise rate)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
+
+    from .classifiers import get_classifier
 
     row_labels = _row_labels(files)
     counts = Counter(label for label in row_labels if label)
@@ -242,7 +254,10 @@ def _label_errors(files: _Files, clf: str, cv: int, seed: int, n_jobs) -> tuple[
         return None, set(), 0, "label errors need at least two classes with two or more images each"
     use = np.array([r for r, label in enumerate(row_labels) if label in classes])
     y = np.array([classes.index(row_labels[r]) for r in use])
-    probs = out_of_fold(files.features[use], y, clf, min(cv, int(np.bincount(y).min())), seed, n_jobs)
+    folds = min(cv, int(np.bincount(y).min()))
+    fits = folds * (len(get_classifier(clf).usable_grid(len(y) * (folds - 1) // folds)) + 1) + 1
+    step(f"label errors: {fits} fits of {clf} on {len(use)} images (out-of-fold probabilities, {folds} folds)")
+    probs = out_of_fold(files.features[use], y, clf, folds, seed, n_jobs)
     quality = get_label_quality_scores(y, probs)
     issue = find_label_issues(y, probs, filter_by="prune_by_noise_rate")
     table = Table(["rank", "path", "label", "suggested", "p_label", "quality", "flagged"])
@@ -304,12 +319,16 @@ def audit(
     seed: int = 0,
     drop: Sequence[str] = DEFAULT_DROP,
     n_jobs: int | None = None,
+    wait: bool = False,
+    progress: bool = True,
 ) -> Audit:
     """Audit the files of `store` (only those found in `data`, when given; class folders or CSVs as for
     `featx extract`). Reads the store only. Near duplicates are marked when they span classes or a split:
     `split_csv` (path,split), else the train/test split `featx fit --test-size --seed` makes of the store.
     `threshold`: cosine similarity from which images are near duplicates; None: `near_threshold`.
-    `drop` names the findings whose files clean.csv leaves out (KINDS)."""
+    `drop` names the findings whose files clean.csv leaves out (KINDS). As `featx fit`: files no longer on
+    disk are left out, and a store being written gives its committed rows (`wait`: wait for the writer).
+    `progress`: a line on stderr as each step starts."""
     from .neighbours import nearest
 
     unknown = sorted(set(drop) - set(KINDS))
@@ -317,7 +336,9 @@ def audit(
         raise FeatxError(f"unknown finding {unknown[0]!r} to drop; valid: {', '.join(KINDS)}")
     if threshold is not None and not 0 < threshold <= 1:
         raise FeatxError("the near-duplicate threshold is a cosine similarity in (0, 1]")
-    with FeatureStore.open(store) as opened:
+    step = _steps(progress)
+    step(f"reading {store}")
+    with FeatureStore.open(store, wait=wait, warn=True) as opened:
         files, notes = _read(opened, data)
         split = _file_splits(opened, files, split_csv, test_size, seed, notes)
     labelled = any(files.labels)
@@ -326,7 +347,9 @@ def audit(
             import cleanlab  # noqa: F401
         except ImportError:
             raise FeatxError('finding label errors needs cleanlab: pip install "featx[audit]"') from None
+    step(f"{neighbours} nearest neighbours of {len(files.rows)} images ({len(files.paths)} files)")
     sims, index = nearest(files.features, neighbours)
+    step("duplicates, near duplicates and outliers")
     tables, dropped, counts = {}, {}, {}
     tables["exact_duplicates"], dropped["duplicates"], conflicts = _exact_duplicates(files)
     counts["exact duplicate groups"] = len({row[0] for row in tables["exact_duplicates"].rows})
@@ -342,7 +365,7 @@ def audit(
     counts["outlier files"] = len(dropped["outliers"])
     dropped["label-errors"] = set()
     if labelled:
-        table, dropped["label-errors"], issues, note = _label_errors(files, clf, cv, seed, n_jobs)
+        table, dropped["label-errors"], issues, note = _label_errors(files, clf, cv, seed, n_jobs, step)
         if table is not None:
             tables["label_errors"] = table
             counts["likely label errors (images)"] = issues
@@ -351,4 +374,5 @@ def audit(
         notes.append("no labels in the store: no label errors or class conflicts to find")
     leave_out = set().union(*(dropped[kind] for kind in drop))
     clean = [(p, label) for p, label in zip(files.paths, files.labels) if p not in leave_out]
+    step("done")
     return Audit(str(store), len(files.paths), len(files.rows), tables, dropped, clean, counts, notes)

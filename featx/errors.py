@@ -62,5 +62,10 @@ class MissingPathError(BadInputError):
     """A file or folder given as input that does not exist."""
 
 
+class StoreWarning(UserWarning):
+    """What a reader of a store should know: another process is writing it (its committed rows are read), or
+    files of its view are no longer on disk (left out)."""
+
+
 class UnsafeLoadWarning(UserWarning):
     """A file loaded in a way that can run code it holds, because the user asked for it (--unsafe-pickle)."""

@@ -59,7 +59,7 @@ def _samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: C
     labels, one class, or too few images per class."""
     from sklearn.model_selection import train_test_split
 
-    labelled = {path: entry for path, entry in store.files().items() if entry[1] >= 0}
+    labelled = {path: entry for path, entry in store.present_files().items() if entry[1] >= 0}
     entries = np.array(list(labelled.values()), dtype=np.int64).reshape(-1, 2)
     if not len(entries):
         raise BadInputError(f"{store.path} has no labelled images (use class folders or CSV labels when extracting)")
@@ -70,7 +70,7 @@ def _samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: C
         labels_of_row.setdefault(row, set()).add(label)
     conflicting = {row for row, labels in labels_of_row.items() if len(labels) > 1}
     if conflicting:
-        names = [path for path, (row, _) in store.files().items() if row in conflicting]
+        names = [path for path, (row, _) in labelled.items() if row in conflicting]
         raise BadInputError(
             f"identical images carry different labels: {', '.join(names[:6])}"
             f"{' ...' if len(names) > 6 else ''}; remove the copies or fix their labels"
@@ -139,9 +139,10 @@ def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weig
     return Trained(model, best, scores, model.predict(x[s.test]), *class_scores(model, x[s.test]), (x[picked], s.labels[picked]))
 
 
-def _blocks(dataset, n_rows: int, block_rows: int, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(row indices, features) of the store in blocks of whole HDF5 chunks, in random chunk order when rng."""
-    chunk = dataset.chunks[0] if dataset.chunks else block_rows
+def _blocks(store: FeatureStore, n_rows: int, block_rows: int, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row indices, features) of the store in blocks of whole HDF5 chunks, in random chunk order when rng;
+    each block is one read (the store's lock is held for it only)."""
+    chunk = store.chunk_rows or block_rows
     starts = np.arange(0, n_rows, chunk)
     if rng is not None:
         starts = rng.permutation(starts)
@@ -150,7 +151,7 @@ def _blocks(dataset, n_rows: int, block_rows: int, rng: np.random.Generator | No
         picked = np.sort(starts[i : i + per_block])
         yield (
             np.concatenate([np.arange(a, min(a + chunk, n_rows)) for a in picked]),
-            np.concatenate([dataset[a : min(a + chunk, n_rows)] for a in picked]).astype(np.float32, copy=False),
+            store.row_ranges(picked, chunk).astype(np.float32, copy=False),
         )
 
 
@@ -162,8 +163,8 @@ def _fit_streaming(
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
 
-    dataset, n_rows, k = store.h5["features"], store.count("rows"), len(s.classes)
-    block_rows = block_rows or max(1, BLOCK_BYTES // (4 * dataset.shape[1]))
+    n_rows, k, width = store.count("rows"), len(s.classes), store.n_features
+    block_rows = block_rows or max(1, BLOCK_BYTES // (4 * width))
     sample_of_row = np.full(n_rows, -1)  # row -> index into s.rows / s.labels
     sample_of_row[s.rows] = np.arange(len(s.rows))
     fold = np.full(len(s.rows), TEST)  # else the CV fold of a training sample
@@ -177,13 +178,13 @@ def _fit_streaming(
         return sample_of_row[rows[keep]], x[keep]
 
     scaler = StandardScaler()
-    for rows, x in _blocks(dataset, n_rows, block_rows, None):
+    for rows, x in _blocks(store, n_rows, block_rows, None):
         idx, x = labelled(rows, x)
         if (fold[idx] >= 0).any():
             scaler.partial_fit(x[fold[idx] >= 0])
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
-        for rows, x in _blocks(dataset, n_rows, block_rows, rng):
+        for rows, x in _blocks(store, n_rows, block_rows, rng):
             idx, x = labelled(rows, x)
             order = rng.permutation(len(idx))
             idx, x = idx[order], scaler.transform(x[order])
@@ -197,8 +198,8 @@ def _fit_streaming(
     test_scores = np.zeros((len(clf.grid), len(s.test), k), np.float32)  # class scores of each final model
     kind = "score"
     picked = map_rows(len(s.rows), seed)
-    sample = np.zeros((len(picked), dataset.shape[1]), np.float32)
-    for rows, x in _blocks(dataset, n_rows, block_rows, None):
+    sample = np.zeros((len(picked), width), np.float32)
+    for rows, x in _blocks(store, n_rows, block_rows, None):
         idx, x = labelled(rows, x)
         hit = np.isin(idx, picked)
         sample[np.searchsorted(picked, idx[hit])] = x[hit]
@@ -243,6 +244,7 @@ def fit(
     epochs: int = 10,
     block_rows: int | None = None,
     group: Callable[[str], str] | None = None,
+    wait: bool = False,
 ) -> tuple[ModelBundle, Report]:
     """Train `clf` on the labelled features of `store`; returns the model bundle and the test-split report.
 
@@ -250,6 +252,8 @@ def fit(
     (balanced accuracy) on the training part only. `sgd` streams the store (`epochs` passes, `block_rows`
     rows read at a time) instead of loading it. `group(path)` names a group of each file (e.g. a camera or
     cell type): the test split is then stratified by class and group.
+    Files no longer on disk are left out; on a store another process is writing, the rows it committed so
+    far are used (`wait`: wait for it to finish first); a StoreWarning says so.
     """
     from threadpoolctl import threadpool_limits
 
@@ -265,7 +269,7 @@ def fit(
     start = time.perf_counter()
     # One BLAS thread: parallelism comes from --n-jobs over CV fits; threaded BLAS on these small
     # matrices oversubscribes the cores and runs many times slower.
-    with FeatureStore.open(store) as opened, threadpool_limits(limits=1, user_api="blas"):
+    with FeatureStore.open(store, wait=wait, warn=True) as opened, threadpool_limits(limits=1, user_api="blas"):
         s = _samples(opened, cv, test_size, seed, group)
         weight = _class_weight(class_weight, s.labels[s.train], len(s.classes))
         if chosen.streaming:

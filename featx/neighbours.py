@@ -34,11 +34,14 @@ def nearest(x: np.ndarray, k: int, exact: bool | None = None) -> tuple[np.ndarra
 def _exact(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(x)
     sims, index = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
-    step = max(1, BLOCK_BYTES // (4 * n))
+    # A block row holds n similarities (float32) and argpartition's n indices (int64), and the largest k are
+    # taken without a negated copy: at 12,000 rows the peak fell from 1,538 to 428 MiB (tracemalloc), with
+    # the same similarities (measured for #25 point 8c)
+    step = max(1, BLOCK_BYTES // (12 * n))
     for start in range(0, n, step):
         block = x[start : start + step] @ x.T
         block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not its own neighbour
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        top = np.argpartition(block, -k, axis=1)[:, -k:]
         top_sims = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
         sims[start : start + step] = np.take_along_axis(top_sims, order, axis=1)
