@@ -36,9 +36,9 @@ def user_errors(command):
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """featx's own warnings as one line on stderr ("warning: ..."); others as Python shows them."""
-    from featx.errors import UnsafeLoadWarning
+    from featx.errors import InputWarning, UnsafeLoadWarning
 
-    if issubclass(category, UnsafeLoadWarning):
+    if issubclass(category, (InputWarning, UnsafeLoadWarning)):
         click.echo(f"warning: {message}", err=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -52,3 +52,7 @@ class MissingPathError(BadInputError):
 
 class UnsafeLoadWarning(UserWarning):
     """A file loaded in a way that can run code it holds, because the user asked for it (--unsafe-pickle)."""
+
+
+class InputWarning(UserWarning):
+    """An input skipped while finding images (a symlink that loops, leads nowhere or repeats a folder)."""

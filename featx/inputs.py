@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInputError, MissingPathError
+from .errors import BadInputError, InputWarning, MissingPathError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 UNLABELED = -1
@@ -43,14 +44,44 @@ def display_path(path: str | os.PathLike) -> str:
 
 
 def _walk(root: str) -> Iterable[tuple[str, str | None]]:
-    """(path, class folder name or None) for every image below root, sorted; paths start with root as given."""
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        rel = Path(directory).relative_to(root).parts
-        label = rel[0] if rel else None
-        for name in sorted(files):
-            if is_image_file(name):
-                yield os.path.join(directory, name), label
+    """(path, class folder name or None) for every image below root, sorted; paths start with root as given.
+
+    Each real folder is walked once: a symlinked folder is followed only when it leads outside root and to a
+    folder not walked yet (by device and inode), so `a/up -> ..` adds nothing (os.walk(followlinks=True)
+    followed it 40 levels deep: 487 paths for 4 images). Skipped and broken links are reported once each
+    (an InputWarning); a broken link named as an image is kept, to be recorded as unreadable.
+    """
+    top = os.path.realpath(root)
+    seen: set[tuple[int, int]] = set()
+
+    def visit(directory: str, label: str | None) -> Iterable[tuple[str, str | None]]:
+        info = os.stat(directory)
+        seen.add((info.st_dev, info.st_ino))
+        with os.scandir(directory) as scan:
+            entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+        folders = []
+        for entry in entries:
+            if entry.is_dir():
+                folders.append(entry)
+            elif is_image_file(entry.name):
+                yield entry.path, label
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                _report_link(entry.path, "it leads nowhere")
+        for entry in folders:
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                info = os.stat(entry.path)
+                if os.path.commonpath([top, target]) == top or (info.st_dev, info.st_ino) in seen:
+                    ancestor = os.path.commonpath([target, os.path.realpath(directory)]) == target
+                    _report_link(entry.path, "a loop" if ancestor else "its folder is walked already")
+                    continue
+            yield from visit(entry.path, entry.name if directory == root else label)
+
+    yield from visit(root, None)
+
+
+def _report_link(path: str, why: str) -> None:
+    warnings.warn(InputWarning(f"skipped symlink {_label_text(path)} -> {_label_text(os.readlink(path))}: {why}"), stacklevel=4)
 
 
 def _label_text(name: str | None) -> str | None:

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from featx.errors import BadInputError
+from featx.errors import BadInputError, InputWarning
 from featx.inputs import find_images
 
 
@@ -60,3 +60,27 @@ def test_empty_and_missing_sources_are_clear_errors(tmp_path):
         find_images(tmp_path)
     with pytest.raises(BadInputError, match="no such file or folder"):
         find_images(tmp_path / "missing")
+
+
+def test_symlinked_folders_are_walked_once_and_loops_reported_once(elpv_copy, tmp_path):
+    """#25 point 4: `a/up -> ..` made os.walk(followlinks=True) list 487 paths for 4 images, 40 levels deep."""
+    outside = tmp_path / "more"
+    outside.mkdir()
+    cell = sorted(elpv_copy.rglob("*.png"))[0]
+    (outside / "extra.png").write_bytes(cell.read_bytes())
+    os.symlink("..", elpv_copy / "defective" / "up")  # a loop
+    os.symlink("../defective", elpv_copy / "functional" / "again")  # a folder walked anyway
+    os.symlink(outside, elpv_copy / "functional" / "more")  # outside: followed once...
+    os.symlink(outside, elpv_copy / "possibly_defective" / "more")  # ...not twice
+    os.symlink(outside, outside / "self")  # a loop outside
+    os.symlink(tmp_path / "gone", elpv_copy / "defective" / "gone")  # broken
+    with pytest.warns(InputWarning) as caught:
+        images = find_images(elpv_copy)
+    assert len(images) == 21 and len(set(map(os.path.realpath, images.paths))) == 21
+    assert os.path.join(str(elpv_copy), "functional", "more", "extra.png") in images.paths
+    assert images.classes == ["defective", "functional", "likely_defective", "possibly_defective"]
+    messages = sorted(str(w.message).split(" -> ")[0].removeprefix("skipped symlink ") for w in caught)
+    assert messages == sorted(str(p) for p in [elpv_copy / "defective" / "gone", elpv_copy / "defective" / "up",
+                                                elpv_copy / "functional" / "again", elpv_copy / "functional" / "more" / "self",
+                                                elpv_copy / "possibly_defective" / "more"])
+    assert sum("a loop" in str(w.message) for w in caught) == 2
