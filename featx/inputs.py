@@ -113,7 +113,8 @@ def _read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInputError(f"cannot read CSV file {path}: {exc}") from exc
     rows = _csv_rows(text, path.parent)
-    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+    # the first word only: in a file of another delimiter ("path|label") the header is one cell
+    if rows and re.split(r"[^\w]", rows[0][0].strip().lower())[0] in ("path", "file", "filename", "image"):
         rows = rows[1:]
     found = []
     for row in rows:
@@ -134,7 +135,7 @@ def _label_from_name(pattern: re.Pattern, path: str) -> str:
     stem = os.path.splitext(os.path.basename(path))[0]
     match = pattern.search(stem)
     if match is None:
-        raise BadInputError(f"--label-pattern {pattern.pattern!r} does not match the file name of {path}")
+        raise BadInputError(f"--label-pattern '{pattern.pattern}' does not match the file name of {path}")
     if "label" in pattern.groupindex:
         return match.group("label")
     return match.group(1) if pattern.groups else match.group(0)
@@ -151,7 +152,7 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     try:
         pattern = re.compile(label_pattern) if label_pattern else None
     except re.error as exc:
-        raise BadInputError(f"invalid --label-pattern {label_pattern!r}: {exc}") from None
+        raise BadInputError(f"invalid --label-pattern '{label_pattern}': {exc}") from None
     entries: dict[str, str | None] = {}
     given: dict[str, str] = {}
     roots: list[str] = []

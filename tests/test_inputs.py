@@ -1,5 +1,6 @@
 """Finding images and labels: class folders, flat folders, CSV files, file-name patterns."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -84,3 +85,20 @@ def test_symlinked_folders_are_walked_once_and_loops_reported_once(elpv_copy, tm
                                                 elpv_copy / "functional" / "again", elpv_copy / "functional" / "more" / "self",
                                                 elpv_copy / "possibly_defective" / "more"])
     assert sum("a loop" in str(w.message) for w in caught) == 2
+
+
+def test_label_pattern_errors_show_the_pattern_as_typed(tmp_path):
+    """#25 point 9: the error showed '(.+)_\\\\d+$', doubled by repr."""
+    touch(tmp_path / "noseparator.jpg")
+    with pytest.raises(BadInputError, match=r"--label-pattern '\(\.\+\)_\\d\+\$' does not match"):
+        find_images(tmp_path, label_pattern=r"(.+)_\d+$")
+    with pytest.raises(BadInputError, match=r"invalid --label-pattern '\\d\(': "):
+        find_images(tmp_path, label_pattern=r"\d(")
+
+
+def test_csv_of_another_delimiter_does_not_count_its_header(tmp_path):
+    """#25 point 9: a pipe-separated file's error said 'none of its 3 paths' for a header and 2 rows."""
+    touch(tmp_path / "a.png")
+    (tmp_path / "list.csv").write_text("path|label\na.png|ant\nb.png|bee\n")
+    with pytest.raises(BadInputError, match=re.escape("none of its 2 paths exists. First line: 'path|label'")):
+        find_images(tmp_path / "list.csv")
