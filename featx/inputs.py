@@ -25,7 +25,10 @@ class ImageList:
     labels: np.ndarray
     classes: list[str] = field(default_factory=list)
     roots: list[str] = field(default_factory=list)  # absolute folders searched: the store follows them
-    given: list[str] = field(default_factory=list)  # each path as the user gave it (a folder as given + the path below it)
+    # each input as the user gave it (a folder as given + the path below it), once per time it was named, and
+    # its entry in paths: predict writes a row for each
+    given: list[str] = field(default_factory=list)
+    given_rows: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -154,7 +157,8 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     except re.error as exc:
         raise BadInputError(f"invalid --label-pattern '{label_pattern}': {exc}") from None
     entries: dict[str, str | None] = {}
-    given: dict[str, str] = {}
+    row: dict[str, int] = {}
+    given: list[str] = []
     roots: list[str] = []
     for as_given in map(os.fspath, sources):
         source = Path(as_given)
@@ -169,7 +173,8 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
             raise MissingPathError(f"no such file or folder: {source}")
         for path, label in found:
             key = display_path(path)
-            given.setdefault(key, path)
+            given.append(path)
+            row.setdefault(key, len(row))
             entries.setdefault(key, _label_text(_label_from_name(pattern, key) if pattern else label))
     if not entries:
         raise BadInputError(
@@ -179,4 +184,5 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     classes = sorted({label for label in entries.values() if label is not None})
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[l] if l is not None else UNLABELED for l in entries.values()], dtype=np.int64)
-    return ImageList(paths=list(entries), labels=labels, classes=classes, roots=sorted(set(roots)), given=list(given.values()))
+    return ImageList(paths=list(entries), labels=labels, classes=classes, roots=sorted(set(roots)), given=given,
+                     given_rows=[row[display_path(path)] for path in given])
