@@ -1,5 +1,6 @@
 """Turn featx's user-facing errors into clean CLI messages, without a traceback: exit status 2 for a usage
-error (an unknown name or value, a path that does not exist), 130 for an interrupted extraction, else 1."""
+error (an unknown name or value, a path that does not exist), 130 for an interrupted extraction or
+fine-tuning (with the command that resumes it), else 1."""
 from __future__ import annotations
 
 import functools
@@ -17,14 +18,15 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from featx.errors import ExtractionInterrupted, FeatxError, MissingPathError, ParameterError
+        from featx.errors import FeatxError, Interrupted, MissingPathError, ParameterError
 
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
-        except ExtractionInterrupted as exc:
-            click.echo(f"{exc}\nresume with: {shlex.join(['featx', *sys.argv[1:]])}", err=True)
+        except Interrupted as exc:
+            again = [*sys.argv[1:], *(flag for flag in exc.resume_flags if flag not in sys.argv)]
+            click.echo(f"{exc}\nresume with: {shlex.join(['featx', *again])}", err=True)
             sys.exit(130)
         except (ParameterError, MissingPathError) as exc:
             raise click.UsageError(str(exc)) from None

@@ -34,12 +34,28 @@ class FeatureSpaceMismatchError(FeatxError):
     """Features of one feature space asked to mix with another."""
 
 
-class ExtractionInterrupted(FeatxError):
+class Interrupted(FeatxError):
+    """A run stopped by Ctrl-C after keeping what was done; the same command plus `resume_flags` goes on."""
+
+    resume_flags: tuple[str, ...] = ()
+
+
+class ExtractionInterrupted(Interrupted):
     """An extraction stopped by Ctrl-C after committing what was done."""
 
     def __init__(self, store, kept: int) -> None:
         super().__init__(f"interrupted: the {kept} images computed in this run are kept in {store}")
         self.store, self.kept = store, kept
+
+
+class FinetuneInterrupted(Interrupted):
+    """A fine-tuning run stopped by Ctrl-C: the checkpoint of its last finished epoch is kept."""
+
+    resume_flags = ("--resume",)
+
+    def __init__(self, checkpoint) -> None:
+        kept = f"the finished epochs are kept in {checkpoint}" if checkpoint.is_file() else "no epoch had finished"
+        super().__init__(f"interrupted: {kept}")
 
 
 class BadInputError(FeatxError, ValueError):
