@@ -244,3 +244,16 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(cells, tmp_pa
     assert result.output.splitlines() == [f"interrupted: the finished epochs are kept in {checkpoint_path(out)}",
                                           f"resume with: featx finetune {cells} -o {out} --epochs 1 --image-size 32 -q --resume"]
     assert torch.load(checkpoint_path(out), weights_only=True)["epoch"] == 1 and not out.exists()
+
+
+def test_fine_tuned_features_leave_no_onnx_graph_behind(trained, cells, tmp_path, monkeypatch, private_cache):
+    """#25 point 9: every fine-tuned network left its exported graph (13.5 MB for Lite0) in the shared user cache,
+    which nothing removes; theirs is now exported for the run only."""
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    report = featx.extract(cells, weights=trained.path, image_size=48, store=tmp_path / "t.h5", engine="onnx",
+                           workers=0, progress=False)
+    assert report.n_extracted == 32
+    assert not list(private_cache.rglob("*.onnx")) and not list((tmp_path / "tmp").iterdir())
