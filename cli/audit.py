@@ -52,7 +52,7 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
 
     from .fit import pick_store
 
-    path = pick_store(store)
+    path = pick_store(store, "featx audit STORE")
     click.echo(f"store: {path}", err=True)
     result = run(path, data=list(data) or None, threshold=threshold, neighbours=neighbours, clf=clf,
                  cv=cv, split_csv=split_csv, test_size=test_size, seed=seed, drop=drop, n_jobs=n_jobs, wait=wait, progress=not quiet)

@@ -1,6 +1,7 @@
 """Turn featx's user-facing errors into clean CLI messages, without a traceback: exit status 2 for a usage
-error (an unknown name or value, a path that does not exist), 130 for an interrupted extraction, else 1 (a
-failed store write, e.g. a full disk, with the command that resumes it)."""
+error (an unknown name or value, a path that does not exist), 130 for an interrupted extraction or
+fine-tuning (with the command that resumes it), else 1 (a failed store write, e.g. a full disk, with the command
+that resumes it)."""
 from __future__ import annotations
 
 import functools
@@ -18,14 +19,15 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from featx.errors import ExtractionInterrupted, FeatxError, MissingPathError, ParameterError, StoreWriteError
+        from featx.errors import FeatxError, Interrupted, MissingPathError, ParameterError, StoreWriteError
 
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
-        except ExtractionInterrupted as exc:
-            click.echo(f"{exc}\nresume with: {shlex.join(['featx', *sys.argv[1:]])}", err=True)
+        except Interrupted as exc:
+            again = [*sys.argv[1:], *(flag for flag in exc.resume_flags if flag not in sys.argv)]
+            click.echo(f"{exc}\nresume with: {shlex.join(['featx', *again])}", err=True)
             sys.exit(130)
         except StoreWriteError as exc:  # the rows committed are kept: the same command resumes
             click.echo(f"Error: {exc}\nresume with: {shlex.join(['featx', *sys.argv[1:]])}", err=True)
@@ -40,9 +42,9 @@ def user_errors(command):
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """featx's own warnings as one line on stderr ("warning: ..."); others as Python shows them."""
-    from featx.errors import StoreWarning, UnsafeLoadWarning
+    from featx.errors import FeatxWarning
 
-    if issubclass(category, (StoreWarning, UnsafeLoadWarning)):
+    if issubclass(category, FeatxWarning):
         click.echo(f"warning: {message}", err=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -1,6 +1,8 @@
 """`featx finetune`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from . import options
@@ -47,10 +49,14 @@ def finetune(data, model, weights, out, resume, label_pattern, workers, device, 
     First the new head alone, then all layers with lower learning rates for earlier stages; the best epoch on
     a validation split is kept. Then: featx extract --weights OUT, or featx predict/evaluate OUT.
     """
-    from featx.finetuning import finetune as run
+    from featx.errors import FinetuneInterrupted
+    from featx.finetuning import checkpoint_path, finetune as run
 
-    result = run(list(data), model, out, weights=weights, resume=resume, label_pattern=label_pattern,
-                 workers=workers, device=device, progress=not quiet, **config)
+    try:
+        result = run(list(data), model, out, weights=weights, resume=resume, label_pattern=label_pattern,
+                     workers=workers, device=device, progress=not quiet, **config)
+    except KeyboardInterrupt:  # each finished epoch's checkpoint is written atomically: --resume goes on from it
+        raise FinetuneInterrupted(checkpoint_path(Path(out))) from None
     best = result.history[result.best_epoch - 1]
     shown = f", validation accuracy {best['val_accuracy']:.4f}" if "val_accuracy" in best else ""
     click.echo(f"{len(result.history)} epochs, kept epoch {result.best_epoch}{shown}; "

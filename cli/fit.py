@@ -19,8 +19,9 @@ def stores_in(folder: str | os.PathLike) -> list[Path]:
     return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
 
 
-def pick_store(store: str | None) -> Path:
-    """--features, else the only store in the cache folder; several: ask (on a terminal) or list them."""
+def pick_store(store: str | None, option: str = "--features STORE") -> Path:
+    """The store given, else the only store in the cache folder; several: ask (on a terminal) or list them.
+    `option`: how the command names a store, for the messages."""
     from featx.errors import FeatxError
     from featx.space import cache_dir
 
@@ -28,14 +29,14 @@ def pick_store(store: str | None) -> Path:
         return Path(store)
     found = stores_in(cache_dir())
     if not found:
-        raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass --features STORE")
+        raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass {option}")
     if len(found) == 1:
         return found[0]
     listing = f"several feature stores in {cache_dir()}/ (newest first):\n" + "\n".join(
         f"  {i}. {path}" for i, path in enumerate(found, 1)
     )
     if not sys.stdin.isatty():
-        raise FeatxError(f"{listing}\nchoose one with --features STORE")
+        raise FeatxError(f"{listing}\nchoose one with {option}")
     click.echo(listing, err=True)
     return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
 

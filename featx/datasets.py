@@ -56,27 +56,31 @@ def write_elpv_folder(destination: str | os.PathLike, per_class: int | None = No
                       prune: bool = False) -> Path:
     """Copy ELPV images into destination/<class>/ (the layout `featx extract` reads); returns destination.
 
-    `per_class` picks that many images of each class at random (all images when None). `prune` removes the
-    ELPV images of another selection copied there before (files named as ELPV cells in the class folders
-    that are not selected now), so the folder holds exactly this selection; other files are left alone.
+    `per_class` picks that many images of each class at random (all images when None). A folder holding ELPV
+    images of another selection (files named as ELPV cells in the class folders that are not selected now)
+    is refused, as it would give more images than asked (the demo's folder holds all 2,624); `prune` removes
+    them instead, so the folder holds exactly this selection. Other files are left alone.
     """
     data, destination = load_elpv(), Path(destination)
     rng = np.random.default_rng(seed)
     cells = {Path(f).name for f in data.filenames}
+    selection = {}
     for label, name in enumerate(data.target_names):
         members = np.flatnonzero(data.target == label)
         if per_class is not None:
             members = np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
+        selection[name] = [Path(data.filenames[i]) for i in members]
+    stale = [path for name, chosen in selection.items() if (destination / name).is_dir()
+             for path in (destination / name).iterdir() if path.name in cells - {p.name for p in chosen}]
+    if stale and not prune:
+        raise FeatxError(f"{destination} already holds {len(stale)} ELPV cells of another selection "
+                         f"(e.g. {stale[0]}): choose a new folder, or pass prune=True to remove them")
+    for path in stale:
+        path.unlink()
+    for name, chosen in selection.items():
         (destination / name).mkdir(parents=True, exist_ok=True)
-        selected = set()
-        for i in members:
-            source = Path(data.filenames[i])
+        for source in chosen:
             target = destination / name / source.name
-            selected.add(target.name)
             if not target.exists():
                 shutil.copyfile(source, target)
-        if prune:
-            for stale in (destination / name).iterdir():
-                if stale.name in cells and stale.name not in selected:
-                    stale.unlink()
     return destination

@@ -88,23 +88,33 @@ class OnnxRunner:
     `network()` builds the network; it is called only when the graph is not in the cache yet.
     """
 
-    def __init__(self, network: NetworkFactory, crop: tuple[int, int], cache_path: str | os.PathLike) -> None:
+    def __init__(self, network: NetworkFactory, crop: tuple[int, int], cache_path: str | os.PathLike | None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise FeatxError(_INSTALL) from exc
         self.device = torch.device("cpu")
-        self.path = Path(cache_path)
-        if not self.path.exists():
-            export_onnx(network(), crop, self.path)
+        if cache_path is None:  # not to be kept: exported into a folder removed once the session holds the graph
+            with tempfile.TemporaryDirectory(prefix="featx-onnx-") as folder:
+                path = Path(folder) / "network.onnx"
+                export_onnx(network(), crop, path)
+                self.session = self._session(ort, path)
+        else:
+            path = Path(cache_path)
+            if not path.exists():
+                export_onnx(network(), crop, path)
+            self.session = self._session(ort, path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.threads = torch.get_num_threads()
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-onnx")  # threads start on use
+
+    @staticmethod
+    def _session(ort, path: Path):
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # yield to the decoders
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.threads = torch.get_num_threads()
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-onnx")  # threads start on use
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         return self.submit(images).result()
@@ -138,13 +148,13 @@ class Chunks:
 
 
 def select_runner(
-    network: NetworkFactory, device: torch.device, engine: str, cache_path: str | os.PathLike, crop: int = 224
+    network: NetworkFactory, device: torch.device, engine: str, cache_path: str | os.PathLike | None, crop: int = 224
 ) -> BatchRunner | OnnxRunner:
     """'torch' -> BatchRunner; 'compile' -> BatchRunner through torch.compile; 'onnx' -> OnnxRunner (CPU only);
     'auto' -> onnx on a CPU with onnxruntime, else torch.
 
     `network()` builds the FeatureNetwork (not called when the ONNX graph is cached); `cache_path`: where the
-    exported graph is kept (see `FeatureSpace.onnx_path`); `crop`: the input's H, W.
+    exported graph is kept (see `FeatureSpace.onnx_path`; None: not kept); `crop`: the input's H, W.
     """
     if engine not in ENGINES:
         raise UnknownNameError("engine", engine, ENGINES)

@@ -34,7 +34,13 @@ class FeatureSpaceMismatchError(FeatxError):
     """Features of one feature space asked to mix with another."""
 
 
-class ExtractionInterrupted(FeatxError):
+class Interrupted(FeatxError):
+    """A run stopped by Ctrl-C after keeping what was done; the same command plus `resume_flags` goes on."""
+
+    resume_flags: tuple[str, ...] = ()
+
+
+class ExtractionInterrupted(Interrupted):
     """An extraction stopped by Ctrl-C after committing what was done."""
 
     def __init__(self, store, kept: int) -> None:
@@ -54,6 +60,16 @@ class DamagedStoreError(FeatxError):
     """A feature store whose metadata or tables cannot be read as featx wrote them."""
 
 
+class FinetuneInterrupted(Interrupted):
+    """A fine-tuning run stopped by Ctrl-C: the checkpoint of its last finished epoch is kept."""
+
+    resume_flags = ("--resume",)
+
+    def __init__(self, checkpoint) -> None:
+        kept = f"the finished epochs are kept in {checkpoint}" if checkpoint.is_file() else "no epoch had finished"
+        super().__init__(f"interrupted: {kept}")
+
+
 class BadInputError(FeatxError, ValueError):
     """Input data that cannot be used: no images, unreadable CSV, unmatched label pattern..."""
 
@@ -62,10 +78,18 @@ class MissingPathError(BadInputError):
     """A file or folder given as input that does not exist."""
 
 
-class StoreWarning(UserWarning):
+class FeatxWarning(UserWarning):
+    """Base class of featx's warnings: the CLI shows them as one "warning: ..." line."""
+
+
+class StoreWarning(FeatxWarning):
     """What a reader of a store should know: another process is writing it (its committed rows are read), or
     files of its view are no longer on disk (left out)."""
 
 
-class UnsafeLoadWarning(UserWarning):
+class UnsafeLoadWarning(FeatxWarning):
     """A file loaded in a way that can run code it holds, because the user asked for it (--unsafe-pickle)."""
+
+
+class InputWarning(FeatxWarning):
+    """An input skipped while finding images (a symlink that loops, leads nowhere or repeats a folder)."""

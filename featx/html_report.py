@@ -37,8 +37,10 @@ figcaption{font-size:.8rem;overflow-wrap:anywhere;margin-top:.3rem}figcaption .n
 
 
 def escape(value: object) -> str:
-    """Text (anything, through str) made safe for HTML content and attribute values."""
-    return html.escape(str(value), quote=True)
+    """Text (anything, through str) made safe for HTML content and attribute values; a file name's bytes that
+    are not UTF-8 (held by Python as surrogates, which UTF-8 refuses) are shown as \\xNN."""
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return html.escape(text, quote=True)
 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
@@ -133,7 +135,8 @@ def link(path: str | os.PathLike, base: str | os.PathLike) -> str:
     """A link target for `path` from a page in folder `base`: relative when possible, else a file: URI."""
     absolute = Path(path).absolute()
     try:
-        return quote(Path(os.path.relpath(absolute, Path(base).absolute())).as_posix())
+        # the file name's own bytes, percent-encoded, so that a name that is not UTF-8 still opens
+        return quote(os.fsencode(Path(os.path.relpath(absolute, Path(base).absolute())).as_posix()))
     except ValueError:  # another drive (Windows)
         return absolute.as_uri()
 

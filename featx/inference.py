@@ -42,14 +42,15 @@ class Predictions:
     def of(cls, images: ImageList, found: np.ndarray, predicted: np.ndarray, scores: np.ndarray, kind: str,
            classes: Sequence[str], failures: Sequence[tuple[str, str]]) -> Predictions:
         """Entries for all `images`: `predicted` (class indices) and `scores` are those of the `found` ones in
-        order; `failures` give the (path, reason) of the others."""
+        order; `failures` give the (path, reason) of the others. A file given several times has an entry each time."""
         names = np.full(len(images), "", dtype=object)
         names[found] = np.asarray(classes, dtype=object)[predicted]
         every = np.full((len(images), len(classes)), np.nan)
         every[found] = scores
         reasons = dict(failures)
-        errors = ["" if ok else reasons[path] for path, ok in zip(images.paths, found)]
-        return cls(list(images.given), list(names), every, kind, list(classes), errors)
+        errors = np.array(["" if ok else reasons[path] for path, ok in zip(images.paths, found)], dtype=object)
+        rows = np.asarray(images.given_rows, dtype=np.int64)
+        return cls(list(images.given), list(names[rows]), every[rows], kind, list(classes), list(errors[rows]))
 
     @property
     def failures(self) -> list[tuple[str, str]]:

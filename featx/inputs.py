@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInputError, MissingPathError
+from .errors import BadInputError, InputWarning, MissingPathError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 UNLABELED = -1
@@ -24,7 +25,10 @@ class ImageList:
     labels: np.ndarray
     classes: list[str] = field(default_factory=list)
     roots: list[str] = field(default_factory=list)  # absolute folders searched: the store follows them
-    given: list[str] = field(default_factory=list)  # each path as the user gave it (a folder as given + the path below it)
+    # each input as the user gave it (a folder as given + the path below it), once per time it was named, and
+    # its entry in paths: predict writes a row for each
+    given: list[str] = field(default_factory=list)
+    given_rows: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,14 +47,44 @@ def display_path(path: str | os.PathLike) -> str:
 
 
 def _walk(root: str) -> Iterable[tuple[str, str | None]]:
-    """(path, class folder name or None) for every image below root, sorted; paths start with root as given."""
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        rel = Path(directory).relative_to(root).parts
-        label = rel[0] if rel else None
-        for name in sorted(files):
-            if is_image_file(name):
-                yield os.path.join(directory, name), label
+    """(path, class folder name or None) for every image below root, sorted; paths start with root as given.
+
+    Each real folder is walked once: a symlinked folder is followed only when it leads outside root and to a
+    folder not walked yet (by device and inode), so `a/up -> ..` adds nothing (os.walk(followlinks=True)
+    followed it 40 levels deep: 487 paths for 4 images). Skipped and broken links are reported once each
+    (an InputWarning); a broken link named as an image is kept, to be recorded as unreadable.
+    """
+    top = os.path.realpath(root)
+    seen: set[tuple[int, int]] = set()
+
+    def visit(directory: str, label: str | None) -> Iterable[tuple[str, str | None]]:
+        info = os.stat(directory)
+        seen.add((info.st_dev, info.st_ino))
+        with os.scandir(directory) as scan:
+            entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+        folders = []
+        for entry in entries:
+            if entry.is_dir():
+                folders.append(entry)
+            elif is_image_file(entry.name):
+                yield entry.path, label
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                _report_link(entry.path, "it leads nowhere")
+        for entry in folders:
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                info = os.stat(entry.path)
+                if os.path.commonpath([top, target]) == top or (info.st_dev, info.st_ino) in seen:
+                    ancestor = os.path.commonpath([target, os.path.realpath(directory)]) == target
+                    _report_link(entry.path, "a loop" if ancestor else "its folder is walked already")
+                    continue
+            yield from visit(entry.path, entry.name if directory == root else label)
+
+    yield from visit(root, None)
+
+
+def _report_link(path: str, why: str) -> None:
+    warnings.warn(InputWarning(f"skipped symlink {_label_text(path)} -> {_label_text(os.readlink(path))}: {why}"), stacklevel=4)
 
 
 def _label_text(name: str | None) -> str | None:
@@ -82,7 +116,8 @@ def _read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInputError(f"cannot read CSV file {path}: {exc}") from exc
     rows = _csv_rows(text, path.parent)
-    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+    # the first word only: in a file of another delimiter ("path|label") the header is one cell
+    if rows and re.split(r"[^\w]", rows[0][0].strip().lower())[0] in ("path", "file", "filename", "image"):
         rows = rows[1:]
     found = []
     for row in rows:
@@ -103,7 +138,7 @@ def _label_from_name(pattern: re.Pattern, path: str) -> str:
     stem = os.path.splitext(os.path.basename(path))[0]
     match = pattern.search(stem)
     if match is None:
-        raise BadInputError(f"--label-pattern {pattern.pattern!r} does not match the file name of {path}")
+        raise BadInputError(f"--label-pattern '{pattern.pattern}' does not match the file name of {path}")
     if "label" in pattern.groupindex:
         return match.group("label")
     return match.group(1) if pattern.groups else match.group(0)
@@ -120,9 +155,10 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     try:
         pattern = re.compile(label_pattern) if label_pattern else None
     except re.error as exc:
-        raise BadInputError(f"invalid --label-pattern {label_pattern!r}: {exc}") from None
+        raise BadInputError(f"invalid --label-pattern '{label_pattern}': {exc}") from None
     entries: dict[str, str | None] = {}
-    given: dict[str, str] = {}
+    row: dict[str, int] = {}
+    given: list[str] = []
     roots: list[str] = []
     for as_given in map(os.fspath, sources):
         source = Path(as_given)
@@ -137,7 +173,8 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
             raise MissingPathError(f"no such file or folder: {source}")
         for path, label in found:
             key = display_path(path)
-            given.setdefault(key, path)
+            given.append(path)
+            row.setdefault(key, len(row))
             entries.setdefault(key, _label_text(_label_from_name(pattern, key) if pattern else label))
     if not entries:
         raise BadInputError(
@@ -147,4 +184,5 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     classes = sorted({label for label in entries.values() if label is not None})
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[l] if l is not None else UNLABELED for l in entries.values()], dtype=np.int64)
-    return ImageList(paths=list(entries), labels=labels, classes=classes, roots=sorted(set(roots)), given=list(given.values()))
+    return ImageList(paths=list(entries), labels=labels, classes=classes, roots=sorted(set(roots)), given=given,
+                     given_rows=[row[display_path(path)] for path in given])

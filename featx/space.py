@@ -179,9 +179,13 @@ class FeatureSpace:
         suffix = "" if dtype == "float32" else f"-{dtype}"
         return cache_dir() / f"{self.model.replace('/', '_')}-{_digest(self.as_dict(), 8)}{suffix}.h5"
 
-    def onnx_path(self) -> Path:
+    def onnx_path(self) -> Path | None:
         """<user cache>/onnx/<model>-<hash>.onnx: one exported graph per space and featx/torch/opset version;
-        the decode mode acts before the network, so spaces that differ only by it share a graph."""
+        the decode mode acts before the network, so spaces that differ only by it share a graph. None for
+        weights from a file (fine-tuned networks): each would leave a graph (13.5 MB for Lite0) in the shared
+        cache that nothing removes, so theirs is exported for the run only."""
+        if self.weights.startswith("file:"):
+            return None
         import torch
 
         from . import __version__

@@ -21,6 +21,7 @@ import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
+from urllib.parse import urlsplit
 
 from .errors import WeightsUnavailableError
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # torch loads on first use: `featx models` lists sources with
 
 OFFLINE_ENV = "FEATX_OFFLINE"
 STALLED_SECONDS = 60  # a download that receives nothing for this long fails
+CONNECT_SECONDS = 10  # a host that does not accept a connection in this time is unreachable
 
 
 def offline() -> bool:
@@ -369,8 +371,15 @@ class TimmHubWeights(WeightsSource):
             raise self._unavailable("timm names no Hugging Face hub file for it")
         if self._offline():
             raise self._unavailable(f"not cached and offline ({OFFLINE_ENV}=1 / --offline / HF_HUB_OFFLINE=1)")
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
+
+        try:  # huggingface_hub retries a refused or unreachable host with backoff: 46 s before its error
+            endpoint = urlsplit(constants.ENDPOINT)
+            socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)),
+                                     timeout=CONNECT_SECONDS).close()
+        except OSError as exc:
+            raise self._unavailable(f"download failed: cannot connect to {endpoint.netloc} ({one_line(exc)})") from None
         from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
         quiet_before = are_progress_bars_disabled()

@@ -161,3 +161,10 @@ def test_the_approximate_index_finds_the_exact_neighbours_and_never_the_row_itse
     assert found[10, 0] == 11 and found[11, 0] == 10
     assert (found[:, 0] == exact[:, 0]).mean() > 0.97
     np.testing.assert_allclose(sims[:, 0], exact_sims[:, 0], atol=1e-4)
+
+
+def test_without_a_store_audit_names_its_own_argument(private_cache):
+    """#25 point 9: audit suggested `--features STORE`, an option it does not have."""
+    result = CliRunner().invoke(main, ["audit"])
+    assert result.exit_code == 1 and "run featx extract first, or pass featx audit STORE" in result.output
+    assert "--features" not in result.output

@@ -221,3 +221,39 @@ def test_a_damaged_checkpoint_is_one_line_on_resume(cells, tmp_path, content):
     assert result.exit_code == 1 and not marker.exists() and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and f"{checkpoint_path(out)} is not a readable checkpoint" in errors[0], result.output
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(cells, tmp_path, monkeypatch):
+    """#25 point 9: Ctrl-C printed "Aborted!" and exited 1 with no resume hint."""
+    from featx import finetuning
+
+    out = tmp_path / "m.safetensors"
+    run_epoch, epochs = finetuning._run_epoch, []
+
+    def interrupted_in_epoch_2(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 2:
+            raise KeyboardInterrupt
+        return run_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(finetuning, "_run_epoch", interrupted_in_epoch_2)
+    monkeypatch.setattr(sys, "argv", ["featx", "finetune", str(cells), "-o", str(out), "--epochs", "1",
+                                      "--image-size", "32", "-q"])
+    result = CliRunner().invoke(main, sys.argv[1:])
+    assert result.exit_code == 130, result.output
+    assert result.output.splitlines() == [f"interrupted: the finished epochs are kept in {checkpoint_path(out)}",
+                                          f"resume with: featx finetune {cells} -o {out} --epochs 1 --image-size 32 -q --resume"]
+    assert torch.load(checkpoint_path(out), weights_only=True)["epoch"] == 1 and not out.exists()
+
+
+def test_fine_tuned_features_leave_no_onnx_graph_behind(trained, cells, tmp_path, monkeypatch, private_cache):
+    """#25 point 9: every fine-tuned network left its exported graph (13.5 MB for Lite0) in the shared user cache,
+    which nothing removes; theirs is now exported for the run only."""
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    report = featx.extract(cells, weights=trained.path, image_size=48, store=tmp_path / "t.h5", engine="onnx",
+                           workers=0, progress=False)
+    assert report.n_extracted == 32
+    assert not list(private_cache.rglob("*.onnx")) and not list((tmp_path / "tmp").iterdir())

@@ -1,10 +1,11 @@
 """Finding images and labels: class folders, flat folders, CSV files, file-name patterns."""
 import os
+import re
 
 import numpy as np
 import pytest
 
-from featx.errors import BadInputError
+from featx.errors import BadInputError, InputWarning
 from featx.inputs import find_images
 
 
@@ -60,3 +61,44 @@ def test_empty_and_missing_sources_are_clear_errors(tmp_path):
         find_images(tmp_path)
     with pytest.raises(BadInputError, match="no such file or folder"):
         find_images(tmp_path / "missing")
+
+
+def test_symlinked_folders_are_walked_once_and_loops_reported_once(elpv_copy, tmp_path):
+    """#25 point 4: `a/up -> ..` made os.walk(followlinks=True) list 487 paths for 4 images, 40 levels deep."""
+    outside = tmp_path / "more"
+    outside.mkdir()
+    cell = sorted(elpv_copy.rglob("*.png"))[0]
+    (outside / "extra.png").write_bytes(cell.read_bytes())
+    os.symlink("..", elpv_copy / "defective" / "up")  # a loop
+    os.symlink("../defective", elpv_copy / "functional" / "again")  # a folder walked anyway
+    os.symlink(outside, elpv_copy / "functional" / "more")  # outside: followed once...
+    os.symlink(outside, elpv_copy / "possibly_defective" / "more")  # ...not twice
+    os.symlink(outside, outside / "self")  # a loop outside
+    os.symlink(tmp_path / "gone", elpv_copy / "defective" / "gone")  # broken
+    with pytest.warns(InputWarning) as caught:
+        images = find_images(elpv_copy)
+    assert len(images) == 21 and len(set(map(os.path.realpath, images.paths))) == 21
+    assert os.path.join(str(elpv_copy), "functional", "more", "extra.png") in images.paths
+    assert images.classes == ["defective", "functional", "likely_defective", "possibly_defective"]
+    messages = sorted(str(w.message).split(" -> ")[0].removeprefix("skipped symlink ") for w in caught)
+    assert messages == sorted(str(p) for p in [elpv_copy / "defective" / "gone", elpv_copy / "defective" / "up",
+                                                elpv_copy / "functional" / "again", elpv_copy / "functional" / "more" / "self",
+                                                elpv_copy / "possibly_defective" / "more"])
+    assert sum("a loop" in str(w.message) for w in caught) == 2
+
+
+def test_label_pattern_errors_show_the_pattern_as_typed(tmp_path):
+    """#25 point 9: the error showed '(.+)_\\\\d+$', doubled by repr."""
+    touch(tmp_path / "noseparator.jpg")
+    with pytest.raises(BadInputError, match=r"--label-pattern '\(\.\+\)_\\d\+\$' does not match"):
+        find_images(tmp_path, label_pattern=r"(.+)_\d+$")
+    with pytest.raises(BadInputError, match=r"invalid --label-pattern '\\d\(': "):
+        find_images(tmp_path, label_pattern=r"\d(")
+
+
+def test_csv_of_another_delimiter_does_not_count_its_header(tmp_path):
+    """#25 point 9: a pipe-separated file's error said 'none of its 3 paths' for a header and 2 rows."""
+    touch(tmp_path / "a.png")
+    (tmp_path / "list.csv").write_text("path|label\na.png|ant\nb.png|bee\n")
+    with pytest.raises(BadInputError, match=re.escape("none of its 2 paths exists. First line: 'path|label'")):
+        find_images(tmp_path / "list.csv")

@@ -133,3 +133,16 @@ def test_dream_starts_coarse():
     image(cutoff(0, 10)).sum().backward()
     moved = image.spectrum.grad.abs().sum((0, 3)) > 0
     assert torch.equal(moved, image.frequencies <= COARSE)
+
+
+@pytest.mark.parametrize("command", [["features"], ["attack", "--eps", "1/255"]])
+def test_unreadable_image_is_one_line_exit_1(command, elpv_folder, tmp_path):
+    """#25 point 8: a truncated real ELPV cell ended in a featx.decode.DecodeError traceback."""
+    data = sorted(elpv_folder.rglob("*.png"))[0].read_bytes()
+    bad = tmp_path / "cut.png"
+    bad.write_bytes(data[: len(data) // 3])
+    result = run(command[0], bad, *command[1:], "--out", tmp_path / "o.png")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot read image {bad}: corrupt or truncated image")
+    assert not (tmp_path / "o.png").exists()

@@ -261,3 +261,19 @@ def test_timm_weights_offline_and_not_cached_are_one_line(elpv_folder, tmp_path,
                                        "--store", str(tmp_path / "t.h5")])
     url = f"{constants.ENDPOINT}/timm/resnet10t.c3_in1k"
     assert_one_line_naming(result, url, tmp_path / "hf", "not cached and offline", "model.safetensors")
+
+
+def test_timm_download_from_a_host_that_refuses_fails_at_once(tmp_path, monkeypatch):
+    """#25 point 9: huggingface_hub retried a refused connection with backoff for 46 s before featx's line."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as probe:  # a loopback port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.delenv("FEATX_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(WeightsUnavailableError, match=f"download failed: cannot connect to 127.0.0.1:{port} "):
+        get_backbone("timm/resnet10t").weights().fetch(progress=False)

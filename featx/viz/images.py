@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from featx.decode import decode_rgb
+from featx.decode import DecodeError, decode_rgb
+from featx.errors import BadInputError
 from featx.preprocessing import Preprocessing
 
 CAPTION_HEIGHT = 14
@@ -18,7 +19,10 @@ CAPTION_HEIGHT = 14
 def load_pixels(path: str | os.PathLike, preprocessing: Preprocessing) -> torch.Tensor:
     """An image file as 1 x 3 x crop x crop pixels in [0, 1]: resized and centre-cropped like the backbone's
     inputs, except an image already crop x crop, taken as it is (so a saved adversarial PNG stays exact)."""
-    image = decode_rgb(Path(path).read_bytes())
+    try:
+        image = decode_rgb(Path(path).read_bytes())
+    except (DecodeError, OSError) as exc:
+        raise BadInputError(f"cannot read image {path}: {exc}") from None
     if image.size == (preprocessing.crop, preprocessing.crop):
         array = torch.from_numpy(np.array(image)).permute(2, 0, 1)
     else:
