@@ -48,7 +48,9 @@ def finetune(data, model, weights, out, resume, label_pattern, workers, device, 
     a validation split is kept. Then: featx extract --weights OUT, or featx predict/evaluate OUT.
     """
     from featx.finetuning import finetune as run
+    from featx.outputs import check_output
 
+    check_output(out, "--out")  # and its checkpoint beside it, written after every epoch
     result = run(list(data), model, out, weights=weights, resume=resume, label_pattern=label_pattern,
                  workers=workers, device=device, progress=not quiet, **config)
     best = result.history[result.best_epoch - 1]

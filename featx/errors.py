@@ -52,3 +52,7 @@ class MissingPathError(BadInputError):
 
 class UnsafeLoadWarning(UserWarning):
     """A file loaded in a way that can run code it holds, because the user asked for it (--unsafe-pickle)."""
+
+
+class OutputError(FeatxError):
+    """An output file or folder that cannot be written (read-only, full, not a folder...)."""
