@@ -56,11 +56,12 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix, for writers that go by it) for the block to write; when
-    the block ends it is flushed to disk, given the mode the umask gives new files (not mkstemp's 0600) and
-    moved over `path`. If the block raises, the temporary file is removed and `path` left as it was. A
-    failed write (read-only, disk full) raises OutputError naming `path`."""
+    the block ends it is flushed to disk (unless not `sync`: the rename alone is enough against a killed
+    process, not a power cut), given the mode the umask gives new files (not mkstemp's 0600) and moved over
+    `path`. If the block raises, the temporary file is removed and `path` left as it was. A failed write
+    (read-only, disk full) raises OutputError naming `path`."""
     path = Path(path)
     tmp = None
     try:
@@ -69,8 +70,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(handle)
         tmp = Path(name)
         yield tmp
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
+        if sync:
+            with open(tmp, "rb") as written:
+                os.fsync(written.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         tmp = None

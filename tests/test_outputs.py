@@ -226,3 +226,21 @@ def test_fit_and_audit_sets_end_with_a_manifest_of_their_files(work, tmp_path, m
     evaluated = featx("evaluate", tmp_path / "m.skops", work / "cells", "-q", "--report", tmp_path / "ev")
     assert evaluated.exit_code == 0, evaluated.output
     assert "ev.html" in json.loads((tmp_path / "ev.manifest.json").read_text())["files"]
+
+
+def test_a_killed_copy_of_the_demo_images_is_not_kept(tmp_path, monkeypatch):
+    """write_elpv_folder skips cells already there: a half-copied one must never be there."""
+    import shutil
+
+    from featx.datasets import write_elpv_folder
+
+    def killed(source, target):
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(shutil, "copyfile", killed)
+        write_elpv_folder(tmp_path / "cells", per_class=10)
+    assert [p for p in (tmp_path / "cells").rglob("*") if p.is_file()] == []
+    write_elpv_folder(tmp_path / "cells", per_class=10)
+    assert sum(1 for _ in (tmp_path / "cells").glob("*/*.png")) == 40
