@@ -45,7 +45,7 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False) -> 
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_reason(exc)} ({existing}); choose another {option}") from None
+        raise OutputError(f"cannot write {path}: {_reason(exc)} ({os.path.abspath(existing)}); choose another {option}") from None
     return path
 
 

@@ -109,6 +109,26 @@ def test_predict_checks_both_outputs_first_and_a_failed_report_keeps_the_csv(wor
     assert os.listdir(out) == ["p.csv"]  # no report, no temporary file
 
 
+def test_predict_in_a_read_only_working_folder_needs_the_cache_only_for_new_images(work, read_only, monkeypatch):
+    from PIL import Image
+
+    cell = next((work / "cells" / "defective").glob("*.png"))
+    ro = read_only({"flipped.png": b""})
+    monkeypatch.delenv("FEATX_CACHE")
+    with monkeypatch.context() as inside:  # left before the mount goes
+        inside.chdir(ro)
+        assert featx("predict", work / "m.skops", cell, "-q").exit_code == 0  # read from the training store
+        new = work / "flipped.png"
+        Image.open(cell).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(new)
+        result = featx("predict", work / "m.skops", new, "-q")
+    assert_one_line(result, Path("cache/apply/mobilenet_v3_small-"), "working folder")
+
+
+def test_demo_into_a_read_only_folder(read_only):
+    ro = read_only()
+    assert_one_line(featx("demo", "--dir", ro / "demo", "--per-class", "10", "-q"), ro / "demo", "--dir")
+
+
 def test_evaluate_beside_a_read_only_model(work, read_only):
     ro = read_only({"m.skops": (work / "m.skops").read_bytes()})
     result = featx("evaluate", ro / "m.skops", work / "cells", "-q")
