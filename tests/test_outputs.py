@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-
 from featx.cli import main
+
 from featx.errors import OutputError
 from featx.outputs import atomic_write, check_manifest, check_output
 
@@ -22,17 +22,18 @@ def featx(*args) -> Result:
     return CliRunner().invoke(main, list(map(str, args)))
 
 
-def _mount(folder: Path, *options: str) -> None:
+def _mount(folder: Path) -> None:
+    """A 2 MB tmpfs at `folder`; the test skips where it cannot be mounted."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(["size=2m", *options]), "tmpfs", str(folder)],
-                          capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                          capture_output=True, text=True, check=False)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
 
 
 @pytest.fixture
 def read_only(tmp_path):
-    """A read-only folder (a tmpfs mounted ro), holding what `fill(path -> bytes)` put there first."""
+    """make(files): a read-only folder (a tmpfs remounted ro) holding `files` (name -> bytes)."""
     folder = tmp_path / "ro"
 
     def make(files: dict | None = None) -> Path:
