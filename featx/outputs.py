@@ -50,6 +50,11 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False) -> 
 
 
 def _umask() -> int:
+    """The process's umask, read without setting it where Linux shows it (setting it for a moment would give
+    files that other threads create meanwhile mode 0666)."""
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask

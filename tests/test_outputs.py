@@ -218,10 +218,14 @@ def test_new_files_get_the_umask_mode_not_0600(tmp_path, elpv_folder):
                              image_size=32, freeze_epochs=1, epochs=0, batch_size=8, val_size=0)
         with atomic_write(tmp_path / "a.csv", "w") as f:
             f.write("a\n")
+        os.umask(0o027)
+        with atomic_write(tmp_path / "b.csv", "w") as f:
+            f.write("b\n")
     finally:
         os.umask(mask)
     assert oct(out.path.stat().st_mode & 0o777) == oct(0o644)
     assert oct((tmp_path / "a.csv").stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "b.csv").stat().st_mode & 0o777) == oct(0o640)
 
 
 def test_fit_and_audit_sets_end_with_a_manifest_of_their_files(work, tmp_path, monkeypatch):
