@@ -49,9 +49,11 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
     page with thumbnails, and clean.csv (path,label without the dropped findings) for featx extract.
     """
     from featx.auditing import audit as run
+    from featx.outputs import check_output
 
     from .fit import pick_store
 
+    check_output(out, "--out", folder=True)
     path = pick_store(store, "featx audit STORE")
     click.echo(f"store: {path}", err=True)
     result = run(path, data=list(data) or None, threshold=threshold, neighbours=neighbours, clf=clf,

@@ -38,7 +38,9 @@ def write_test_part(report, path: Path) -> Path:
     import csv
     import os
 
-    with open(path, "w", newline="") as out:
+    from featx.outputs import atomic_write
+
+    with atomic_write(path, "w", newline="") as out:
         rows = zip(report.outcomes.paths, report.outcomes.true)
         csv.writer(out).writerows((os.path.relpath(p, path.parent), report.classes[label]) for p, label in rows)
     return path
@@ -63,9 +65,12 @@ def demo(directory, per_class, quiet):
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
     from featx.extraction import extract
     from featx.fitting import fit
+    from featx.outputs import atomic_write, check_manifest, check_output
     from featx.report import Report, report_prefix
 
-    directory = Path(directory)
+    from .fit import manifest_of, save_fitted
+
+    directory = check_output(directory, "--dir", folder=True)
     folder = write_elpv_folder(directory / "elpv", per_class=per_class, prune=True)  # the demo's own copies
     elpv = load_elpv()
     cell_type = {Path(path).name: kind for path, kind in zip(elpv.filenames, elpv.cell_type)}
@@ -82,7 +87,8 @@ def demo(directory, per_class, quiet):
     prefix = report_prefix(model)
     saved = [model, test_csv, prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
     digest = training_digest(extracted.store, {"clf": "svm", "test_size": TEST_SIZE, "split": split})
-    if all(path.exists() for path in [*saved, fitted]) and fitted.read_text().strip() == digest:
+    if (all(path.exists() for path in [*saved, fitted, manifest_of(model)]) and fitted.read_text().strip() == digest
+            and not check_manifest(manifest_of(model))):
         click.echo(f"model: up to date (same images, labels and settings as when {model} was fitted): not fitted again")
         report = Report.from_dict(json.loads(saved[3].read_text()))
         click.echo(f"report: {saved[2]}")
@@ -91,10 +97,10 @@ def demo(directory, per_class, quiet):
         fitted.unlink(missing_ok=True)
         bundle, report = fit(extracted.store, "svm", test_size=TEST_SIZE, n_jobs=-1,
                              group=(lambda path: cell_type[Path(path).name]) if by_type else None)
-        bundle.save(model)
-        written = report.save(prefix)
+        written = save_fitted(bundle, report, model)
         write_test_part(report, test_csv)
-        fitted.write_text(digest + "\n")  # last: an interrupted fit is never taken for a finished one
+        with atomic_write(fitted, "w") as out:  # last: an interrupted fit is never taken for a finished one
+            out.write(digest + "\n")
         click.echo(f"report: {written[0]}")
     click.echo(report.table())
     accuracy = report.metrics["accuracy"]

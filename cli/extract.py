@@ -48,8 +48,14 @@ def extract(data, model, weights, layer, pooling, image_size, tta, decode, rehas
     feature space) are not extracted again; bad files are skipped and recorded.
     """
     from featx.extraction import extract as run
+    from featx.outputs import check_output
+    from featx.space import cache_dir
     from featx.weights import offline_mode
 
+    if store:
+        check_output(store, "--store")
+    else:  # the default store goes into the cache folder
+        check_output(cache_dir(), "--store (or set FEATX_CACHE)", folder=True)
     ray = ray_address or ("auto" if ray else None)
     with offline_mode(offline):
         report = run(

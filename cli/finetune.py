@@ -51,7 +51,9 @@ def finetune(data, model, weights, out, resume, label_pattern, workers, device, 
     """
     from featx.errors import FinetuneInterrupted
     from featx.finetuning import checkpoint_path, finetune as run
+    from featx.outputs import check_output
 
+    check_output(out, "--out")  # and its checkpoint beside it, written after every epoch
     try:
         result = run(list(data), model, out, weights=weights, resume=resume, label_pattern=label_pattern,
                      workers=workers, device=device, progress=not quiet, **config)

@@ -41,6 +41,24 @@ def pick_store(store: str | None, option: str = "--features STORE") -> Path:
     return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
 
 
+def manifest_of(out: Path) -> Path:
+    """The manifest of a saved model and its report: MODEL.manifest.json."""
+    return out.with_name(out.name + ".manifest.json")
+
+
+def save_fitted(bundle, report, out: Path, fmt: str = "skops", tsne: bool = False) -> list[Path]:
+    """Save the model as `out`, its report files beside it, then OUT.manifest.json naming them all (the run
+    and their sha256: featx.outputs.check_manifest); returns the report's files, the HTML page first."""
+    from featx.outputs import output_set
+    from featx.report import report_prefix
+
+    with output_set(manifest_of(out)) as files:
+        files.append(bundle.save(out, fmt))
+        written = report.save(report_prefix(out), tsne=tsne)
+        files += written
+    return written
+
+
 @click.command()
 @click.option("--features", "-f", "store", type=click.Path(dir_okay=False), help="Feature store; default: the one in the cache folder.")
 @click.option("--clf", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True, help="Classifier.")
@@ -65,15 +83,14 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     feature map, the most confident mistakes and correct examples as thumbnails), JSON and the figures as PNG.
     """
     from featx.fitting import fit as train
-    from featx.report import report_prefix
+    from featx.outputs import check_output
 
+    out = check_output(out or f"featx-{clf}.{fmt}", "--out")  # the report goes beside it
     path = pick_store(store)
     click.echo(f"store: {path}", err=True)
     bundle, report = train(path, clf, cv=cv, test_size=test_size, seed=seed, class_weight=class_weight,
                            n_jobs=n_jobs, epochs=epochs, wait=wait)
-    out = Path(out or f"featx-{clf}.{fmt}")
-    bundle.save(out, fmt)
-    written = report.save(report_prefix(out), tsne=tsne)
+    written = save_fitted(bundle, report, out, fmt, tsne=tsne)
     click.echo(f"report: {written[0]}")
     click.echo(report.table())
     click.echo(f"model:  {out}\nalso:   {', '.join(map(str, written[1:]))}")

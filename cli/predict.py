@@ -11,7 +11,7 @@ from .evaluate import apply_model, extraction_options
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @extraction_options
-@click.option("--out", "-o", type=click.File("w", lazy=True, errors="surrogateescape"), default="-",
+@click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="CSV file; default: standard output. File names are written as the bytes they are.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Also write an HTML gallery of the predictions, least confident first.")
 @user_errors
@@ -20,12 +20,20 @@ def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, 
     featx finetune, which uses its own head), as CSV: path (as given), predicted class, one probability (or
     decision score) per class, error. Every file has a row: one that failed has an empty prediction and its
     reason under error. Exit status 1 when every file failed. Messages go to standard error."""
+    from featx.outputs import atomic_write, check_output
+
+    if out != "-":
+        check_output(out, "--out")
+    if report:
+        check_output(report, "--report")
     predictions, summary = apply_model("predict", model, images, weights, tta, unsafe_pickle, batch_size=batch_size,
                                        workers=workers, device=device, progress=not quiet)
-    if report:
-        click.echo(f"report: {predictions.write_html(report)}", err=True)
     click.echo(summary, err=True)
-    predictions.write_csv(out)
+    with (click.open_file(out, "w", errors="surrogateescape") if out == "-"
+          else atomic_write(out, "w", newline="", errors="surrogateescape")) as csv_file:
+        predictions.write_csv(csv_file)
+    if report:  # after the CSV, which a report that cannot be written does not cost
+        click.echo(f"report: {predictions.write_html(report)}", err=True)
     failed = predictions.failures
     exit_if_nothing_usable(len(predictions.paths), failed)
     if failed:

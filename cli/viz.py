@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from featx.outputs import check_output
+
 from . import options
 from .errors import user_errors
 
@@ -40,6 +42,7 @@ def features(image, model, weights, layer, channels, out):
     )
     from featx.viz.images import load_pixels, save_png
 
+    check_output(out, "--out")
     classifier = PixelClassifier(model, weights)
     pixels = load_pixels(image, classifier.preprocessing)
     layer = layer or default_layer(classifier, pixels)
@@ -66,6 +69,7 @@ def dream(class_, model, weights, steps, tv_weight, seed, out):
     from featx.viz.dream import dream as run
     from featx.viz.images import save_png
 
+    check_output(out, "--out")
     classifier = PixelClassifier(model, weights)
     index = classifier.class_index(class_)
     result = run(classifier, index, steps=steps, tv_weight=tv_weight, seed=seed)
@@ -98,11 +102,13 @@ def attack(image, target, eps, steps, model, weights, out, compare):
     from featx.viz.images import load_pixels, save_png
 
     budget = parse_eps(eps)
+    compare = compare or str(Path(out).with_name(Path(out).stem + "-compare.png"))
+    check_output(out, "--out")
+    check_output(compare, "--compare")
     classifier = PixelClassifier(model, weights)
     index = None if target is None else classifier.class_index(target)
     pixels = load_pixels(image, classifier.preprocessing)
     result = pgd(classifier, pixels, index, budget, steps)
-    compare = compare or str(Path(out).with_name(Path(out).stem + "-compare.png"))
     save_png(result.adversarial, out)
     save_png(comparison(classifier, pixels, result.adversarial, budget), compare)
     _echo_top("top-5 before:", classifier.top(pixels))

@@ -41,7 +41,9 @@ class Table:
     rows: list[list] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
-        with open(path, "w", newline="") as f:
+        from .outputs import atomic_write
+
+        with atomic_write(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(self.header)
             writer.writerows([f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in self.rows)
@@ -69,15 +71,19 @@ class Audit:
         return "\n".join(lines)
 
     def write(self, out: str | os.PathLike) -> list[Path]:
-        """Write each table as <name>.csv, clean.csv and audit.html (thumbnails) into `out`; returns the paths."""
+        """Write each table as <name>.csv, clean.csv and audit.html (thumbnails) into `out`, then manifest.json
+        (which run wrote them, their sha256: see featx.outputs.check_manifest); returns the paths."""
         from .audit_page import write_page
+        from .outputs import output_set
 
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         tables = {**self.tables, "clean": Table(["path", "label"], [[os.path.abspath(p), label] for p, label in self.clean])}
-        for name, table in tables.items():
-            table.write(out / f"{name}.csv")
-        return [*(out / f"{name}.csv" for name in tables), write_page(self, out / "audit.html")]
+        with output_set(out / "manifest.json") as written:
+            for name, table in tables.items():
+                table.write(out / f"{name}.csv")
+                written.append(out / f"{name}.csv")
+            written.append(write_page(self, out / "audit.html"))
+        return [*written, out / "manifest.json"]
 
 
 @dataclass

@@ -66,8 +66,9 @@ class ModelBundle:
         """Write the bundle (skops: safe to share; joblib: pickle, unsafe to load from others)."""
         if format not in MODEL_FORMATS:
             raise UnknownNameError("model format", format, MODEL_FORMATS)
+        from .outputs import atomic_path
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "format": FORMAT,
             "pipeline": self.pipeline,
@@ -76,12 +77,13 @@ class ModelBundle:
             "dtype": self.dtype,
             "info": json.dumps(self.info),
         }
-        if format == "skops":
-            skops_io().dump(state, path)
-        else:
-            import joblib
+        with atomic_path(path) as tmp:
+            if format == "skops":
+                skops_io().dump(state, tmp)
+            else:
+                import joblib
 
-            joblib.dump(state, path)
+                joblib.dump(state, tmp)
         return path
 
 

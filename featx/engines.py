@@ -19,6 +19,7 @@ import torch
 from .device import BatchRunner
 from .errors import FeatxError, ParameterError, UnknownNameError
 from .names import ENGINES
+from .outputs import atomic_path
 from .space import FeatureSpace
 from .weights import WeightsSource
 
@@ -39,16 +40,13 @@ def onnxruntime_available() -> bool:
 def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> None:
     """Export `network` (uint8 N x 3 x H x W -> float N x D, dynamic N) to `path`, atomically.
 
-    Hand-written temp file + os.replace: torch.onnx.export writes in place, and a run killed mid-export
-    must not leave a truncated graph that later runs would load.
+    Through a temporary file (featx.outputs.atomic_path): torch.onnx.export writes in place, and a run killed
+    mid-export must not leave a truncated graph that later runs would load.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     network = network.cpu().float().eval()
     example = torch.zeros(2, 3, *crop, dtype=torch.uint8)
-    handle, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
     common = dict(input_names=["images"], output_names=["features"], opset_version=OPSET)
-    try:
+    with atomic_path(path) as temp:
         try:  # the TorchScript exporter copes best with fx GraphModules and timm models
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -59,13 +57,6 @@ def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> 
         except Exception:
             batch = torch.export.Dim("batch", min=1)
             torch.onnx.export(network, (example,), temp, dynamo=True, dynamic_shapes=({0: batch},), **common)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes it 0600; a shared cache wants the usual mode
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def build_runner(space: FeatureSpace, weights: WeightsSource, device: torch.device, engine: str):

@@ -93,3 +93,7 @@ class UnsafeLoadWarning(FeatxWarning):
 
 class InputWarning(FeatxWarning):
     """An input skipped while finding images (a symlink that loops, leads nowhere or repeats a folder)."""
+
+
+class OutputError(FeatxError):
+    """An output file or folder that cannot be written (read-only, full, not a folder...)."""

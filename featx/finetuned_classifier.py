@@ -82,8 +82,11 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
     def save_network(self, path: str | os.PathLike) -> Path:
         """Write the fine-tuned network (for featx predict/evaluate/extract --weights); returns the path."""
         check_is_fitted(self, "network_")
+        from .outputs import atomic_write
+
         path = Path(path)
-        path.write_bytes(self.network_)
+        with atomic_write(path) as out:
+            out.write(self.network_)
         return path
 
     def predict_proba(self, X) -> np.ndarray:

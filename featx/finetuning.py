@@ -38,6 +38,7 @@ from .errors import BadInputError, FeatxError
 from .inputs import ImageList, find_images
 from .loader import ImageFiles, make_loader
 from .network import d4_views
+from .outputs import atomic_path
 from .preprocessing import Preprocessing
 from .weights import FINETUNED_FORMAT, one_line
 
@@ -297,18 +298,6 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 # ---- checkpoints and the result file ----------------------------------------------------------------------------
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """write(temporary path) beside `path`, flushed to disk, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
@@ -329,7 +318,8 @@ def _save_result(out: Path, state: dict[str, torch.Tensor], metadata: dict) -> N
     from safetensors.torch import save_file
 
     tensors = {k: v.contiguous().clone() for k, v in state.items()}
-    _atomic(out, lambda tmp: save_file(tensors, tmp, metadata={"featx": json.dumps(metadata)}))
+    with atomic_path(out) as tmp:
+        save_file(tensors, tmp, metadata={"featx": json.dumps(metadata)})
 
 
 # ---- the loop --------------------------------------------------------------------------------------------------
@@ -554,7 +544,8 @@ def finetune(
             + (f", about {left / 60:.1f} min left" if done < total_epochs and not stop else ""))
         state.update(epoch=done, model=state_copy(trainee.model), optimizer=optimizer.state_dict(),
                      optimizer_frozen=frozen, fingerprint=fingerprint, **({"stop_after": done} if stop else {}))
-        _atomic(ckpt, lambda tmp: torch.save(state, tmp))
+        with atomic_path(ckpt) as tmp:
+            torch.save(state, tmp)
         if stop:
             log(f"no better validation accuracy for {stale} epochs: stopping; keeping epoch {state['best_epoch']}")
             break

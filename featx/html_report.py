@@ -106,9 +106,11 @@ def page(title: str, sections: Iterable[str], subtitle: str = "") -> str:
 
 def write(path: str | os.PathLike, document: str) -> Path:
     """Write a page (UTF-8); returns its path."""
+    from .outputs import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
+    with atomic_write(path, "w", encoding="utf-8") as out:
+        out.write(document)
     return path
 
 

@@ -129,10 +129,12 @@ def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str
     trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
     """
     from .extraction import extract_files
+    from .outputs import check_output
     from .space import cache_dir
 
     if options.get("store") is None:
-        options["store"] = cache_dir() / "apply" / bundle.space.store_path(bundle.dtype).name
+        options["store"] = check_output(cache_dir() / "apply" / bundle.space.store_path(bundle.dtype).name,
+                                        "working folder (or set FEATX_CACHE)")
     done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
     if not done.store.exists():  # every file failed, and no store was kept
         return np.zeros((len(images), bundle.pipeline.n_features_in_)), np.zeros(len(images), dtype=bool), done

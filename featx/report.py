@@ -206,15 +206,17 @@ class Report:
         """Write PREFIX.html (everything, one self-contained file), PREFIX.json, PREFIX-confusion.png and
         PREFIX-pca.png (and PREFIX-tsne.png); return the paths, the HTML page first."""
         from .html_report import write
+        from .outputs import atomic_write
 
         prefix = Path(prefix)
-        prefix.parent.mkdir(parents=True, exist_ok=True)
         drawn = self.figures(tsne)
         written = [prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
-        written[1].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        with atomic_write(written[1], "w") as out:
+            out.write(json.dumps(self.to_dict(), indent=2) + "\n")
         for name, data in drawn.items():
             written.append(prefix.with_name(f"{prefix.name}-{name}.png"))
-            written[-1].write_bytes(data)
+            with atomic_write(written[-1]) as out:
+                out.write(data)
         write(written[0], self.html(drawn, prefix.parent))
         return written
 

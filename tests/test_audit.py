@@ -128,7 +128,7 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
     assert result.exit_code == 0, result.output
     assert snapshot(root.parent) == before
     assert {p.name for p in out.iterdir()} == {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
-                                               "label_errors.csv", "clean.csv", "audit.html"}
+                                               "label_errors.csv", "clean.csv", "audit.html", "manifest.json"}
     page = (out / "audit.html").read_text()
     html5lib.HTMLParser(strict=True).parse(page)
     assert page.count("<h2>") == 5 and page.count("data:image/jpeg;base64,") >= 10

@@ -43,9 +43,11 @@ def to_pil(pixels: torch.Tensor) -> Image.Image:
 
 def save_png(image: Image.Image | torch.Tensor, path: str | os.PathLike) -> Path:
     """Save as PNG (lossless: the saved pixels are exactly the 8-bit pixels), creating folders."""
+    from ..outputs import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (image if isinstance(image, Image.Image) else to_pil(image)).save(path, format="PNG", optimize=True)
+    with atomic_write(path) as out:
+        (image if isinstance(image, Image.Image) else to_pil(image)).save(out, format="PNG", optimize=True)
     return path
 
 

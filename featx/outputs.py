@@ -1,0 +1,140 @@
+"""Writing featx's outputs: check up front that each can be written, then write each atomically.
+
+Every file featx writes (models, CSVs, reports, PNGs, audit pages, checkpoints, fine-tuned networks) goes to a
+temporary file beside it, flushed to disk and moved over it (os.replace), so a kill leaves the old file or the
+new one, never half of one. A set of files that belong together (a model and its report, an audit) ends with a
+manifest written last: which run wrote them, and each file's sha256, which `check_manifest` compares.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .errors import OutputError
+
+MANIFEST_FORMAT = "featx-outputs/1"
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def check_output(path: str | os.PathLike, option: str, folder: bool = False) -> Path:
+    """Raise OutputError (one line naming `path` and `option`) unless the file `path` (the folder, with
+    `folder`) can be written: its folder exists or can be made, and a byte can be written there (so a
+    read-only or full disk is found before any work). Creates nothing; returns the path."""
+    path = Path(path)
+    if path.is_dir() != folder and path.exists():
+        raise OutputError(f"cannot write {path}: it is {'not ' if folder else ''}a folder; choose another {option}")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:  # the folder to be made is made in here
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {path}: {existing} is not a folder; choose another {option}")
+    try:
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)} ({os.path.abspath(existing)}); choose another {option}") from None
+    return path
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it where Linux shows it (setting it for a moment would give
+    files that other threads create meanwhile mode 0666)."""
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix, for writers that go by it) for the block to write; when
+    the block ends it is flushed to disk (unless not `sync`: the rename alone is enough against a killed
+    process, not a power cut), given the mode the umask gives new files (not mkstemp's 0600) and moved over
+    `path`. If the block raises, the temporary file is removed and `path` left as it was. A failed write
+    (read-only, disk full) raises OutputError naming `path`."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(handle)
+        tmp = Path(name)
+        yield tmp
+        if sync:
+            with open(tmp, "rb") as written:
+                os.fsync(written.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> Iterator:
+    """`open(path, mode)` written atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, mode, **open_options) as file:
+        yield file
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(path: str | os.PathLike, files: Sequence[str | os.PathLike]) -> Path:
+    """Write the JSON manifest of a set of `files` (written last: its absence marks an unfinished set): the
+    run (command, time, featx version) and each file's sha256, by its path relative to the manifest."""
+    from . import __version__
+
+    path = Path(path)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "featx": __version__,
+        "files": {os.path.relpath(file, path.parent): sha256(file) for file in files},
+    }
+    with atomic_write(path, "w") as out:
+        out.write(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def output_set(manifest: str | os.PathLike) -> Iterator[list[Path]]:
+    """Files written together: the old `manifest` is removed first, the block appends each file it writes
+    to the list given, and the manifest of them is written when the block ends (not if it raises)."""
+    manifest = Path(manifest)
+    manifest.unlink(missing_ok=True)
+    files: list[Path] = []
+    yield files
+    write_manifest(manifest, files)
+
+
+def check_manifest(path: str | os.PathLike) -> list[str]:
+    """The files of a manifest's set that are missing or not those the run wrote (empty: the set is whole)."""
+    path = Path(path)
+    files = json.loads(path.read_text())["files"]
+    return [name for name, digest in files.items()
+            if not (path.parent / name).is_file() or sha256(path.parent / name) != digest]
