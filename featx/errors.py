@@ -44,7 +44,8 @@ class ExtractionInterrupted(Interrupted):
     """An extraction stopped by Ctrl-C after committing what was done."""
 
     def __init__(self, store, kept: int) -> None:
-        super().__init__(f"interrupted: the {kept} images computed in this run are kept in {store}")
+        done = f"the {kept} images computed in this run are kept in {store}" if kept else "no image was computed yet"
+        super().__init__(f"interrupted: {done}")
         self.store, self.kept = store, kept
 
 

@@ -58,6 +58,7 @@ from .errors import (
     DamagedStoreError,
     FeatureSpaceMismatchError,
     FeatxError,
+    MissingPathError,
     StoreInUseError,
     StoreWarning,
     StoreWriteError,
@@ -301,8 +302,10 @@ class FeatureStore:
         whom); `warn`: a StoreWarning names the process writing it, if any (its committed rows are read).
         A damaged store is refused unless `damaged` (`check`, `salvage`, which keep the file open throughout)."""
         path = Path(path)
+        if not path.exists():
+            raise MissingPathError(f"no feature store at {path}")
         if not path.is_file():
-            raise FeatxError(f"no feature store at {path}")
+            raise FeatxError(f"{path} is a folder, not a feature store")
         _check_hdf5(path)
         writer = _WriterLock.active_writer(path)
         if wait and writer:
