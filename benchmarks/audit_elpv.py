@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 import featx
-from featx.auditing import audit
+from featx.auditing._audit import audit
 from featx.datasets import load_elpv
 
 

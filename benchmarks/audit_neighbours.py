@@ -1,4 +1,4 @@
-"""Nearest-neighbour search for `featx audit` at scale: exact numpy (featx.neighbours) vs faiss-cpu vs hnswlib.
+"""Nearest-neighbour search for `featx audit` at scale: exact numpy (featx.features._neighbours) vs faiss-cpu vs hnswlib.
 
 Synthetic vectors of the default backbone's dimension (1280, EfficientNet-Lite0), clustered like embeddings
 (non-negative, 2,000 centres plus noise), unit length; k = 10 neighbours of every row among the rows
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from featx.neighbours import unit_rows
+from featx.features._neighbours import unit_rows
 
 K = 10
 
@@ -30,7 +30,7 @@ def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def exact_sample(x: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """featx's exact search (featx.neighbours), for some rows only: the same blocks of matrix products."""
+    """featx's exact search (featx.features._neighbours), for some rows only: the same blocks of matrix products."""
     sims = x[queries] @ x.T
     sims[np.arange(len(queries)), queries] = -np.inf
     top = np.argpartition(-sims, K - 1, axis=1)[:, :K]

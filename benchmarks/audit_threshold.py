@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--work", help="Folder for the images and the scratch store (default: a temporary one).")
     args = parser.parse_args()
     import featx
-    from featx.neighbours import nearest, unit_rows
+    from featx.features._neighbours import nearest, unit_rows
 
     work = Path(args.work or tempfile.mkdtemp(prefix="featx-threshold-"))
     files: dict[tuple[str, str], Path] = {}  # (source, copy kind or "") -> file

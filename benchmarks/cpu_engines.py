@@ -18,10 +18,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from featx.backbones import DEFAULT_MODEL, get_backbone
-from featx.device import resolve_device
-from featx.engines import CHUNK, build_runner
-from featx.space import FeatureSpace
+from featx.backbones._device import resolve_device
+from featx.backbones._registry import DEFAULT_MODEL, get_backbone
+from featx.features._engines import CHUNK, build_runner
+from featx.features._space import FeatureSpace
 
 
 def images_per_second(run: Callable[[torch.Tensor], object], batches: list[torch.Tensor], rounds: int = 3) -> float:

@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from PIL import Image
 from photos import write_photo_folder
+from PIL import Image
 
-from featx.backbones import DEFAULT_MODEL, get_backbone
-from featx.content import content_key
+from featx.backbones._registry import DEFAULT_MODEL, get_backbone
 from featx.datasets import load_elpv
-from featx.loader import ImageFiles, make_loader
+from featx.features._loader import ImageFiles, make_loader
+from featx.images._content import content_key
 
 
 def cpu_seconds() -> float:

@@ -34,8 +34,9 @@ from sklearn.svm import SVC
 
 import featx
 from featx import PretrainedFeatures
-from featx.classifiers import RBFGram
-from featx.datasets import ELPV_PAPER as PAPER, load_elpv
+from featx.classify._classifiers import RBFGram
+from featx.datasets import ELPV_PAPER as PAPER
+from featx.datasets import load_elpv
 
 STAGES = ("blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "bn2")  # bn2: the default head features
 HEAD, LATE = ("bn2",), ("blocks.5", "blocks.6", "bn2")
@@ -137,7 +138,7 @@ def normalisation(config: Config, seed: int) -> list:
 
 def classifier(config: Config, seed: int) -> GridSearchCV:
     """Normalisation + classifier, C by stratified 5-fold CV (on whatever training data it is given). The RBF
-    SVM runs on precomputed kernels, as `featx fit` chooses C (featx.classifiers.RBFGram: same scores)."""
+    SVM runs on precomputed kernels, as `featx fit` chooses C (featx.classify._classifiers.RBFGram: same scores)."""
     last = [RBFGram(), SVC(kernel="precomputed")] if config.clf == "svm" else [LogisticRegression(max_iter=3000)]
     pipe: Pipeline = make_pipeline(*normalisation(config, seed), *last)
     grid = {f"{pipe.steps[-1][0]}__C": C_GRID if config.clf == "svm" else [0.001, 0.01, 0.1]}
@@ -172,8 +173,8 @@ def scores(y_true: np.ndarray, predicted: np.ndarray) -> dict:
 def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], train: np.ndarray, test: np.ndarray,
                   seed: int, folder: Path, options: dict) -> dict[str, dict]:
     """Fine-tune on the training part (a CSV of path,class), then score the head and an SVM on its features."""
-    from featx.finetuned import load_finetuned
-    from featx.finetuning import FinetuneConfig, finetune
+    from featx.finetuning._apply import load_finetuned
+    from featx.finetuning._train import FinetuneConfig, finetune
 
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder / f"train-{seed}.csv"

@@ -27,13 +27,13 @@ from PIL import Image
 from torchvision import transforms
 
 import featx
-from featx.backbones import DEFAULT_MODEL, get_backbone
+from featx.backbones._device import resolve_device
+from featx.backbones._registry import DEFAULT_MODEL, get_backbone
 from featx.datasets import write_elpv_folder
-from featx.device import resolve_device
-from featx.engines import build_runner, onnxruntime_available
-from featx.extraction import RACY_NS
-from featx.network import build_feature_network
-from featx.space import FeatureSpace
+from featx.features._engines import build_runner, onnxruntime_available
+from featx.features._extraction import RACY_NS
+from featx.features._network import build_feature_network
+from featx.features._space import FeatureSpace
 
 
 def tutorial_loop(paths: list[Path], model: str, weights: str | None, batch_size: int) -> float:

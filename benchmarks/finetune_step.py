@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from featx.backbones import DEFAULT_MODEL, get_backbone
+from featx.backbones._preprocessing import Preprocessing
+from featx.backbones._registry import DEFAULT_MODEL, get_backbone
 from featx.datasets import load_elpv
-from featx.finetuning import Classifier, FinetuneConfig, _loss, augment
-from featx.preprocessing import Preprocessing
+from featx.finetuning._train import Classifier, FinetuneConfig, _loss, augment
 
 
 def images_per_second(images: torch.Tensor, labels: np.ndarray, pre: Preprocessing, freeze_until: str | None,

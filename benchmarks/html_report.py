@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.datasets import load_elpv
-from featx.report import Outcomes, Report, metrics
+from featx.reports._report import Outcomes, Report, metrics
 
 
 def main() -> None:

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from photos import PHOTOS, write_photo_folder
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
-from featx.backbones import get_backbone
-from featx.decode import decode
-from featx.device import resolve_device
-from featx.engines import build_runner
-from featx.preprocessing import DRAFT_MARGIN, REDUCING_GAP, resize_crop
-from featx.space import FeatureSpace
+from featx.backbones._device import resolve_device
+from featx.backbones._preprocessing import DRAFT_MARGIN, REDUCING_GAP, resize_crop
+from featx.backbones._registry import get_backbone
+from featx.features._engines import build_runner
+from featx.features._space import FeatureSpace
+from featx.images._decode import decode
 
 
 def prepare(data: bytes, pre, way: tuple[int, float] | None) -> torch.Tensor:

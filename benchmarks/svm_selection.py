@@ -1,5 +1,5 @@
 """Choosing the RBF SVM's C (`featx fit --clf svm`): GridSearchCV over a plain SVC against the same search on
-shared precomputed kernels (featx.classifiers.RBFGram), in the same run, on real ELPV features.
+shared precomputed kernels (featx.classify._classifiers.RBFGram), in the same run, on real ELPV features.
 
     python benchmarks/svm_selection.py [--per-class N] [--store STORE]
 
@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from featx.cli.demo import DEMO_FEATURES
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 import featx
-from featx.classifiers import CLASSIFIERS, RBFGram
-from featx.cli.demo import DEMO_FEATURES
+from featx.classify._classifiers import CLASSIFIERS, RBFGram
 from featx.datasets import write_elpv_folder
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from featx.auditing import DEFAULT_DROP, KINDS, NEIGHBOURS
-from featx.classifiers import CLASSIFIERS
+from featx.auditing._audit import DEFAULT_DROP, KINDS, NEIGHBOURS
+from featx.classify._classifiers import CLASSIFIERS
 
 from .errors import user_errors
 
@@ -48,7 +48,7 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
     Works from the store alone (no extraction) and changes nothing: writes CSVs of the findings, an HTML
     page with thumbnails, and clean.csv (path,label without the dropped findings) for featx extract.
     """
-    from featx.auditing import audit as run
+    from featx.auditing._audit import audit as run
     from featx.outputs import check_output
 
     from .fit import pick_store

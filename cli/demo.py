@@ -24,7 +24,7 @@ def training_digest(store: Path, settings: dict) -> str:
     import json
 
     from featx import __version__
-    from featx.store import FeatureStore
+    from featx.features._store import FeatureStore
 
     with FeatureStore.open(store) as opened:
         keys, classes = opened.keys(), opened.classes()
@@ -62,11 +62,11 @@ def demo(directory, per_class, quiet):
     feature store, the model, its HTML report and test.csv (the test part, for featx evaluate). Its elpv/
     folder holds exactly the selected cells: copies made for another --per-class are removed.
     """
+    from featx.classify._fitting import fit
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
-    from featx.extraction import extract
-    from featx.fitting import fit
+    from featx.features._extraction import extract
     from featx.outputs import atomic_write, check_manifest, check_output
-    from featx.report import Report, report_prefix
+    from featx.reports._report import Report, report_prefix
 
     from .fit import manifest_of, save_fitted
 

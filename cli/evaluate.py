@@ -29,13 +29,13 @@ def apply_model(task: str, model: str, data, weights, tta: str, unsafe_pickle: b
     them, else extracted); returns (result, summary)."""
     from importlib import import_module
 
-    from featx.finetuned import is_finetuned, load_finetuned
+    from featx.finetuning._apply import is_finetuned, load_finetuned
 
     if is_finetuned(model):
-        return getattr(import_module("featx.finetuned"), task)(load_finetuned(model), list(data), tta, **settings)
-    from featx.bundle import load_bundle
+        return getattr(import_module("featx.finetuning._apply"), task)(load_finetuned(model), list(data), tta, **settings)
+    from featx.classify._bundle import load_bundle
 
-    result, sources = getattr(import_module("featx.inference"), task)(load_bundle(model, unsafe_pickle=unsafe_pickle), list(data), weights, **settings)
+    result, sources = getattr(import_module("featx.classify._inference"), task)(load_bundle(model, unsafe_pickle=unsafe_pickle), list(data), weights, **settings)
     return result, sources.summary()
 
 
@@ -58,7 +58,7 @@ def evaluate(model, data, unsafe_pickle, weights, batch_size, workers, device, q
     and macro F1 average over the classes present.
     """
     from featx.outputs import check_output, output_set
-    from featx.report import report_prefix
+    from featx.reports._report import report_prefix
 
     prefix = check_output(prefix or report_prefix(model, data), "--report")
     report, summary = apply_model("evaluate", model, data, weights, tta, unsafe_pickle, batch_size=batch_size, workers=workers,

@@ -47,10 +47,10 @@ def extract(data, model, weights, layer, pooling, image_size, tta, decode, rehas
     A folder's subfolders name the classes. Images already in the store (same content, same
     feature space) are not extracted again; bad files are skipped and recorded.
     """
-    from featx.extraction import extract as run
+    from featx.backbones._weights import offline_mode
+    from featx.features._extraction import extract as run
+    from featx.features._space import cache_dir
     from featx.outputs import check_output
-    from featx.space import cache_dir
-    from featx.weights import offline_mode
 
     if store:
         check_output(store, "--store")

@@ -50,7 +50,8 @@ def finetune(data, model, weights, out, resume, label_pattern, workers, device, 
     a validation split is kept. Then: featx extract --weights OUT, or featx predict/evaluate OUT.
     """
     from featx.errors import FinetuneInterrupted
-    from featx.finetuning import checkpoint_path, finetune as run
+    from featx.finetuning._train import checkpoint_path
+    from featx.finetuning._train import finetune as run
     from featx.outputs import check_output
 
     check_output(out, "--out")  # and its checkpoint beside it, written after every epoch

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from featx.classifiers import CLASSIFIERS
+from featx.classify._classifiers import CLASSIFIERS
 from featx.names import CLASS_WEIGHTS, MODEL_FORMATS
 
 from .errors import user_errors
@@ -23,7 +23,7 @@ def pick_store(store: str | None, option: str = "--features STORE") -> Path:
     """The store given, else the only store in the cache folder; several: ask (on a terminal) or list them.
     `option`: how the command names a store, for the messages."""
     from featx.errors import FeatxError
-    from featx.space import cache_dir
+    from featx.features._space import cache_dir
 
     if store:
         return Path(store)
@@ -50,7 +50,7 @@ def save_fitted(bundle, report, out: Path, fmt: str = "skops", tsne: bool = Fals
     """Save the model as `out`, its report files beside it, then OUT.manifest.json naming them all (the run
     and their sha256: featx.outputs.check_manifest); returns the report's files, the HTML page first."""
     from featx.outputs import output_set
-    from featx.report import report_prefix
+    from featx.reports._report import report_prefix
 
     with output_set(manifest_of(out)) as files:
         files.append(bundle.save(out, fmt))
@@ -82,7 +82,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     held-out test split: a table here, and next to the model an HTML report (metrics, confusion matrix,
     feature map, the most confident mistakes and correct examples as thumbnails), JSON and the figures as PNG.
     """
-    from featx.fitting import fit as train
+    from featx.classify._fitting import fit as train
     from featx.outputs import check_output
 
     out = check_output(out or f"featx-{clf}.{fmt}", "--out")  # the report goes beside it

@@ -21,7 +21,7 @@ from .errors import user_errors
 @user_errors
 def info(store, history, check, repair):
     """Show what the feature STORE holds: the files extracted from as they are on disk now."""
-    from featx.store import FeatureStore, gone_note
+    from featx.features._store import FeatureStore, gone_note
 
     if check or repair:
         _check(Path(store), repair)
@@ -56,7 +56,7 @@ def info(store, history, check, repair):
 
 def _check(store: Path, repair: bool) -> None:
     """featx info --check [--repair]: the problems found (exit 1), or ok; --repair copies the readable part."""
-    from featx.store import FeatureStore
+    from featx.features._store import FeatureStore
 
     with FeatureStore.open(store, damaged=True) as opened:
         problems = opened.check()

@@ -12,8 +12,8 @@ from .errors import user_errors
 def models(offline):
     """List backbones: feature dimension, input size, and whether their weights are here, will download on first
     use, or are unavailable."""
-    from featx.backbones import get_backbone, model_names
-    from featx.weights import offline_mode
+    from featx.backbones._registry import get_backbone, model_names
+    from featx.backbones._weights import offline_mode
 
     rows = [("model", "dim", "input", "weights")]
     with offline_mode(offline):

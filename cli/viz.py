@@ -26,7 +26,7 @@ def viz():
 @image_argument
 @options.model
 @options.weights
-@click.option("--layer", help="Module name (see featx.network.layer_names); default: a mid-level layer at 1/8 resolution.")
+@click.option("--layer", help="Module name (see featx.features._network.layer_names); default: a mid-level layer at 1/8 resolution.")
 @click.option("--channels", type=click.IntRange(min=1), default=15, show_default=True, help="How many channels to show.")
 @_out_option("features.png")
 @user_errors

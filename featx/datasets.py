@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from .errors import FeatxError
-from .inputs import find_images
-from .outputs import atomic_path
+from featx.errors import FeatxError
+from featx.images._inputs import find_images
+from featx.outputs import atomic_path
 
 # ELPV labels are defect probabilities (0, 1/3, 2/3, 1) given by experts.
 ELPV_CLASSES = ("functional", "possibly_defective", "likely_defective", "defective")

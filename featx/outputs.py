@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import OutputError
+from featx.errors import OutputError
 
 MANIFEST_FORMAT = "featx-outputs/1"
 
@@ -106,7 +106,7 @@ def sha256(path: str | os.PathLike) -> str:
 def write_manifest(path: str | os.PathLike, files: Sequence[str | os.PathLike]) -> Path:
     """Write the JSON manifest of a set of `files` (written last: its absence marks an unfinished set): the
     run (command, time, featx version) and each file's sha256, by its path relative to the manifest."""
-    from . import __version__
+    from featx import __version__
 
     path = Path(path)
     manifest = {

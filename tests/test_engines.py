@@ -8,14 +8,15 @@ from click.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-import featx  # noqa: E402
-from featx import engines  # noqa: E402
-from featx.backbones import get_backbone  # noqa: E402
 from featx.cli import main  # noqa: E402
-from featx.device import BatchRunner  # noqa: E402
+
+import featx  # noqa: E402
+from featx.backbones._device import BatchRunner  # noqa: E402
+from featx.backbones._registry import get_backbone  # noqa: E402
 from featx.errors import FeatxError  # noqa: E402
-from featx.network import build_feature_network  # noqa: E402
-from featx.store import FeatureStore  # noqa: E402
+from featx.features import _engines as engines  # noqa: E402
+from featx.features._network import build_feature_network  # noqa: E402
+from featx.features._store import FeatureStore  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_cli_engine_option(cells, tmp_path):
 
 
 def test_chunked_concurrent_onnx_runs_match_single_images_and_torch(cells, small_network, tmp_path):
-    from featx.decode import decode
+    from featx.images._decode import decode
 
     pre = get_backbone("mobilenet_v3_small").preprocessing()
     images = [pre.geometric()(decode(p.read_bytes())) for p in sorted(cells.rglob("*.png"))]
@@ -155,10 +156,11 @@ def test_compile_engine_gives_the_torch_features(cells, tmp_path):
 
 
 def test_spaces_that_differ_only_by_decode_mode_share_a_graph():
-    from featx.space import FeatureSpace
+    from featx.features._engines import onnx_path
+    from featx.features._space import FeatureSpace
 
     backbone = get_backbone("mobilenet_v3_small")
     space = FeatureSpace.of(backbone, backbone.weights("random"))
-    assert space.with_decode("reduced").onnx_path() == space.onnx_path()
+    assert onnx_path(space.with_decode("reduced")) == onnx_path(space)
     assert space.with_decode("reduced").store_path() != space.store_path()
-    assert FeatureSpace.of(backbone, backbone.weights("random"), pooling="max").onnx_path() != space.onnx_path()
+    assert onnx_path(FeatureSpace.of(backbone, backbone.weights("random"), pooling="max")) != onnx_path(space)

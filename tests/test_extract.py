@@ -7,13 +7,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_space
 
 import featx
 from featx.errors import FeatureSpaceMismatchError, StoreInUseError
-from featx.inputs import display_path
-from featx.store import FeatureStore
-
-from conftest import synthetic_space
+from featx.features._store import FeatureStore
+from featx.images._inputs import display_path
 
 FAST = dict(model="mobilenet_v3_small", weights="random", workers=0, progress=False)
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from featx.cli import main
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 import featx
-from featx.cli import main
-from featx.finetuned import is_finetuned, load_finetuned
-from featx.finetuning import checkpoint_path
-from featx.store import load_features
+from featx.features._store import load_features
+from featx.finetuning._apply import is_finetuned, load_finetuned
+from featx.finetuning._train import checkpoint_path
 
 SETTINGS = dict(image_size=48, freeze_epochs=1, epochs=2, batch_size=8, val_size=0.25, seed=3)
 SCRIPT = """
@@ -139,8 +139,8 @@ def test_one_line_errors(cells, tmp_path, args, message, status):
 
 
 def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
-    from featx.finetuning import augment
-    from featx.network import d4_views
+    from featx.features._network import d4_views
+    from featx.finetuning._train import augment
 
     x = torch.arange(64 * 3 * 5 * 5, dtype=torch.float32).view(64, 3, 5, 5)
     out = augment(x, "d4", 0.0, torch.Generator().manual_seed(0))
@@ -150,7 +150,7 @@ def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
 
 
 def test_images_streamed_from_disk_when_they_do_not_fit_train_the_same(trained, cells, tmp_path, monkeypatch):
-    monkeypatch.setattr("featx.finetuning.MEMORY_FRACTION", 0.0)  # nothing fits: every batch decoded again
+    monkeypatch.setattr("featx.finetuning._train.MEMORY_FRACTION", 0.0)  # nothing fits: every batch decoded again
     streamed = featx.finetune(cells, out=tmp_path / "streamed.safetensors", workers=0, progress=False, **SETTINGS)
     assert [r["train_loss"] for r in streamed.history] == [r["train_loss"] for r in trained.history]
     expected, got = load_file(trained.path), load_file(streamed.path)
@@ -158,7 +158,7 @@ def test_images_streamed_from_disk_when_they_do_not_fit_train_the_same(trained, 
 
 
 def test_freeze_until_keeps_early_layers_and_their_statistics_pretrained(cells, tmp_path):
-    from featx.backbones import get_backbone
+    from featx.backbones._registry import get_backbone
 
     result = featx.finetune(cells, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=0, epochs=1,
                             batch_size=8, val_size=0, freeze_until="blocks.1", workers=0, progress=False)
@@ -180,7 +180,7 @@ def test_freeze_until_an_unknown_layer_is_a_one_line_error_before_decoding(cells
 
 
 def test_ordinal_targets_make_a_near_miss_cost_less_than_a_far_one():
-    from featx.finetuning import FinetuneConfig, _loss
+    from featx.finetuning._train import FinetuneConfig, _loss
 
     classes = ["bad", "fair", "good", "poor"]  # sorted names; the grades are good < fair < poor < bad
     grades = "good,fair,poor,bad"
@@ -225,7 +225,7 @@ def test_a_damaged_checkpoint_is_one_line_on_resume(cells, tmp_path, content):
 
 def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(cells, tmp_path, monkeypatch):
     """#25 point 9: Ctrl-C printed "Aborted!" and exited 1 with no resume hint."""
-    from featx import finetuning
+    from featx.finetuning import _train as finetuning
 
     out = tmp_path / "m.safetensors"
     run_epoch, epochs = finetuning._run_epoch, []

@@ -8,7 +8,7 @@ from sklearn.model_selection import cross_val_score
 
 from featx import FinetuneConfig, FinetunedClassifier
 from featx.errors import BadInputError
-from featx.finetuned import load_finetuned
+from featx.finetuning._apply import load_finetuned
 
 CONFIG = FinetuneConfig(image_size=32, freeze_epochs=1, epochs=1, batch_size=8, val_size=0, seed=1)
 

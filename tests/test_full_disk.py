@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import featx
-from featx.store import FeatureStore
+from featx.features._store import FeatureStore
 
 # 2048-d rows: a new 256 KB chunk of features every 32 rows, so the disk fills mid-run; 64 px: little compute
 SETTINGS = dict(model="resnet50", weights="random", image_size=64, engine="torch", workers=0, batch_size=4)
 FAST = ["--model", "resnet50", "--weights", "random", "--image-size", "64", "--engine", "torch", "-w", "0", "--batch-size", "4", "-q"]
 CLI = "from featx.cli import main; main()"
 # the free-space check switched off: the writes themselves meet ENOSPC, as when another process fills the disk
-UNCHECKED = "from featx.store import FeatureStore; FeatureStore._check_room = lambda *args: None; " + CLI
+UNCHECKED = "from featx.features._store import FeatureStore; FeatureStore._check_room = lambda *args: None; " + CLI
 
 
 @pytest.fixture(scope="module")

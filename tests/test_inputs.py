@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from featx.errors import BadInputError, InputWarning
-from featx.inputs import find_images
+from featx.images._inputs import find_images
 
 
 def touch(path, data=b"x"):

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-
 from conftest import synthetic_space
-from featx.bundle import TRUSTED_TYPES, load_bundle, skops_io
-from featx.classifiers import CLASSIFIERS
 from featx.cli import main
-from featx.content import KEY_LENGTH
+
+from featx.classify._bundle import TRUSTED_TYPES, load_bundle, skops_io
+from featx.classify._classifiers import CLASSIFIERS
+from featx.classify._fitting import fit
 from featx.errors import FeatxError
-from featx.fitting import fit
-from featx.store import FeatureStore
+from featx.features._store import FeatureStore
+from featx.images._content import KEY_LENGTH
 
 FAST = ["--model", "mobilenet_v3_small", "--weights", "random", "--engine", "torch", "-w", "0", "-q"]
 

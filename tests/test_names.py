@@ -10,7 +10,6 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 from click.testing import CliRunner
-
 from featx.cli import main
 from html_checks import parse_html
 
@@ -20,8 +19,8 @@ ODD = os.fsdecode(b"cell\xff.png")  # byte 0xff is not UTF-8: Python holds it as
 @pytest.fixture(scope="module")
 def model(elpv_folder, tmp_path_factory) -> Path:
     """A logistic regression on the 20 real ELPV cells of elpv_folder."""
-    from featx.extraction import extract
-    from featx.fitting import fit
+    from featx.classify._fitting import fit
+    from featx.features._extraction import extract
 
     root = tmp_path_factory.mktemp("names")
     report = extract(elpv_folder, store=root / "cells.h5", progress=False)

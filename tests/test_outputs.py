@@ -94,7 +94,7 @@ def test_predict_checks_both_outputs_first_and_a_failed_report_keeps_the_csv(wor
     assert_one_line(failed, ro / "p.html", "--report")
     assert not (tmp_path / "p.csv").exists()  # refused before any work
 
-    from featx.inference import Predictions
+    from featx.classify._inference import Predictions
 
     def full_disk(self, path):  # the report's folder fills up after the check
         with atomic_write(path, "w") as out:
@@ -193,7 +193,7 @@ def test_a_kill_during_fit_leaves_the_old_model_whole(work, tmp_path, monkeypatc
     """The model is written to a temporary file: a kill at its first write leaves the previous good model."""
     import skops.io
 
-    from featx.bundle import load_bundle
+    from featx.classify._bundle import load_bundle
 
     model = tmp_path / "m.skops"
     model.write_bytes((work / "m.skops").read_bytes())

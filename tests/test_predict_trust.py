@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from conftest import synthetic_space
+from featx.cli import main
 from html_checks import parse_html
 from PIL import Image
 
-from conftest import synthetic_space
-from featx.cli import main
-from featx.store import FeatureStore
+from featx.features._store import FeatureStore
 
 FAST = ["--model", "mobilenet_v3_small", "--weights", "random", "--engine", "torch", "-w", "0", "-q"]
 
@@ -70,8 +70,8 @@ def test_moved_files_are_found_by_content_the_rest_extracted(work, tmp_path, mon
 
 
 def test_without_its_training_store_everything_is_extracted(work, tmp_path):
-    from featx.bundle import load_bundle
-    from featx.fitting import fit
+    from featx.classify._bundle import load_bundle
+    from featx.classify._fitting import fit
 
     bundle, _ = fit(shutil.copy(work / "s.h5", tmp_path / "copy.h5"), "logreg", cv=2)
     bundle.save(tmp_path / "m.skops")
@@ -119,7 +119,7 @@ def test_evaluation_reports_are_named_after_the_data(work, tmp_path, monkeypatch
 def test_metrics_over_the_classes_present_without_warnings():
     from sklearn.metrics import f1_score
 
-    from featx.report import Report, metrics
+    from featx.reports._report import Report, metrics
 
     true = np.array([0, 0, 0, 1, 1, 1])
     predicted = np.array([0, 2, 0, 1, 1, 3])  # predicts classes absent from the data

@@ -10,9 +10,9 @@ from featx.cli import main
 from test_extract import make_bad_files
 
 import featx
-import featx.distributed
+import featx.features._ray
 from featx.errors import ExtractionInterrupted, FeatxError
-from featx.store import FeatureStore
+from featx.features._store import FeatureStore
 
 FAST = dict(model="mobilenet_v3_small", weights="random", engine="torch", progress=False)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")  # Ray Data's own, copying its context
@@ -64,7 +64,7 @@ def test_a_run_resumes_and_sends_only_new_contents_to_the_cluster(ray_cluster, e
     featx.extract(files[::2], store=store, **FAST)  # half of the images are in the store already
     sent: list[int] = []
     first: list[int] = []  # rows of the first batch back: Ray may join blocks, so not always batch_size
-    ray_batches = featx.distributed.ray_batches
+    ray_batches = featx.features._ray.ray_batches
 
     def killed_after_one_batch(paths, *args):
         sent.append(len(paths))
@@ -73,7 +73,7 @@ def test_a_run_resumes_and_sends_only_new_contents_to_the_cluster(ray_cluster, e
         yield batch
         raise KeyboardInterrupt  # the run dies after its first commit
 
-    monkeypatch.setattr(featx.distributed, "ray_batches", killed_after_one_batch)
+    monkeypatch.setattr(featx.features._ray, "ray_batches", killed_after_one_batch)
     with pytest.raises(ExtractionInterrupted) as interrupted:  # Ctrl-C: what was computed is committed first
         featx.extract(elpv_folder, store=store, batch_size=4, device="cpu", ray="auto", ray_actors=1, **FAST)
     with FeatureStore.open(store) as opened:
@@ -83,7 +83,7 @@ def test_a_run_resumes_and_sends_only_new_contents_to_the_cluster(ray_cluster, e
         sent.append(len(paths))
         return ray_batches(paths, *args)
 
-    monkeypatch.setattr(featx.distributed, "ray_batches", counted)
+    monkeypatch.setattr(featx.features._ray, "ray_batches", counted)
     fast = ["--model", "mobilenet_v3_small", "--weights", "random", "--engine", "torch", "--device", "cpu", "-q"]
     args = ["extract", str(elpv_folder), "--store", str(store), *fast, "--ray-actors", "1", "--ray"]
     result = CliRunner().invoke(main, args)
@@ -98,14 +98,14 @@ def test_features_and_failures_come_back_to_the_driver_intact():
     """An actor's output (rows as float32 bytes, b'' for failures) decodes to the batch a local run yields."""
     features = np.array([[1.5, 0.0, 0.0], [0.0, 2.0, 0.0]], np.float32)  # zero bytes at the end are kept
     extractor = types.SimpleNamespace(runner=lambda: lambda images: features[: len(images)])
-    network = featx.distributed._Network(extractor)
+    network = featx.features._ray._Network(extractor)
     reasons = np.array(["", "truncated", ""], dtype=object)
     batch = {"index": np.array([7, 3, 5]), "image": np.zeros((3, 3, 2, 2), np.uint8), "reason": reasons,
              "permanent": np.array([False, True, False])}
-    got = featx.distributed._feature_batch(network(batch))
+    got = featx.features._ray._feature_batch(network(batch))
     assert got.indices == [7, 5] and got.failures == [(3, "truncated", True)]
     np.testing.assert_array_equal(got.features, features)
-    failed = featx.distributed._feature_batch(network({**batch, "reason": np.array(["a", "b", "c"], dtype=object)}))
+    failed = featx.features._ray._feature_batch(network({**batch, "reason": np.array(["a", "b", "c"], dtype=object)}))
     assert failed.indices == [] and failed.features is None and [i for i, *_ in failed.failures] == [7, 3, 5]
 
 

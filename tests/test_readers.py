@@ -12,17 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import synthetic_space
+from featx.cli import main
 
 import featx
-from featx.auditing import audit
-from featx.cli import main
-from featx.content import KEY_LENGTH
+from featx.auditing._audit import audit
+from featx.classify._fitting import fit as train
 from featx.errors import StoreWarning
-from featx.fitting import fit as train
-from featx.inputs import display_path
-from featx.store import FeatureStore
-
-from conftest import synthetic_space
+from featx.features._store import FeatureStore
+from featx.images._content import KEY_LENGTH
+from featx.images._inputs import display_path
 
 FAST = dict(model="mobilenet_v3_small", weights="random", workers=0, progress=False)
 HALF = 20  # rows per commit of WRITER
@@ -32,7 +31,7 @@ import sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from conftest import synthetic_space
-from featx.store import FeatureStore
+from featx.features._store import FeatureStore
 
 def rows(start):
     labels = np.arange(start, start + {HALF}) % 2
@@ -170,7 +169,7 @@ def test_exact_neighbours_stay_within_their_block_memory(monkeypatch):
     hold its similarities and argpartition's indices within BLOCK_BYTES (no negated copy), same results."""
     import tracemalloc
 
-    from featx import neighbours
+    from featx.features import _neighbours as neighbours
 
     monkeypatch.setattr(neighbours, "BLOCK_BYTES", 4 << 20)
     x = neighbours.unit_rows(np.abs(np.random.default_rng(0).normal(size=(3000, 64))).astype(np.float32))

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from featx.report import Report, metrics
 from html_checks import embedded_images, no_external_url, parse_html
+
+from featx.reports._report import Report, metrics
 
 
 def small_report() -> Report:
@@ -18,7 +18,7 @@ def small_report() -> Report:
 def test_figures_are_png_bytes_and_leave_the_backend_alone(tmp_path):
     import matplotlib
 
-    from featx.html_report import data_uri
+    from featx.reports._html import data_uri
 
     before = matplotlib.get_backend()
     matplotlib.use("svg")  # a user's backend of choice
@@ -43,7 +43,7 @@ def test_html_page_pieces_escape_embed_and_link(tmp_path):
 
     from PIL import Image
 
-    from featx import html_report as h
+    from featx.reports import _html as h
 
     images = tmp_path / "images"
     images.mkdir()

@@ -9,11 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 import featx
-from featx import content, extraction
 from featx.errors import FeatureSpaceMismatchError
-from featx.extraction import RACY_NS
-from featx.inputs import display_path
-from featx.store import FeatureStore
+from featx.features import _extraction as extraction
+from featx.features._extraction import RACY_NS
+from featx.features._store import FeatureStore
+from featx.images import _content as content
+from featx.images._inputs import display_path
 
 FAST = dict(model="mobilenet_v3_small", weights="random", workers=0, progress=False)
 

@@ -6,10 +6,10 @@ from PIL import Image
 
 import featx
 from featx import PretrainedFeatures
-from featx.backbones import get_backbone
+from featx.backbones._registry import get_backbone
+from featx.backbones._weights import FileWeights, TorchvisionWeights
 from featx.errors import FeatxError, UnknownNameError
-from featx.space import FeatureSpace
-from featx.weights import FileWeights, TorchvisionWeights
+from featx.features._space import FeatureSpace
 
 SMALL = dict(model="mobilenet_v3_small", workers=0, progress=False, engine="torch")
 
@@ -59,11 +59,11 @@ def test_a_new_store_is_checked_without_reading_weights(elpv_folder, tmp_path, m
 
 
 def test_the_transformer_builds_its_network_once_per_process(elpv_folder, monkeypatch, tmp_path):
-    import featx.engines
+    import featx.features._engines
 
     built = []
-    original = featx.engines.build_runner
-    monkeypatch.setattr(featx.engines, "build_runner", lambda *a: built.append(a) or original(*a))
+    original = featx.features._engines.build_runner
+    monkeypatch.setattr(featx.features._engines, "build_runner", lambda *a: built.append(a) or original(*a))
     files = sorted(str(p) for p in elpv_folder.rglob("*.png"))
     t = PretrainedFeatures("mobilenet_v3_small", weights="random", engine="torch", cache=tmp_path / "s.h5").fit(files)
     assert not built  # fit reads shapes only
@@ -78,7 +78,7 @@ def test_the_transformer_builds_its_network_once_per_process(elpv_folder, monkey
 def test_timm_backbones_are_described_once_without_weights(monkeypatch):
     import timm
 
-    from featx import backbones
+    from featx.backbones import _registry as backbones
 
     backbones._timm_backbone.cache_clear()
     calls = []

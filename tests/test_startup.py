@@ -21,7 +21,7 @@ PROBE = (
 CLI = PROBE + "from featx.cli import main\nmain()"
 # a model saved by featx fit, loaded (every type checked by skops) and run on its store's features
 PREDICT = PROBE + (
-    "import featx\nfrom featx.bundle import load_bundle\n"
+    "import featx\nfrom featx.classify._bundle import load_bundle\n"
     "model, store = load_bundle(sys.argv[1]), featx.load_features(sys.argv[2])\n"
     "print(len(model.pipeline.predict(store.features)) == len(store.paths))"
 )
@@ -76,7 +76,7 @@ def test_an_interrupt_keeps_rows_whatever_the_batch_size(tmp_path):
 
 def committed_rows(store: Path) -> int:
     from featx.errors import FeatxError
-    from featx.store import FeatureStore
+    from featx.features._store import FeatureStore
 
     try:
         with FeatureStore.open(store) as opened:
@@ -102,8 +102,8 @@ def test_demo_keeps_what_it_makes_in_its_folder(tmp_path):
 
 def test_the_registry_states_what_torchvision_and_timm_say():
     """`featx models` lists input sizes and weights files from the registry: they agree with the libraries'."""
-    from featx.backbones import REGISTRY
-    from featx.weights import TorchvisionWeights
+    from featx.backbones._registry import REGISTRY
+    from featx.backbones._weights import TorchvisionWeights
 
     for name, backbone in REGISTRY.items():
         assert backbone.input_size == backbone.preprocessing().crop, name
@@ -120,7 +120,7 @@ def test_the_torch_hub_folder_is_found_without_torch(tmp_path):
     loop = ("import os\nbase = {k: v for k, v in os.environ.items() if k not in ('TORCH_HOME', 'XDG_CACHE_HOME')}\n"
             f"for setting in {settings!r}:\n"
             "    os.environ.clear()\n    os.environ.update(base, **setting)\n    print(CALL)\n")
-    ours = subprocess.run([sys.executable, "-c", PROBE + "from featx.weights import torch_hub_dir\n" +
+    ours = subprocess.run([sys.executable, "-c", PROBE + "from featx.backbones._weights import torch_hub_dir\n" +
                            loop.replace("CALL", "torch_hub_dir()")], capture_output=True, text=True, check=True)
     theirs = subprocess.run([sys.executable, "-c", "import torch.hub\n" + loop.replace("CALL", "torch.hub.get_dir()")],
                             capture_output=True, text=True, check=True)

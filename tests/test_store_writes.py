@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
-
 from featx.cli import main
+from safetensors.torch import save_file
 
 FAST = ["--model", "mobilenet_v3_small", "--engine", "torch", "--workers", "0", "-q"]
 
@@ -89,7 +88,7 @@ def test_damaged_metadata_is_one_line_everywhere(extracted, elpv_folder):
 def test_check_finds_zero_rows_and_repair_keeps_the_good_ones(extracted, elpv_folder):
     import h5py
 
-    from featx.store import FeatureStore
+    from featx.features._store import FeatureStore
 
     with FeatureStore.open(extracted) as opened:
         reference = dict(zip(opened.keys(), opened.rows(range(20))))

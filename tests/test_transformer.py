@@ -19,14 +19,14 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import estimator_checks as checks
 
+from featx.backbones._device import BatchRunner
 from featx.datasets import ELPV_CLASSES, load_elpv, load_folder
-from featx.device import BatchRunner
-from featx.engines import OnnxRunner
 from featx.errors import FeatureSpaceMismatchError
-from featx.extraction import extract
-from featx.inputs import display_path
-from featx.store import FeatureStore, load_features
-from featx.transformer import PretrainedFeatures
+from featx.features._engines import OnnxRunner
+from featx.features._extraction import extract
+from featx.features._store import FeatureStore, load_features
+from featx.features._transformer import PretrainedFeatures
+from featx.images._inputs import display_path
 
 FAST = {"model": "mobilenet_v3_small", "weights": "random"}  # 576-d, a few ms per image
 
@@ -279,8 +279,8 @@ def test_pickled_fitted_pipeline_predicts_in_a_fresh_process(elpv, tmp_path):
     script = textwrap.dedent(
         f"""
         import pickle, numpy as np
-        from featx.device import BatchRunner
-        from featx.engines import OnnxRunner
+        from featx.backbones._device import BatchRunner
+        from featx.features._engines import OnnxRunner
         passes = []
         # every forward pass of either engine goes through exactly one of these (as the `passes` fixture)
         for runner, method in ((BatchRunner, "__call__"), (OnnxRunner, "submit")):

@@ -41,15 +41,15 @@ def test_other_delimiters_are_detected(elpv_with_labels, text):
     first = elpv_with_labels.read_text().split()[0]
     other = elpv_with_labels.with_name("other.csv")
     other.write_text(text.format(f=first))
-    images = featx.inputs.find_images(other)
-    assert images.paths == [featx.inputs.display_path(elpv_with_labels.parent / first)] and len(images.classes) == 1
+    images = featx.images._inputs.find_images(other)
+    assert images.paths == [featx.images._inputs.display_path(elpv_with_labels.parent / first)] and len(images.classes) == 1
 
 
 def test_a_csv_naming_no_existing_file_quotes_its_first_line(tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("cells/cell0001.png  1.0  mono\ncells/cell0002.png  0.0  poly\n")
     with pytest.raises(BadInputError, match=r"expected rows of path,label .* First line: 'cells/cell0001.png  1.0  mono'"):
-        featx.inputs.find_images(bad)
+        featx.images._inputs.find_images(bad)
 
 
 def test_a_run_that_keeps_nothing_exits_1_with_the_reasons_and_leaves_no_store(tmp_path):
@@ -99,8 +99,8 @@ def test_the_store_follows_the_folder(elpv_copy, tmp_path):
     data = featx.load_features(store)
     assert len(data.paths) == 18 and not any(p.endswith("broken.png") for p in data.paths)
     labels = dict(zip(data.paths, data.classes[data.labels]))
-    assert labels[featx.inputs.display_path(elpv_copy / "defective" / moved.name)] == "defective"
-    assert not any(str(g) in labels or featx.inputs.display_path(g) in labels for g in gone)
+    assert labels[featx.images._inputs.display_path(elpv_copy / "defective" / moved.name)] == "defective"
+    assert not any(str(g) in labels or featx.images._inputs.display_path(g) in labels for g in gone)
     info = CliRunner().invoke(main, ["info", str(store), "--history"]).output
     assert "files:     18" in info and "failures:  0" in info and "gone:      4 files" in info
     assert all(g.name in info for g in gone) and "broken.png" in info
@@ -119,8 +119,9 @@ def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tmp_path):
     import signal
     import time
 
-    from featx.datasets import write_elpv_folder
     from test_crash import rows_committed
+
+    from featx.datasets import write_elpv_folder
 
     cells = write_elpv_folder(tmp_path / "cells", per_class=15)
     store = tmp_path / "s.h5"

@@ -9,14 +9,14 @@ from featx.cli import main
 from sklearn.base import clone
 
 import featx
-from featx.backbones import DEFAULT_MODEL, get_backbone
-from featx.bundle import ModelBundle
+from featx.backbones._registry import DEFAULT_MODEL, get_backbone
+from featx.classify._bundle import ModelBundle
 from featx.datasets import load_elpv
 from featx.errors import FeatxError, UnknownNameError
-from featx.space import FeatureSpace
-from featx.network import build_feature_network
-from featx.store import FeatureStore
-from featx.transformer import PretrainedFeatures
+from featx.features._network import build_feature_network
+from featx.features._space import FeatureSpace
+from featx.features._store import FeatureStore
+from featx.features._transformer import PretrainedFeatures
 
 SMALL = {"image_size": 64, "engine": "torch", "batch_size": 8}  # the default backbone, real weights, tiny inputs
 

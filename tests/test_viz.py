@@ -6,7 +6,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from featx.backbones import get_backbone
+from featx.backbones._registry import get_backbone
 from featx.errors import FeatxError, UnknownNameError
 from featx.viz.attack import parse_eps
 from featx.viz.classes import AmbiguousNameError, PixelClassifier, resolve_class
@@ -137,7 +137,7 @@ def test_dream_starts_coarse():
 
 @pytest.mark.parametrize("command", [["features"], ["attack", "--eps", "1/255"]])
 def test_unreadable_image_is_one_line_exit_1(command, elpv_folder, tmp_path):
-    """#25 point 8: a truncated real ELPV cell ended in a featx.decode.DecodeError traceback."""
+    """#25 point 8: a truncated real ELPV cell ended in a featx.images._decode.DecodeError traceback."""
     data = sorted(elpv_folder.rglob("*.png"))[0].read_bytes()
     bad = tmp_path / "cut.png"
     bad.write_bytes(data[: len(data) // 3])

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
-from featx import backbones
-from featx.backbones import get_backbone
 from featx.cli import main
+
+from featx.backbones import _registry as backbones
+from featx.backbones._registry import get_backbone
+from featx.backbones._weights import TorchvisionWeights
 from featx.errors import WeightsUnavailableError
-from featx.weights import TorchvisionWeights
 
 MODEL = "mobilenet_v3_small"
 

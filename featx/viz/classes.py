@@ -43,7 +43,7 @@ class PixelClassifier(nn.Module):
 
     def __init__(self, model_name: str = DEFAULT_MODEL, weights: str | None = None) -> None:
         super().__init__()
-        from featx.backbones import get_backbone
+        from featx.backbones._registry import get_backbone
 
         backbone = get_backbone(model_name)
         self.model = backbone.build_model(backbone.weights(weights)).requires_grad_(False)

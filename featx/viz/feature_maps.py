@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from featx.errors import UnknownNameError
-from featx.network import layer_names
+from featx.features._network import layer_names
 
 from .classes import PixelClassifier
 from .images import grid, tile, to_pil

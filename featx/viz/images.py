@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from featx.decode import DecodeError, decode_rgb
+from featx.backbones._preprocessing import Preprocessing
 from featx.errors import BadInputError
-from featx.preprocessing import Preprocessing
+from featx.images._decode import DecodeError, decode_rgb
 
 CAPTION_HEIGHT = 14
 

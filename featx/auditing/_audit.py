@@ -1,0 +1,384 @@
+"""`featx audit`: duplicates, leaks, outliers and likely label errors, from a store's keys and embeddings.
+
+Reads the store only (nothing is extracted, moved or rewritten). A store row is one image content, so
+exact duplicates are the rows that several paths point at. The other findings work on rows:
+- near duplicates: cosine similarity of embeddings at or above a threshold, joined into clusters; a cluster
+  is marked when it spans classes or a split (a train/test leak). The default threshold adapts to how
+  alike the data set's images are (`near_threshold`; calibrated in docs/audit.md);
+- outliers: mean cosine distance to the k nearest rows, flagged above a modified z-score of 3.5;
+- likely label errors: out-of-fold probabilities of one of featx's classifiers, ranked by cleanlab's
+  confident learning (label quality = self-confidence, issues = prune by noise rate).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featx.errors import BadInputError, FeatxError
+from featx.features._store import FeatureStore
+
+NEAR_FLOOR = 0.90  # cosine similarity: copies of photographs lie above it, distinct photographs far below
+NEAR_SCALE = 0.25  # share of the data set's median nearest-neighbour distance within which copies lie
+NEIGHBOURS = 10
+OUTLIER_Z = 3.5  # modified z-score cut-off (Iglewicz and Hoaglin)
+KINDS = ("duplicates", "near-duplicates", "outliers", "label-errors")
+DEFAULT_DROP = ("duplicates", "near-duplicates", "label-errors")
+
+
+@dataclass
+class Table:
+    """One finding as a CSV: a header and rows (ranked or grouped as the finding needs)."""
+
+    header: list[str]
+    rows: list[list] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        from featx.outputs import atomic_write
+
+        with atomic_write(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(self.header)
+            writer.writerows([f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in self.rows)
+
+
+@dataclass
+class Audit:
+    """Findings about the files of a store. `tables` name -> Table (each written as <name>.csv); `dropped`
+    kind -> paths flagged by that kind of finding; `clean` (path, label) of the files kept."""
+
+    store: str
+    n_files: int
+    n_rows: int
+    tables: dict[str, Table]
+    dropped: dict[str, set[str]]
+    clean: list[tuple[str, str]]
+    counts: dict[str, int]
+    notes: list[str]
+
+    def summary(self) -> str:
+        lines = [f"{self.n_files} files, {self.n_rows} unique images in {self.store}"]
+        lines += [f"  {name}: {count}" for name, count in self.counts.items()]
+        lines += [f"  note: {note}" for note in self.notes]
+        lines.append(f"clean.csv keeps {len(self.clean)} of {self.n_files} files")
+        return "\n".join(lines)
+
+    def write(self, out: str | os.PathLike) -> list[Path]:
+        """Write each table as <name>.csv, clean.csv and audit.html (thumbnails) into `out`, then manifest.json
+        (which run wrote them, their sha256: see featx.outputs.check_manifest); returns the paths."""
+        from featx.auditing._page import write_page
+        from featx.outputs import output_set
+
+        out = Path(out)
+        tables = {**self.tables, "clean": Table(["path", "label"], [[os.path.abspath(p), label] for p, label in self.clean])}
+        with output_set(out / "manifest.json") as written:
+            for name, table in tables.items():
+                table.write(out / f"{name}.csv")
+                written.append(out / f"{name}.csv")
+            written.append(write_page(self, out / "audit.html"))
+        return [*written, out / "manifest.json"]
+
+
+@dataclass
+class _Files:
+    """The audited files (sorted by path) and the unique store rows they point at."""
+
+    paths: list[str]
+    labels: list[str]  # class name, "" when unlabelled
+    row_of_file: np.ndarray  # index into `rows`
+    rows: np.ndarray  # store rows
+    keys: list[str]  # content key of each row
+    features: np.ndarray  # one per row
+
+    def __post_init__(self) -> None:
+        self.by_row: list[list[int]] = [[] for _ in self.rows]  # files of each row
+        for i, r in enumerate(self.row_of_file.tolist()):
+            self.by_row[r].append(i)
+
+
+def _read(store: FeatureStore, data) -> tuple[_Files, list[str]]:
+    """Files of the store (only those found in `data` when given), with their rows' keys and features."""
+    from featx.images._inputs import display_path, find_images
+
+    entries, notes = dict(sorted(store.present_files().items())), []
+    if data is not None:
+        wanted = {display_path(p) for p in find_images(data).paths}
+        missing = len(wanted - entries.keys())
+        entries = {p: e for p, e in entries.items() if p in wanted}
+        if missing:
+            notes.append(f"{missing} files of the data are not in the store (run featx extract on them first)")
+    if not entries:
+        raise BadInputError(f"{store.path} holds no features of the files to audit")
+    store_rows = np.array([row for row, _ in entries.values()], dtype=np.int64)
+    rows, row_of_file = np.unique(store_rows, return_inverse=True)
+    classes, keys = store.classes(), store.keys()
+    labels = [classes[label] if label >= 0 else "" for _, label in entries.values()]
+    features = store.rows(rows).astype(np.float32, copy=False)
+    return _Files(list(entries), labels, row_of_file, rows, [keys[r] for r in rows], features), notes
+
+
+def _exact_duplicates(files: _Files) -> tuple[Table, set[str], int]:
+    """Groups of files with identical content; conflict when their labels differ. Flags every copy but the
+    first of a group, and every file of a conflicting group."""
+    table = Table(["group", "path", "label", "key", "conflict"])
+    flagged, conflicts, group = set(), 0, 0
+    for r, members in enumerate(files.by_row):
+        if len(members) < 2:
+            continue
+        group += 1
+        conflict = len({files.labels[i] for i in members}) > 1
+        conflicts += conflict
+        for n, i in enumerate(members):
+            table.rows.append([group, files.paths[i], files.labels[i], files.keys[r], conflict])
+            if conflict or n:
+                flagged.add(files.paths[i])
+    return table, flagged, conflicts
+
+
+def _row_labels(files: _Files) -> list[str | None]:
+    """The label of each row: its files' one label, "" when none has one, None when they disagree."""
+    labels = []
+    for r in range(len(files.rows)):
+        names = {files.labels[i] for i in files.by_row[r]} - {""}
+        labels.append(names.pop() if len(names) == 1 else ("" if not names else None))
+    return labels
+
+
+def near_threshold(nearest_similarity: np.ndarray) -> float:
+    """The default near-duplicate threshold: NEAR_FLOOR, raised for data sets of very alike images to a
+    cosine distance of NEAR_SCALE x the median distance of an image to its nearest neighbour.
+
+    Measured (docs/audit.md): copies (JPEG q75-95, resized, 1-3% crops) of photographs stay above 0.90 while
+    distinct photographs stay below 0.5; but ELPV cells lie at a median 0.972 from their nearest distinct
+    cell, closer than many of their own copies, so no fixed threshold serves both. The median makes the rule
+    robust as long as fewer than half the images have a near duplicate.
+    """
+    if not len(nearest_similarity):
+        return NEAR_FLOOR
+    return float(max(NEAR_FLOOR, 1 - NEAR_SCALE * (1 - np.median(nearest_similarity))))
+
+
+def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, threshold: float, split: list[str]) -> tuple[Table, set[str], dict]:
+    """Clusters of rows joined by similarities at or above `threshold` (transitively). Flags every file of
+    a cluster but the first, and every file of a cluster that spans classes."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(files.rows)
+    a, b = np.nonzero(sims >= threshold)
+    pairs = (a, index[a, b], sims[a, b])
+    best = np.full(n, -np.inf)  # highest similarity of a row to another row of its cluster
+    np.maximum.at(best, pairs[0], pairs[2])
+    np.maximum.at(best, pairs[1], pairs[2])
+    _, component = connected_components(coo_matrix((np.ones(len(a)), pairs[:2]), shape=(n, n)), directed=False)
+    table = Table(["cluster", "path", "label", "split", "similarity", "spans_classes", "spans_split"])
+    flagged, counts = set(), Counter()
+    members_of: dict[int, list[int]] = {}
+    for r in np.flatnonzero(np.isfinite(best)).tolist():
+        members_of.setdefault(int(component[r]), []).append(r)
+    for number, rows in enumerate(sorted(members_of.values(), key=lambda rows: -best[rows].max()), 1):
+        members = sorted(i for r in rows for i in files.by_row[r])
+        spans_classes = len({files.labels[i] for i in members} - {""}) > 1
+        spans_split = len({split[i] for i in members} - {""}) > 1
+        counts.update(clusters=1, spans_classes=spans_classes, spans_split=spans_split, files=len(members))
+        for n_member, i in enumerate(members):
+            r = int(files.row_of_file[i])
+            table.rows.append([number, files.paths[i], files.labels[i], split[i], float(best[r]), spans_classes, spans_split])
+            if spans_classes or n_member:
+                flagged.add(files.paths[i])
+    return table, flagged, counts
+
+
+def _outliers(files: _Files, sims: np.ndarray) -> tuple[Table, set[str]]:
+    """Rows ranked by mean cosine distance to their nearest rows; flagged above a modified z-score of
+    OUTLIER_Z (median and median absolute deviation: robust to the outliers themselves)."""
+    score = (1 - sims).mean(axis=1) if sims.shape[1] else np.zeros(len(sims))
+    deviation = np.median(np.abs(score - np.median(score)))
+    z = 0.6745 * (score - np.median(score)) / deviation if deviation > 0 else np.zeros_like(score)
+    table, flagged = Table(["rank", "path", "label", "score", "z", "flagged"]), set()
+    for rank, r in enumerate(np.argsort(-score, kind="stable").tolist(), 1):
+        for i in files.by_row[r]:
+            table.rows.append([rank, files.paths[i], files.labels[i], float(score[r]), float(z[r]), bool(z[r] > OUTLIER_Z)])
+            if z[r] > OUTLIER_Z:
+                flagged.add(files.paths[i])
+    return table, flagged
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
+    """Out-of-fold class probabilities of `clf` (featx's registry) on standardised features; its
+    regularisation is picked by stratified `cv`-fold grid search as in `featx fit`, then each sample is
+    predicted by the model of the fold that did not see it. Classifiers without probabilities (linsvm,
+    svm) are Platt-scaled inside each fold."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    from featx.classify._classifiers import get_classifier
+    from featx.classify._fitting import SCORING
+
+    chosen = get_classifier(clf)
+    model, param = chosen.make(None, seed), f"clf__{chosen.param}"
+    if not hasattr(model, "predict_proba"):
+        model, param = CalibratedClassifierCV(model, cv=3), f"clf__estimator__{chosen.param}"
+    pipeline = Pipeline([("scale", StandardScaler()), ("clf", model)])
+    folds = StratifiedKFold(cv, shuffle=True, random_state=seed)
+    grid = chosen.usable_grid(len(y) * (cv - 1) // cv)
+    with threadpool_limits(limits=1, user_api="blas"):  # as in featx fit: parallel fits, not threads
+        search = GridSearchCV(pipeline, {param: grid}, scoring=SCORING, cv=folds, n_jobs=n_jobs).fit(x, y)
+        return cross_val_predict(search.best_estimator_, x, y, cv=folds, method="predict_proba", n_jobs=n_jobs)
+
+
+def _steps(progress: bool) -> Callable[[str], None]:
+    """A line on stderr per step of an audit, with the seconds since it started (none unless `progress`)."""
+    start = time.perf_counter()
+    if not progress:
+        return lambda line: None
+    return lambda line: print(f"audit {time.perf_counter() - start:6.1f} s: {line}", file=sys.stderr, flush=True)
+
+
+def _label_errors(files: _Files, clf: str, cv: int, seed: int, n_jobs, step: Callable[[str], None]) -> tuple[Table | None, set[str], int, str]:
+    """Labelled rows ranked by cleanlab's label quality (self-confidence of the out-of-fold probability of
+    the given label, lowest first); flagged: cleanlab's issues (confident learning, prune by noise rate)."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    from featx.classify._classifiers import get_classifier
+
+    row_labels = _row_labels(files)
+    counts = Counter(label for label in row_labels if label)
+    classes = sorted(c for c, n in counts.items() if n >= 2)
+    if len(classes) < 2:
+        return None, set(), 0, "label errors need at least two classes with two or more images each"
+    use = np.array([r for r, label in enumerate(row_labels) if label in classes])
+    y = np.array([classes.index(row_labels[r]) for r in use])
+    folds = min(cv, int(np.bincount(y).min()))
+    fits = folds * (len(get_classifier(clf).usable_grid(len(y) * (folds - 1) // folds)) + 1) + 1
+    step(f"label errors: {fits} fits of {clf} on {len(use)} images (out-of-fold probabilities, {folds} folds)")
+    probs = out_of_fold(files.features[use], y, clf, folds, seed, n_jobs)
+    quality = get_label_quality_scores(y, probs)
+    issue = find_label_issues(y, probs, filter_by="prune_by_noise_rate")
+    table = Table(["rank", "path", "label", "suggested", "p_label", "quality", "flagged"])
+    flagged = set()
+    for rank, s in enumerate(np.argsort(quality, kind="stable").tolist(), 1):
+        for i in files.by_row[int(use[s])]:
+            table.rows.append([rank, files.paths[i], files.labels[i], classes[int(probs[s].argmax())],
+                               float(probs[s, y[s]]), float(quality[s]), bool(issue[s])])
+            if issue[s]:
+                flagged.add(files.paths[i])
+    left_out = len(row_labels) - len(use)
+    note = f"{left_out} images left out of the label check (unlabelled, conflicting or in a class of one)" if left_out else ""
+    return table, flagged, int(issue.sum()), note
+
+
+def read_split(path: str | os.PathLike) -> dict[str, str]:
+    """path -> split name from a CSV of path,split (paths relative to the CSV; header optional)."""
+    from featx.images._inputs import _read_csv, display_path
+
+    split = {display_path(p): s for p, s in _read_csv(Path(path)) if s}
+    if not split:
+        raise BadInputError(f"{path}: no rows of path,split")
+    return split
+
+
+def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: int = 0) -> dict[int, str]:
+    """Store row -> "train" or "test" exactly as `featx fit` with these options splits the store."""
+    from featx.classify._fitting import _samples
+
+    s = _samples(store, cv, test_size, seed, None)
+    return {**{int(r): "train" for r in s.rows[s.train]}, **{int(r): "test" for r in s.rows[s.test]}}
+
+
+def _file_splits(store: FeatureStore, files: _Files, split_csv, test_size: float, seed: int, notes: list[str]) -> list[str]:
+    """The split of each file: from `split_csv`, else featx fit's own split of the store, else ""."""
+    if split_csv is not None:
+        split = read_split(split_csv)
+        return [split.get(p, "") for p in files.paths]
+    if not any(files.labels):
+        return [""] * len(files.paths)
+    try:
+        of_row = fit_split(store, cv=2, test_size=test_size, seed=seed)
+    except BadInputError as exc:
+        notes.append(f"featx fit's split not reproduced ({exc})")
+        return [""] * len(files.paths)
+    return [of_row.get(int(files.rows[r]), "") for r in files.row_of_file.tolist()]
+
+
+def audit(
+    store: str | os.PathLike,
+    *,
+    data: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    threshold: float | None = None,
+    neighbours: int = NEIGHBOURS,
+    clf: str = "logreg",
+    cv: int = 5,
+    split_csv: str | os.PathLike | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    drop: Sequence[str] = DEFAULT_DROP,
+    n_jobs: int | None = None,
+    wait: bool = False,
+    progress: bool = True,
+) -> Audit:
+    """Audit the files of `store` (only those found in `data`, when given; class folders or CSVs as for
+    `featx extract`). Reads the store only. Near duplicates are marked when they span classes or a split:
+    `split_csv` (path,split), else the train/test split `featx fit --test-size --seed` makes of the store.
+    `threshold`: cosine similarity from which images are near duplicates; None: `near_threshold`.
+    `drop` names the findings whose files clean.csv leaves out (KINDS). As `featx fit`: files no longer on
+    disk are left out, and a store being written gives its committed rows (`wait`: wait for the writer).
+    `progress`: a line on stderr as each step starts."""
+    from featx.features._neighbours import nearest
+
+    unknown = sorted(set(drop) - set(KINDS))
+    if unknown:
+        raise FeatxError(f"unknown finding {unknown[0]!r} to drop; valid: {', '.join(KINDS)}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise FeatxError("the near-duplicate threshold is a cosine similarity in (0, 1]")
+    step = _steps(progress)
+    step(f"reading {store}")
+    with FeatureStore.open(store, wait=wait, warn=True) as opened:
+        files, notes = _read(opened, data)
+        split = _file_splits(opened, files, split_csv, test_size, seed, notes)
+    labelled = any(files.labels)
+    if labelled:
+        try:
+            import cleanlab  # noqa: F401
+        except ImportError:
+            raise FeatxError('finding label errors needs cleanlab: pip install "featx[audit]"') from None
+    step(f"{neighbours} nearest neighbours of {len(files.rows)} images ({len(files.paths)} files)")
+    sims, index = nearest(files.features, neighbours)
+    step("duplicates, near duplicates and outliers")
+    tables, dropped, counts = {}, {}, {}
+    tables["exact_duplicates"], dropped["duplicates"], conflicts = _exact_duplicates(files)
+    counts["exact duplicate groups"] = len({row[0] for row in tables["exact_duplicates"].rows})
+    counts["exact duplicate groups with conflicting labels"] = conflicts
+    if threshold is None:
+        threshold = near_threshold(sims[:, 0] if sims.shape[1] else sims[:, :0].ravel())
+    tables["near_duplicates"], dropped["near-duplicates"], near = _near_duplicates(files, sims, index, threshold, split)
+    counts["near-duplicate threshold (cosine)"] = round(threshold, 4)
+    counts["near-duplicate clusters"] = near["clusters"]
+    counts["near-duplicate clusters spanning classes"] = near["spans_classes"]
+    counts["near-duplicate clusters spanning the split (leaks)"] = near["spans_split"]
+    tables["outliers"], dropped["outliers"] = _outliers(files, sims)
+    counts["outlier files"] = len(dropped["outliers"])
+    dropped["label-errors"] = set()
+    if labelled:
+        table, dropped["label-errors"], issues, note = _label_errors(files, clf, cv, seed, n_jobs, step)
+        if table is not None:
+            tables["label_errors"] = table
+            counts["likely label errors (images)"] = issues
+        notes += [note] if note else []
+    else:
+        notes.append("no labels in the store: no label errors or class conflicts to find")
+    leave_out = set().union(*(dropped[kind] for kind in drop))
+    clean = [(p, label) for p, label in zip(files.paths, files.labels) if p not in leave_out]
+    step("done")
+    return Audit(str(store), len(files.paths), len(files.rows), tables, dropped, clean, counts, notes)

@@ -1,0 +1,174 @@
+"""Model bundles: a fitted scikit-learn pipeline + class names + the exact feature space it was trained on.
+
+Saved with skops by default: loading trusts skops's own list of types (scikit-learn estimators, numpy arrays)
+and the few exact types of `TRUSTED_TYPES`, and refuses a file holding any other, so a bundle from elsewhere
+cannot run code. `format="joblib"` (pickle) is faster and smaller but UNSAFE: loading a pickle runs whatever
+code it holds, so it is loaded only when asked (`unsafe_pickle=True`, `--unsafe-pickle`), never because of
+what its bytes look like (docs/security.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sklearn.pipeline import Pipeline
+
+from featx.errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError, UnsafeLoadWarning
+from featx.features._space import FeatureSpace
+from featx.names import MODEL_FORMATS
+
+if TYPE_CHECKING:
+    from featx.features._extractor import Extractor
+
+FORMAT = "featx-model/1"
+# The types of featx's models that skops does not trust by default: knn's KD-tree and its metric (tests check
+# this against a model of every classifier). Exact names, never prefixes: "numpy." admitted
+# numpy.testing._private.utils.runstring, which a crafted file called to run any code.
+TRUSTED_TYPES = ("sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree")
+
+
+@dataclass
+class ModelBundle:
+    """What `featx fit` saves; `space` and `dtype` are those of the store the pipeline was trained on."""
+
+    pipeline: Pipeline
+    classes: list[str]
+    space: FeatureSpace
+    dtype: str
+    info: dict = field(default_factory=dict)  # classifier, hyperparameters, featx version, training store
+
+    def check_space(self, space: FeatureSpace, dtype: str | None = None) -> None:
+        """Refuse features from any other feature space (or storage dtype) than the training one."""
+        self.space.check_same(space, "model has", "features have", "the model was trained on another feature space")
+        if dtype is not None and dtype != self.dtype:
+            raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")
+
+    def training_store(self) -> Path:
+        """The store the pipeline was trained on, as `featx fit` recorded it (a model from before it did: the
+        default store of its feature space)."""
+        return Path(self.info["store"]) if "store" in self.info else self.space.store_path(self.dtype)
+
+    def extractor(self, weights: str | os.PathLike | None = None, device: str = "auto", engine: str = "auto") -> Extractor:
+        """The extraction of exactly this bundle's feature space. Weights named only by a file hash cannot be
+        found again: pass that file as `weights`."""
+        from featx.features._extractor import Extractor
+
+        return Extractor(self.space, self.space.weights_source(weights), device, engine)
+
+    def save(self, path: str | os.PathLike, format: str = "skops") -> Path:
+        """Write the bundle (skops: safe to share; joblib: pickle, unsafe to load from others)."""
+        if format not in MODEL_FORMATS:
+            raise UnknownNameError("model format", format, MODEL_FORMATS)
+        from featx.outputs import atomic_path
+
+        path = Path(path)
+        state = {
+            "format": FORMAT,
+            "pipeline": self.pipeline,
+            "classes": list(self.classes),
+            "feature_space": self.space.to_json(),
+            "dtype": self.dtype,
+            "info": json.dumps(self.info),
+        }
+        with atomic_path(path) as tmp:
+            if format == "skops":
+                skops_io().dump(state, tmp)
+            else:
+                import joblib
+
+                joblib.dump(state, tmp)
+        return path
+
+
+@contextlib.contextmanager
+def _unimportable(module: str):
+    """Within the block, `import module` raises ImportError (None in sys.modules, as Python's import
+    system documents), unless the module is loaded already."""
+    if module in sys.modules:
+        yield
+        return
+    sys.modules[module] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get(module, ...) is None:
+            del sys.modules[module]
+
+
+def skops_io():
+    """`skops.io`, imported without importing torch.
+
+    skops.io lists its trusted types when first imported, with scikit-learn's `all_estimators`, whose package
+    walk imports sklearn.externals.array_api_compat.torch and with it torch (2 s of a 3 s import here), in
+    commands that never run a network (`featx fit`, `featx info`). pkgutil's walk skips a package that cannot
+    be imported, and that package holds no estimator, so the list is the same without torch.
+    """
+    with _unimportable("torch"):
+        import skops.io
+    return skops.io
+
+
+def _load_skops(path: Path) -> object:
+    io = skops_io()
+    try:
+        refused = [t for t in io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+        if refused:
+            raise FeatxError(f"refusing to load {path}: it holds types a featx model never holds, which could run "
+                             f"code: {', '.join(refused)}")
+        return io.load(path, trusted=list(TRUSTED_TYPES))
+    except FeatxError:
+        raise
+    except Exception as exc:
+        raise FeatxError(f"cannot read model file {path}: {exc}") from exc
+
+
+def _load_pickle(path: Path) -> object:
+    import joblib
+
+    warnings.warn(f"loading {path} as a pickle (--unsafe-pickle): it runs whatever code it holds; only do this "
+                  "for a file you made yourself", UnsafeLoadWarning, stacklevel=3)
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        raise FeatxError(f"cannot read model file {path}: {exc}") from exc
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(1)
+
+
+def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> ModelBundle:
+    """Read a bundle saved by `ModelBundle.save`: a skops file, checked type by type. A joblib file (pickle)
+    is loaded only with `unsafe_pickle=True`, as loading it runs whatever code it holds; a file named
+    `.skops` is only ever read by skops."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatxError(f"no model file at {path}")
+    if zipfile.is_zipfile(path):
+        state = _load_skops(path)
+    elif unsafe_pickle and path.suffix != ".skops":
+        state = _load_pickle(path)
+    elif _first_byte(path) == b"\x80":  # how every pickle joblib writes starts: for this message only
+        raise FeatxError(
+            f"{path} is a pickle, not a skops file: loading a pickle runs any code it holds, so featx loads one only "
+            "with --unsafe-pickle (load_bundle(path, unsafe_pickle=True)), for a file you made yourself"
+            + (", and never under the name .skops" if path.suffix == ".skops" else ""))
+    else:
+        raise FeatxError(f"{path} is not a featx model (saved by featx fit): not a skops file")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FeatxError(f"{path} is not a featx model (saved by featx fit)")
+    return ModelBundle(
+        pipeline=state["pipeline"],
+        classes=list(state["classes"]),
+        space=FeatureSpace.from_json(state["feature_space"]),
+        dtype=state["dtype"],
+        info=json.loads(state["info"]),
+    )

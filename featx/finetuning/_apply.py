@@ -1,0 +1,103 @@
+"""Predict and evaluate with a fine-tuned network's own head (the safetensors files `featx finetune` writes)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featx.backbones._weights import FINETUNED_FORMAT, FileWeights, is_safetensors, safetensors_metadata
+from featx.errors import BadInputError, FeatxError
+
+
+def is_finetuned(path: str | os.PathLike) -> bool:
+    """True for a file written by `featx finetune`."""
+    return is_safetensors(path) and safetensors_metadata(path).get("format") == FINETUNED_FORMAT
+
+
+@dataclass
+class FineTuned:
+    """A fine-tuned network file: its metadata (base model, classes, preprocessing, training history...)."""
+
+    path: Path
+    metadata: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["classes"])
+
+    def probabilities(self, paths: Sequence[str], *, tta: str = "none", batch_size: int = 64,
+                      workers: int | None = None, device: str = "auto", progress: bool = True):
+        """(n_ok x n_classes probabilities, boolean mask of the paths that decoded, [(path, reason)] of the
+        others). `tta="d4"`: averaged over the 8 symmetries of the square."""
+        from featx.backbones._device import resolve_device
+        from featx.backbones._preprocessing import Preprocessing
+        from featx.backbones._registry import get_backbone
+        from featx.finetuning._train import Classifier, decoded_batches
+
+        backbone = get_backbone(self.metadata["model"])
+        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["preprocessing"].items()})
+        classifier = Classifier(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
+        failures: list[tuple[str, str]] = []
+        found = np.zeros(len(paths), dtype=bool)
+        scores = np.zeros((len(paths), len(self.classes)), dtype=np.float32)
+        for indices, _, images in decoded_batches(list(paths), pre, workers, batch_size, failures, "predict", progress):
+            scores[indices] = classifier.scores(images, tta).cpu().numpy()
+            found[indices] = True
+        return scores[found], found, failures
+
+
+def load_finetuned(path: str | os.PathLike) -> FineTuned:
+    """Read a file written by `featx finetune` (its metadata; the network is built when used)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatxError(f"no model file at {path}")
+    metadata = safetensors_metadata(path) if is_safetensors(path) else {}
+    if metadata.get("format") != FINETUNED_FORMAT:
+        raise FeatxError(f"{path} is not a fine-tuned network (written by featx finetune)")
+    return FineTuned(path, metadata)
+
+
+def failures_summary(n: int, failures: list[tuple[str, str]]) -> str:
+    lines = [f"{n} files, {len(failures)} failed"] + [f"  failed: {p}: {r}" for p, r in failures[:20]]
+    return "\n".join(lines + ([f"  ... and {len(failures) - 20} more"] if len(failures) > 20 else []))
+
+
+def predict(model: FineTuned, data, tta: str = "none", **options):
+    """The head's predictions for every image in `data` (those that failed: their reasons); returns
+    (Predictions, summary text)."""
+    from featx.classify._inference import Predictions
+    from featx.images._inputs import find_images
+
+    images = find_images(data)
+    scores, found, failures = model.probabilities(images.paths, tta=tta, **options)
+    predictions = Predictions.of(images, found, scores.argmax(1), scores, "probability", model.classes, failures)
+    return predictions, failures_summary(len(images), failures)
+
+
+def evaluate(model: FineTuned, data, tta: str = "none", **options):
+    """Report of the head on labelled images (class folders or CSV labels); returns (Report, summary text)."""
+    from featx.images._inputs import find_images
+    from featx.reports._report import Outcomes, Report, metrics
+
+    images = find_images(data)
+    unknown = sorted(set(images.classes) - set(model.classes))
+    if unknown:
+        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(model.classes)})")
+    index = np.array([model.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
+    labels = index[images.labels]
+    labelled = labels >= 0
+    if not labelled.any():
+        raise BadInputError("no labelled image to evaluate (evaluate needs class folders or CSV labels; "
+                            "featx predict handles unlabelled images)")
+    paths = [p for p, ok in zip(images.paths, labelled) if ok]
+    scores, found, failures = model.probabilities(paths, tta=tta, **options)
+    y, predicted = labels[labelled][found], scores.argmax(1)
+    details = {"model": model.metadata["model"], "fine-tuned": str(model.path), "head": "fine-tuned",
+               "tta": tta, "n_failed": len(failures)}
+    outcomes = Outcomes.of([p for p, ok in zip(paths, found) if ok], y, predicted, scores, "probability")
+    report = Report(model.classes, metrics(y, predicted, model.classes), details, outcomes=outcomes,
+                    failures=list(failures), title=f"featx evaluate: fine-tuned {model.metadata['model']} on {len(paths):,} files")
+    return report, failures_summary(len(paths), failures)

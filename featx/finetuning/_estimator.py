@@ -1,0 +1,105 @@
+"""`FinetunedClassifier`: `featx.finetune` as a scikit-learn classifier over image files.
+
+`fit(paths, y)` fine-tunes a backbone; `predict` and `predict_proba` run its head. The fitted network is kept
+as the bytes of its safetensors file (`network_`), so the estimator clones, pickles and cross-validates like
+any other, and `save_network` writes the file that `featx predict`, `featx extract --weights` and
+`PretrainedFeatures(weights=...)` read.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from featx.errors import BadInputError
+from featx.features._transformer import _as_items
+from featx.names import DEFAULT_MODEL
+
+
+def _paths(X) -> list[str]:
+    """Image file paths from a list, 1-D array, Series or one-column DataFrame (as `PretrainedFeatures` takes
+    them); fine-tuning reads the files themselves, so in-memory images are refused."""
+    paths = _as_items(X)
+    for i, item in enumerate(paths):
+        if not isinstance(item, (str, os.PathLike)):
+            raise ValueError(f"X[{i}] is {type(item).__name__}; FinetunedClassifier takes image file paths")
+    return [os.path.abspath(p) for p in paths]
+
+
+class FinetunedClassifier(ClassifierMixin, BaseEstimator):
+    """Fine-tune `model` on labelled image files, then classify images with its own head.
+
+    Parameters: `model` and `weights` (the starting point, as in `featx finetune`), `config` (a
+    `featx.FinetuneConfig`: epochs, image size, augmentation, learning rates...; default its defaults), `tta`
+    ("d4": predictions averaged over the 8 symmetries of the square), `workers`, `device`, `verbose`.
+    Fitted: `classes_`, `network_` (the safetensors file's bytes), `history_`, `best_epoch_`, `failures_`.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None, config=None, tta: str = "none",
+                 workers: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+        self.model = model
+        self.weights = weights
+        self.config = config
+        self.tta = tta
+        self.workers = workers
+        self.device = device
+        self.verbose = verbose
+
+    def fit(self, X, y) -> FinetunedClassifier:
+        from featx.finetuning._train import FinetuneConfig, finetune
+
+        paths, y = _paths(X), np.asarray(y)
+        if len(y) != len(paths):
+            raise ValueError(f"X has {len(paths)} images but y has {len(y)} labels")
+        self.classes_ = np.unique(y)
+        names = [str(c) for c in self.classes_]
+        if len(set(names)) < len(names):
+            raise ValueError(f"class labels must stay distinct as text, got {names}")
+        with tempfile.TemporaryDirectory(prefix="featx-finetune-") as tmp:
+            listing = Path(tmp) / "train.csv"
+            with open(listing, "w", newline="") as f:
+                csv.writer(f).writerows(zip(paths, map(str, y)))
+            result = finetune(listing, self.model, Path(tmp) / "network.safetensors", weights=self.weights,
+                              config=self.config or FinetuneConfig(), workers=self.workers, device=self.device,
+                              progress=self.verbose)
+            self.network_ = result.path.read_bytes()
+        self.columns_ = np.array([result.classes.index(name) for name in names])  # head output of each class
+        self.history_, self.best_epoch_, self.failures_ = result.history, result.best_epoch, result.failures
+        return self
+
+    @contextmanager
+    def _network_file(self) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="featx-network-") as tmp:
+            yield self.save_network(Path(tmp) / "network.safetensors")
+
+    def save_network(self, path: str | os.PathLike) -> Path:
+        """Write the fine-tuned network (for featx predict/evaluate/extract --weights); returns the path."""
+        check_is_fitted(self, "network_")
+        from featx.outputs import atomic_write
+
+        path = Path(path)
+        with atomic_write(path) as out:
+            out.write(self.network_)
+        return path
+
+    def predict_proba(self, X) -> np.ndarray:
+        from featx.finetuning._apply import load_finetuned
+
+        paths = _paths(X)
+        with self._network_file() as file:
+            scores, _, failures = load_finetuned(file).probabilities(paths, tta=self.tta, workers=self.workers,
+                                                                     device=self.device, progress=self.verbose)
+        if failures:
+            path, reason = failures[0]
+            raise BadInputError(f"{path}: {reason}" + (f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""))
+        return scores[:, self.columns_]
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
