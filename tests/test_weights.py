@@ -20,7 +20,7 @@ from featx.cli import main
 from featx.backbones import _registry as backbones
 from featx.backbones._registry import get_backbone
 from featx.backbones._weights import TorchvisionWeights
-from featx.errors import WeightsUnavailableError
+from featx.errors import UnknownNameError, WeightsUnavailableError
 
 MODEL = "mobilenet_v3_small"
 
@@ -277,3 +277,18 @@ def test_timm_download_from_a_host_that_refuses_fails_at_once(tmp_path, monkeypa
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(WeightsUnavailableError, match=f"download failed: cannot connect to 127.0.0.1:{port} "):
         get_backbone("timm/resnet10t").weights().fetch(progress=False)
+
+
+def test_a_tagged_timm_name_is_a_model_whose_weights_are_not_cached(elpv_folder, tmp_path, monkeypatch):
+    """`arch.tag` is how timm names pretrained weights (timm.is_model knows them; timm.list_models() does not)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    backbone = get_backbone("timm/resnet18.a1_in1k")
+    assert backbone.feature_dim == 512 and backbone.preprocessing().resize == 235  # a1_in1k's crop_pct 0.95
+    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--model", "timm/resnet18.a1_in1k", "--offline",
+                                       "-q", "--store", str(tmp_path / "t.h5")])
+    url = f"{constants.ENDPOINT}/timm/resnet18.a1_in1k"
+    assert_one_line_naming(result, url, tmp_path / "hf", "not cached and offline", "model.safetensors")
+    with pytest.raises(UnknownNameError, match=r"timm pretrained tag 'resnet18.no_such_tag'.*resnet18.a1_in1k"):
+        get_backbone("timm/resnet18.no_such_tag")

@@ -265,8 +265,15 @@ def _timm_backbone(model_name: str) -> Backbone:
     import timm
     import torch
 
-    if model_name not in timm.list_models():
+    # timm.is_model accepts pretrained tags (`arch.tag`), the names of timm's DINOv2, CLIP and ConvNeXt weights;
+    # timm.list_models() lists architectures only
+    if not timm.is_model(model_name):
         raise UnknownNameError("timm model", model_name, timm.list_models())
+    try:
+        timm.models.get_pretrained_cfg(model_name)
+    except RuntimeError:  # an architecture with a tag it does not have
+        arch = model_name.split(".", 1)[0]
+        raise UnknownNameError("timm pretrained tag", model_name, timm.list_pretrained(f"{arch}.*")) from None
     with torch.device("meta"):
         dim = timm.create_model(model_name, pretrained=False, num_classes=0).num_features
     crop = _timm_preprocessing(model_name)().crop
