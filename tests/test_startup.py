@@ -40,13 +40,19 @@ def test_commands_that_run_no_network_import_neither_torch_nor_torchvision(elpv_
     store, model = tmp_path / "s.h5", tmp_path / "m.skops"
     featx.extract(elpv_folder, "mobilenet_v3_small", weights="random", engine="torch", store=store, workers=0,
                   progress=False)
+    featx.extract(elpv_folder, workers=0, progress=False)  # the default backbone, into the default store
     runs = {
+        "extract (nothing new)": cli("extract", str(elpv_folder)),
+        "extract --store (nothing new)": cli("extract", str(elpv_folder), "--model", "mobilenet_v3_small",
+                                             "--weights", "random", "--store", str(store)),
         "fit": cli("fit", "-f", str(store), "--cv", "2", "--out", str(model)),
         "info STORE": cli("info", str(store)),
         "info MODEL": cli("info", str(model)),
         "models": cli("models"),
         "load_bundle": subprocess.run([sys.executable, "-c", PREDICT, str(model), str(store)], capture_output=True, text=True),
     }
+    for rerun in ("extract (nothing new)", "extract --store (nothing new)"):
+        assert "0 extracted, 20 already in the store" in runs[rerun].stdout, runs[rerun].stderr
     assert runs["fit"].returncode == 0 and model.is_file(), runs["fit"].stderr
     assert runs["info STORE"].returncode == 0 and "files:     20" in runs["info STORE"].stdout
     assert runs["info MODEL"].returncode == 1 and "not a featx feature store" in runs["info MODEL"].stderr
@@ -107,11 +113,26 @@ def test_the_registry_states_what_torchvision_and_timm_say():
 
     for name, backbone in REGISTRY.items():
         assert backbone.input_size == backbone.preprocessing().crop, name
+        assert backbone.preprocessing() == library_preprocessing(name), name
         listed = backbone.default_weights()
         if backbone.family == "torchvision":
             library = TorchvisionWeights(listed.weights)
             assert (listed.expected_file(), listed.download_mb(), listed.id) == (
                 library.expected_file(), library.download_mb(), library.id), name
+
+
+def library_preprocessing(name: str):
+    """What torchvision's DEFAULT weights' transforms, or timm's pretrained config, say of `name`'s inputs."""
+    from torchvision.models import get_model_weights
+
+    from featx.backbones._preprocessing import Preprocessing, interpolation_name
+    from featx.backbones._registry import _timm_preprocessing
+
+    if name.startswith("efficientnet_lite"):
+        return _timm_preprocessing("tf_" + name)
+    tf = get_model_weights(name).DEFAULT.transforms()
+    return Preprocessing(tf.resize_size[0], tf.crop_size[0], interpolation_name(tf.interpolation), tuple(tf.mean),
+                         tuple(tf.std))
 
 
 def test_the_torch_hub_folder_is_found_without_torch(tmp_path):

@@ -106,6 +106,8 @@ def _imagenet_categories() -> list[str]:
 # Lite0 is a dependency (the default backbone); Lite1 (20 MB) and Lite2 (23 MB) come with the `lite` extra.
 
 LITE_EXTRA = {1: "lite", 2: "lite"}
+# (n, resize, crop) of timm's tf_efficientnet_liteN (crop_pct 0.882), TF-style inputs in [-1, 1] (tests check)
+LITE_SIZES = ((0, 256, 224), (1, 272, 240), (2, 292, 260))
 
 
 def _lite_weights(n: int) -> Callable[[], WeightsSource]:
@@ -115,21 +117,19 @@ def _lite_weights(n: int) -> Callable[[], WeightsSource]:
     return weights
 
 
-def _timm_preprocessing(model_name: str) -> Callable[[], Preprocessing]:
-    def preprocessing() -> Preprocessing:
-        import timm
+def _timm_preprocessing(model_name: str) -> Preprocessing:
+    """The preprocessing timm's pretrained config states for `model_name` (`arch` or `arch.tag`)."""
+    import timm
 
-        cfg = timm.models.get_pretrained_cfg(model_name).to_dict()
-        crop = cfg["input_size"][-1]
-        return Preprocessing(
-            resize=int(math.floor(crop / cfg.get("crop_pct", 0.875))),
-            crop=crop,
-            interpolation=interpolation_name(cfg.get("interpolation", "bilinear")),
-            mean=tuple(cfg["mean"]),
-            std=tuple(cfg["std"]),
-        )
-
-    return preprocessing
+    cfg = timm.models.get_pretrained_cfg(model_name).to_dict()
+    crop = cfg["input_size"][-1]
+    return Preprocessing(
+        resize=int(math.floor(crop / cfg.get("crop_pct", 0.875))),
+        crop=crop,
+        interpolation=interpolation_name(cfg.get("interpolation", "bilinear")),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+    )
 
 
 def _timm_build(model_name: str) -> Callable[[], nn.Module]:
@@ -143,26 +143,27 @@ def _timm_build(model_name: str) -> Callable[[], nn.Module]:
 
 # ---- torchvision backbones: torchvision's own builders, weights enums and transforms --------------------
 
-# name: (feature node, feature dimension, input crop, DEFAULT weights file in the torch hub cache, its size in MB);
-# the last three as torchvision states them (tests check), here so that `featx models` needs no torchvision
+# name: (feature node, feature dimension, (resize, crop, interpolation) of the DEFAULT weights' transforms, their
+# file in the torch hub cache, its size in MB); all but the first two as torchvision states them (tests check), here
+# so that `featx models` and a rerun with nothing to extract need no torchvision
 _TORCHVISION = {
-    "vgg16": ("features", 512, 224, "vgg16-397923af.pth", 527.796),
-    "vgg19": ("features", 512, 224, "vgg19-dcbb9e9d.pth", 548.051),
-    "vgg16_bn": ("features", 512, 224, "vgg16_bn-6c64b313.pth", 527.866),
-    "vgg19_bn": ("features", 512, 224, "vgg19_bn-c79401a0.pth", 548.143),
-    "resnet18": ("layer4", 512, 224, "resnet18-f37072fd.pth", 44.661),
-    "resnet34": ("layer4", 512, 224, "resnet34-b627a593.pth", 83.275),
-    "resnet50": ("layer4", 2048, 224, "resnet50-11ad3fa6.pth", 97.79),
-    "resnet101": ("layer4", 2048, 224, "resnet101-cd907fc2.pth", 170.53),
-    "resnet152": ("layer4", 2048, 224, "resnet152-f82ba261.pth", 230.474),
-    "mobilenet_v2": ("features", 1280, 224, "mobilenet_v2-7ebf99e0.pth", 13.598),
-    "mobilenet_v3_small": ("features", 576, 224, "mobilenet_v3_small-047dcff4.pth", 9.829),
-    "mobilenet_v3_large": ("features", 960, 224, "mobilenet_v3_large-5c1a4163.pth", 21.107),
-    "efficientnet_b0": ("features", 1280, 224, "efficientnet_b0_rwightman-7f5810bc.pth", 20.451),
-    "efficientnet_b1": ("features", 1280, 240, "efficientnet_b1-c27df63c.pth", 30.136),
-    "efficientnet_b2": ("features", 1408, 288, "efficientnet_b2_rwightman-c35c1473.pth", 35.174),
-    "efficientnet_b3": ("features", 1536, 300, "efficientnet_b3_rwightman-b3899882.pth", 47.184),
-    "convnext_tiny": ("features", 768, 224, "convnext_tiny-983f1562.pth", 109.119),
+    "vgg16": ("features", 512, (256, 224, "bilinear"), "vgg16-397923af.pth", 527.796),
+    "vgg19": ("features", 512, (256, 224, "bilinear"), "vgg19-dcbb9e9d.pth", 548.051),
+    "vgg16_bn": ("features", 512, (256, 224, "bilinear"), "vgg16_bn-6c64b313.pth", 527.866),
+    "vgg19_bn": ("features", 512, (256, 224, "bilinear"), "vgg19_bn-c79401a0.pth", 548.143),
+    "resnet18": ("layer4", 512, (256, 224, "bilinear"), "resnet18-f37072fd.pth", 44.661),
+    "resnet34": ("layer4", 512, (256, 224, "bilinear"), "resnet34-b627a593.pth", 83.275),
+    "resnet50": ("layer4", 2048, (232, 224, "bilinear"), "resnet50-11ad3fa6.pth", 97.79),
+    "resnet101": ("layer4", 2048, (232, 224, "bilinear"), "resnet101-cd907fc2.pth", 170.53),
+    "resnet152": ("layer4", 2048, (232, 224, "bilinear"), "resnet152-f82ba261.pth", 230.474),
+    "mobilenet_v2": ("features", 1280, (232, 224, "bilinear"), "mobilenet_v2-7ebf99e0.pth", 13.598),
+    "mobilenet_v3_small": ("features", 576, (256, 224, "bilinear"), "mobilenet_v3_small-047dcff4.pth", 9.829),
+    "mobilenet_v3_large": ("features", 960, (232, 224, "bilinear"), "mobilenet_v3_large-5c1a4163.pth", 21.107),
+    "efficientnet_b0": ("features", 1280, (256, 224, "bicubic"), "efficientnet_b0_rwightman-7f5810bc.pth", 20.451),
+    "efficientnet_b1": ("features", 1280, (255, 240, "bilinear"), "efficientnet_b1-c27df63c.pth", 30.136),
+    "efficientnet_b2": ("features", 1408, (288, 288, "bicubic"), "efficientnet_b2_rwightman-c35c1473.pth", 35.174),
+    "efficientnet_b3": ("features", 1536, (320, 300, "bicubic"), "efficientnet_b3_rwightman-b3899882.pth", 47.184),
+    "convnext_tiny": ("features", 768, (236, 224, "bilinear"), "convnext_tiny-983f1562.pth", 109.119),
 }
 
 
@@ -182,21 +183,12 @@ def _tv_named_weights(name: str) -> Callable[[str], WeightsSource]:
     return named
 
 
-def _tv_preprocessing(name: str) -> Callable[[], Preprocessing]:
-    def preprocessing() -> Preprocessing:
-        tf = _tv_weights_enum(name).DEFAULT.transforms()
-        return Preprocessing(
-            resize=tf.resize_size[0],
-            crop=tf.crop_size[0],
-            interpolation=interpolation_name(tf.interpolation),
-            mean=tuple(tf.mean),
-            std=tuple(tf.std),
-        )
-
-    return preprocessing
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def _torchvision_entry(name: str, node: str, dim: int, crop: int, file: str, size_mb: float) -> Backbone:
+def _torchvision_entry(name: str, node: str, dim: int, size: tuple, file: str, size_mb: float) -> Backbone:
+    preprocessing = Preprocessing(*size, *IMAGENET_MEAN_STD)
+
     def build() -> nn.Module:
         from torchvision.models import get_model
 
@@ -207,10 +199,10 @@ def _torchvision_entry(name: str, node: str, dim: int, crop: int, file: str, siz
         family="torchvision",
         build=build,
         default_weights=lambda: TorchvisionDefaultWeights(name, file, size_mb),
-        preprocessing=_tv_preprocessing(name),
+        preprocessing=lambda: preprocessing,
         feature_dim=dim,
         feature_node=node,
-        input_size=crop,
+        input_size=preprocessing.crop,
         categories=lambda: list(_tv_weights_enum(name).DEFAULT.meta["categories"]),
         named_weights=_tv_named_weights(name),
     )
@@ -225,24 +217,27 @@ def _timm_head(model_name: str) -> Callable[[], str]:
     return head
 
 
-def _timm_entry(name: str, model_name: str, weights: Callable[[], WeightsSource], dim: int, crop: int) -> Backbone:
+def _timm_entry(
+    name: str, model_name: str, weights: Callable[[], WeightsSource], dim: int, preprocessing: Preprocessing
+) -> Backbone:
     return Backbone(
         name=name,
         family="timm",
         build=_timm_build(model_name),
         default_weights=weights,
-        preprocessing=_timm_preprocessing(model_name),
+        preprocessing=lambda: preprocessing,
         feature_dim=dim,
         feature_node=None,
-        input_size=crop,
+        input_size=preprocessing.crop,
         categories=_imagenet_categories,
         head=_timm_head(model_name),
     )
 
 
 REGISTRY: dict[str, Backbone] = {
-    **{f"efficientnet_lite{n}": _timm_entry(f"efficientnet_lite{n}", f"tf_efficientnet_lite{n}", _lite_weights(n), 1280, crop)
-       for n, crop in ((0, 224), (1, 240), (2, 260))},
+    **{f"efficientnet_lite{n}": _timm_entry(f"efficientnet_lite{n}", f"tf_efficientnet_lite{n}", _lite_weights(n), 1280,
+                                            Preprocessing(resize, crop, "bicubic", (0.5,) * 3, (0.5,) * 3))
+       for n, resize, crop in LITE_SIZES},
     **{name: _torchvision_entry(name, *entry) for name, entry in _TORCHVISION.items()},
 }
 
@@ -276,8 +271,8 @@ def _timm_backbone(model_name: str) -> Backbone:
         raise UnknownNameError("timm pretrained tag", model_name, timm.list_pretrained(f"{arch}.*")) from None
     with torch.device("meta"):
         dim = timm.create_model(model_name, pretrained=False, num_classes=0).num_features
-    crop = _timm_preprocessing(model_name)().crop
-    return _timm_entry(TIMM_PREFIX + model_name, model_name, lambda: TimmHubWeights(model_name), dim, crop)
+    preprocessing = _timm_preprocessing(model_name)
+    return _timm_entry(TIMM_PREFIX + model_name, model_name, lambda: TimmHubWeights(model_name), dim, preprocessing)
 
 
 def model_names() -> list[str]:

@@ -9,16 +9,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from featx.backbones._device import resolve_device
 from featx.backbones._registry import get_backbone
 from featx.errors import ExtractionInterrupted, ParameterError, UnknownNameError
+
+if TYPE_CHECKING:
+    from featx.features._loader import FeatureBatch
+
 from featx.features._extractor import Extractor, settle_space
-from featx.features._loader import FeatureBatch, ImageArrays, ImageFiles, local_batches
 from featx.features._space import FeatureSpace
 from featx.features._store import FAILED, VANISHED, FeatureStore
 from featx.images._content import FileStat, content_keys, stats
@@ -162,8 +165,6 @@ def extract_files(
         from featx.features._ray import import_ray
 
         import_ray()  # a missing Ray is said at once, before the inputs are hashed
-    else:
-        resolve_device(extractor.device)  # on Ray, each actor resolves it
     if not path.exists():
         extractor.validate(progress)  # a new store is made only for a network that can be built
     preprocessing = extractor.space.preprocessing
@@ -174,6 +175,8 @@ def extract_files(
             from featx.features._ray import ray_batches
 
             return ray_batches(paths, keys, extractor, batch_size, ray, ray_actors)
+        from featx.features._loader import ImageFiles, local_batches
+
         return local_batches(ImageFiles(paths, keys, preprocessing), extractor.runner(), batch_size, workers)
 
     return _execute(path, extractor.space, dtype, _Run(images, rehash=rehash), compute, progress)
@@ -197,6 +200,8 @@ def extract_arrays(
     run = _Run(ImageList(names, np.full(len(names), -1, dtype=np.int64)), items=list(images), keys=list(keys))
 
     def compute(items: list, _keys: list[str]) -> Iterator[FeatureBatch]:
+        from featx.features._loader import ImageArrays, local_batches
+
         return local_batches(ImageArrays(items, extractor.space.preprocessing), extractor.runner(), batch_size, 0)
 
     return _execute(Path(store), extractor.space, "float32", run, compute, progress)

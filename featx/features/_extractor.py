@@ -6,7 +6,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from featx.backbones._device import resolve_device
 from featx.backbones._preprocessing import DEFAULT_DECODE, LEGACY_DECODE
 from featx.backbones._registry import get_backbone
 from featx.backbones._weights import WeightsSource
@@ -69,6 +68,7 @@ class Extractor:
     def runner(self):
         """The network on its engine and device (see `engines.build_runner`), built on the first call."""
         if self._runner is None:
+            from featx.backbones._device import resolve_device
             from featx.features._engines import build_runner
 
             self._runner = build_runner(self.space, self.weights, resolve_device(self.device), self.engine)
