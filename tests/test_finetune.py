@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from click.testing import CliRunner
@@ -77,6 +78,20 @@ def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path
     assert result.exit_code == 0, result.output
     transformer = featx.PretrainedFeatures(weights=body.path, image_size=32, cache=False, engine="torch")
     np.testing.assert_allclose(transformer.fit_transform(list(tuned.paths[:3])), tuned.features[:3], rtol=1e-3, atol=1e-4)
+    # the model finds the weights file its store recorded: new images predict with no extra option (#26)
+    new = tmp_path / "new"
+    new.mkdir()
+    for cell in sorted((cells / "defective").iterdir())[:3]:
+        Image.open(cell).save(new / cell.name, compress_level=1)  # new bytes: not in the training store
+    predict = ["predict", str(tmp_path / "svm.skops"), str(new), "-q", "-w", "0"]
+    found = runner.invoke(main, predict)
+    named = runner.invoke(main, [*predict, "--weights", str(body.path)])
+    assert found.exit_code == 0 and "3 extracted" in found.stderr, found.output
+    assert found.stdout == named.stdout and len(found.stdout.splitlines()) == 4
+    body.path.rename(tmp_path / "moved.safetensors")
+    gone = runner.invoke(main, predict)
+    assert gone.exit_code == 1 and "Traceback" not in gone.output
+    assert f"weights file {body.path}, which is gone: pass" in gone.stderr and len(gone.stderr.splitlines()) == 1
 
     predicted = runner.invoke(main, ["predict", str(trained.path), str(cells / "defective"), "-q", "--workers", "0"])
     assert predicted.exit_code == 0, predicted.output

@@ -17,7 +17,7 @@ MAY_IMPORT = {
     "finetuning": {"classify", "features", "reports", "backbones", "images"},
     "auditing": {"classify", "features", "reports", "backbones", "images"},
 }
-TOP = {"errors", "names", "_lazy", "_moved", "datasets", "__init__"}  # loose modules, importable from anywhere
+TOP = {"errors", "names", "outputs", "_lazy", "_moved", "datasets", "__init__"}  # loose modules, importable from anywhere
 
 
 def module_name(path: Path) -> str:

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 from sklearn.pipeline import Pipeline
 
-from featx.errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError, UnsafeLoadWarning
+from featx.errors import (
+    FeatureSpaceMismatchError,
+    FeatxError,
+    UnknownNameError,
+    UnsafeLoadWarning,
+    WeightsUnavailableError,
+)
 from featx.features._space import FeatureSpace
 from featx.names import MODEL_FORMATS
 
@@ -56,11 +62,27 @@ class ModelBundle:
         return Path(self.info["store"]) if "store" in self.info else self.space.store_path(self.dtype)
 
     def extractor(self, weights: str | os.PathLike | None = None, device: str = "auto", engine: str = "auto") -> Extractor:
-        """The extraction of exactly this bundle's feature space. Weights named only by a file hash cannot be
-        found again: pass that file as `weights`."""
+        """The extraction of exactly this bundle's feature space. Weights named only by a file hash (fine-tuned
+        ones) are the file its training store recorded, while it is there and unchanged; else pass the file
+        as `weights`."""
         from featx.features._extractor import Extractor
 
+        if weights is None and "weights_file" in self.info:
+            weights = self._recorded_weights(Path(self.info["weights_file"]))
         return Extractor(self.space, self.space.weights_source(weights), device, engine)
+
+    def _recorded_weights(self, path: Path) -> Path:
+        from featx.backbones._weights import FileWeights
+
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"the model's features come from the weights file {path}, which is gone: pass that file (or a "
+                "copy) with --weights FILE")
+        if FileWeights(path).id != self.space.weights:
+            raise FeatureSpaceMismatchError(
+                f"the model's features come from the weights file {path}, which has changed since "
+                f"({self.space.weights} then): pass the file the features came from with --weights FILE")
+        return path
 
     def save(self, path: str | os.PathLike, format: str = "skops") -> Path:
         """Write the bundle (skops: safe to share; joblib: pickle, unsafe to load from others)."""

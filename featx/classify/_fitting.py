@@ -277,6 +277,7 @@ def fit(
         else:
             trained = _fit_in_memory(opened, s, chosen, weight, cv, seed, n_jobs)
         space, dtype, failures = opened.space, opened.dtype, sorted((p, r) for p, (_, r) in opened.failures().items())
+        weights_file = opened.weights_file
     hyperparameters = {chosen.param: trained.best}
     details = {
         "classifier": clf,
@@ -297,5 +298,6 @@ def fit(
         title=f"featx fit: {clf} on {Path(store).name}",
     )
     info = {"classifier": clf, "hyperparameters": hyperparameters, "class_weight": class_weight, "featx": __version__,
-            "store": str(Path(store).absolute())}  # predict and evaluate read the rows it already has
+            "store": str(Path(store).absolute()),  # predict and evaluate read the rows it already has
+            **({"weights_file": str(weights_file)} if weights_file else {})}  # and find fine-tuned weights
     return ModelBundle(trained.pipeline, s.classes, space, dtype, info), report

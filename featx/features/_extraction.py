@@ -21,6 +21,7 @@ from featx.errors import ExtractionInterrupted, ParameterError, UnknownNameError
 if TYPE_CHECKING:
     from featx.features._loader import FeatureBatch
 
+from featx.backbones._weights import FileWeights
 from featx.features._extractor import Extractor, settle_space
 from featx.features._space import FeatureSpace
 from featx.features._store import FAILED, VANISHED, FeatureStore
@@ -179,7 +180,8 @@ def extract_files(
 
         return local_batches(ImageFiles(paths, keys, preprocessing), extractor.runner(), batch_size, workers)
 
-    return _execute(path, extractor.space, dtype, _Run(images, rehash=rehash), compute, progress)
+    weights_file = extractor.weights.path if isinstance(extractor.weights, FileWeights) else None
+    return _execute(path, extractor.space, dtype, _Run(images, rehash=rehash), compute, progress, weights_file)
 
 
 def extract_arrays(
@@ -207,10 +209,14 @@ def extract_arrays(
     return _execute(Path(store), extractor.space, "float32", run, compute, progress)
 
 
-def _execute(path: Path, space: FeatureSpace, dtype: str, run: _Run, compute, progress: bool) -> ExtractReport:
+def _execute(
+    path: Path, space: FeatureSpace, dtype: str, run: _Run, compute, progress: bool, weights_file: Path | None = None
+) -> ExtractReport:
     created = not path.exists()
     with FeatureStore.create_or_open(path, space, dtype) as opened:
         try:
+            if weights_file is not None:
+                opened.record_weights_file(weights_file)
             start = time.perf_counter()
             report = run.execute(opened, compute, progress)
             report.seconds = time.perf_counter() - start

@@ -384,6 +384,24 @@ class FeatureStore:
         file_lock.unlock()
         return store
 
+    @property
+    def weights_file(self) -> Path | None:
+        """The file the latest run read this store's weights from (`--weights FILE`), as an absolute path:
+        how a model fitted on these features finds them again (`ModelBundle.extractor`)."""
+        recorded = self._attrs.get("weights_file")
+        return Path(recorded) if recorded is not None else None
+
+    def record_weights_file(self, path: Path) -> None:
+        """Remember the weights file of this run (see `weights_file`)."""
+        path = path.absolute()
+        if self.weights_file != path:
+            self._file_lock.lock(exclusive=True)
+            try:
+                self.h5.attrs["weights_file"] = str(path)
+                self.h5.flush()
+            finally:
+                self._file_lock.unlock()
+
     def close(self) -> None:
         if self._writer is not None:
             self._file_lock.lock(exclusive=True)  # HDF5 may write as it closes
