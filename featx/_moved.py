@@ -12,11 +12,12 @@ import sys
 import types
 import warnings
 
-# old module (below featx.) -> its new home
+# old module (below featx.) -> its new home. featx.backbones, featx.auditing and featx.finetuning are packages
+# now, named like the modules they replace: their public names are the packages' exports.
 MOVED = {
     "inputs": "images._inputs", "content": "images._content", "decode": "images._decode",
     "memory": "images._memory", "views": "images._views",
-    "backbones": "backbones._registry", "weights": "backbones._weights",
+    "weights": "backbones._weights",
     "preprocessing": "backbones._preprocessing", "device": "backbones._device",
     "space": "features._space", "store": "features._store", "loader": "features._loader",
     "network": "features._network", "engines": "features._engines", "extraction": "features._extraction",
@@ -24,25 +25,19 @@ MOVED = {
     "classifiers": "classify._classifiers", "fitting": "classify._fitting", "bundle": "classify._bundle",
     "inference": "classify._inference",
     "report": "reports._report", "html_report": "reports._html", "figures": "reports._figures",
-    "auditing": "auditing._audit", "audit_page": "auditing._page",
+    "audit_page": "auditing._page",
     "finetuned": "finetuning._apply", "finetuned_classifier": "finetuning._estimator",
 }
 
 
 class _Alias(types.ModuleType):
-    """An old module path: every attribute is read from (and written to) the module that now holds it."""
+    """An old module path: every attribute is read from the module that now holds it."""
 
     def __getattr__(self, name: str):
         target = self.__dict__.get("_target")
         if target is None or name.startswith("__"):
             raise AttributeError(name)
         return getattr(importlib.import_module(target), name)
-
-    def __setattr__(self, name: str, value) -> None:
-        if name.startswith("__") or name == "_target":
-            super().__setattr__(name, value)
-        else:
-            setattr(importlib.import_module(self._target), name, value)
 
 
 class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -56,9 +51,9 @@ class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         new = "featx." + MOVED[module.__name__[len("featx."):]]
-        module._target = new
+        module.__dict__["_target"] = new
         warnings.warn(
-            f"{module.__name__} moved to {new.rsplit('.', 1)[0]} (featx 0.2); import from there",
+            f"{module.__name__} is deprecated: it moved to {new.rsplit('.', 1)[0]}; import from there",
             DeprecationWarning,
             stacklevel=2,
         )
