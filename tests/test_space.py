@@ -91,11 +91,13 @@ def test_timm_backbones_are_described_once_without_weights(monkeypatch):
 
 @pytest.mark.parametrize("params", [{"engine": "tensorrt"}, {"device": "tpu"}, {"pooling": "median"}, {"batch_size": 0}])
 def test_transformer_parameters_are_checked_at_fit_as_value_errors(params, tmp_path):
-    with pytest.raises(ValueError):
+    (name, value), = params.items()
+    with pytest.raises(ValueError, match=rf"{name.replace('_', '.')}.*{value}|{value}.*{name.replace('_', '.')}"):
         PretrainedFeatures("mobilenet_v3_small", weights="random", **params).fit(["x.png"])
 
 
 def test_extract_parameter_errors_are_value_errors(elpv_folder, tmp_path):
     for params in ({"dtype": "float8"}, {"engine": "tensorrt"}, {"device": "tpu"}, {"batch_size": 0}):
-        with pytest.raises(ValueError):
+        (name, value), = params.items()
+        with pytest.raises(ValueError, match=rf"{name.replace('_', '.')}.*{value}|{value}.*{name.replace('_', '.')}"):
             featx.extract(elpv_folder, store=tmp_path / "s.h5", **{**SMALL, "weights": "random", **params})

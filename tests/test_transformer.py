@@ -101,7 +101,8 @@ def test_init_only_stores_parameters_and_fit_validates():
     est = PretrainedFeatures("no_such_model", pooling="median", batch_size=0)  # no error until fit
     assert est.get_params()["model"] == "no_such_model"
     for bad in ({"model": "no_such_model"}, {"pooling": "median"}, {"batch_size": 0}, {"cache": 3}, {"layer": "nope"}):
-        with pytest.raises(ValueError):
+        (name, value), = bad.items()
+        with pytest.raises(ValueError, match=rf"{name.replace('_', '.')}.*{value}|{value}.*{name.replace('_', '.')}"):
             PretrainedFeatures(**{**FAST, **bad}).fit(["x.png"])
 
 

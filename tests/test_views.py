@@ -70,7 +70,10 @@ def test_image_size_sets_the_crop_and_the_store(tmp_path):
     weights = backbone.weights()
     spaces = [FeatureSpace.of(backbone, weights, None, "avg", size) for size in (None, 300, 384)]
     assert spaces[0] == FeatureSpace.of(backbone, weights, None, "avg")
-    assert "image_size" not in spaces[0].as_dict()  # stores made before keep their space
+    # stores made before keep their space: the default size records the weights' own preprocessing, no more
+    assert set(spaces[0].as_dict()) == {"model", "weights", "preprocessing", "layer", "pooling"}
+    assert spaces[0].as_dict()["preprocessing"] == default.as_dict()
+    assert (spaces[1].as_dict()["preprocessing"]["resize"], spaces[1].as_dict()["preprocessing"]["crop"]) == (300, 300)
     assert len({s.store_path() for s in spaces}) == 3
     assert [s.image_size for s in spaces] == [None, 300, 384]
     # a 300 x 300 ELPV cell at its native size reaches the network untouched
@@ -137,5 +140,6 @@ def test_a_model_bundle_reextracts_in_its_own_size_and_tta():
     space = FeatureSpace.of(backbone, backbone.weights(), None, "gem", 300, "d4")
     extractor = ModelBundle(pipeline=None, classes=["a", "b"], space=space, dtype="float32").extractor()
     assert extractor.space == space and (space.image_size, space.tta, space.pooling) == (300, "d4", "gem")
+    assert type(extractor.weights) is type(backbone.weights()) and extractor.weights.id == backbone.weights().id
     plain = ModelBundle(None, ["a"], FeatureSpace.of(backbone, backbone.weights(), None, "avg"), "float32")
     assert plain.extractor().space.as_dict() == plain.space.as_dict() and plain.space.image_size is None

@@ -143,7 +143,7 @@ def _check_run(dtype: str, batch_size: int) -> None:
     if dtype not in DTYPES:
         raise UnknownNameError("dtype", dtype, DTYPES)
     if batch_size < 1:
-        raise ParameterError("batch size must be at least 1")
+        raise ParameterError(f"batch size must be at least 1, not {batch_size}")
 
 
 def extract_files(
