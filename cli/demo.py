@@ -65,10 +65,10 @@ def demo(directory, per_class, quiet):
     from featx.classify._fitting import fit
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
     from featx.features._extraction import extract
-    from featx.outputs import atomic_write, check_manifest, check_output
+    from featx.outputs import atomic_write, check_manifest, check_output, manifest_path
     from featx.reports._report import Report, report_prefix
 
-    from .fit import manifest_of, save_fitted
+    from .fit import save_fitted
 
     directory = check_output(directory, "--dir", folder=True)
     folder = write_elpv_folder(directory / "elpv", per_class=per_class, prune=True)  # the demo's own copies
@@ -87,8 +87,8 @@ def demo(directory, per_class, quiet):
     prefix = report_prefix(model)
     saved = [model, test_csv, prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
     digest = training_digest(extracted.store, {"clf": "svm", "test_size": TEST_SIZE, "split": split})
-    if (all(path.exists() for path in [*saved, fitted, manifest_of(model)]) and fitted.read_text().strip() == digest
-            and not check_manifest(manifest_of(model))):
+    if (all(path.exists() for path in [*saved, fitted, manifest_path(model)]) and fitted.read_text().strip() == digest
+            and not check_manifest(manifest_path(model))):
         click.echo(f"model: up to date (same images, labels and settings as when {model} was fitted): not fitted again")
         report = Report.from_dict(json.loads(saved[3].read_text()))
         click.echo(f"report: {saved[2]}")

@@ -57,13 +57,13 @@ def evaluate(model, data, unsafe_pickle, weights, batch_size, workers, device, q
     as thumbnails), JSON and PNG figures. Classes of the model absent from DATA are named; balanced accuracy
     and macro F1 average over the classes present.
     """
-    from featx.outputs import check_output, output_set
+    from featx.outputs import check_output, manifest_path, output_set
     from featx.reports._report import report_prefix
 
     prefix = check_output(prefix or report_prefix(model, data), "--report")
     report, summary = apply_model("evaluate", model, data, weights, tta, unsafe_pickle, batch_size=batch_size, workers=workers,
                                   device=device, progress=not quiet)
-    with output_set(prefix.with_name(prefix.name + ".manifest.json")) as written:
+    with output_set(manifest_path(prefix)) as written:
         written += report.save(prefix, tsne=tsne)
     click.echo(f"report: {written[0]}")
     click.echo(summary, err=True)

@@ -41,18 +41,13 @@ def pick_store(store: str | None, option: str = "--features STORE") -> Path:
     return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
 
 
-def manifest_of(out: Path) -> Path:
-    """The manifest of a saved model and its report: MODEL.manifest.json."""
-    return out.with_name(out.name + ".manifest.json")
-
-
 def save_fitted(bundle, report, out: Path, fmt: str = "skops", tsne: bool = False) -> list[Path]:
     """Save the model as `out`, its report files beside it, then OUT.manifest.json naming them all (the run
     and their sha256: featx.outputs.check_manifest); returns the report's files, the HTML page first."""
-    from featx.outputs import output_set
+    from featx.outputs import manifest_path, output_set
     from featx.reports._report import report_prefix
 
-    with output_set(manifest_of(out)) as files:
+    with output_set(manifest_path(out)) as files:
         files.append(bundle.save(out, fmt))
         written = report.save(report_prefix(out), tsne=tsne)
         files += written

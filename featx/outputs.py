@@ -96,6 +96,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> I
 
 
 def sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -119,6 +120,12 @@ def write_manifest(path: str | os.PathLike, files: Sequence[str | os.PathLike]) 
     with atomic_write(path, "w") as out:
         out.write(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+    """The manifest of the set written beside `path` (a model and its report, a report prefix): PATH.manifest.json."""
+    path = Path(path)
+    return path.with_name(path.name + ".manifest.json")
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -138,11 +137,9 @@ class FileWeights(WeightsSource):
             return self._label
         if not self.path.is_file():
             raise WeightsUnavailableError(f"weights file not found: {self.path}")
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return f"file:sha256:{digest.hexdigest()[:16]}"
+        from featx.outputs import sha256
+
+        return f"file:sha256:{sha256(self.path)[:16]}"
 
     def available(self) -> bool:
         return self.path.is_file()

@@ -113,7 +113,7 @@ class _WriterLock:
     """
 
     def __init__(self, store: Path) -> None:
-        self.path = store.with_name(store.name + ".lock")
+        self.path = _WriterLock.path_of(store)
         self.store = store
         self.fd: int | None = None
 
@@ -144,10 +144,14 @@ class _WriterLock:
             self.fd = None
 
     @staticmethod
+    def path_of(store: Path) -> Path:
+        return store.with_name(store.name + ".lock")
+
+    @staticmethod
     def active_writer(store: Path) -> int | None:
         """The PID of a live process writing `store`, if any (read without touching the lock)."""
         try:
-            pid = int((store.with_name(store.name + ".lock")).read_text().strip())
+            pid = int(_WriterLock.path_of(store).read_text().strip())
             os.kill(pid, 0)
         except (OSError, ValueError):
             return None
@@ -159,7 +163,7 @@ class _WriterLock:
         writer lets go (or dies); taken and dropped at once, so the next writer is not held up."""
         while _WriterLock.active_writer(store):
             try:
-                fd = os.open(store.with_name(store.name + ".lock"), os.O_RDONLY)
+                fd = os.open(_WriterLock.path_of(store), os.O_RDONLY)
             except FileNotFoundError:
                 return
             try:
