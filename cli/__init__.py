@@ -17,6 +17,7 @@ COMMANDS = {
     "predict": ("predict", "Predict classes of images with a saved model or fine-tuned network, as CSV."),
     "audit": ("audit", "Find duplicates, train/test leaks, outliers and likely label errors in a store; write clean.csv."),
     "export": ("export", "Export a store's embeddings as parquet or npy, for pandas, polars, DuckDB or LanceDB."),
+    "similar": ("similar", "Find the stored images most like query images (cosine), as CSV and an HTML page."),
     "viz": ("viz", "Look inside the network: feature maps, ideal class images, adversarial examples."),
 }
 

@@ -122,3 +122,107 @@ def test_export_refuses_an_empty_store_and_says_how_to_get_pyarrow(tmp_path, mon
     result = CliRunner().invoke(main, ["export", str(path), "--out", str(tmp_path / "e.parquet")])
     assert result.exit_code == 1 and 'pip install "featx[explore]"' in result.output
     assert not (tmp_path / "e.parquet").exists()
+
+
+# ---- featx similar ----------------------------------------------------------------------------------------
+def cells(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.png"))
+
+
+def test_a_jpeg_of_a_stored_cell_finds_its_source_first_and_a_stored_query_is_read(store, elpv_folder, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from html_checks import embedded_images, no_external_url, parse_html
+
+    source = cells(elpv_folder)[7]
+    Image.open(source).convert("RGB").save(tmp_path / "again.jpg", quality=80)
+    (tmp_path / "copy.png").write_bytes(cells(elpv_folder)[3].read_bytes())  # stored content, another name
+    out, report = tmp_path / "similar.csv", tmp_path / "similar.html"
+    args = ["similar", str(tmp_path / "again.jpg"), str(tmp_path / "copy.png"), "--store", str(store), "-k", "5",
+            "--out", str(out), "--report", str(report), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "2 queries: 1 read from" in result.output and "1 extracted" in result.output
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"] * 2
+    first = rows[0]
+    assert Path(first["path"]).resolve() == source.resolve() and first["label"] == source.parent.name
+    assert float(first["similarity"]) > 0.95
+    assert cells(elpv_folder)[3].resolve() not in {Path(r["path"]).resolve() for r in rows[5:]}  # not its own row
+    document = parse_html(report.read_text())
+    assert len(embedded_images(document)) == 12 and no_external_url(report.read_text())
+    # a query the store holds is read, never extracted again
+    monkeypatch.setattr("featx.exploring._similar._extract", lambda *a: pytest.fail("a stored query was re-extracted"))
+    again = CliRunner().invoke(main, ["similar", str(tmp_path / "copy.png"), "--store", str(store), "-k", "3"])
+    assert again.exit_code == 0 and again.output.count("copy.png") == 3
+
+
+def brute_force(features: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    x = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sims = queries @ x.T
+    sims[np.arange(len(own)), own] = -np.inf
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def test_the_neighbours_are_those_of_a_brute_force_search_exact_or_indexed(tmp_path, monkeypatch):
+    from featx.exploring import _similar
+    from featx.features._neighbours import unit_rows
+
+    path = synthetic_store(tmp_path / "s.h5", 3000, 16, block=1000)
+    monkeypatch.setattr(_similar, "BLOCK_BYTES", 16 * 4 * 700)  # several blocks
+    own = np.arange(0, 3000, 97)
+    with FeatureStore.open(path) as opened:
+        features = opened.rows(np.arange(3000))
+        queries, usable = unit_rows(features[own]), np.ones(3000, bool)
+        expected = brute_force(features, queries, own, 10)
+        _, exact = _similar._search(opened, queries, own, usable, 10, exact=True)
+        _, indexed = _similar._search(opened, queries, own, usable, 10, exact=False)
+    np.testing.assert_array_equal(exact, expected)
+    indexed = [[row for row in rows if row != mine][:10] for rows, mine in zip(indexed, own)]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(indexed, expected)])
+    assert recall >= 0.95 and [rows[0] for rows in indexed] == list(expected[:, 0])
+
+
+def test_the_index_is_built_once_and_extended_when_the_store_grows(tmp_path):
+    from featx.exploring._similar import cached_index, index_path
+
+    path = synthetic_store(tmp_path / "s.h5", 500, 8)
+    with FeatureStore.open(path) as opened:
+        assert cached_index(opened).ntotal == 500
+    built = index_path(path).stat().st_mtime_ns
+    with FeatureStore.open(path) as opened:
+        cached_index(opened)
+    assert index_path(path).stat().st_mtime_ns == built
+    with FeatureStore.create_or_open(path, synthetic_space()) as opened:
+        opened.commit(keys=["x" * KEY_LENGTH], features=np.ones((1, 8), np.float32), files=[("new.png", 500, 0)])
+    with FeatureStore.open(path) as opened:
+        index = cached_index(opened)
+        assert index.ntotal == 501 and index.search(np.ones((1, 8), np.float32) / np.sqrt(8), 1)[1][0, 0] == 500
+
+
+def test_similar_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path, private_cache):
+    empty = tmp_path / "empty.h5"
+    FeatureStore.create_or_open(empty, synthetic_space()).close()
+    (tmp_path / "notes.jpg").write_text("not an image")
+    cell = next(iter(featx.load_features(store).paths))
+    runs = {
+        "empty store": ["similar", cell, "--store", str(empty)],
+        "not an image": ["similar", str(tmp_path / "notes.jpg"), "--store", str(store), "-q"],
+        "no such query": ["similar", str(tmp_path / "missing.png"), "--store", str(store)],
+    }
+    results = {name: CliRunner().invoke(main, args) for name, args in runs.items()}
+    with FeatureStore.open(store) as opened:  # the queries' extraction store holding another feature space
+        apply = private_cache / "apply" / opened.space.store_path(opened.dtype).name
+    apply.unlink(missing_ok=True)
+    FeatureStore.create_or_open(apply, synthetic_space()).close()
+    results["another feature space"] = CliRunner().invoke(main, runs["not an image"])
+    expected = {"empty store": (1, f"{empty} holds no features"),
+                "not an image": (1, "none of the 1 queries could be used"),
+                "no such query": (2, "missing.png"),
+                "another feature space": (1, "feature space")}
+    for name, (code, text) in expected.items():
+        result = results[name]
+        assert (result.exit_code, text in result.output) == (code, True), (name, result.output)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert "Traceback" not in result.output and len(errors) == 1 and text in errors[0], (name, result.output)
