@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -226,3 +227,128 @@ def test_similar_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path, 
         assert (result.exit_code, text in result.output) == (code, True), (name, result.output)
         errors = [line for line in result.output.splitlines() if line.startswith("Error")]
         assert "Traceback" not in result.output and len(errors) == 1 and text in errors[0], (name, result.output)
+
+
+# ---- featx map --------------------------------------------------------------------------------------------
+def page_data(page: Path) -> dict:
+    """The data the map's script holds (D), read back from the page."""
+    import json
+    import re
+
+    return json.loads(re.search(r"const D = (\{.*?\}), gd =", page.read_text()).group(1))
+
+
+def test_the_map_page_holds_every_file_and_is_coloured_by_a_models_predictions(store, tmp_path):
+    from featx.classify._fitting import fit as train
+
+    out = tmp_path / "map.html"
+    result = CliRunner().invoke(main, ["map", str(store), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded = featx.load_features(store)
+    data = page_data(out)
+    assert data["paths"] == list(loaded.paths) and data["labels"] == list(loaded.classes[loaded.labels])
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in data["thumbs"])
+    text = out.read_text()
+    assert "<script src" not in text and "<link" not in text  # plotly's script is inlined: no network
+    bundle, _ = train(store, "logreg", cv=2)
+    model = bundle.save(tmp_path / "m.skops")
+    result = CliRunner().invoke(main, ["map", str(store), "--color", "prediction", "--model", str(model), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    predicted = list(np.asarray(bundle.classes, dtype=object)[bundle.pipeline.predict(loaded.features)])
+    assert page_data(out)["predictions"] == predicted
+    assert f'"name":"{predicted[0]} ({predicted.count(predicted[0])})"' in out.read_text()  # a legend entry per prediction
+
+
+def test_map_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path):
+    out = str(tmp_path / "map.html")
+    runs = {
+        "unknown colouring": (["map", str(store), "--color", "size", "--out", out], 2, "'size' is not one of"),
+        "prediction without a model": (["map", str(store), "--color", "prediction", "--out", out], 2, "--color prediction needs --model"),
+        "missing model": (["map", str(store), "--color", "prediction", "--model", str(tmp_path / "no.skops"), "--out", out], 1, "no model file"),
+        "missing audit": (["map", str(store), "--color", "finding", "--audit", str(tmp_path / "none"), "--out", out], 1, "no audit folder"),
+    }
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        runs["umap not installed"] = (["map", str(store), "--method", "umap", "--out", out], 1, 'pip install "featx[umap]"')
+    for name, (args, code, text) in runs.items():
+        result = CliRunner().invoke(main, args)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code == code and len(errors) == 1 and text in errors[0], (name, result.output)
+    assert not Path(out).exists()
+
+
+# ---- in a real browser (headless Chromium) ----------------------------------------------------------------
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+browser = pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here: apt-get install chromium")
+# Run in the page after it loads: counts the points plotly holds, moves the mouse onto the first point (a real
+# mousemove on plotly's drag layer), clicks the first legend entry, and writes what it saw into the DOM.
+PROBE = """
+(async function () {
+  const sleep = ms => new Promise(done => setTimeout(done, ms));
+  await sleep(500);
+  const gd = document.getElementById("map"), seen = {};
+  const shown = () => gd.data.filter(t => t.visible !== "legendonly" && t.name !== "found").reduce((n, t) => n + t.x.length, 0);
+  seen.points = shown();
+  const layout = gd._fullLayout, drag = gd.querySelector(".nsewdrag"), box = drag.getBoundingClientRect();
+  drag.dispatchEvent(new MouseEvent("mousemove", {bubbles: true, clientX: box.left + layout.xaxis.l2p(gd.data[0].x[0]),
+                                                  clientY: box.top + layout.yaxis.l2p(gd.data[0].y[0])}));
+  await sleep(500);
+  const panel = document.getElementById("hover"), img = panel.querySelector("img");
+  seen.hover = {shown: !panel.hidden, width: img.naturalWidth, path: panel.querySelector(".path").textContent,
+                first: gd.data[0].customdata[0]};
+  const toggle = document.querySelector(".legend .traces .legendtoggle"), at = toggle.getBoundingClientRect();
+  const click = {bubbles: true, clientX: at.x + 5, clientY: at.y + 5, buttons: 1};
+  toggle.dispatchEvent(new MouseEvent("mousedown", click));
+  toggle.dispatchEvent(new MouseEvent("mouseup", click));
+  document.dispatchEvent(new MouseEvent("mouseup", click));
+  await sleep(1500);
+  seen.after_legend = shown();
+  seen.hidden_class = gd.data[0].name;
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(seen);
+  document.body.appendChild(out);
+})();
+"""
+IMAGES = """document.body.insertAdjacentHTML("beforeend", '<pre id="probe">' + JSON.stringify(
+  {images: document.images.length, drawn: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length}) + "</pre>");"""
+
+
+def in_chromium(page: Path, script: str) -> dict:
+    """What `script`, run at the end of a copy of `page` in headless Chromium, wrote into #probe."""
+    import json
+    import re
+
+    probe = page.with_name(f"probe-{page.name}")
+    probe.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>"))
+    run = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+                          "--window-size=1200,900", "--virtual-time-budget=20000", "--dump-dom", probe.absolute().as_uri()],
+                         capture_output=True, text=True, timeout=300)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', run.stdout)
+    assert found, run.stderr[-2000:]
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+@browser
+@pytest.mark.slow
+def test_in_a_browser_the_map_shows_a_point_per_file_a_thumbnail_on_hover_and_hides_a_class(store, tmp_path):
+    out = tmp_path / "map.html"
+    assert CliRunner().invoke(main, ["map", str(store), "--out", str(out)]).exit_code == 0
+    loaded, data = featx.load_features(store), page_data(out)
+    seen = in_chromium(out, PROBE)
+    assert seen["points"] == len(loaded.paths) == 20
+    first = seen["hover"]["first"]
+    assert seen["hover"]["shown"] and seen["hover"]["width"] > 0 and seen["hover"]["path"] == data["paths"][first]
+    hidden = seen["hidden_class"].rsplit(" (", 1)[0]
+    assert seen["after_legend"] == 20 - sum(label == hidden for label in data["labels"]) == 15
+
+
+@browser
+@pytest.mark.slow
+def test_in_a_browser_the_similar_page_shows_every_thumbnail(store, elpv_folder, tmp_path):
+    report = tmp_path / "similar.html"
+    queries = [str(p) for p in cells(elpv_folder)[:2]]
+    result = CliRunner().invoke(main, ["similar", *queries, "--store", str(store), "-k", "4", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert in_chromium(report, IMAGES) == {"images": 10, "drawn": 10}

@@ -6,4 +6,5 @@ from featx._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "export_embeddings": "._export",
     "similar": "._similar", "Similar": "._similar",
+    "embedding_map": "._map",
 })
