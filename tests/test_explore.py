@@ -352,3 +352,11 @@ def test_in_a_browser_the_similar_page_shows_every_thumbnail(store, elpv_folder,
     result = CliRunner().invoke(main, ["similar", *queries, "--store", str(store), "-k", "4", "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert in_chromium(report, IMAGES) == {"images": 10, "drawn": 10}
+
+
+def test_the_fit_reports_static_map_points_to_featx_map(tmp_path):
+    from featx.reports._report import Report, metrics
+
+    labels = np.array([0, 1, 0, 1])
+    report = Report(["a", "b"], metrics(labels, labels, ["a", "b"]), {"store": "cache/cells.h5"})
+    assert "featx map cache/cells.h5 --color prediction --model MODEL" in report.html({}, tmp_path)
