@@ -43,3 +43,16 @@ def apply(*options):
         return command
 
     return decorate
+
+
+# how a model's images are extracted (its feature space comes from the model)
+extraction_options = apply(
+    unsafe_pickle,
+    click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
+    batch_size,
+    workers,
+    device,
+    quiet,
+    click.option("--tta", type=click.Choice(TTAS), default="none", show_default=True,
+                 help="A fine-tuned network (featx finetune): d4 averages its head over the 8 symmetries."),
+)
