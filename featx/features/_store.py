@@ -45,8 +45,10 @@ import shutil
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -101,6 +103,25 @@ class FeatureSet(NamedTuple):
     labels: np.ndarray
     paths: np.ndarray
     classes: np.ndarray
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What `featx info` shows of a store (`FeatureStore.summary()`); `gone` and `vanished` map a path to its
+    class (None: unlabeled)."""
+
+    rows: int
+    features: int
+    dtype: str
+    files: int
+    classes: dict[str, int]  # class name -> files of that class, in the store's class order
+    unlabeled: int
+    failures: dict[str, str]  # path -> reason
+    gone: dict[str, str | None]  # no longer on disk since the last extraction (a stat each)
+    vanished: dict[str, str | None]  # found gone by an extraction
+    writer_pid: int | None
+    space: dict
+    versions: dict
 
 
 class _WriterLock:
@@ -679,6 +700,22 @@ class FeatureStore:
             features = np.zeros((0, self.n_features or 0), self.dtype)
         labels = np.fromiter((label for _, label in files.values()), dtype=np.int64, count=len(files))
         return FeatureSet(features, labels, np.array(list(files), dtype=object), np.array(self.classes(), dtype=object))
+
+    def summary(self) -> StoreSummary:
+        """The counts, failures and files gone that `featx info` shows."""
+        (files, gone), classes = self.files_on_disk(), self.classes()
+        counts = Counter(label for _, label in files.values())
+
+        def named(label: int) -> str | None:
+            return classes[label] if label >= 0 else None
+
+        return StoreSummary(
+            self.count("rows"), self.n_features or 0, self.dtype, len(files),
+            {name: counts.get(i, 0) for i, name in enumerate(classes)}, counts.get(-1, 0),
+            {path: reason for path, (_, reason) in self.failures().items()},
+            {path: named(label) for path, (_, label) in gone.items()},
+            {path: named(label) for path, label in self.vanished().items()},
+            self.writer_pid, self.space.as_dict(), self.versions)
 
     # ---- checking and salvaging a damaged store ----------------------------------------------------------
     def check(self) -> list[str]:
