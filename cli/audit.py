@@ -7,6 +7,7 @@ from featx.auditing._audit import DEFAULT_DROP, KINDS, NEIGHBOURS
 from featx.classify._classifiers import CLASSIFIERS
 
 from .errors import user_errors
+from .options import pick_store
 
 
 def _kinds(ctx, param, value: str) -> tuple[str, ...]:
@@ -50,8 +51,6 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
     """
     from featx.auditing._audit import audit as run
     from featx.outputs import check_output
-
-    from .fit import pick_store
 
     check_output(out, "--out", folder=True)
     path = pick_store(store, "featx audit STORE")

@@ -1,6 +1,9 @@
 """Click options shared by several commands; choices and defaults come from `featx.names` (torch-free)."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ENGINES, POOLINGS, TTAS
@@ -32,6 +35,18 @@ unsafe_pickle = click.option(
     "--unsafe-pickle", is_flag=True,
     help="Also load a model saved with --format joblib (a pickle: loading it runs any code it holds; only your own).",
 )
+
+
+def pick_store(store: str | None, option: str = "--features STORE") -> Path:
+    """`featx.features.find_store`, asking which store on a terminal when the cache folder holds several."""
+    from featx.features._store import find_store
+
+    return find_store(store, option, _ask if sys.stdin.isatty() else None)
+
+
+def _ask(listing: str, found: list[Path]) -> Path:
+    click.echo(listing, err=True)
+    return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
 
 
 def apply(*options):

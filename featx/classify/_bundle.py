@@ -155,6 +155,18 @@ class ModelBundle:
                 joblib.dump(state, tmp)
         return path
 
+    def save_with_report(self, out: str | os.PathLike, report: Report, format: str = "skops",
+                         tsne: bool = False) -> list[Path]:
+        """Save the bundle as `out`, `report`'s files beside it, then OUT.manifest.json naming them all (the run
+        and their sha256: featx.outputs.check_manifest); returns the report's files, the HTML page first."""
+        from featx.outputs import manifest_path, output_set
+        from featx.reports._report import report_prefix
+
+        with output_set(manifest_path(out)) as files:
+            files.append(self.save(out, format))
+            written = report.save(report_prefix(out), tsne=tsne)
+            files += written
+        return written
 
 def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str | None]:
     """(indices of the `paths` whose content the training store holds, their features, None), read only;

@@ -46,7 +46,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -717,6 +717,18 @@ class FeatureStore:
             {path: named(label) for path, label in self.vanished().items()},
             self.writer_pid, self.space.as_dict(), self.versions)
 
+    def training_digest(self, settings: dict) -> str:
+        """A digest of what a fit would see: every labelled file (path, content, class) and the fit's
+        `settings`. `featx demo` reuses a saved model whose digest equals this one instead of fitting again."""
+        import hashlib
+
+        from featx import __version__
+
+        keys, classes = self.keys(), self.classes()
+        view = sorted((path, keys[row], classes[label]) for path, (row, label) in self.files().items() if label >= 0)
+        text = json.dumps({"featx": __version__, "settings": settings, "files": view})
+        return hashlib.sha256(text.encode()).hexdigest()
+
     # ---- checking and salvaging a damaged store ----------------------------------------------------------
     def check(self) -> list[str]:
         """Every problem found: `_damage`, then unreadable texts, file entries past the rows, rows that are all
@@ -984,3 +996,30 @@ def load_features(store: str | os.PathLike, only_present: bool = False) -> Featu
     the store's last extraction saw, as earlier versions did."""
     with FeatureStore.open(store) as opened:
         return opened.load(only_present)
+
+
+def stores_in(folder: str | os.PathLike) -> list[Path]:
+    """Feature stores (*.h5) in a folder, newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+
+
+def find_store(store: str | os.PathLike | None, option: str = "--features STORE",
+               choose: Callable[[str, list[Path]], Path] | None = None) -> Path:
+    """The store given, else the only store in the cache folder; several: `choose(listing, stores)` picks one
+    (the CLI asks on a terminal), else an error listing them. `option`: how the caller names a store."""
+    from featx.features._space import cache_dir
+
+    if store:
+        return Path(store)
+    found = stores_in(cache_dir())
+    if not found:
+        raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass {option}")
+    if len(found) == 1:
+        return found[0]
+    listing = f"several feature stores in {cache_dir()}/ (newest first):\n" + "\n".join(
+        f"  {i}. {path}" for i, path in enumerate(found, 1)
+    )
+    if choose is None:
+        raise FeatxError(f"{listing}\nchoose one with {option}")
+    return choose(listing, found)

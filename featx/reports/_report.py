@@ -202,6 +202,18 @@ class Report:
         subtitle = f"{m['n']:,} images, {len(self.classes)} classes"
         return h.page(self.title, sections, subtitle)
 
+    def write_test_csv(self, path: str | os.PathLike) -> Path:
+        """The test images as a CSV of path,class (paths relative to the CSV, as featx reads them)."""
+        import csv
+
+        from featx.outputs import atomic_write
+
+        path = Path(path)
+        with atomic_write(path, "w", newline="") as out:
+            rows = zip(self.outcomes.paths, self.outcomes.true)
+            csv.writer(out).writerows((os.path.relpath(p, path.parent), self.classes[label]) for p, label in rows)
+        return path
+
     def save(self, prefix: str | os.PathLike, tsne: bool = False) -> list[Path]:
         """Write PREFIX.html (everything, one self-contained file), PREFIX.json, PREFIX-confusion.png and
         PREFIX-pca.png (and PREFIX-tsne.png); return the paths, the HTML page first."""
