@@ -49,6 +49,12 @@ def _ask(listing: str, found: list[Path]) -> Path:
     return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
 
 
+def number_range(low: float, high: float | None, low_open: bool, high_open: bool) -> click.ParamType:
+    """The click type of a library's range (low, high, low excluded, high excluded): integers if `low` is one."""
+    kind = click.IntRange if isinstance(low, int) else click.FloatRange
+    return kind(low, high, min_open=low_open, max_open=high_open)
+
+
 def apply(*options):
     """One decorator applying `options` in the order listed (as they appear in --help)."""
 
