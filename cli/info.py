@@ -21,6 +21,7 @@ from .errors import user_errors
 def info(store, history, check, repair):
     """Show what the feature STORE holds: the files extracted from as they are on disk now."""
     from featx.features._store import FeatureStore, gone_note
+    from featx.images._failures import failure_lines
 
     if check or repair:
         _check(Path(store), repair)
@@ -39,8 +40,8 @@ def info(store, history, check, repair):
     if summary.unlabeled:
         click.echo(f"unlabeled: {summary.unlabeled}")
     click.echo(f"failures:  {len(summary.failures)}")
-    for path, reason in list(summary.failures.items())[:50]:
-        click.echo(f"  {path}: {reason}")
+    for line in failure_lines(list(summary.failures.items()), prefix="  "):
+        click.echo(line)
     gone = summary.gone
     click.echo(f"gone:      {len(summary.vanished) + len(gone)} files no longer on disk (their features stay cached)")
     if gone:

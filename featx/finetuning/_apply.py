@@ -92,8 +92,9 @@ def load_finetuned(path: str | os.PathLike) -> FineTuned:
 
 
 def failures_summary(n: int, failures: list[tuple[str, str]]) -> str:
-    lines = [f"{n} files, {len(failures)} failed"] + [f"  failed: {p}: {r}" for p, r in failures[:20]]
-    return "\n".join(lines + ([f"  ... and {len(failures) - 20} more"] if len(failures) > 20 else []))
+    from featx.images._failures import failure_lines
+
+    return "\n".join([f"{n} files, {len(failures)} failed", *failure_lines(failures)])
 
 
 def predict(model: FineTuned, data, tta: str = "none", **options) -> tuple[Predictions, Decoded]:

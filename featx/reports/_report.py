@@ -75,7 +75,7 @@ def _data_name(data: Sequence[str | os.PathLike]) -> str:
 MISTAKES_SHOWN = 200  # the most confident mistakes in the HTML report
 CORRECT_SHOWN = 6  # correct examples per class
 PREDICTIONS_SHOWN = 120  # the least confident predictions of `featx predict --report`
-FAILURES_SHOWN = 500
+PAGE_FAILURES_SHOWN = 500  # files that failed listed on a report page (a line each; the text summaries: images.FAILURES_SHOWN)
 
 
 @dataclass
@@ -257,8 +257,8 @@ def _failures(failures: list[tuple[str, str]], folder) -> list[str]:
 
     if not failures:
         return []
-    more = f" (the first {FAILURES_SHOWN})" if len(failures) > FAILURES_SHOWN else ""
-    return [h.section(f"Files that could not be read ({len(failures):,}){more}", h.file_list(failures[:FAILURES_SHOWN], folder))]
+    more = f" (the first {PAGE_FAILURES_SHOWN})" if len(failures) > PAGE_FAILURES_SHOWN else ""
+    return [h.section(f"Files that could not be read ({len(failures):,}){more}", h.file_list(failures[:PAGE_FAILURES_SHOWN], folder))]
 
 
 def predictions_page(outcomes: Outcomes, classes: list[str], failures: list[tuple[str, str]], folder, title: str) -> str:
