@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -55,10 +56,10 @@ def number_range(low: float, high: float | None, low_open: bool, high_open: bool
     return kind(low, high, min_open=low_open, max_open=high_open)
 
 
-def apply(*options):
+def apply(*options: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
     """One decorator applying `options` in the order listed (as they appear in --help)."""
 
-    def decorate(command):
+    def decorate(command: Callable) -> Callable:
         for option in reversed(options):
             command = option(command)
         return command

@@ -17,7 +17,8 @@ import zipfile
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.pipeline import Pipeline
@@ -94,8 +95,8 @@ class ModelBundle:
                 f"({self.space.weights} then): pass the file the features came from with --weights FILE")
         return path
 
-    def evaluate(self, data: str | os.PathLike | Sequence[str | os.PathLike], *, weights=None, tta: str = "none",
-                 **options) -> tuple[Report, Sources]:
+    def evaluate(self, data: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 weights: str | os.PathLike | None = None, tta: str = "none", **options: Any) -> tuple[Report, Sources]:
         """Report of the bundle on labelled images (class folders or CSV labels); returns (Report, Sources).
 
         `options` go to `featx.extract` (device, batch_size, workers, progress).
@@ -122,8 +123,8 @@ class ModelBundle:
         )
         return report, sources
 
-    def predict(self, data: str | os.PathLike | Sequence[str | os.PathLike], *, weights=None, tta: str = "none",
-                **options) -> tuple[Predictions, Sources]:
+    def predict(self, data: str | os.PathLike | Sequence[str | os.PathLike], *,
+                weights: str | os.PathLike | None = None, tta: str = "none", **options: Any) -> tuple[Predictions, Sources]:
         """Predictions of the bundle for every image in `data` (those that failed: their reasons); returns
         (Predictions, Sources)."""
         images, features, found, sources = _bundle_features(self, data, weights, tta, **options)
@@ -244,7 +245,7 @@ def _unimportable(module: str):
             del sys.modules[module]
 
 
-def skops_io():
+def skops_io() -> ModuleType:
     """`skops.io`, imported without importing torch.
 
     skops.io lists its trusted types when first imported, with scikit-learn's `all_estimators`, whose package

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from featx.classify._bundle import ModelBundle
 from featx.classify._results import Predictions, Sources
@@ -16,13 +17,13 @@ from featx.reports._report import Report
 __all__ = ["Predictions", "Sources", "evaluate", "predict"]
 
 
-def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None,
-             **options) -> tuple[Report, Sources]:
+def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights: str | os.PathLike | None = None,
+             **options: Any) -> tuple[Report, Sources]:
     """`bundle.evaluate(data, weights=weights, **options)`."""
     return bundle.evaluate(data, weights=weights, **options)
 
 
-def predict(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None,
-            **options) -> tuple[Predictions, Sources]:
+def predict(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights: str | os.PathLike | None = None,
+            **options: Any) -> tuple[Predictions, Sources]:
     """`bundle.predict(data, weights=weights, **options)`."""
     return bundle.predict(data, weights=weights, **options)

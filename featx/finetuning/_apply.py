@@ -5,7 +5,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,17 +53,19 @@ class FineTuned:
             found[indices] = True
         return scores[found], found, failures
 
-    def predict(self, data, *, weights=None, tta: str = "none", **options) -> tuple[Predictions, Decoded]:
+    def predict(self, data: str | os.PathLike | Sequence[str | os.PathLike], *, weights: str | os.PathLike | None = None,
+                tta: str = "none", **options: Any) -> tuple[Predictions, Decoded]:
         """The head's predictions for every image in `data` (see `predict`); `weights` must be None (the
         network is the file)."""
         return predict(self, data, tta, **_no_weights(weights, options))
 
-    def evaluate(self, data, *, weights=None, tta: str = "none", **options) -> tuple[Report, Decoded]:
+    def evaluate(self, data: str | os.PathLike | Sequence[str | os.PathLike], *, weights: str | os.PathLike | None = None,
+                 tta: str = "none", **options: Any) -> tuple[Report, Decoded]:
         """Report of the head on labelled images (see `evaluate`)."""
         return evaluate(self, data, tta, **_no_weights(weights, options))
 
 
-def _no_weights(weights, options: dict) -> dict:
+def _no_weights(weights: str | os.PathLike | None, options: dict) -> dict:
     if weights is not None:
         raise ParameterError(f"weights={weights!r}: a fine-tuned network is its own weights file; pass none")
     return options

@@ -261,7 +261,8 @@ def _failures(failures: list[tuple[str, str]], folder) -> list[str]:
     return [h.section(f"Files that could not be read ({len(failures):,}){more}", h.file_list(failures[:PAGE_FAILURES_SHOWN], folder))]
 
 
-def predictions_page(outcomes: Outcomes, classes: list[str], failures: list[tuple[str, str]], folder, title: str) -> str:
+def predictions_page(outcomes: Outcomes, classes: list[str], failures: list[tuple[str, str]], folder: str | os.PathLike,
+                     title: str) -> str:
     """The HTML page of `featx predict --report`: predictions of unlabelled images, least confident first."""
     from featx.reports import _html as h
 
