@@ -14,8 +14,8 @@ import os
 import sys
 import warnings
 import zipfile
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -23,23 +23,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from featx.classify._classifiers import class_scores
+from featx.classify._results import Predictions, Sources
 from featx.errors import (
-    FeatureSpaceMismatchError,
     BadInputError,
+    FeatureSpaceMismatchError,
     FeatxError,
     ParameterError,
     UnknownNameError,
     UnsafeLoadWarning,
     WeightsUnavailableError,
 )
-from featx.classify._classifiers import class_scores
-from featx.classify._results import Predictions, Sources
 from featx.features._space import FeatureSpace
 from featx.features._store import FeatureStore
 from featx.images._inputs import ImageList
+from featx.names import MODEL_FORMATS
 from featx.reports._figures import map_rows
 from featx.reports._report import Outcomes, Report, metrics
-from featx.names import MODEL_FORMATS
 
 if TYPE_CHECKING:
     from featx.features._extractor import Extractor
@@ -168,6 +168,7 @@ class ModelBundle:
             written = report.save(report_prefix(out), tsne=tsne)
             files += written
         return written
+
 
 def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str | None]:
     """(indices of the `paths` whose content the training store holds, their features, None), read only;
