@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from featx.backbones._registry import get_backbone
 from featx.errors import ExtractionInterrupted, ParameterError, UnknownNameError
@@ -26,8 +24,10 @@ from featx.features._extractor import Extractor, settle_space
 from featx.features._space import FeatureSpace
 from featx.features._store import FAILED, VANISHED, FeatureStore
 from featx.images._content import FileStat, content_keys, stats
+from featx.images._failures import failure_lines
 from featx.images._inputs import ImageList, find_images
 from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES
+from featx.outputs import progress_bar
 
 RACY_NS = 2_000_000_000  # 2 s: the coarsest file timestamp granularity in common use (FAT; 1 s on ext3, HFS+)
 
@@ -55,32 +55,7 @@ class ExtractReport:
             f"{self.n_cached} already in the store, {_count(self.n_failed, 'file')} failed ({self.seconds:.1f} s, {rate})",
             f"store: {self.store}" if self.store.exists() else "store: none written (nothing to keep)",
         ]
-        lines += [f"  failed: {path}: {reason}" for path, reason in self.failures[:20]]
-        if self.n_failed > 20:
-            lines.append(f"  ... and {self.n_failed - 20} more (see: featx info {self.store})")
-        return "\n".join(lines)
-
-
-class _Lines:
-    """A stream that turns tqdm's carriage-return redraws into whole lines, for logs and pipes."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        text = text.replace("\r", "").rstrip()
-        if text:
-            self.stream.write(text + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-def progress_bar(total: int, enabled: bool = True) -> tqdm:
-    """A progress bar on stderr: redrawn on a terminal, a line every few seconds otherwise (pipes, logs)."""
-    if sys.stderr.isatty():
-        return tqdm(total=total, unit="img", desc="extract", disable=not enabled, file=sys.stderr)
-    return tqdm(total=total, unit="img", desc="extract", disable=not enabled, file=_Lines(sys.stderr), mininterval=5, ascii=True)
+        return "\n".join(lines + failure_lines(self.failures, more=f" (see: featx info {self.store})"))
 
 
 def _count(n: int, noun: str) -> str:

@@ -45,8 +45,10 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -101,6 +103,25 @@ class FeatureSet(NamedTuple):
     labels: np.ndarray
     paths: np.ndarray
     classes: np.ndarray
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What `featx info` shows of a store (`FeatureStore.summary()`); `gone` and `vanished` map a path to its
+    class (None: unlabeled)."""
+
+    rows: int
+    features: int
+    dtype: str
+    files: int
+    classes: dict[str, int]  # class name -> files of that class, in the store's class order
+    unlabeled: int
+    failures: dict[str, str]  # path -> reason
+    gone: dict[str, str | None]  # no longer on disk since the last extraction (a stat each)
+    vanished: dict[str, str | None]  # found gone by an extraction
+    writer_pid: int | None
+    space: dict
+    versions: dict
 
 
 class _WriterLock:
@@ -680,6 +701,34 @@ class FeatureStore:
         labels = np.fromiter((label for _, label in files.values()), dtype=np.int64, count=len(files))
         return FeatureSet(features, labels, np.array(list(files), dtype=object), np.array(self.classes(), dtype=object))
 
+    def summary(self) -> StoreSummary:
+        """The counts, failures and files gone that `featx info` shows."""
+        (files, gone), classes = self.files_on_disk(), self.classes()
+        counts = Counter(label for _, label in files.values())
+
+        def named(label: int) -> str | None:
+            return classes[label] if label >= 0 else None
+
+        return StoreSummary(
+            self.count("rows"), self.n_features or 0, self.dtype, len(files),
+            {name: counts.get(i, 0) for i, name in enumerate(classes)}, counts.get(-1, 0),
+            {path: reason for path, (_, reason) in self.failures().items()},
+            {path: named(label) for path, (_, label) in gone.items()},
+            {path: named(label) for path, label in self.vanished().items()},
+            self.writer_pid, self.space.as_dict(), self.versions)
+
+    def training_digest(self, settings: dict) -> str:
+        """A digest of what a fit would see: every labelled file (path, content, class) and the fit's
+        `settings`. `featx demo` reuses a saved model whose digest equals this one instead of fitting again."""
+        import hashlib
+
+        from featx import __version__
+
+        keys, classes = self.keys(), self.classes()
+        view = sorted((path, keys[row], classes[label]) for path, (row, label) in self.files().items() if label >= 0)
+        text = json.dumps({"featx": __version__, "settings": settings, "files": view})
+        return hashlib.sha256(text.encode()).hexdigest()
+
     # ---- checking and salvaging a damaged store ----------------------------------------------------------
     def check(self) -> list[str]:
         """Every problem found: `_damage`, then unreadable texts, file entries past the rows, rows that are all
@@ -947,3 +996,30 @@ def load_features(store: str | os.PathLike, only_present: bool = False) -> Featu
     the store's last extraction saw, as earlier versions did."""
     with FeatureStore.open(store) as opened:
         return opened.load(only_present)
+
+
+def stores_in(folder: str | os.PathLike) -> list[Path]:
+    """Feature stores (*.h5) in a folder, newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+
+
+def find_store(store: str | os.PathLike | None, option: str = "--features STORE",
+               choose: Callable[[str, list[Path]], Path] | None = None) -> Path:
+    """The store given, else the only store in the cache folder; several: `choose(listing, stores)` picks one
+    (the CLI asks on a terminal), else an error listing them. `option`: how the caller names a store."""
+    from featx.features._space import cache_dir
+
+    if store:
+        return Path(store)
+    found = stores_in(cache_dir())
+    if not found:
+        raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass {option}")
+    if len(found) == 1:
+        return found[0]
+    listing = f"several feature stores in {cache_dir()}/ (newest first):\n" + "\n".join(
+        f"  {i}. {path}" for i, path in enumerate(found, 1)
+    )
+    if choose is None:
+        raise FeatxError(f"{listing}\nchoose one with {option}")
+    return choose(listing, found)

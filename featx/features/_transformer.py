@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import StoreInUseError
 from featx.images._content import content_keys
+from featx.images._failures import failure_lines
 from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 
 STORE_WAIT_SECONDS = 600.0  # how long to wait for another process (a parallel CV fold) writing the store
@@ -66,9 +67,8 @@ def _wait_for_store(call: Callable[[], _T]) -> _T:
 
 
 def _failed(failures: list[tuple[str, str]]) -> ValueError:
-    shown = "; ".join(f"{path}: {reason}" for path, reason in failures[:10])
-    more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-    return ValueError(f"{len(failures)} image(s) could not be used, and a transformer cannot drop rows: {shown}{more}")
+    shown = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
+    return ValueError(f"{len(failures)} image(s) could not be used, and a transformer cannot drop rows: {shown}")
 
 
 class PretrainedFeatures(TransformerMixin, BaseEstimator):

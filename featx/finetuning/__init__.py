@@ -4,6 +4,6 @@ from featx._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "finetune": "._train", "FinetuneConfig": "._train",
-    "load_finetuned": "._apply", "is_finetuned": "._apply",
+    "load_finetuned": "._apply", "is_finetuned": "._apply", "load_model": "._models",
     "FinetunedClassifier": "._estimator",
 })

@@ -127,7 +127,7 @@ def decoded_batches(paths: Sequence[str], preprocessing: Preprocessing, workers:
                     ) -> Iterator[tuple[list[int], list[str], torch.Tensor]]:
     """(indices into `paths`, their content keys, uint8 N x 3 x S x S) for the files that decode, on worker
     processes; each file that does not is appended to `failures` as (path, reason), as `featx extract` says it."""
-    from tqdm.auto import tqdm
+    from featx.outputs import progress_bar
 
     good, keys = [], []
     for i, (key, error, _) in enumerate(content_keys(paths)):
@@ -137,8 +137,7 @@ def decoded_batches(paths: Sequence[str], preprocessing: Preprocessing, workers:
             good.append(i)
             keys.append(key)
     dataset = ImageFiles([paths[i] for i in good], keys, preprocessing)
-    with tqdm(total=len(good), unit="img", desc=desc, disable=not progress or not sys.stderr.isatty(),
-              file=sys.stderr) as bar:
+    with progress_bar(len(good), progress, desc) as bar:
         for found, batch, failed in make_loader(dataset, batch_size, workers):
             failures += [(dataset.paths[j], reason) for j, reason, _ in failed]
             bar.update(len(found) + len(failed))
@@ -345,10 +344,9 @@ def _run_epoch(trainee: Classifier, data: _Images, train: np.ndarray, config: Fi
     step, total = steps
     scaler = torch.amp.GradScaler(enabled=trainee.device.type == "cuda" and not torch.cuda.is_bf16_supported())
     losses, seen, start = [], 0, time.perf_counter()
-    from tqdm.auto import tqdm
+    from featx.outputs import progress_bar
 
-    with tqdm(total=len(order), unit="img", desc=f"epoch {epoch + 1}", leave=False, file=sys.stderr,
-              disable=not progress or not sys.stderr.isatty()) as bar:
+    with progress_bar(len(order), progress, f"epoch {epoch + 1}", leave=False) as bar:
         for chunk, images in data.batches(order, config.batch_size):
             for group in optimizer.param_groups:
                 group["lr"] = group["peak"] * lr_factor(config.schedule, step / max(total, 1))
