@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -68,16 +69,19 @@ class Preprocessing:
         """The shorter side a JPEG is never decoded below; None: images are decoded at full size."""
         return DRAFT_MARGIN * self.resize if self.decode == "reduced" else None
 
-    def geometric(self):
-        """A function: PIL image (RGB or L) -> uint8 3 x crop x crop tensor."""
-        gap = REDUCING_GAP if self.decode == "reduced" else None
-        return functools.partial(
-            resize_crop, resize=self.resize, crop=self.crop, interpolation=self.interpolation, reducing_gap=gap
-        )
+    def geometric(self) -> Callable[[Image.Image], torch.Tensor]:
+        """A function: PIL image (RGB or L) -> uint8 3 x crop x crop tensor (made once per preprocessing:
+        `load` runs it for every image)."""
+        return _geometric(self.resize, self.crop, self.interpolation, REDUCING_GAP if self.decode == "reduced" else None)
 
     def load(self, data: bytes) -> torch.Tensor:
         """Encoded image bytes -> uint8 3 x crop x crop tensor (raises `DecodeError` for bad bytes)."""
         return self.geometric()(decode_image(data, self.min_decode_size))
+
+
+@functools.cache
+def _geometric(resize: int, crop: int, interpolation: str, reducing_gap: float | None) -> Callable[[Image.Image], torch.Tensor]:
+    return functools.partial(resize_crop, resize=resize, crop=crop, interpolation=interpolation, reducing_gap=reducing_gap)
 
 
 def resize_crop(

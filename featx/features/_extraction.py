@@ -15,7 +15,6 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from featx.backbones._registry import get_backbone
 from featx.errors import ExtractionInterrupted, ParameterError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -129,9 +128,9 @@ def extract(
     A file whose size, modification time, inode and change time are those recorded in the store's stat
     index is not read again; `rehash` reads and hashes every file regardless.
     """
-    get_backbone(model)  # an unknown model is said before the inputs are searched
-    images = find_images(data, label_pattern)
+    # the registry entry is looked up once, before the inputs are searched (an unknown model is said first)
     extractor = Extractor.create(model, weights, layer, pooling, image_size, tta, device, engine, decode=decode)
+    images = find_images(data, label_pattern)
     extractor = settle_space(extractor, decode, Path(store) if store is not None else None, dtype)
     return extract_files(
         images, extractor, store=store, dtype=dtype, batch_size=batch_size, workers=workers, progress=progress,
@@ -168,7 +167,7 @@ def extract_files(
         import_ray()  # a missing Ray is said at once, before the inputs are hashed
     if not path.exists():
         extractor.validate(progress)  # a new store is made only for a network that can be built
-    preprocessing = extractor.space.preprocessing
+    preprocessing = extractor.preprocessing
 
     def compute(paths: list[str], keys: list[str]) -> Iterator[FeatureBatch]:
         extractor.weights.fetch(progress)  # download on first use (here, not silently in the network's build)
@@ -204,7 +203,7 @@ def extract_arrays(
     def compute(items: list, _keys: list[str]) -> Iterator[FeatureBatch]:
         from featx.features._loader import ImageArrays, local_batches
 
-        return local_batches(ImageArrays(items, extractor.space.preprocessing), extractor.runner(), batch_size, 0)
+        return local_batches(ImageArrays(items, extractor.preprocessing), extractor.runner(), batch_size, 0)
 
     return _execute(Path(store), extractor.space, "float32", run, compute, progress)
 

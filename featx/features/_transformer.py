@@ -134,7 +134,6 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
         Reads no weights and builds no network: the layers' widths come from shapes alone.
         """
-        from featx.backbones._device import resolve_device
         from featx.features._extractor import Extractor, settle_space
 
         _as_items(X)
@@ -142,11 +141,11 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.cache is not None and not isinstance(self.cache, (bool, str, os.PathLike)):
             raise ValueError(f"cache must be None, False or a store path, got {self.cache!r}")
-        resolve_device(self.device)
         self._extractor = Extractor.create(
             self.model, self.weights, self.layer, self.pooling, self.image_size, self.tta, self.device, self.engine,
             decode=self.decode,
         )
+        self._extractor.resolved_device()  # a bad device is said by fit, and resolved once for transform
         if self.cache is not False:  # an existing store of featx 0.1.0 is extended in its own decode mode
             store = None if self.cache is None or self.cache is True else Path(self.cache)
             self._extractor = settle_space(self._extractor, self.decode, store, "float32")
