@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
@@ -10,9 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from featx.errors import BadInputError, UnknownNameError
 from featx.images._decode import decode as decode_image
-from featx.names import DECODES
+from featx.names import validate_parameters
 
 if TYPE_CHECKING:
     import torch
@@ -53,15 +51,13 @@ class Preprocessing:
 
     def at_size(self, size: int | None) -> Preprocessing:
         """Shorter side resized to `size`, centre crop `size` x `size` (no margin); None: this preprocessing."""
+        validate_parameters(image_size=size)
         if size is None:
             return self
-        if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
-            raise BadInputError(f"image size must be a positive integer or None, got {size!r}")
         return replace(self, resize=int(size), crop=int(size))
 
     def with_decode(self, decode: str) -> Preprocessing:
-        if decode not in DECODES:
-            raise UnknownNameError("decode mode", decode, DECODES)
+        """This preprocessing with the decode mode `decode` (checked by the caller's parameters)."""
         return replace(self, decode=decode)
 
     @property

@@ -20,9 +20,8 @@ from featx.backbones._device import BatchRunner
 from featx.backbones._preprocessing import LEGACY_DECODE
 from featx.backbones._registry import Backbone, get_backbone
 from featx.backbones._weights import WeightsSource
-from featx.errors import FeatxError, ParameterError, UnknownNameError
+from featx.errors import FeatxError, ParameterError
 from featx.features._space import FeatureSpace, digest, user_cache_dir
-from featx.names import ENGINES
 from featx.outputs import atomic_path
 
 OPSET = 17
@@ -172,8 +171,6 @@ def select_runner(
     `network()` builds the FeatureNetwork (not called when the ONNX graph is cached); `cache_path`: where the
     exported graph is kept (see `onnx_path`; None: not kept); `crop`: the input's H, W.
     """
-    if engine not in ENGINES:
-        raise UnknownNameError("engine", engine, ENGINES)
     network = functools.cache(network)  # built at most once, even when auto falls back to PyTorch
     if engine in ("torch", "compile") or (engine == "auto" and (device.type != "cpu" or not onnxruntime_available())):
         return BatchRunner(network(), device, compile=engine == "compile")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from tqdm.auto import tqdm
 
-from featx.errors import ExtractionInterrupted, ParameterError, UnknownNameError
+from featx.errors import ExtractionInterrupted
 
 if TYPE_CHECKING:
     from featx.features._loader import FeatureBatch
@@ -25,7 +25,7 @@ from featx.features._space import FeatureSpace
 from featx.features._store import FAILED, VANISHED, FeatureStore
 from featx.images._content import FileStat, content_keys, stats
 from featx.images._inputs import ImageList, find_images
-from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES
+from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, validate_parameters
 
 RACY_NS = 2_000_000_000  # 2 s: the coarsest file timestamp granularity in common use (FAT; 1 s on ext3, HFS+)
 
@@ -137,13 +137,6 @@ def extract(
     )
 
 
-def _check_run(dtype: str, batch_size: int) -> None:
-    if dtype not in DTYPES:
-        raise UnknownNameError("dtype", dtype, DTYPES)
-    if batch_size < 1:
-        raise ParameterError(f"batch size must be at least 1, not {batch_size}")
-
-
 def extract_files(
     images: ImageList,
     extractor: Extractor,
@@ -158,7 +151,7 @@ def extract_files(
     rehash: bool = False,
 ) -> ExtractReport:
     """`extract` for found images and a ready extractor (whose network is reused across calls)."""
-    _check_run(dtype, batch_size)
+    validate_parameters(dtype=dtype, batch_size=batch_size, workers=workers, ray_actors=ray_actors)
     path = Path(store) if store is not None else extractor.space.store_path(dtype)
     if ray is not None:
         from featx.features._ray import import_ray
@@ -195,7 +188,7 @@ def extract_arrays(
     """In-memory RGB images, keyed by their pixels (`memory.image_key`), through the same run as files:
     only contents not yet in the store are computed. They get no file entries; failures are reported
     under `names` (default "image <i>")."""
-    _check_run("float32", batch_size)
+    validate_parameters(batch_size=batch_size)
     inputs = ArrayInputs(images, keys, names if names is not None else [f"image {i}" for i in range(len(images))])
 
     def compute(items: list, _keys: list[str]) -> Iterator[FeatureBatch]:

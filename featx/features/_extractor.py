@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 from featx.backbones._preprocessing import DEFAULT_DECODE, LEGACY_DECODE, Preprocessing
 from featx.backbones._registry import Backbone, get_backbone
 from featx.backbones._weights import WeightsSource
-from featx.errors import FeatxError, UnknownNameError
+from featx.errors import FeatxError
 from featx.features._space import FeatureSpace
 from featx.features._store import FeatureStore
-from featx.names import DEFAULT_MODEL, ENGINES
+from featx.names import DEFAULT_MODEL, validate_parameters
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +40,7 @@ class Extractor:
         engine: str = "auto",
         backbone: Backbone | None = None,
     ) -> None:
-        if engine not in ENGINES:
-            raise UnknownNameError("engine", engine, ENGINES)
+        validate_parameters(engine=engine)
         self.space, self.weights, self.device, self.engine = space, weights, str(device), engine
         self._backbone, self._device, self._runner = backbone, None, None
 
@@ -58,7 +57,10 @@ class Extractor:
         engine: str = "auto",
         decode: str | None = None,
     ) -> Extractor:
-        """`decode` None: the default mode for a new store (see `settle_space` for an existing one)."""
+        """`decode` None: the default mode for a new store (see `settle_space` for an existing one). Each
+        parameter is checked once: against `featx.names.PARAMETERS` here (`image_size` by `Preprocessing.at_size`,
+        `engine` by the constructor), the model by the registry, the device when first resolved."""
+        validate_parameters(model=model, weights=weights, layer=layer, pooling=pooling, tta=tta, decode=decode)
         backbone = get_backbone(model)
         source = backbone.weights(weights)
         space = FeatureSpace.of(backbone, source, layer, pooling, image_size, tta, decode or DEFAULT_DECODE)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from featx.backbones._preprocessing import LEGACY_DECODE, Preprocessing
-from featx.errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError
-from featx.names import POOLINGS, TTAS
+from featx.errors import FeatureSpaceMismatchError, FeatxError
 
 if TYPE_CHECKING:
     from featx.backbones._registry import Backbone
@@ -67,12 +66,6 @@ class FeatureSpace:
     layer: tuple[str, ...]
     pooling: str = "avg"
     tta: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise UnknownNameError("pooling", self.pooling, POOLINGS)
-        if self.tta not in TTAS:
-            raise UnknownNameError("test-time augmentation", self.tta, TTAS)
 
     @classmethod
     def of(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import numbers
 import os
 import tempfile
 import time
@@ -22,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import StoreInUseError
 from featx.images._content import content_keys
-from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, validate_parameters
 
 STORE_WAIT_SECONDS = 600.0  # how long to wait for another process (a parallel CV fold) writing the store
 _T = TypeVar("_T")
@@ -137,10 +136,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         from featx.features._extractor import Extractor, settle_space
 
         _as_items(X)
-        if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.cache is not None and not isinstance(self.cache, (bool, str, os.PathLike)):
-            raise ValueError(f"cache must be None, False or a store path, got {self.cache!r}")
+        validate_parameters(batch_size=self.batch_size, cache=self.cache)  # the others: by Extractor.create
         self._extractor = Extractor.create(
             self.model, self.weights, self.layer, self.pooling, self.image_size, self.tta, self.device, self.engine,
             decode=self.decode,
