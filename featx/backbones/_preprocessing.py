@@ -123,6 +123,6 @@ def _torchvision_resize_crop(image: Image.Image, resize: int, crop: int, interpo
     return transform(image)
 
 
-def interpolation_name(mode) -> str:
+def interpolation_name(mode: object) -> str:
     """Name of a torchvision InterpolationMode or a timm interpolation string."""
     return mode.value if hasattr(mode, "value") else str(mode)

@@ -51,7 +51,9 @@ class FeatureNetwork(nn.Module):
     `tta="d4"`: the trunk runs on the 8 symmetries of each (square) image and their features are averaged.
     """
 
-    def __init__(self, trunk: nn.Module, mean, std, pooling: str, tta: str = "none") -> None:
+    def __init__(
+        self, trunk: nn.Module, mean: Sequence[float], std: Sequence[float], pooling: str, tta: str = "none"
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         self.pooling = pooling

@@ -475,18 +475,22 @@ class FeatureStore:
         if problems:
             return problems
         lengths = {name: self._table_length(name) for name in _TABLES}
-        lengths["features"] = self.h5["features"].shape[0] if "features" in self.h5 else 0
+        lengths["features"] = self._stored("features")
         for name, length in lengths.items():
             count = self.count(_TABLES[name][1] if name in _TABLES else "rows")
             if length < count:
                 problems.append(f"{count} {name} entries are committed, its table holds {length}")
         return problems
 
+    def _stored(self, name: str) -> int:
+        """Entries the dataset `name` holds, committed or not (0 when it is missing)."""
+        return self.h5[name].shape[0] if name in self.h5 else 0
+
     def _table_length(self, name: str) -> int:
         """Entries a table holds, committed or not (a text column: those whose bytes are all there)."""
         dtype, counter = _TABLES[name]
         if dtype is not _TEXT or not self._text_layout:
-            return self.h5[name].shape[0] if name in self.h5 else 0
+            return self._stored(name)
         ends, size = self.h5[name + ".ends"], self.h5[name + ".bytes"].shape[0]
         count = min(self.count(counter), ends.shape[0])
         return count if not count or int(ends[count - 1]) <= size else 0
@@ -724,7 +728,7 @@ class FeatureStore:
             raise DamagedStoreError(
                 f"{self.path}: its feature space cannot be read, so neither can its rows: extract again into a new store"
             ) from None
-        n = min(self.count("rows"), self._table_length("keys"), self.h5["features"].shape[0] if "features" in self.h5 else 0)
+        n = min(self.count("rows"), self._table_length("keys"), self._stored("features"))
         keep = np.setdiff1d(np.arange(n), self._bad_rows())
         new_row = {int(row): i for i, row in enumerate(keep)}
         try:

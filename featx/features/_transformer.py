@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +27,10 @@ STORE_WAIT_SECONDS = 600.0  # how long to wait for another process (a parallel C
 _T = TypeVar("_T")
 
 
-def _as_items(X) -> list:
+ImagesLike = Sequence | np.ndarray  # a list, tuple, 1-D array, Series or one-column DataFrame of images
+
+
+def as_items(X: ImagesLike) -> list:
     """The images of X as a list: a list/tuple, 1-D array, Series, one-column DataFrame or N x H x W x C uint8 array."""
     if isinstance(X, (str, bytes, os.PathLike, Image.Image)):
         raise ValueError(f"expected a collection of images (list, array or Series), got a single {type(X).__name__}; wrap it in a list")
@@ -128,14 +131,14 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.cache = cache
 
     # ---- scikit-learn API -------------------------------------------------------------------------------
-    def fit(self, X, y=None) -> PretrainedFeatures:
+    def fit(self, X: ImagesLike, y: object = None) -> PretrainedFeatures:
         """Check the parameters and X; the network is pretrained, so nothing is learned from X.
 
         Reads no weights and builds no network: the layers' widths come from shapes alone.
         """
         from featx.features._extractor import Extractor, settle_space
 
-        _as_items(X)
+        as_items(X)
         validate_parameters(batch_size=self.batch_size, cache=self.cache)  # the others: by Extractor.create
         self._extractor = Extractor.create(
             self.model, self.weights, self.layer, self.pooling, self.image_size, self.tta, self.device, self.engine,
@@ -149,15 +152,15 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.layer_widths_ = self._extractor.layer_widths()
         return self
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Column names: "L_i" for the i-th feature of layer L."""
         check_is_fitted(self)
         return np.array([f"{layer}_{i}" for layer, width in self.layer_widths_.items() for i in range(width)], dtype=object)
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X: ImagesLike) -> np.ndarray:
         """Features of the images in X (n_images x n_features float32), computed only for unseen contents."""
         check_is_fitted(self)
-        items = _as_items(X)
+        items = as_items(X)
         with self._store_path() as path:
             keys = self._keys(items)
             features, missing = self._lookup(path, keys)
