@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
-# How images larger than the network needs are decoded: "full" (featx 0.1.0) decodes every pixel;
+# How images larger than the network needs are decoded: "full" (the legacy mode) decodes every pixel;
 # "reduced" decodes a JPEG at 1/2-1/8 scale (libjpeg's DCT scaling) as long as its shorter side stays at
 # least DRAFT_MARGIN x the resize target, and shrinks any image by a whole factor (`Image.reduce`) as long
 # as the crop stays REDUCING_GAP x the output, then resamples exactly as "full". An image whose shorter side
@@ -87,7 +87,7 @@ def resize_crop(
 
     `reducing_gap`: Pillow's; the crop is first shrunk by a whole factor (`Image.reduce`, a box filter,
     cheaper per pixel than the resampling filter) as long as it stays `reducing_gap` times larger than
-    the output: 2x less time for a 12-megapixel image. None: resampled from every pixel, as featx 0.1.0.
+    the output: 2x less time for a 12-megapixel image. None: resampled from every pixel (decode mode "full").
 
     Hand-written because torchvision resamples the whole image and then discards the border: here PIL
     resamples only the crop's pixels (`box=`, the same sampling grid and filter support), and a grey image

@@ -121,8 +121,8 @@ def extract(
     with `ray_actors` copies of the network; same store, same dedup and resume as a local run.
     `decode`: 'reduced' (the default for a new store) shrinks an image at least 4x larger than the resize
     target by a whole factor first (JPEG: DCT scaling while decoding, never below twice the target; then
-    `Image.reduce` with Pillow's reducing gap 3); 'full' decodes every pixel, as featx 0.1.0 did (its
-    stores are extended in that mode unless `decode` is given). The two give slightly different features,
+    `Image.reduce` with Pillow's reducing gap 3); 'full' decodes every pixel (a store made that way is
+    extended in that mode unless `decode` is given, see `settle_space`). The two give slightly different features,
     so they are different feature spaces.
     A file whose size, modification time, inode and change time are those recorded in the store's stat
     index is not read again; `rehash` reads and hashes every file regardless.

@@ -131,9 +131,9 @@ def settle_space(extractor: Extractor, decode: str | None, store: Path | None, d
     """The extractor of a run whose decode mode is `decode` (None: not named) and whose store is `store`
     (None: the default store of the space).
 
-    A run that names no decode mode extends an existing store made with the legacy (full) decoding, as
-    featx 0.1.0 made them, rather than refusing it: that store, or else the default store of the legacy
-    space when that exists. Otherwise `extractor` as it is.
+    A run that names no decode mode extends an existing store made with the legacy (full) decoding rather than
+    refusing it (docs/compatibility.md): that store, or else the default store of the legacy space when that
+    exists. Otherwise `extractor` as it is.
     """
     space = extractor.space
     if decode is not None or space.decode == LEGACY_DECODE:

@@ -1,7 +1,8 @@
 """The feature space: everything that determines a feature vector, and the cache files it names.
 
 A store holds exactly one feature space, and a model bundle records the one it was trained on. Its JSON
-(`as_dict`) is what featx 0.1.0 wrote, so old stores and bundles keep their space and their file names.
+(`as_dict`) never changes for a given space, so older stores and bundles keep their space and their file names
+(docs/compatibility.md).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class FeatureSpace:
 
     `layer` is as recorded: node names, or ("default:<node>",) for the backbone's own feature layer.
     Optional settings (`tta`, and the decode mode `preprocessing.decode`, recorded as "decode") are recorded
-    only when not at featx 0.1.0's value, so a space written before they existed reads back unchanged.
+    only when not at their original value, so a space written before they existed reads back unchanged.
     `preprocessing` is the whole plan every extraction path applies (decode mode, resize, crop).
     """
 
@@ -102,7 +103,7 @@ class FeatureSpace:
 
     # ---- JSON ---------------------------------------------------------------------------------------
     def as_dict(self) -> dict:
-        """The JSON object stored in stores and bundles (exactly featx 0.1.0's for the same settings)."""
+        """The JSON object stored in stores and bundles (the same for the same settings in every version)."""
         return {
             "model": self.model,
             "weights": self.weights,

@@ -86,7 +86,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         crop N x N (e.g. the images' native resolution).
     tta : "none", or "d4": features averaged over the 8 symmetries of the square (8x the compute).
     decode : None, "reduced" or "full": how images much larger than the network's input are decoded (see
-        `featx.extract`); None: "reduced", or "full" to extend a store made that way by featx 0.1.0.
+        `featx.extract`); None: "reduced", or "full" to extend a store made that way.
     batch_size : images per forward pass.
     device : "auto", "cpu", "cuda" or "cuda:N".
     engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch", "compile" or "onnx".
@@ -145,7 +145,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             decode=self.decode,
         )
         self._extractor.resolved_device()  # a bad device is said by fit, and resolved once for transform
-        if self.cache is not False:  # an existing store of featx 0.1.0 is extended in its own decode mode
+        if self.cache is not False:  # an existing store is extended in its own decode mode
             store = None if self.cache is None or self.cache is True else Path(self.cache)
             self._extractor = settle_space(self._extractor, self.decode, store, "float32")
         self.feature_space_ = self._extractor.space.as_dict()
