@@ -10,7 +10,7 @@ from featx.backbones._registry import Backbone
 from featx.backbones._weights import WeightsSource
 from featx.errors import UnknownNameError
 from featx.features._space import parse_layers
-from featx.names import POOLINGS, TTAS
+from featx.names import POOLINGS, validate_parameters
 
 
 def pool(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -51,7 +51,9 @@ class FeatureNetwork(nn.Module):
     `tta="d4"`: the trunk runs on the 8 symmetries of each (square) image and their features are averaged.
     """
 
-    def __init__(self, trunk: nn.Module, mean, std, pooling: str, tta: str = "none") -> None:
+    def __init__(
+        self, trunk: nn.Module, mean: Sequence[float], std: Sequence[float], pooling: str, tta: str = "none"
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         self.pooling = pooling
@@ -81,10 +83,7 @@ def build_feature_network(
     tta: str = "none",
 ) -> FeatureNetwork:
     """The backbone truncated at `layer` (default: its last feature map), in eval mode; `tta`: see TTAS."""
-    if pooling not in POOLINGS:
-        raise UnknownNameError("pooling", pooling, POOLINGS)
-    if tta not in TTAS:
-        raise UnknownNameError("test-time augmentation", tta, TTAS)
+    validate_parameters(pooling=pooling, tta=tta)
     model = backbone.build_model(weights)
     nodes = parse_layers(layer)
     if nodes is None and backbone.feature_node is None:

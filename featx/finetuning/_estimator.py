@@ -19,14 +19,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import BadInputError
-from featx.features._transformer import _as_items
+from featx.features._transformer import as_items
 from featx.names import DEFAULT_MODEL
 
 
 def _paths(X) -> list[str]:
     """Image file paths from a list, 1-D array, Series or one-column DataFrame (as `PretrainedFeatures` takes
     them); fine-tuning reads the files themselves, so in-memory images are refused."""
-    paths = _as_items(X)
+    paths = as_items(X)
     for i, item in enumerate(paths):
         if not isinstance(item, (str, os.PathLike)):
             raise ValueError(f"X[{i}] is {type(item).__name__}; FinetunedClassifier takes image file paths")
