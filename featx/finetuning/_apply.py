@@ -35,11 +35,12 @@ class FineTuned:
         from featx.backbones._device import resolve_device
         from featx.backbones._preprocessing import Preprocessing
         from featx.backbones._registry import get_backbone
-        from featx.finetuning._train import Classifier, decoded_batches
+        from featx.finetuning._data import decoded_batches
+        from featx.finetuning._model import Trainee
 
         backbone = get_backbone(self.metadata["model"])
         pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["preprocessing"].items()})
-        classifier = Classifier(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
+        classifier = Trainee(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
         failures: list[tuple[str, str]] = []
         found = np.zeros(len(paths), dtype=bool)
         scores = np.zeros((len(paths), len(self.classes)), dtype=np.float32)

@@ -53,7 +53,8 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def fit(self, X, y) -> FinetunedClassifier:
-        from featx.finetuning._train import FinetuneConfig, finetune
+        from featx.finetuning._config import FinetuneConfig
+        from featx.finetuning._train import finetune
 
         paths, y = _paths(X), np.asarray(y)
         if len(y) != len(paths):
