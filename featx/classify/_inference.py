@@ -162,17 +162,23 @@ def _bundle_features(bundle: ModelBundle, data, weights, **options):
     return images, features, found, Sources(len(held), extracted, unused)
 
 
+def labels_in(images: ImageList, classes: Sequence[str]) -> np.ndarray:
+    """Each image's label as an index into a model's `classes` (-1: unlabelled); BadInputError for a class the
+    model does not know."""
+    unknown = sorted(set(images.classes) - set(classes))
+    if unknown:
+        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(classes)})")
+    index = np.array([list(classes).index(c) for c in images.classes] + [-1], dtype=np.int64)
+    return index[images.labels]  # label -1 picks the trailing -1
+
+
 def evaluate(bundle: ModelBundle, data: str | os.PathLike | Sequence[str | os.PathLike], weights=None, **options):
     """Report of the bundle on labelled images (class folders or CSV labels); returns (Report, Sources).
 
     `options` go to `featx.extract` (device, batch_size, workers, progress).
     """
     images, features, found, sources = _bundle_features(bundle, data, weights, **options)
-    unknown = sorted(set(images.classes) - set(bundle.classes))
-    if unknown:
-        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(bundle.classes)})")
-    index = np.array([bundle.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
-    labels = index[images.labels]  # label -1 picks the trailing -1
+    labels = labels_in(images, bundle.classes)
     use = found & (labels >= 0)
     if not use.any():
         raise BadInputError("no labelled image could be evaluated (evaluate needs class folders or CSV labels; "

@@ -39,7 +39,7 @@ class FineTuned:
         from featx.finetuning._model import Trainee
 
         backbone = get_backbone(self.metadata["model"])
-        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["preprocessing"].items()})
+        pre = Preprocessing.from_dict(self.metadata["preprocessing"])
         classifier = Trainee(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
         failures: list[tuple[str, str]] = []
         found = np.zeros(len(paths), dtype=bool)
@@ -80,15 +80,12 @@ def predict(model: FineTuned, data, tta: str = "none", **options):
 
 def evaluate(model: FineTuned, data, tta: str = "none", **options):
     """Report of the head on labelled images (class folders or CSV labels); returns (Report, summary text)."""
+    from featx.classify._inference import labels_in
     from featx.images._inputs import find_images
     from featx.reports._report import Outcomes, Report, metrics
 
     images = find_images(data)
-    unknown = sorted(set(images.classes) - set(model.classes))
-    if unknown:
-        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(model.classes)})")
-    index = np.array([model.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
-    labels = index[images.labels]
+    labels = labels_in(images, model.classes)
     labelled = labels >= 0
     if not labelled.any():
         raise BadInputError("no labelled image to evaluate (evaluate needs class folders or CSV labels; "

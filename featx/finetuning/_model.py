@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from featx.backbones._device import autocast
-from featx.backbones._preprocessing import Preprocessing
+from featx.backbones._preprocessing import Preprocessing, normalisation
 from featx.errors import ParameterError, UnknownNameError
 from featx.features._network import d4_views, layer_names
 from featx.finetuning._config import FinetuneConfig
@@ -30,9 +30,7 @@ class Trainee:
         if head is not None and any(module is head for module in self.fixed):
             raise ParameterError(f"freeze_until {freeze_until!r} reaches the head: nothing would be fine-tuned")
         self.device = device
-        std = torch.tensor(pre.std).view(1, 3, 1, 1)
-        self.scale = (1.0 / (255.0 * std)).to(device)
-        self.shift = (torch.tensor(pre.mean).view(1, 3, 1, 1) / std).to(device)
+        self.scale, self.shift = (t.to(device) for t in normalisation(pre.mean, pre.std))
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, non_blocking=True).float() * self.scale - self.shift
