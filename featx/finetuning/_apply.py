@@ -5,11 +5,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from featx.backbones._weights import FINETUNED_FORMAT, FileWeights, is_safetensors, safetensors_metadata
 from featx.errors import BadInputError, FeatxError
+
+if TYPE_CHECKING:
+    from featx.classify._inference import Predictions
+    from featx.reports._report import Report
+
+Data = str | os.PathLike | Sequence[str | os.PathLike]  # folders, files or CSV files, as featx extract reads them
 
 
 def is_finetuned(path: str | os.PathLike) -> bool:
@@ -29,7 +36,8 @@ class FineTuned:
         return list(self.metadata["classes"])
 
     def probabilities(self, paths: Sequence[str], *, tta: str = "none", batch_size: int = 64,
-                      workers: int | None = None, device: str = "auto", progress: bool = True):
+                      workers: int | None = None, device: str = "auto", progress: bool = True,
+                      ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         """(n_ok x n_classes probabilities, boolean mask of the paths that decoded, [(path, reason)] of the
         others). `tta="d4"`: averaged over the 8 symmetries of the square."""
         from featx.backbones._device import resolve_device
@@ -66,7 +74,7 @@ def failures_summary(n: int, failures: list[tuple[str, str]]) -> str:
     return "\n".join(lines + ([f"  ... and {len(failures) - 20} more"] if len(failures) > 20 else []))
 
 
-def predict(model: FineTuned, data, tta: str = "none", **options):
+def predict(model: FineTuned, data: Data, tta: str = "none", **options) -> tuple[Predictions, str]:
     """The head's predictions for every image in `data` (those that failed: their reasons); returns
     (Predictions, summary text)."""
     from featx.classify._inference import Predictions
@@ -78,7 +86,7 @@ def predict(model: FineTuned, data, tta: str = "none", **options):
     return predictions, failures_summary(len(images), failures)
 
 
-def evaluate(model: FineTuned, data, tta: str = "none", **options):
+def evaluate(model: FineTuned, data: Data, tta: str = "none", **options) -> tuple[Report, str]:
     """Report of the head on labelled images (class folders or CSV labels); returns (Report, summary text)."""
     from featx.classify._inference import labels_in
     from featx.images._inputs import find_images
