@@ -7,8 +7,8 @@ from dataclasses import fields
 import click
 import pytest
 from click.testing import CliRunner
-
 from featx.cli import main
+
 from featx.errors import ParameterError, UnknownNameError
 from featx.finetuning._config import FinetuneConfig
 from featx.names import DEFAULT_MODEL

@@ -102,7 +102,7 @@ class FinetuneConfig:
         """`config` (default: the defaults) with `options` (field names) replaced, checked."""
         unknown = set(options) - {f.name for f in fields(cls)}
         if unknown:
-            raise UnknownNameError("finetune option", sorted(unknown)[0], [f.name for f in fields(cls)])
+            raise UnknownNameError("finetune option", min(unknown), [f.name for f in fields(cls)])
         config = cls(**{**asdict(config or cls()), **options})
         config.check()
         return config

@@ -16,14 +16,14 @@ from featx.backbones._device import resolve_device
 from featx.backbones._preprocessing import Preprocessing
 from featx.backbones._registry import Backbone, get_backbone
 from featx.backbones._weights import FINETUNED_FORMAT, WeightsSource
-# FinetuneConfig is also found here by pickles written before it moved to _config
-from featx.finetuning._config import FinetuneConfig, FinetuneResult
+from featx.finetuning._config import FinetuneConfig, FinetuneResult  # pickles may name _train.FinetuneConfig
 from featx.finetuning._data import TrainingImages, check_labels, load_training_images
-from featx.finetuning._loop import TrainState, Trainer, checkpoint_path
+from featx.finetuning._loop import Trainer, TrainState, checkpoint_path
 from featx.finetuning._model import Trainee, ordinal_ranks
 from featx.images._inputs import find_images
 from featx.names import DEFAULT_MODEL
 from featx.outputs import atomic_path
+
 
 def finetune(
     data: str | os.PathLike | Sequence[str | os.PathLike],
