@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from featx.errors import OutputError
 
@@ -93,7 +93,7 @@ def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> Iterator:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options: Any) -> Iterator:
     """`open(path, mode)` written atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, mode, **open_options) as file:
         yield file

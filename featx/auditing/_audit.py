@@ -306,9 +306,9 @@ def _label_errors(files: _Files, clf: str, cv: int, seed: int, n_jobs, step: Cal
 
 def read_split(path: str | os.PathLike) -> dict[str, str]:
     """path -> split name from a CSV of path,split (paths relative to the CSV; header optional)."""
-    from featx.images._inputs import _read_csv, display_path
+    from featx.images._inputs import display_path, read_csv
 
-    split = {display_path(p): s for p, s in _read_csv(Path(path)) if s}
+    split = {display_path(p): s for p, s in read_csv(Path(path)) if s}
     if not split:
         raise BadInputError(f"{path}: no rows of path,split")
     return split
@@ -316,9 +316,9 @@ def read_split(path: str | os.PathLike) -> dict[str, str]:
 
 def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: int = 0) -> dict[int, str]:
     """Store row -> "train" or "test" exactly as `featx fit` with these options splits the store."""
-    from featx.classify._fitting import _samples
+    from featx.classify._fitting import samples
 
-    s = _samples(store, cv, test_size, seed, None)
+    s = samples(store, cv, test_size, seed, None)
     return {**{int(r): "train" for r in s.rows[s.train]}, **{int(r): "test" for r in s.rows[s.test]}}
 
 

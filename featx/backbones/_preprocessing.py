@@ -49,6 +49,11 @@ class Preprocessing:
         """The feature space's "preprocessing" entry (the decode mode is recorded beside it, by FeatureSpace)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "decode"}
 
+    @classmethod
+    def from_dict(cls, entry: dict, decode: str = LEGACY_DECODE) -> Preprocessing:
+        """The preprocessing `as_dict` wrote (in a feature space or a fine-tuned network's metadata)."""
+        return cls(**{**entry, "mean": tuple(entry["mean"]), "std": tuple(entry["std"])}, decode=decode)
+
     def at_size(self, size: int | None) -> Preprocessing:
         """Shorter side resized to `size`, centre crop `size` x `size` (no margin); None: this preprocessing."""
         validate_parameters(image_size=size)
@@ -126,3 +131,13 @@ def _torchvision_resize_crop(image: Image.Image, resize: int, crop: int, interpo
 def interpolation_name(mode: object) -> str:
     """Name of a torchvision InterpolationMode or a timm interpolation string."""
     return mode.value if hasattr(mode, "value") else str(mode)
+
+
+def normalisation(mean: tuple[float, ...], std: tuple[float, ...], pixel_max: float = 255.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), 1 x 3 x 1 x 1 each, that make pixels in [0, pixel_max] the network's input in one
+    multiply-add: pixels * scale - shift == (pixels / pixel_max - mean) / std."""
+    import torch
+
+    std_ = torch.tensor(std).view(1, 3, 1, 1)
+    return 1.0 / (pixel_max * std_), torch.tensor(mean).view(1, 3, 1, 1) / std_

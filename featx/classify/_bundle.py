@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from featx.classify._classifiers import class_scores
-from featx.classify._results import Predictions, Sources
+from featx.classify._results import Predictions, Sources, labels_in
 from featx.errors import (
     BadInputError,
     FeatureSpaceMismatchError,
@@ -102,11 +102,7 @@ class ModelBundle:
         `options` go to `featx.extract` (device, batch_size, workers, progress).
         """
         images, features, found, sources = _bundle_features(self, data, weights, tta, **options)
-        unknown = sorted(set(images.classes) - set(self.classes))
-        if unknown:
-            raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(self.classes)})")
-        index = np.array([self.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
-        labels = index[images.labels]  # label -1 picks the trailing -1
+        labels = labels_in(images, self.classes)
         use = found & (labels >= 0)
         if not use.any():
             raise BadInputError("no labelled image could be evaluated (evaluate needs class folders or CSV labels; "

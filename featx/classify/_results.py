@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
+from featx.errors import BadInputError
 from featx.images._inputs import ImageList
 from featx.reports._report import Outcomes, predictions_page
 
@@ -94,3 +95,13 @@ class Sources:
         if self.unused:
             lines.append(f"  (training store not used: {self.unused})")
         return "\n".join(lines + ([self.extracted.summary()] if self.extracted else []))
+
+
+def labels_in(images: ImageList, classes: Sequence[str]) -> np.ndarray:
+    """Each image's label as an index into a model's `classes` (-1: unlabelled); BadInputError for a class the
+    model does not know."""
+    unknown = sorted(set(images.classes) - set(classes))
+    if unknown:
+        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(classes)})")
+    index = np.array([list(classes).index(c) for c in images.classes] + [-1], dtype=np.int64)
+    return index[images.labels]  # label -1 picks the trailing -1

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from featx.backbones._preprocessing import normalisation
 from featx.backbones._registry import Backbone
 from featx.backbones._weights import WeightsSource
 from featx.errors import UnknownNameError
@@ -58,8 +59,9 @@ class FeatureNetwork(nn.Module):
         self.trunk = trunk
         self.pooling = pooling
         self.tta = tta
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
-        self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
+        scale, shift = normalisation(mean, std)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(self.scale.dtype) * self.scale - self.shift

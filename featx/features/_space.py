@@ -121,14 +121,10 @@ class FeatureSpace:
     def from_dict(cls, space: dict) -> FeatureSpace:
         """The space a store or bundle recorded."""
         try:
-            pre = dict(space["preprocessing"])
             return cls(
                 model=space["model"],
                 weights=space["weights"],
-                preprocessing=Preprocessing(
-                    **{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])},
-                    decode=space.get("decode", LEGACY_DECODE),
-                ),
+                preprocessing=Preprocessing.from_dict(space["preprocessing"], space.get("decode", LEGACY_DECODE)),
                 layer=tuple(space["layer"]),
                 pooling=space["pooling"],
                 tta=space.get("tta", "none"),

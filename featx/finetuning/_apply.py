@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from featx.classify._results import Predictions
     from featx.reports._report import Report
 
+Data = str | os.PathLike | Sequence[str | os.PathLike]  # folders, files or CSV files, as featx extract reads them
+
 
 def is_finetuned(path: str | os.PathLike) -> bool:
     """True for a file written by `featx finetune`."""
@@ -34,17 +36,19 @@ class FineTuned:
         return list(self.metadata["classes"])
 
     def probabilities(self, paths: Sequence[str], *, tta: str = "none", batch_size: int = 64,
-                      workers: int | None = None, device: str = "auto", progress: bool = True):
+                      workers: int | None = None, device: str = "auto", progress: bool = True,
+                      ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         """(n_ok x n_classes probabilities, boolean mask of the paths that decoded, [(path, reason)] of the
         others). `tta="d4"`: averaged over the 8 symmetries of the square."""
         from featx.backbones._device import resolve_device
         from featx.backbones._preprocessing import Preprocessing
         from featx.backbones._registry import get_backbone
-        from featx.finetuning._train import Classifier, decoded_batches
+        from featx.finetuning._data import decoded_batches
+        from featx.finetuning._model import Trainee
 
         backbone = get_backbone(self.metadata["model"])
-        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["preprocessing"].items()})
-        classifier = Classifier(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
+        pre = Preprocessing.from_dict(self.metadata["preprocessing"])
+        classifier = Trainee(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
         failures: list[tuple[str, str]] = []
         found = np.zeros(len(paths), dtype=bool)
         scores = np.zeros((len(paths), len(self.classes)), dtype=np.float32)
@@ -99,7 +103,7 @@ def failures_summary(n: int, failures: list[tuple[str, str]]) -> str:
     return "\n".join([f"{n} files, {len(failures)} failed", *failure_lines(failures)])
 
 
-def predict(model: FineTuned, data, tta: str = "none", **options) -> tuple[Predictions, Decoded]:
+def predict(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> tuple[Predictions, Decoded]:
     """The head's predictions for every image in `data` (those that failed: their reasons); returns
     (Predictions, Decoded)."""
     from featx.classify._results import Predictions
@@ -111,17 +115,14 @@ def predict(model: FineTuned, data, tta: str = "none", **options) -> tuple[Predi
     return predictions, Decoded(len(images), failures)
 
 
-def evaluate(model: FineTuned, data, tta: str = "none", **options) -> tuple[Report, Decoded]:
+def evaluate(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> tuple[Report, Decoded]:
     """Report of the head on labelled images (class folders or CSV labels); returns (Report, Decoded)."""
+    from featx.classify._results import labels_in
     from featx.images._inputs import find_images
     from featx.reports._report import Outcomes, Report, metrics
 
     images = find_images(data)
-    unknown = sorted(set(images.classes) - set(model.classes))
-    if unknown:
-        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(model.classes)})")
-    index = np.array([model.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
-    labels = index[images.labels]
+    labels = labels_in(images, model.classes)
     labelled = labels >= 0
     if not labelled.any():
         raise BadInputError("no labelled image to evaluate (evaluate needs class folders or CSV labels; "
