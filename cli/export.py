@@ -22,7 +22,7 @@ def export(store, fmt, out):
     from featx.exploring._export import export_embeddings
     from featx.outputs import check_output
 
-    from .fit import pick_store
+    from .options import pick_store
 
     path = pick_store(store, "featx export STORE")
     if out:

@@ -29,7 +29,7 @@ def map_(store, colour, method, model, audit, out, unsafe_pickle):
     from featx.exploring._map import audit_findings, embedding_map
     from featx.outputs import check_output
 
-    from .fit import pick_store
+    from .options import pick_store
 
     check_output(out, "--out")
     path = pick_store(store, "featx map STORE")

@@ -28,7 +28,7 @@ def similar(queries, store, k, out, report, device, engine, quiet):
     from featx.exploring._similar import similar as search
     from featx.outputs import atomic_write, check_output
 
-    from .fit import pick_store
+    from .options import pick_store
 
     for path, option in ((out, "--out"), (report, "--report")):
         if path:

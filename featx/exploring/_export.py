@@ -11,6 +11,7 @@ import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -23,7 +24,7 @@ FORMATS = ("parquet", "npy")
 BLOCK_BYTES = 4 << 20
 
 
-def pyarrow():
+def pyarrow() -> tuple[ModuleType, ModuleType]:
     """pyarrow and pyarrow.parquet, or one line saying how to install them."""
     try:
         import pyarrow as pa

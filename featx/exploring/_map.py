@@ -62,8 +62,8 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
                   findings: Mapping[str, str] | None = None, seed: int = 0) -> Path:
     """Write the map of `store` to `out`. `colour`: "label", "prediction" (`predictions`: path -> class) or
     "finding" (`findings`: path -> the audit's finding, see `audit_findings`)."""
-    from featx.reports import _html as h
     from featx.reports._figures import projection
+    from featx.reports._html import link, page, write
 
     if method not in METHODS:
         raise ParameterError(f"unknown --method {method!r}; valid: {', '.join(METHODS)}")
@@ -85,7 +85,7 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
               "finding": [(findings or {}).get(p, "no finding") for p in paths]}[colour]
     base = Path(out).absolute().parent
     data = {"x": points[:, 0].round(4).tolist(), "y": points[:, 1].round(4).tolist(), "paths": paths,
-            "names": [Path(p).name for p in paths], "labels": labels, "links": [h.link(p, base) for p in paths],
+            "names": [Path(p).name for p in paths], "labels": labels, "links": [link(p, base) for p in paths],
             "predictions": [(predictions or {}).get(p, NONE) for p in paths] if predictions is not None else None,
             "thumbs": _thumbnails(paths) if len(paths) <= EMBED_THUMBNAILS else [None] * len(paths)}
     figure = _figure(points, groups, method)
@@ -98,8 +98,8 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
             + f"<script>{SCRIPT % payload}</script>")
     subtitle = (f"{store}: {len(keep):,} files, {method.upper() if method == 'pca' else method}, coloured by {colour}"
                 f"{sampled}. Scroll to zoom, drag to pan, click a legend entry to hide it, click a point to open its file.")
-    document = h.page("Embedding map", [f"<style>{STYLE}</style>", body], subtitle)
-    return h.write(out, document)
+    document = page("Embedding map", [f"<style>{STYLE}</style>", body], subtitle)
+    return write(out, document)
 
 
 def _figure(points: np.ndarray, groups: Sequence[str], method: str):
@@ -122,11 +122,11 @@ def _figure(points: np.ndarray, groups: Sequence[str], method: str):
 
 
 def _thumbnails(paths: Sequence[str]) -> list[str | None]:
-    from featx.reports import _html as h
+    from featx.reports._html import data_uri, thumbnail
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        made = list(pool.map(lambda p: h.thumbnail(p, THUMB), paths))
-    return [h.data_uri(jpeg, "image/jpeg") if jpeg else None for jpeg in made]
+        made = list(pool.map(lambda p: thumbnail(p, THUMB), paths))
+    return [data_uri(jpeg, "image/jpeg") if jpeg else None for jpeg in made]
 
 
 def audit_findings(folder: str | os.PathLike, kinds: Sequence[str]) -> dict[str, str]:

@@ -14,13 +14,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from featx.errors import BadInputError, FeatxError
 from featx.features._neighbours import EXACT_ROWS, HNSW_EF, hnsw_index, top, unit_rows
 from featx.features._store import FeatureStore
+
+if TYPE_CHECKING:
+    import faiss
 
 K = 10
 BLOCK_BYTES = 64 << 20  # stored features read at a time by the exact search and the index's additions
@@ -51,19 +54,19 @@ class Similar:
 
     def write_html(self, path: str | os.PathLike) -> Path:
         """One page: each query's thumbnail first, then its neighbours' with label and similarity."""
-        from featx.reports import _html as h
+        from featx.reports._html import GalleryItem, file_list, gallery, page, section, write
 
         base = Path(path).absolute().parent
         sections = [
-            h.section(f"{Path(query).name}", h.gallery(
-                [h.GalleryItem(query, ["query"]),
-                 *(h.GalleryItem(n.path, [f"#{rank} {n.label or '(no label)'}", f"cosine {n.similarity:.3f}"])
+            section(f"{Path(query).name}", gallery(
+                [GalleryItem(query, ["query"]),
+                 *(GalleryItem(n.path, [f"#{rank} {n.label or '(no label)'}", f"cosine {n.similarity:.3f}"])
                    for rank, n in enumerate(found, 1))], base))
             for query, found in zip(self.queries, self.neighbours)
         ]
         if self.failures:
-            sections.append(h.section("Queries that could not be read", h.file_list(self.failures, base)))
-        return h.write(path, h.page("Similar images", sections, f"nearest stored images in {self.store}"))
+            sections.append(section("Queries that could not be read", file_list(self.failures, base)))
+        return write(path, page("Similar images", sections, f"nearest stored images in {self.store}"))
 
     def summary(self) -> str:
         read = len(self.queries) - self.n_extracted
@@ -175,7 +178,7 @@ def index_path(store: Path) -> Path:
     return store.with_name(f"{store.name}.hnsw")
 
 
-def cached_index(opened: FeatureStore):
+def cached_index(opened: FeatureStore) -> faiss.Index:
     """The faiss index of every committed row, read from STORE.hnsw and completed with the rows added since
     (the store is append-only); written back when it changed."""
     import faiss

@@ -5,7 +5,12 @@ Exact search (numpy matrix products in blocks) up to EXACT_ROWS rows; beyond tha
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 EXACT_ROWS = 20_000
 HNSW_M, HNSW_EF = 32, 80  # graph degree, build and search breadth (docs/audit.md)
@@ -54,7 +59,7 @@ def top(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(found, order, axis=1)
 
 
-def hnsw_index(width: int, rows: int):
+def hnsw_index(width: int, rows: int) -> faiss.Index:
     """An empty faiss HNSW graph for unit rows of `width` (inner product = cosine), with the measured
     settings; `rows`: how many it will hold, for the message when faiss is missing."""
     try:
