@@ -49,6 +49,26 @@ class ModelBundle:
     space: FeatureSpace
     dtype: str
     info: dict = field(default_factory=dict)  # classifier, hyperparameters, featx version, training store
+    # a fused model's further feature spaces (featx compare): the pipeline takes the features of `spaces` side by
+    # side; info["parts"] gives each one's store, width and weights file
+    extra_spaces: tuple[FeatureSpace, ...] = ()
+
+    @property
+    def spaces(self) -> tuple[FeatureSpace, ...]:
+        return (self.space, *self.extra_spaces)
+
+    @property
+    def width(self) -> int:
+        """The number of features of `space` (the pipeline's input for a single-space model)."""
+        return self.info.get("width", self.pipeline.n_features_in_)
+
+    def parts(self) -> list[ModelBundle]:
+        """One bundle per feature space, each with its own store, weights file and width (the pipeline shared)."""
+        if not self.extra_spaces:
+            return [self]
+        shared = {k: v for k, v in self.info.items() if k not in ("store", "weights_file", "parts")}
+        return [ModelBundle(self.pipeline, self.classes, space, self.dtype, {**shared, **part})
+                for space, part in zip(self.spaces, self.info["parts"])]
 
     def check_space(self, space: FeatureSpace, dtype: str | None = None) -> None:
         """Refuse features from any other feature space (or storage dtype) than the training one."""
@@ -98,6 +118,8 @@ class ModelBundle:
             "feature_space": self.space.to_json(),
             "dtype": self.dtype,
             "info": json.dumps(self.info),
+            # older featx reads `feature_space` only: a fused model then fails on its pipeline's width
+            **({"feature_spaces": [space.to_json() for space in self.extra_spaces]} if self.extra_spaces else {}),
         }
         with atomic_path(path) as tmp:
             if format == "skops":
@@ -193,4 +215,5 @@ def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Mode
         space=FeatureSpace.from_json(state["feature_space"]),
         dtype=state["dtype"],
         info=json.loads(state["info"]),
+        extra_spaces=tuple(FeatureSpace.from_json(text) for text in state.get("feature_spaces", ())),
     )

@@ -97,6 +97,17 @@ class Sources:
     def headline(self) -> str:
         return f"{self.n_read} read from the training store, {self.n_extracted} extracted"
 
+    @classmethod
+    def joined(cls, parts: Sequence[Sources]) -> Sources:
+        """The sources of a fused model's spaces as one: counts added up, each failure once."""
+        from dataclasses import replace
+
+        extracted = [p.extracted for p in parts if p.extracted]
+        joined = None if not extracted else replace(
+            extracted[0], n_cached=sum(e.n_cached for e in extracted), n_extracted=sum(e.n_extracted for e in extracted),
+            failures=list(dict(f for e in extracted for f in e.failures).items()), seconds=sum(e.seconds for e in extracted))
+        return cls(sum(p.n_read for p in parts), joined, "; ".join(p.unused for p in parts if p.unused) or None)
+
     def summary(self) -> str:
         lines = [self.headline]
         if self.unused:
@@ -118,7 +129,7 @@ def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarra
             held = np.flatnonzero(rows >= 0)
             return held, store.rows(rows[held]), None
     except FeatxError as exc:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.pipeline.n_features_in_)), str(exc)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.width)), str(exc)
 
 
 def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str = "auto", **options):
@@ -137,7 +148,7 @@ def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str
                                         "working folder (or set FEATX_CACHE)")
     done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
     if not done.store.exists():  # every file failed, and no store was kept
-        return np.zeros((len(images), bundle.pipeline.n_features_in_)), np.zeros(len(images), dtype=bool), done
+        return np.zeros((len(images), bundle.width)), np.zeros(len(images), dtype=bool), done
     with FeatureStore.open(done.store) as opened:
         bundle.check_space(opened.space, opened.dtype)
         features, found = opened.features_for(images.paths)
@@ -150,8 +161,12 @@ def _bundle_features(bundle: ModelBundle, data, weights, **options):
     features, Sources)."""
     from featx.images._inputs import find_images
 
+    if bundle.extra_spaces:  # a fused model (featx compare): each space's features, side by side
+        done = [_bundle_features(part, data, weights, **options) for part in bundle.parts()]
+        return (done[0][0], np.hstack([features for _, features, _, _ in done]),
+                np.logical_and.reduce([found for _, _, found, _ in done]), Sources.joined([s for *_, s in done]))
     images = find_images(data)
-    features = np.zeros((len(images), bundle.pipeline.n_features_in_), dtype=np.float32)
+    features = np.zeros((len(images), bundle.width), dtype=np.float32)
     found = np.zeros(len(images), dtype=bool)
     held, rows, unused = _training_rows(bundle, images.paths)
     features[held], found[held] = rows, True
