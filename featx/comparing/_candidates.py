@@ -66,7 +66,7 @@ def candidates(models, layers, poolings, image_sizes, ttas, weights, clfs) -> li
     for tta in _listed(ttas):
         if tta not in TTAS:
             raise UnknownNameError("test-time augmentation", tta, TTAS)
-    bases = [(model, None) for model in models if None in weights or not weights]
+    bases = [(model, None) for model in models]
     bases += [(base, str(w)) for w in weights if w is not None for base in _fine_tuned_base(w, models)]
     settings = itertools.product(_listed(layers), _listed(poolings), _listed(image_sizes), _listed(ttas), _listed(clfs))
     return [Candidate(model, layer, pooling, size, tta, w, clf)

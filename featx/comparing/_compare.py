@@ -315,9 +315,8 @@ def compare(
         run.scored += run.fused(fuse)
     except (KeyboardInterrupt, Interrupted):
         _write(run, _comparison(run, split), out)
-        log(f"interrupted: the {len(run.scored)} candidates scored so far are in {out / LEADERBOARD}.csv; "
-            "their features stay in the stores (a rerun extracts nothing again)")
-        raise
+        raise Interrupted(f"interrupted: the {len(run.scored)} candidates scored so far are in {out / LEADERBOARD}.csv;"
+                          " the features extracted stay in their stores (a rerun does not extract them again)") from None
     return _finish(run, split, out)
 
 

@@ -555,6 +555,7 @@ def finetune(
         "preprocessing": pre.as_dict(), "image_size": pre.crop, "config": asdict(config),
         "history": state["history"], "best_epoch": state["best_epoch"], "data_hash": fingerprint["data"],
         "n_train": len(train), "n_val": len(val), "featx": __version__,
+        "trained_on": sorted(set(keys)),  # content keys of the images trained or validated on: compare refuses a test part among them
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_result(out, state["best"], metadata)
