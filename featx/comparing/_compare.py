@@ -341,6 +341,8 @@ def _finish(run: _Run, split: Split, out: Path) -> Comparison:
     x = run.columns(winner.spaces)
     train, test, y = split.train, split.test, split.labels
     model = winner.pipeline.fit(x[train], y[train])
+    if hasattr(model, "named_estimators_"):  # averaged: skops trusts no Bunch (a dict here), and predicting reads none
+        model.named_estimators_ = dict(model.named_estimators_)
     predicted = model.predict(x[test])
     classes = list(split.classes)
     scores = metrics(y[test], predicted, classes)
