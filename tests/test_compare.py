@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,9 @@ def compared(elpv_folder, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FEATX_CACHE", str(cache))
         patch.setenv("FEATX_OFFLINE", "1")
-        comparison = featx.compare(elpv_folder, out=tmp_path_factory.mktemp("compared"), **SETTINGS)
-    return comparison, cache
+        lines = []
+        comparison = featx.compare(elpv_folder, out=tmp_path_factory.mktemp("compared"), log=lines.append, **SETTINGS)
+    return comparison, cache, lines
 
 
 def names(comparison) -> list[str]:
@@ -36,7 +37,7 @@ def names(comparison) -> list[str]:
 
 
 def test_leaderboard_lists_each_candidate_and_the_fusions_best_first(compared):
-    comparison, _ = compared
+    comparison, _, lines = compared
     singles = [name for name in names(comparison) if name in SINGLES]
     fused = sorted(set(names(comparison)) - set(SINGLES))
     assert sorted(singles) == SINGLES and len(fused) == 2  # the fusions of the two spaces, best first inside
@@ -45,6 +46,10 @@ def test_leaderboard_lists_each_candidate_and_the_fusions_best_first(compared):
     means = [row.cv_mean for row in comparison.rows]
     assert means == sorted(means, reverse=True) and not any(row.error for row in comparison.rows)
     assert comparison.n_extracted == 2 * 20  # each space once: 20 cells
+    # the cost of each space before it is extracted: the second from the rate the first measured
+    costs = [line for line in lines if "to extract" in line]
+    assert len(costs) == 2 and costs[0].startswith("  efficientnet_lite0 32px avg: 20 images x 1 view(s)")
+    assert re.search(r"48px avg: 20 images x 1 view\(s\) to extract, about \d+ s at the rate measured so far", costs[1])
     assert [row.dim for row in comparison.rows if row.candidate in SINGLES] == [1280, 1280]
     out = comparison.model.parent
     saved = json.loads((out / "leaderboard.json").read_text())
@@ -57,7 +62,7 @@ def test_leaderboard_lists_each_candidate_and_the_fusions_best_first(compared):
 
 
 def test_a_rerun_extracts_nothing(compared, elpv_folder, tmp_path, monkeypatch):
-    comparison, cache = compared
+    comparison, cache, _ = compared
     monkeypatch.setenv("FEATX_CACHE", str(cache))
     again = featx.compare(elpv_folder, out=tmp_path / "again", **SETTINGS)
     assert again.n_extracted == 0
@@ -66,7 +71,7 @@ def test_a_rerun_extracts_nothing(compared, elpv_folder, tmp_path, monkeypatch):
 
 def test_the_test_part_does_not_change_the_choice(compared, elpv_folder, tmp_path, monkeypatch):
     """The test part named by a CSV; its labels shuffled among its files: the same leaderboard."""
-    _, cache = compared
+    _, cache, _ = compared
     monkeypatch.setenv("FEATX_CACHE", str(cache))
     files = sorted(elpv_folder.glob("*/*.png"))
     test = files[::4]
@@ -105,7 +110,7 @@ def expected_probabilities(model: Path, data: Path) -> dict[str, np.ndarray]:
 
 
 def test_the_saved_winner_predicts_through_featx_predict(compared, elpv_folder, monkeypatch):
-    comparison, cache = compared
+    comparison, cache, _ = compared
     monkeypatch.setenv("FEATX_CACHE", str(cache))
     got, expected = predicted_probabilities(comparison.model, elpv_folder), expected_probabilities(comparison.model, elpv_folder)
     assert sorted(got) == sorted(expected)
@@ -115,7 +120,7 @@ def test_the_saved_winner_predicts_through_featx_predict(compared, elpv_folder, 
 
 @pytest.mark.parametrize("fusion", ["concat", "average"])
 def test_a_fused_winner_holds_its_spaces_and_predicts_through_featx_predict(compared, elpv_folder, tmp_path, monkeypatch, fusion):
-    _, cache = compared
+    _, cache, _ = compared
     monkeypatch.setenv("FEATX_CACHE", str(cache))
     ranked = _compare._Run.leaderboard
     monkeypatch.setattr(_compare._Run, "leaderboard",
@@ -141,7 +146,7 @@ def test_an_unknown_model_is_one_line_before_any_extraction(elpv_folder, tmp_pat
 
 
 def test_a_failing_candidate_is_reported_and_the_others_run(compared, elpv_folder, tmp_path, monkeypatch):
-    _, cache = compared
+    _, cache, _ = compared
     monkeypatch.setenv("FEATX_CACHE", str(cache))
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a state dict")
@@ -160,3 +165,20 @@ def test_weights_fine_tuned_on_a_test_image_are_refused(elpv_folder, tmp_path):
     assert result.exit_code == 1
     assert str(tuned) in result.output and "test part" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "leaderboard.csv").exists()
+
+
+def test_ctrl_c_keeps_the_candidates_scored_so_far(compared, elpv_folder, tmp_path, monkeypatch):
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    searched = _compare._Run.search
+
+    def interrupted_second(run, *args, **kwargs):
+        if run.scored:
+            raise KeyboardInterrupt
+        return searched(run, *args, **kwargs)
+
+    monkeypatch.setattr(_compare._Run, "search", interrupted_second)
+    with pytest.raises(featx.errors.Interrupted, match="the 1 candidates scored so far"):
+        featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
+    with open(tmp_path / "out" / "leaderboard.csv") as f:
+        assert [row["candidate"] for row in csv.DictReader(f)] == [SINGLES[0]]
