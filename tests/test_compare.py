@@ -132,6 +132,8 @@ def test_a_fused_winner_holds_its_spaces_and_predicts_through_featx_predict(comp
     got, expected = predicted_probabilities(comparison.model, elpv_folder), expected_probabilities(comparison.model, elpv_folder)
     for path in expected:
         np.testing.assert_allclose(got[path], expected[path], rtol=1e-5, atol=1e-6)
+    evaluated = CliRunner().invoke(main, ["evaluate", str(comparison.model), str(elpv_folder), "-q", "-w", "0"])
+    assert evaluated.exit_code == 0 and "40 read from the training store, 0 extracted (2 feature spaces, counted in each)" in evaluated.output, evaluated.output
     listed = CliRunner().invoke(main, ["info", str(comparison.model)])
     assert listed.exit_code == 0, listed.output
     assert listed.output.count('"model": "efficientnet_lite0"') == 2 and "feature spaces: 2" in listed.output
