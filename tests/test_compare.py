@@ -184,3 +184,14 @@ def test_ctrl_c_keeps_the_candidates_scored_so_far(compared, elpv_folder, tmp_pa
         featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
     with open(tmp_path / "out" / "leaderboard.csv") as f:
         assert [row["candidate"] for row in csv.DictReader(f)] == [SINGLES[0]]
+
+
+def test_the_command_gives_the_same_leaderboard(compared, elpv_folder, tmp_path, monkeypatch):
+    comparison, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--image-size", "32,48", "--clf", "logreg", "--fuse", "2",
+                                       "--cv", "2", "--engine", "torch", "-q", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    ranked = [re.findall(r"^ *\d+  (.+?) +(\d\.\d{3} ± \d\.\d{3}) ", text, re.M) for text in (comparison.table(), result.stdout)]
+    assert len(ranked[0]) == 4 and ranked[0] == ranked[1]  # the candidates, their order and CV scores
+    assert f"model: {tmp_path / 'out' / 'model.skops'}   leaderboard: {tmp_path / 'out' / 'leaderboard.html'}" in result.stdout
