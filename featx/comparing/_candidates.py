@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,12 +45,16 @@ class Candidate:
         return " ".join(p for p in parts if p) + (f" / {self.clf}" if self.clf else "")
 
 
-def _listed(values) -> list:
+def _listed(values: Any) -> list:
     """A value or a sequence of values (a string is one value)."""
     return [values] if values is None or isinstance(values, (str, int, os.PathLike)) else list(values)
 
 
-def candidates(models, layers, poolings, image_sizes, ttas, weights, clfs) -> list[Candidate]:
+Listed = Any  # a value or a sequence of values
+
+
+def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Listed, ttas: Listed, weights: Listed,
+               clfs: Listed) -> list[Candidate]:
     """The product of the lists, checked before anything runs (one line for an unknown name). A weights file
     makes candidates of the model it was fine-tuned from (its metadata), else of each model listed."""
     from featx.backbones._registry import get_backbone
@@ -127,7 +132,8 @@ class Split:
     test: np.ndarray
 
     @classmethod
-    def of(cls, images: ImageList, test_size: float, seed: int, group=None, test_files: ImageList | None = None,
+    def of(cls, images: ImageList, test_size: float, seed: int, group: str | Callable[[str], str] | None = None,
+           test_files: ImageList | None = None,
            cv: int = 5) -> Split:
         """Unique labelled contents of `images`, split once: stratified by class (and `group`), or the files
         whose content `test_files` hold as the test part."""

@@ -54,6 +54,12 @@ class Comparison:
     def winner(self) -> Row:
         return self.rows[0]
 
+    @property
+    def runner_up(self) -> Row | None:
+        """The second best candidate that did not fail, if any."""
+        ranked = [row for row in self.rows if not row.error]
+        return ranked[1] if len(ranked) > 1 else None
+
     def table(self) -> str:
         """The leaderboard as aligned text."""
         width = max([len(r.candidate) for r in self.rows] + [9])
@@ -380,8 +386,8 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
     import csv
 
     from featx.outputs import atomic_write
-    from featx.reports import _html as h
     from featx.reports._figures import png, scores_figure
+    from featx.reports._html import figures, page, paragraph, section, table, write
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{LEADERBOARD}.{ext}" for ext in ("csv", "json", "html")]
@@ -393,16 +399,15 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
     with atomic_write(paths[1], "w") as f:
         f.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
     ok = [r for r in comparison.rows if not r.error]
-    table = [(i, r.candidate, "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
+    rows = [(i, r.candidate, "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
               f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}")
              for i, r in enumerate(comparison.rows, 1)]
-    sections = [h.section("Leaderboard", h.table(["#", "candidate", "CV balanced accuracy", "dim", "images/s", "fit s"],
-                                                 table))]
+    sections = [section("Leaderboard", table(["#", "candidate", "CV balanced accuracy", "dim", "images/s", "fit s"], rows))]
     if ok:
         figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok])
-        sections.append(h.section("CV scores", h.figures({"cv": png(figure)})))
+        sections.append(section("CV scores", figures({"cv": png(figure)})))
     if comparison.test_accuracy is not None:
-        sections.append(h.section("Winner", h.paragraph(comparison.table().splitlines()[-1])))
+        sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
     subtitle = f"{comparison.n_train} training images, {comparison.n_test} test images, {len(comparison.classes)} classes"
-    h.write(paths[2], h.page("featx compare", sections, subtitle))
+    write(paths[2], page("featx compare", sections, subtitle))
     return paths

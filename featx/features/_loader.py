@@ -7,8 +7,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 from featx.backbones._preprocessing import Preprocessing
 from featx.images._content import content_key, read_bytes, unreadable
 from featx.images._decode import DecodeError
+
+if TYPE_CHECKING:
+    from featx.features._engines import Runner
+
+_T = TypeVar("_T")
+# a decoded item: (index, uint8 3 x crop x crop tensor, None, False) or (index, None, reason, permanent)
+Item = tuple[int, torch.Tensor | None, str | None, bool]
 
 
 class ImageFiles(Dataset):
@@ -36,7 +43,7 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Item:
         try:
             data = read_bytes(self.paths[i])
             if content_key(data) != self.keys[i]:
@@ -60,14 +67,14 @@ class ImageArrays(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Item:
         try:
             return i, self.transform(self.images[i]), None, False
         except Exception as exc:  # one odd image must not stop the others
             return i, None, f"cannot resize: {type(exc).__name__}: {exc}", True
 
 
-def collate(batch):
+def collate(batch: list[Item]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str, bool]]]:
     """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)])."""
     good = [(i, t) for i, t, _, _ in batch if t is not None]
     failed = [(i, reason, permanent) for i, t, reason, permanent in batch if t is None]
@@ -149,7 +156,9 @@ class Pace:
         self.size = min(batch_size, FIRST_PASS)
         self.seconds, self.images = 0.0, 0
 
-    def passes(self, indices: list[int], images, failures: list) -> Iterator[tuple[list[int], object, list]]:
+    def passes(
+        self, indices: list[int], images: torch.Tensor | None, failures: list
+    ) -> Iterator[tuple[list[int], torch.Tensor | None, list]]:
         """A decoded batch as passes of at most `size` images (read as each is taken); failures go with the first."""
         start = 0
         while True:
@@ -159,7 +168,7 @@ class Pace:
                 return
             start = end
 
-    def timed(self, call, n: int = 0):
+    def timed(self, call: Callable[[], _T], n: int = 0) -> _T:
         """`call()`, its duration counted as compute time (with `n` more images computed), and the next pass
         size set from the time per image so far."""
         began = time.perf_counter()
@@ -171,7 +180,7 @@ class Pace:
         return result
 
 
-def local_batches(dataset: Dataset, runner, batch_size: int, workers: int | None) -> Iterator[FeatureBatch]:
+def local_batches(dataset: Dataset, runner: Runner, batch_size: int, workers: int | None) -> Iterator[FeatureBatch]:
     """Decode the items of `dataset` (`ImageFiles` or `ImageArrays`) in worker processes and run `runner`
     in passes sized by `Pace`, each yielded as it ends.
 
