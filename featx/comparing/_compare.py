@@ -335,8 +335,7 @@ def _finish(run: _Run, split: Split, out: Path) -> Comparison:
     """Refit the winner on the training part, score it once on the test part, save it and the leaderboard."""
     from featx.classify._bundle import ModelBundle
     from featx.classify._classifiers import class_scores
-    from featx.outputs import manifest_path, output_set
-    from featx.reports._report import Outcomes, Report, metrics, report_prefix
+    from featx.reports._report import Outcomes, Report, metrics
 
     board = run.leaderboard()
     if not board or board[0].row.error:
@@ -360,9 +359,7 @@ def _finish(run: _Run, split: Split, out: Path) -> Comparison:
                     Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
                     title=f"featx compare: {winner.row.candidate}")
     path = out / MODEL
-    with output_set(manifest_path(path)) as files:
-        files.append(bundle.save(path))
-        files += report.save(report_prefix(path))
+    files = [path, *bundle.save_with_report(path, report)]
     comparison = _comparison(run, split, test_balanced_accuracy=scores["balanced_accuracy"],
                              test_accuracy=scores["accuracy"], model=path)
     written = _write(run, comparison, out)
