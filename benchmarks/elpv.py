@@ -10,6 +10,11 @@ cache); configurations that use some of its stages take those columns. The class
 Prints, per configuration, mean ± std over seeds of the 4-class accuracy, the balanced accuracy, the
 binary accuracy (defective if probability >= 0.5) and the CV accuracy, next to the paper's numbers.
 
+`--compare`: per seed, `featx.compare` on the same split (the test part given as a CSV): EfficientNet-Lite0/1/2
+frozen at 300 px, GeM-pooled late stages, with and without the 8 symmetries, plus the fine-tuned Lite0 of each seed
+when `--out` holds it (from `--finetune`), an RBF SVM each, and the fusions of the `--fuse` best; the winner is
+chosen by CV alone, then scored once on the test part. Prints each seed's leaderboard and the winners' mean.
+
 `--finetune`: per seed, `featx.finetune` on the training part only (its own stratified validation part picks
 the epoch), then four rows on the test part: the fine-tuned head, with and without the 8-symmetry average,
 and an RBF SVM on the fine-tuned features (C by 5-fold CV on the training part), with and without it.
@@ -211,6 +216,36 @@ def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], trai
     return rows
 
 
+def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strata: np.ndarray, seeds: list[int],
+                 folder: Path, fuse: int, quick: bool) -> None:
+    """featx.compare per seed on the benchmark's split; each leaderboard, then the winners' test scores."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "elpv.csv"
+    with open(data, "w", newline="") as f:
+        csv.writer(f).writerows(zip(filenames, (classes[label] for label in y)))
+    candidates = {"models": ["efficientnet_lite0"] if quick else ["efficientnet_lite0", "efficientnet_lite1",
+                                                                  "efficientnet_lite2"],
+                  "image_sizes": [64 if quick else 300], "layers": [",".join(LATE)], "poolings": ["gem"],
+                  "ttas": ["none"] if quick else ["none", "d4"], "clfs": ["svm"]}
+    winners = []
+    for seed in seeds:
+        _, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strata, random_state=seed)
+        test_csv = folder / f"test-{seed}.csv"
+        with open(test_csv, "w", newline="") as f:
+            csv.writer(f).writerows([filenames[i], classes[y[i]]] for i in test)
+        tuned = [folder / f"lite0-seed{seed}.safetensors"] if (folder / f"lite0-seed{seed}.safetensors").is_file() else []
+        result = featx.compare(data, **candidates, weights=tuned, fuse=fuse, split_csv=test_csv, seed=seed, n_jobs=-1,
+                               out=folder / f"compare-seed{seed}", progress=False)
+        print(f"seed {seed}:\n{result.table()}", flush=True)
+        winners.append((result.winner.candidate, result.test_accuracy, result.test_balanced_accuracy, result.winner.cv_mean))
+    accuracy = 100 * np.array([w[1] for w in winners])
+    print(f"\nwinners (chosen by CV): {[w[0] for w in winners]}")
+    print(f"| featx compare winner | {accuracy.mean():.2f} ± {accuracy.std():.2f} | "
+          f"{100 * np.mean([w[2] for w in winners]):.2f} | | {100 * np.mean([w[3] for w in winners]):.2f} (balanced) |")
+    for name, value in PAPER.items():
+        print(f"| {name} (paper) | {value:.2f} | | | |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated split seeds.")
@@ -220,6 +255,8 @@ def main() -> None:
     parser.add_argument("--out", default="elpv-finetune", help="--finetune: folder of the weights and checkpoints.")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="--finetune: a FinetuneConfig field, e.g. epochs=11 image_size=160 (repeatable).")
+    parser.add_argument("--compare", action="store_true", help="featx.compare per seed (see above).")
+    parser.add_argument("--fuse", type=int, default=3, help="--compare: fuse the K best feature spaces.")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = [c for c in CONFIGS if args.configs is None or c.name in args.configs.split(",")]
@@ -247,6 +284,9 @@ def main() -> None:
             runs = [rows[name] for rows in per_seed]
             print(row(name, {k: 100 * v for k, v in values.items()})
                   + f" {np.mean([r['epochs'] for r in runs]):.1f} | {np.mean([r['seconds_per_epoch'] for r in runs]):.0f} |")
+        return
+    if args.compare:
+        compare_rows(filenames, y, data.target_names, strata, seeds, Path(args.out), args.fuse, args.quick)
         return
     extracted: dict[FeatureSet, tuple[np.ndarray, np.ndarray]] = {}  # features, column names
     rows = []

@@ -11,6 +11,7 @@ COMMANDS = {
     "extract": ("extract", "Extract features of images into an HDF5 store (only images not yet there)."),
     "models": ("models", "List the backbones, their feature sizes, and whether weights are here or will download."),
     "info": ("info", "Show what a feature store holds: rows, classes, failures, feature space."),
+    "compare": ("compare", "Compare backbones, layers, poolings, sizes and classifiers on your images; save the best."),
     "fit": ("fit", "Train a classifier on a feature store (cross-validated), save it with its report."),
     "finetune": ("finetune", "Fine-tune a backbone with a new head on labelled images (safetensors file)."),
     "evaluate": ("evaluate", "Report how a saved model or fine-tuned network does on a labelled image folder."),

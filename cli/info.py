@@ -19,10 +19,16 @@ from .errors import user_errors
               help="With --check: copy what can be read of a damaged store into STEM-repaired.h5 beside it.")
 @user_errors
 def info(store, history, check, repair):
-    """Show what the feature STORE holds: the files extracted from as they are on disk now."""
+    """Show what the feature STORE holds: the files extracted from as they are on disk now. A model file
+    (from featx fit or featx compare): its classes, classifier and feature spaces."""
+    import zipfile
+
     from featx.features._store import FeatureStore, gone_note
     from featx.images._failures import failure_lines
 
+    if zipfile.is_zipfile(store):
+        _model(Path(store))
+        return
     if check or repair:
         _check(Path(store), repair)
         return
@@ -51,6 +57,21 @@ def info(store, history, check, repair):
             click.echo(f"  {path}" + (f" ({name})" if name is not None else ""))
     click.echo("feature space: " + json.dumps(summary.space, indent=2, sort_keys=True))
     click.echo("versions:  " + json.dumps(summary.versions, sort_keys=True))
+
+
+def _model(path: Path) -> None:
+    """featx info MODEL: classes, classifier, and each feature space with the store it was trained on."""
+    from featx.classify._bundle import load_bundle
+
+    bundle = load_bundle(path)
+    click.echo(f"model:     {path}")
+    click.echo(f"classes:   {', '.join(bundle.classes)}")
+    click.echo(f"classifier: {bundle.info.get('classifier')} {json.dumps(bundle.info.get('hyperparameters', {}))}")
+    click.echo(f"feature spaces: {len(bundle.spaces)}")
+    for part in bundle.parts():
+        click.echo(f"  store: {part.training_store()}\n  " + json.dumps(part.space.as_dict(), indent=2, sort_keys=True)
+                   .replace("\n", "\n  "))
+
 
 def _check(store: Path, repair: bool) -> None:
     """featx info --check [--repair]: the problems found (exit 1), or ok; --repair copies the readable part."""

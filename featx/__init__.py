@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _moved.install()
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "audit": ".auditing", "Audit": ".auditing",
+    "compare": ".comparing", "Comparison": ".comparing", "Candidate": ".comparing",
     "extract": ".features", "ExtractReport": ".features",
     "load_features": ".features", "FeatureSet": ".features", "FeatureStore": ".features",
     "PretrainedFeatures": ".features",

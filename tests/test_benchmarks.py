@@ -64,3 +64,11 @@ def test_finetune_step_benchmark_prints_rates_and_ratios_against_all_layers():
     assert re.search(r"^  32  all layers +\d+\.\d  1\.00$", out, re.M), out
     for layer in ("blocks.1", "blocks.2"):
         assert re.search(rf"^  32  {re.escape(layer)} +\d+\.\d  \d\.\d\d$", out, re.M), out
+
+
+@pytest.mark.slow
+def test_elpv_compare_quick_prints_each_seeds_leaderboard_and_the_winners_row(tmp_path):
+    env = {**os.environ, "FEATX_CACHE": str(tmp_path / "cache")}
+    out = run("elpv.py", "--compare", "--quick", "--out", str(tmp_path / "runs"), env=env)
+    assert re.search(r"^ 1  efficientnet_lite0 64px blocks\.5,blocks\.6,bn2 gem / svm +0\.\d{3} ± 0\.\d{3}", out, re.M), out
+    assert re.search(r"^\| featx compare winner \| \d+\.\d\d ± \d+\.\d\d \|", out, re.M), out

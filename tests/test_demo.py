@@ -50,3 +50,13 @@ def test_full_demo_under_the_paper_protocol(tmp_path, monkeypatch):
     assert "2,624 ELPV cells" in output and "stratified by class and cell type" in output
     assert "on 656 test cells" in output
     assert accuracy > 0.75  # docs/benchmarks.md: 300-gem-late, 79.8 ± 1.1% over three splits
+
+
+@pytest.mark.slow
+def test_demo_compare_prints_the_winner_and_its_margin(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(demo, ["-q", "--per-class", "12", "--compare"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^winner: .+, \d+\.\d\d points of CV above .+; 4-class accuracy on the test part \d+\.\d\d%",
+                     result.output, re.M), result.output
+    assert (tmp_path / "featx-demo" / "compare" / "model.skops").is_file()

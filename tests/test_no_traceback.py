@@ -41,6 +41,7 @@ CASES = {
     "audit": (["{missing}"], ["{junk}", "--out", "{tmp}/audit"]),
     "viz": (["features", "{missing}"], ["features", "{bad}/a/0.png", "--model", "mobilenet_v3_small", "--weights",
                                         "random", "-o", "{tmp}/f.png"]),
+    "compare": (["{missing}"], ["{bad}", "--out", "{tmp}/compare", "--engine", "torch", "-q"]),
     "finetune": (["{missing}"], ["{bad}", "-o", "{tmp}/t.safetensors", "--epochs", "1", "--image-size", "32", "-w", "0"]),
 }
 

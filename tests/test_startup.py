@@ -57,7 +57,7 @@ def test_commands_that_run_no_network_import_neither_torch_nor_torchvision(elpv_
         assert "0 extracted, 20 already in the store" in runs[rerun].stdout, runs[rerun].stderr
     assert runs["fit"].returncode == 0 and model.is_file(), runs["fit"].stderr
     assert runs["info STORE"].returncode == 0 and "files:     20" in runs["info STORE"].stdout
-    assert runs["info MODEL"].returncode == 1 and "not a featx feature store" in runs["info MODEL"].stderr
+    assert runs["info MODEL"].returncode == 0 and "feature spaces: 1" in runs["info MODEL"].stdout, runs["info MODEL"].stderr
     assert runs["models"].returncode == 0 and "efficientnet_lite0" in runs["models"].stdout
     assert runs["export"].returncode == 0 and (tmp_path / "e.npy").is_file(), runs["export"].stderr
     assert runs["map"].returncode == 0 and (tmp_path / "map.html").is_file(), runs["map"].stderr

@@ -60,6 +60,26 @@ class ModelBundle:
     space: FeatureSpace
     dtype: str
     info: dict = field(default_factory=dict)  # classifier, hyperparameters, featx version, training store
+    # a fused model's further feature spaces (featx compare): the pipeline takes the features of `spaces` side by
+    # side; info["parts"] gives each one's store, width and weights file
+    extra_spaces: tuple[FeatureSpace, ...] = ()
+
+    @property
+    def spaces(self) -> tuple[FeatureSpace, ...]:
+        return (self.space, *self.extra_spaces)
+
+    @property
+    def width(self) -> int:
+        """The number of features of `space` (the pipeline's input for a single-space model)."""
+        return self.info.get("width", self.pipeline.n_features_in_)
+
+    def parts(self) -> list[ModelBundle]:
+        """One bundle per feature space, each with its own store, weights file and width (the pipeline shared)."""
+        if not self.extra_spaces:
+            return [self]
+        shared = {k: v for k, v in self.info.items() if k not in ("store", "weights_file", "parts")}
+        return [ModelBundle(self.pipeline, self.classes, space, self.dtype, {**shared, **part})
+                for space, part in zip(self.spaces, self.info["parts"])]
 
     def check_space(self, space: FeatureSpace, dtype: str | None = None) -> None:
         """Refuse features from any other feature space (or storage dtype) than the training one."""
@@ -142,6 +162,8 @@ class ModelBundle:
             "feature_space": self.space.to_json(),
             "dtype": self.dtype,
             "info": json.dumps(self.info),
+            # older featx reads `feature_space` only: a fused model then fails on its pipeline's width
+            **({"feature_spaces": [space.to_json() for space in self.extra_spaces]} if self.extra_spaces else {}),
         }
         with atomic_path(path) as tmp:
             if format == "skops":
@@ -180,7 +202,7 @@ def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarra
             held = np.flatnonzero(rows >= 0)
             return held, store.rows(rows[held]), None
     except FeatxError as exc:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.pipeline.n_features_in_)), str(exc)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.width)), str(exc)
 
 
 def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str = "auto", **options):
@@ -199,7 +221,7 @@ def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str
                                         "working folder (or set FEATX_CACHE)")
     done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
     if not done.store.exists():  # every file failed, and no store was kept
-        return np.zeros((len(images), bundle.pipeline.n_features_in_)), np.zeros(len(images), dtype=bool), done
+        return np.zeros((len(images), bundle.width)), np.zeros(len(images), dtype=bool), done
     with FeatureStore.open(done.store) as opened:
         bundle.check_space(opened.space, opened.dtype)
         features, found = opened.features_for(images.paths)
@@ -215,8 +237,12 @@ def _bundle_features(bundle: ModelBundle, data, weights, tta: str, **options):
     if tta != "none":
         raise ParameterError(f"tta={tta!r} applies to a fine-tuned network; a fitted model's features use its "
                              f"feature space's own tta ({bundle.space.tta})")
+    if bundle.extra_spaces:  # a fused model (featx compare): each space's features, side by side
+        done = [_bundle_features(part, data, weights, tta, **options) for part in bundle.parts()]
+        return (done[0][0], np.hstack([features for _, features, _, _ in done]),
+                np.logical_and.reduce([found for _, _, found, _ in done]), Sources.joined([s for *_, s in done]))
     images = find_images(data)
-    features = np.zeros((len(images), bundle.pipeline.n_features_in_), dtype=np.float32)
+    features = np.zeros((len(images), bundle.width), dtype=np.float32)
     found = np.zeros(len(images), dtype=bool)
     held, rows, unused = _training_rows(bundle, images.paths)
     features[held], found[held] = rows, True
@@ -311,4 +337,5 @@ def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Mode
         space=FeatureSpace.from_json(state["feature_space"]),
         dtype=state["dtype"],
         info=json.loads(state["info"]),
+        extra_spaces=tuple(FeatureSpace.from_json(text) for text in state.get("feature_spaces", ())),
     )

@@ -111,31 +111,41 @@ def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None
     return dict(enumerate(compute_class_weight("balanced", classes=np.arange(k), y=labels).tolist()))
 
 
-def _fit_in_memory(store: FeatureStore, s: Samples, clf: Classifier, class_weight, cv: int, seed: int, n_jobs) -> Trained:
-    """Load the features once; grid search with stratified K-fold on the training part."""
+def search(x: np.ndarray, y: np.ndarray, clf: Classifier, class_weight: dict | None, folds: int | list,
+           seed: int, n_jobs: int | None = None, scale: object = None) -> tuple[object, object, list[tuple[object, float, float]]]:
+    """Stratified K-fold grid search of `clf`'s parameter on (x, y): (pipeline set to the best value, not yet
+    fitted; the best value; (value, mean, std) per grid value). `folds`: a number of folds or the (train, test)
+    index pairs (the same folds for several searches); `scale`: the first step (default: a StandardScaler)."""
+    from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = store.rows(s.rows).astype(np.float32, copy=False)
-    grid = clf.usable_grid(len(s.train) * (cv - 1) // cv)
-    pipeline = Pipeline([("scale", StandardScaler()), ("clf", clf.make(class_weight, seed))])
+    scale = StandardScaler() if scale is None else scale
+    n_train = len(y) * (folds - 1) // folds if isinstance(folds, int) else min(len(train) for train, _ in folds)
+    grid = clf.usable_grid(n_train)
+    pipeline = Pipeline([("scale", scale), ("clf", clf.make(class_weight, seed))])
     searched = pipeline
     if clf.precomputed_kernel:
         kernel_clf = clf.make(class_weight, seed).set_params(kernel="precomputed")
-        searched = Pipeline([("scale", StandardScaler()), ("gram", RBFGram()), ("clf", kernel_clf)])
-    search = GridSearchCV(
-        searched, {f"clf__{clf.param}": grid}, scoring=SCORING, n_jobs=n_jobs, refit=False,
-        cv=StratifiedKFold(cv, shuffle=True, random_state=seed),
-    )
-    search.fit(x[s.train], s.labels[s.train])
-    scores = [
-        (value, float(mean), float(std))
-        for value, mean, std in zip(grid, search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])
-    ]
-    best = search.best_params_[f"clf__{clf.param}"]
+        searched = Pipeline([("scale", clone(scale)), ("gram", RBFGram()), ("clf", kernel_clf)])
+    if isinstance(folds, int):
+        folds = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    grid_search = GridSearchCV(searched, {f"clf__{clf.param}": grid}, scoring=SCORING, n_jobs=n_jobs, refit=False, cv=folds)
+    grid_search.fit(x, y)
+    results = grid_search.cv_results_
+    scores = [(value, float(mean), float(std))
+              for value, mean, std in zip(grid, results["mean_test_score"], results["std_test_score"])]
+    best = grid_search.best_params_[f"clf__{clf.param}"]
+    return pipeline.set_params(**{f"clf__{clf.param}": best}), best, scores
+
+
+def _fit_in_memory(store: FeatureStore, s: Samples, clf: Classifier, class_weight, cv: int, seed: int, n_jobs) -> Trained:
+    """Load the features once; grid search with stratified K-fold on the training part."""
+    x = store.rows(s.rows).astype(np.float32, copy=False)
+    pipeline, best, scores = search(x[s.train], s.labels[s.train], clf, class_weight, cv, seed, n_jobs)
     picked = map_rows(len(s.rows), seed)
-    model = pipeline.set_params(**{f"clf__{clf.param}": best}).fit(x[s.train], s.labels[s.train])
+    model = pipeline.fit(x[s.train], s.labels[s.train])
     return Trained(model, best, scores, model.predict(x[s.test]), *class_scores(model, x[s.test]), (x[picked], s.labels[picked]))
 
 

@@ -77,6 +77,7 @@ class Sources:
     n_read: int
     extracted: ExtractReport | None
     unused: str | None = None
+    n_spaces: int = 1  # a fused model's: the counts add up each space's
 
     @property
     def failures(self) -> list[tuple[str, str]]:
@@ -88,7 +89,20 @@ class Sources:
 
     @property
     def headline(self) -> str:
-        return f"{self.n_read} read from the training store, {self.n_extracted} extracted"
+        spaces = f" ({self.n_spaces} feature spaces, counted in each)" if self.n_spaces > 1 else ""
+        return f"{self.n_read} read from the training store, {self.n_extracted} extracted{spaces}"
+
+    @classmethod
+    def joined(cls, parts: Sequence[Sources]) -> Sources:
+        """The sources of a fused model's spaces as one: counts added up, each failure once."""
+        from dataclasses import replace
+
+        extracted = [p.extracted for p in parts if p.extracted]
+        joined = None if not extracted else replace(
+            extracted[0], n_cached=sum(e.n_cached for e in extracted), n_extracted=sum(e.n_extracted for e in extracted),
+            failures=list(dict(f for e in extracted for f in e.failures).items()), seconds=sum(e.seconds for e in extracted))
+        return cls(sum(p.n_read for p in parts), joined, "; ".join(p.unused for p in parts if p.unused) or None,
+                   len(parts))
 
     def summary(self) -> str:
         lines = [self.headline]

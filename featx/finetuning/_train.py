@@ -90,6 +90,7 @@ def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSour
         "preprocessing": pre.as_dict(), "image_size": pre.crop, "config": asdict(config),
         "history": state.history, "best_epoch": state.best_epoch, "data_hash": state.fingerprint["data"],
         "n_train": len(pool.train), "n_val": len(pool.val), "featx": __version__,
+        "trained_on": sorted(set(pool.keys)),  # content keys trained or validated on: compare refuses a test part among them
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().clone() for k, v in state.best.items()}

@@ -1,0 +1,68 @@
+"""`featx compare`."""
+from __future__ import annotations
+
+import click
+
+from featx.classify._classifiers import CLASSIFIERS
+from featx.names import POOLINGS, TTAS
+
+from . import options
+from .errors import user_errors
+
+
+def _names(valid=None, convert=str):
+    """A click callback: a comma-separated list (each name checked against `valid` when given)."""
+
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        wrong = [v for v in items if valid is not None and v not in valid]
+        if wrong:
+            raise click.BadParameter(f"{', '.join(wrong)} (choose from {', '.join(valid)})")
+        return [None if v == "default" else convert(v) for v in items]
+
+    return parse
+
+
+@click.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", "models", callback=_names(), help="Backbones, comma-separated (see: featx models).")
+@click.option("--layer", "layers", help="Layers, comma-separated within one candidate; several candidates: separate with ';'.")
+@click.option("--pooling", "poolings", callback=_names(POOLINGS), help=f"Poolings, comma-separated ({', '.join(POOLINGS)}).")
+@click.option("--image-size", "image_sizes", callback=_names(convert=int),
+              help="Image sizes, comma-separated ('default': the weights' own).")
+@click.option("--tta", "ttas", callback=_names(TTAS), help=f"Test-time views, comma-separated ({', '.join(TTAS)}).")
+@click.option("--weights", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A fine-tuned weights file (featx finetune) as a further candidate; repeat for several.")
+@click.option("--clf", "clfs", callback=_names(list(CLASSIFIERS)), help="Classifiers, comma-separated.")
+@click.option("--fuse", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also fuse the K best feature spaces (concatenated, and probabilities averaged).")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True)
+@click.option("--split-csv", type=click.Path(exists=True, dir_okay=False), help="The test part: a CSV of its files (instead of --test-size).")
+@click.option("--group-pattern", help="A regex on each path naming its group (first group or match): the split is stratified by class and group.")
+@click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="featx-compare", show_default=True)
+@options.apply(options.engine, options.device, options.quiet)
+@user_errors
+def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fuse, test_size, split_csv,
+            group_pattern, cv, seed, n_jobs, out, engine, device, quiet):
+    """Which backbone, layers, pooling, image size, views and classifier suit the labelled images in DATA.
+
+    Every combination is extracted once into its default store, cross-validated on the same folds of the same
+    training part, ranked; the best (or a fusion of the --fuse best) is refitted, scored once on the test part
+    and saved as OUT/model.skops for featx predict and featx evaluate. Leaderboard: OUT/leaderboard.{csv,json,html}.
+    """
+    from featx.comparing._compare import compare as run
+
+    chosen = {name: value for name, value in [("models", models), ("poolings", poolings), ("image_sizes", image_sizes),
+                                             ("ttas", ttas), ("clfs", clfs)] if value is not None}
+    if layers is not None:
+        chosen["layers"] = [None if v == "default" else v for v in layers.split(";")]
+    comparison = run(list(data), **chosen, weights=list(weights), fuse=fuse, test_size=test_size, split_csv=split_csv,
+                     group=group_pattern, cv=cv, seed=seed, n_jobs=n_jobs, out=out, engine=engine, device=device,
+                     progress=not quiet, log=lambda line: click.echo(line, err=True))
+    click.echo(comparison.table())
+    click.echo(f"model: {comparison.model}   leaderboard: {comparison.files[2]}")

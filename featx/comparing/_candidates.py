@@ -1,0 +1,191 @@
+"""Candidates of a comparison and the one split they all share."""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featx.errors import BadInputError, FeatxError, UnknownNameError
+from featx.images._inputs import ImageList
+from featx.names import DEFAULT_MODEL, POOLINGS, TTAS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One feature space (model, layers, pooling, image size, views, weights) and a classifier."""
+
+    model: str = DEFAULT_MODEL
+    layer: str | None = None
+    pooling: str = "avg"
+    image_size: int | None = None
+    tta: str = "none"
+    weights: str | None = None  # a file (e.g. from featx finetune) or a named variant
+    clf: str = "logreg"
+
+    @property
+    def space(self) -> Candidate:
+        """The candidate without its classifier: what one store holds."""
+        return Candidate(self.model, self.layer, self.pooling, self.image_size, self.tta, self.weights, clf="")
+
+    @property
+    def views(self) -> int:
+        return 8 if self.tta == "d4" else 1
+
+    @property
+    def name(self) -> str:
+        parts = [self.model if self.weights is None else f"{self.model}[{Path(self.weights).name}]",
+                 f"{self.image_size}px" if self.image_size else "", self.layer or "", self.pooling,
+                 "" if self.tta == "none" else self.tta]
+        return " ".join(p for p in parts if p) + (f" / {self.clf}" if self.clf else "")
+
+
+def _listed(values: Any) -> list:
+    """A value or a sequence of values (a string is one value)."""
+    return [values] if values is None or isinstance(values, (str, int, os.PathLike)) else list(values)
+
+
+Listed = Any  # a value or a sequence of values
+
+
+def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Listed, ttas: Listed, weights: Listed,
+               clfs: Listed) -> list[Candidate]:
+    """The product of the lists, checked before anything runs (one line for an unknown name). A weights file
+    makes candidates of the model it was fine-tuned from (its metadata), else of each model listed."""
+    from featx.backbones._registry import get_backbone
+    from featx.classify._classifiers import get_classifier
+
+    models, weights = _listed(models) or [DEFAULT_MODEL], _listed(weights)
+    for model in models:
+        get_backbone(model)
+    for clf in _listed(clfs):
+        get_classifier(clf)
+    for pooling in _listed(poolings):
+        if pooling not in POOLINGS:
+            raise UnknownNameError("pooling", pooling, POOLINGS)
+    for tta in _listed(ttas):
+        if tta not in TTAS:
+            raise UnknownNameError("test-time augmentation", tta, TTAS)
+    bases = [(model, None) for model in models]
+    bases += [(base, str(w)) for w in weights if w is not None for base in _fine_tuned_base(w, models)]
+    settings = itertools.product(_listed(layers), _listed(poolings), _listed(image_sizes), _listed(ttas), _listed(clfs))
+    return [Candidate(model, layer, pooling, size, tta, w, clf)
+            for (model, w), (layer, pooling, size, tta, clf) in itertools.product(bases, list(settings))]
+
+
+def _fine_tuned_base(weights, models: list[str]) -> list[str]:
+    """The model a weights file was fine-tuned from; the models listed for another file (or one that cannot
+    be read: its candidates then fail and are reported)."""
+    from featx.backbones._weights import is_safetensors, safetensors_metadata
+
+    if is_safetensors(weights):
+        try:
+            base = safetensors_metadata(weights).get("model")
+        except FeatxError:
+            base = None
+        if base:
+            return [base]
+    return models
+
+
+def trained_on(weights: str) -> set[str]:
+    """Content keys of the images a fine-tuned file was trained or validated on (empty: none recorded)."""
+    from featx.backbones._weights import is_safetensors, safetensors_metadata
+
+    if not is_safetensors(weights):
+        return set()
+    try:
+        return set(safetensors_metadata(weights).get("trained_on", ()))
+    except FeatxError:
+        return set()
+
+
+def group_of(group: str | Callable[[str], str] | None) -> Callable[[str], str] | None:
+    """A file's group: a function of its path, or a regular expression whose first group (or whole match) names it."""
+    if group is None or callable(group):
+        return group
+    pattern = re.compile(group)
+
+    def named(path: str) -> str:
+        found = pattern.search(path)
+        if not found:
+            raise BadInputError(f"the group pattern {group!r} does not match {path}")
+        return found.group(1) if pattern.groups else found.group(0)
+
+    return named
+
+
+@dataclass(frozen=True)
+class Split:
+    """The labelled unique images of a comparison (one file per content) and their train/test parts."""
+
+    paths: tuple[str, ...]
+    keys: tuple[str, ...]
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    train: np.ndarray
+    test: np.ndarray
+
+    @classmethod
+    def of(cls, images: ImageList, test_size: float, seed: int, group: str | Callable[[str], str] | None = None,
+           test_files: ImageList | None = None,
+           cv: int = 5) -> Split:
+        """Unique labelled contents of `images`, split once: stratified by class (and `group`), or the files
+        whose content `test_files` hold as the test part."""
+        from sklearn.model_selection import train_test_split
+
+        from featx.images._content import content_keys
+
+        first: dict[str, int] = {}
+        for i, hashed in enumerate(content_keys(images.paths)):
+            if hashed.key is None or images.labels[i] < 0:
+                continue
+            j = first.setdefault(hashed.key, i)
+            if images.labels[j] != images.labels[i]:
+                raise BadInputError(f"identical images carry different labels: {images.paths[j]}, {images.paths[i]}")
+        keys, index = list(first), np.array(list(first.values()), dtype=np.int64)
+        if not len(index):
+            raise BadInputError("no labelled image found (use class folders or CSV labels)")
+        labels = images.labels[index]
+        present, labels = np.unique(labels, return_inverse=True)
+        paths = [images.paths[i] for i in index]
+        if test_files is not None:
+            held = {h.key for h in content_keys(test_files.paths)}
+            is_test = np.array([key in held for key in keys])
+            train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+            if not len(test) or not len(train):
+                raise BadInputError("the split CSV must name some, not all, of the images compared")
+        else:
+            named = group_of(group)
+            strata = labels if named is None else [f"{label}/{named(path)}" for label, path in zip(labels, paths)]
+            try:
+                train, test = train_test_split(np.arange(len(keys)), test_size=test_size, stratify=strata,
+                                               random_state=seed)
+            except ValueError as exc:
+                raise BadInputError(f"cannot hold out a stratified test part (test size {test_size}): {exc}") from None
+        counts = np.bincount(labels[train], minlength=len(present))
+        if counts.min() < cv:
+            raise BadInputError(f"classes with fewer training images than {cv} folds: add images or lower cv")
+        return cls(tuple(paths), tuple(keys), labels, tuple(images.classes[i] for i in present), np.sort(train),
+                   np.sort(test))
+
+    def folds(self, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The CV folds of the training part (indices into it), the same for every candidate."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y = self.labels[self.train]
+        return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def check_no_leak(weights: Sequence[str | None], split: Split) -> None:
+    """Refuse weights fine-tuned on any image of the test part (one line naming the file)."""
+    test_keys = {split.keys[i] for i in split.test}
+    for file in weights:
+        if file is not None and (seen := trained_on(str(file)) & test_keys):
+            raise BadInputError(f"{file} was fine-tuned on {len(seen)} image(s) of the test part: its scores would "
+                                "be optimistic; fine-tune on the training part only, or use another split")

@@ -1,0 +1,410 @@
+"""`featx.compare`: every candidate feature space extracted once into its default store, cross-validated on the
+same folds of the same training part, fused, ranked; the winner refitted, scored once on the test part, saved."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak
+from featx.errors import FeatxError, Interrupted, ParameterError
+from featx.names import DEFAULT_MODEL
+
+MODEL = "model.skops"  # the winner, in the --out folder
+LEADERBOARD = "leaderboard"  # .csv, .json, .html in the --out folder
+
+
+@dataclass(frozen=True)
+class Row:
+    """A candidate's line of the leaderboard: CV balanced accuracy on the training part (mean, std over the
+    folds), feature dimension, extraction rate (None: nothing was extracted in this run), fit seconds; or why
+    it failed."""
+
+    candidate: str
+    cv_mean: float = float("nan")
+    cv_std: float = float("nan")
+    dim: int = 0
+    images_per_s: float | None = None
+    fit_seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The leaderboard (best first, failed candidates last) and the winner's single score on the test part."""
+
+    rows: tuple[Row, ...]
+    classes: tuple[str, ...]
+    n_train: int
+    n_test: int
+    n_extracted: int  # images computed in this run, all candidates together (0 on a rerun)
+    test_balanced_accuracy: float | None = None
+    test_accuracy: float | None = None
+    model: Path | None = None
+    files: tuple[Path, ...] = ()
+
+    @property
+    def winner(self) -> Row:
+        return self.rows[0]
+
+    @property
+    def runner_up(self) -> Row | None:
+        """The second best candidate that did not fail, if any."""
+        ranked = [row for row in self.rows if not row.error]
+        return ranked[1] if len(ranked) > 1 else None
+
+    def table(self) -> str:
+        """The leaderboard as aligned text."""
+        width = max([len(r.candidate) for r in self.rows] + [9])
+        lines = [f"{'#':>2}  {'candidate':<{width}}  {'CV bal. acc.':>15}  {'dim':>6}  {'images/s':>8}  {'fit s':>6}"]
+        for i, r in enumerate(self.rows, 1):
+            if r.error:
+                lines.append(f"{i:>2}  {r.candidate:<{width}}  failed: {r.error}")
+                continue
+            rate = f"{r.images_per_s:.1f}" if r.images_per_s else "cached"
+            lines.append(f"{i:>2}  {r.candidate:<{width}}  {r.cv_mean:.3f} ± {r.cv_std:.3f}  {r.dim:>6}  {rate:>8}  "
+                         f"{r.fit_seconds:>6.1f}")
+        if self.test_accuracy is not None:
+            lines.append(f"winner on the test part ({self.n_test} images, scored once): balanced accuracy "
+                         f"{self.test_balanced_accuracy:.3f}, accuracy {self.test_accuracy:.3f}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in asdict(self).items() if k not in ("rows", "model", "files")},
+                "model": str(self.model) if self.model else None, "rows": [asdict(r) for r in self.rows]}
+
+
+@dataclass
+class _Scored:
+    """A leaderboard entry's fitted-but-not-refitted model: `pipeline` (unfitted, its value chosen by CV) on
+    the columns of `spaces`' features side by side."""
+
+    row: Row
+    spaces: tuple[Candidate, ...] = ()
+    pipeline: object = None
+    chosen: dict = field(default_factory=dict)
+
+
+class _Run:
+    """One comparison's state: the split, its folds, each space's features and rate, the scored candidates."""
+
+    def __init__(self, split: Split, cv: int, seed: int, n_jobs, device: str, engine: str, progress: bool, log) -> None:
+        self.split, self.folds, self.seed, self.n_jobs = split, split.folds(cv, seed), seed, n_jobs
+        self.device, self.engine, self.progress, self.log = device, engine, progress, log
+        self.features: dict[Candidate, np.ndarray | FeatxError] = {}
+        self.rates: dict[Candidate, float | None] = {}
+        self.stores: dict[Candidate, Path] = {}
+        self.space_json: dict[Candidate, object] = {}
+        self.pixel_rate: float | None = None  # views x pixels per second measured so far
+        self.n_extracted = 0
+        self.scored: list[_Scored] = []
+
+    # ---- features ----------------------------------------------------------------------------------------
+    def extract(self, space: Candidate, images) -> np.ndarray:
+        """The features of the split's images in `space`, extracted into its default store (only those not
+        there yet); the time it will take is said first."""
+        from featx.features._extraction import extract_files
+        from featx.features._extractor import Extractor, settle_space
+        from featx.features._store import FeatureStore
+
+        if space in self.features:
+            if isinstance(self.features[space], FeatxError):
+                raise self.features[space]
+            return self.features[space]
+        try:
+            extractor = settle_space(Extractor.create(space.model, space.weights, space.layer, space.pooling,
+                                                      space.image_size, space.tta, self.device, self.engine),
+                                     None, None, "float32")
+            path = extractor.space.store_path()
+            pending = self._pending(path)
+            pixels = space.views * extractor.space.crop ** 2
+            if not pending:
+                self.log(f"  {space.name}: nothing to extract ({path} holds every image)")
+            else:
+                cost = (f"about {pending * pixels / self.pixel_rate:.0f} s at the rate measured so far"
+                        if self.pixel_rate else "time unknown until a first space is measured")
+                self.log(f"  {space.name}: {pending} images x {space.views} view(s) to extract, {cost}")
+            done = extract_files(images, extractor, progress=self.progress)
+            with FeatureStore.open(done.store) as opened:
+                x, found = opened.features_for(list(self.split.paths))
+            if not found.all():
+                raise FeatxError(f"{int((~found).sum())} images have no features in {done.store} (unreadable: see "
+                                 f"featx info {done.store})")
+        except FeatxError as exc:
+            self.features[space] = exc
+            raise
+        self.n_extracted += done.n_extracted
+        if done.n_extracted and done.seconds:
+            self.pixel_rate = done.n_extracted * pixels / done.seconds
+        self.rates[space] = done.n_extracted / done.seconds if done.n_extracted and done.seconds else None
+        self.stores[space], self.space_json[space] = done.store, extractor.space
+        self.features[space] = x.astype(np.float32, copy=False)
+        return self.features[space]
+
+    def _pending(self, store: Path) -> int:
+        """How many of the split's images the store does not hold yet."""
+        from featx.features._store import FeatureStore
+
+        if not store.exists():
+            return len(self.split.keys)
+        with FeatureStore.open(store) as opened:
+            held = set(opened.keys())
+        return sum(key not in held for key in self.split.keys)
+
+    def columns(self, spaces: Sequence[Candidate]) -> np.ndarray:
+        return np.hstack([self.features[s] for s in spaces])
+
+    # ---- scoring -----------------------------------------------------------------------------------------
+    def search(self, name: str, spaces: Sequence[Candidate], clf_name: str, scale=None) -> _Scored:
+        """Grid search of the classifier on the spaces' features (training part, the shared folds)."""
+        from threadpoolctl import threadpool_limits
+
+        from featx.classify._classifiers import get_classifier
+        from featx.classify._fitting import search
+
+        clf, x, y = get_classifier(clf_name), self.columns(spaces), self.split.labels
+        start = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):  # as in fit: parallel CV fits, one BLAS thread each
+            pipeline, best, scores = search(x[self.split.train], y[self.split.train], clf, None, self.folds, self.seed,
+                                            self.n_jobs, scale)
+        mean, std = next((m, s) for v, m, s in scores if v == best)
+        rates = [self.rates.get(s) for s in spaces]
+        rate = 1 / sum(1 / r for r in rates) if all(rates) else None  # every space extracted, one after another
+        row = Row(name, mean, std, x.shape[1], rate, time.perf_counter() - start)
+        return _Scored(row, tuple(spaces), pipeline, {"classifier": clf_name, "hyperparameters": {clf.param: best}})
+
+    def concatenated(self, best: list[_Scored]) -> _Scored:
+        """The best spaces side by side, each standardised and weighted 1/sqrt(its width) (every space counts
+        the same whatever its dimension), under the best candidate's classifier."""
+        from sklearn.compose import ColumnTransformer
+        from sklearn.preprocessing import StandardScaler
+
+        spaces = [b.spaces[0] for b in best]
+        blocks = self._blocks(spaces)
+        scale = ColumnTransformer([(f"space{i}", StandardScaler(), cols) for i, cols in enumerate(blocks)],
+                                  transformer_weights={f"space{i}": 1 / math.sqrt(len(c)) for i, c in enumerate(blocks)})
+        name = "concat(" + " + ".join(s.name for s in spaces) + f") / {best[0].chosen['classifier']}"
+        return self.search(name, spaces, best[0].chosen["classifier"], scale)
+
+    def averaged(self, best: list[_Scored]) -> _Scored:
+        """The average of the best candidates' class probabilities, cross-validated on the same folds."""
+        from sklearn.base import clone
+        from sklearn.compose import ColumnTransformer
+        from sklearn.ensemble import VotingClassifier
+        from sklearn.metrics import balanced_accuracy_score
+        from sklearn.model_selection import cross_val_predict
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+        from threadpoolctl import threadpool_limits
+
+        spaces = [b.spaces[0] for b in best]
+        members = []
+        for i, (b, cols) in enumerate(zip(best, self._blocks(spaces))):
+            clf = clone(b.pipeline.named_steps["clf"])
+            if "probability" in clf.get_params():
+                clf.set_params(probability=True)  # SVC: Platt scaling, so that members' probabilities average
+            if not hasattr(clf, "predict_proba"):
+                raise FeatxError(f"{b.row.candidate} gives no probabilities to average")
+            members.append((f"member{i}", Pipeline([("scale", ColumnTransformer([("space", StandardScaler(), cols)])),
+                                                    ("clf", clf)])))
+        x, y = self.columns(spaces)[self.split.train], self.split.labels[self.split.train]
+        start = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            probability = np.mean([cross_val_predict(m, x, y, cv=self.folds, method="predict_proba", n_jobs=self.n_jobs)
+                                   for _, m in members], axis=0)
+        per_fold = [balanced_accuracy_score(y[held], probability[held].argmax(1)) for _, held in self.folds]
+        rates = [self.rates.get(s) for s in spaces]
+        row = Row("average(" + " + ".join(b.row.candidate for b in best) + ")", float(np.mean(per_fold)),
+                  float(np.std(per_fold)), x.shape[1], 1 / sum(1 / r for r in rates) if all(rates) else None,
+                  time.perf_counter() - start)
+        return _Scored(row, tuple(spaces), VotingClassifier(members, voting="soft"),
+                       {"classifier": "average", "members": [b.chosen for b in best]})
+
+    def _blocks(self, spaces: Sequence[Candidate]) -> list[list[int]]:
+        """The column indices of each space in `columns(spaces)`."""
+        widths = np.cumsum([0] + [self.features[s].shape[1] for s in spaces])
+        return [list(range(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+
+    def fused(self, k: int) -> list[_Scored]:
+        """Fusions of the k best spaces (each by its best candidate): concatenated, and probabilities averaged."""
+        best, seen = [], set()
+        for s in sorted((s for s in self.scored if not s.row.error), key=lambda s: -s.row.cv_mean):
+            if s.spaces[0] not in seen:
+                seen.add(s.spaces[0])
+                best.append(s)
+        best = best[:k]
+        if k < 2 or len(best) < 2:
+            return []
+        fusions = []
+        for fuse in (self.concatenated, self.averaged):
+            try:
+                fusions.append(fuse(best))
+            except FeatxError as exc:
+                fusions.append(_Scored(Row(f"{fuse.__name__}({len(best)} best)", error=str(exc))))
+        return fusions
+
+    def leaderboard(self) -> list[_Scored]:
+        """Best CV mean first, failed last."""
+        return sorted(self.scored, key=lambda s: (bool(s.row.error), -np.nan_to_num(s.row.cv_mean, nan=-1)))
+
+
+def compare(
+    data: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    models: str | Sequence[str] = (DEFAULT_MODEL,),
+    layers: str | Sequence[str | None] | None = (None,),
+    poolings: str | Sequence[str] = ("avg",),
+    image_sizes: int | Sequence[int | None] | None = (None,),
+    ttas: str | Sequence[str] = ("none",),
+    weights: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    clfs: str | Sequence[str] = ("logreg",),
+    fuse: int = 0,
+    test_size: float = 0.25,
+    split_csv: str | os.PathLike | None = None,
+    group: str | Callable[[str], str] | None = None,
+    cv: int = 5,
+    seed: int = 0,
+    out: str | os.PathLike = "featx-compare",
+    label_pattern: str | None = None,
+    n_jobs: int | None = None,
+    device: str = "auto",
+    engine: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Compare every combination of the lists (plus fine-tuned `weights` files) on labelled images `data`.
+
+    One stratified split (by class, and `group` of each file: a function of its path or a regex; or the
+    files of `split_csv` as the test part); each candidate space is extracted once into its default store
+    and cross-validated (balanced accuracy, `cv` folds, the same for all) on the training part; `fuse=K` adds
+    the K best spaces concatenated and their probabilities averaged. The best by CV is refitted on the training
+    part, scored once on the test part and saved as OUT/model.skops (`featx predict` runs it); the leaderboard
+    goes to OUT/leaderboard.{csv,json,html}. Ctrl-C writes the leaderboard of the candidates scored so far.
+    """
+    from featx.images._inputs import find_images
+    from featx.outputs import check_output
+
+    log = log or (lambda line: print(line, file=sys.stderr))
+    if cv < 2:
+        raise ParameterError(f"cv must be at least 2, not {cv}")
+    if split_csv is None and not 0 < test_size < 1:
+        raise ParameterError(f"test size must be between 0 and 1, not {test_size}")
+    out = check_output(out, "--out", folder=True)
+    listed = candidates(models, layers, poolings, image_sizes, ttas, weights, clfs)  # unknown names: before any work
+    images = find_images(data, label_pattern)
+    split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv)
+    check_no_leak(sorted({c.weights for c in listed if c.weights}), split)
+    log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
+        f"test part: {len(split.test)} images, not used to choose")
+    run = _Run(split, cv, seed, n_jobs, device, engine, progress, log)
+    from featx.features._extraction import progress_bar
+
+    try:
+        with progress_bar(len(listed), progress) as bar:
+            for candidate in listed:
+                bar.set_description(candidate.name)
+                try:
+                    run.extract(candidate.space, images)
+                    run.scored.append(run.search(candidate.name, [candidate.space], candidate.clf))
+                except FeatxError as exc:
+                    if isinstance(exc, Interrupted):
+                        raise
+                    run.scored.append(_Scored(Row(candidate.name, error=str(exc))))
+                bar.update()
+        run.scored += run.fused(fuse)
+    except (KeyboardInterrupt, Interrupted):
+        _write(run, _comparison(run, split), out)
+        raise Interrupted(f"interrupted: the {len(run.scored)} candidates scored so far are in {out / LEADERBOARD}.csv;"
+                          " the features extracted stay in their stores (a rerun does not extract them again)") from None
+    return _finish(run, split, out)
+
+
+def _comparison(run: _Run, split: Split, **more) -> Comparison:
+    return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
+                      run.n_extracted, **more)
+
+
+def _finish(run: _Run, split: Split, out: Path) -> Comparison:
+    """Refit the winner on the training part, score it once on the test part, save it and the leaderboard."""
+    from featx.classify._bundle import ModelBundle
+    from featx.classify._classifiers import class_scores
+    from featx.reports._report import Outcomes, Report, metrics
+
+    board = run.leaderboard()
+    if not board or board[0].row.error:
+        comparison = _comparison(run, split)
+        _write(run, comparison, out)
+        raise FeatxError(f"every candidate failed (see {out / LEADERBOARD}.csv); the first: {board[0].row.error}")
+    winner = board[0]
+    x = run.columns(winner.spaces)
+    train, test, y = split.train, split.test, split.labels
+    model = winner.pipeline.fit(x[train], y[train])
+    if hasattr(model, "named_estimators_"):  # averaged: skops trusts no Bunch (a dict here), and predicting reads none
+        model.named_estimators_ = dict(model.named_estimators_)
+    predicted = model.predict(x[test])
+    classes = list(split.classes)
+    scores = metrics(y[test], predicted, classes)
+    bundle = ModelBundle(model, classes, run.space_json[winner.spaces[0]], "float32",
+                         _info(run, winner), extra_spaces=tuple(run.space_json[s] for s in winner.spaces[1:]))
+    details = {**winner.chosen, "candidate": winner.row.candidate, "cv_mean": winner.row.cv_mean,
+               "cv_std": winner.row.cv_std, "n_train": len(train), "n_test": len(test)}
+    report = Report(classes, scores, details, (x[test], y[test]),
+                    Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
+                    title=f"featx compare: {winner.row.candidate}")
+    path = out / MODEL
+    files = [path, *bundle.save_with_report(path, report)]
+    comparison = _comparison(run, split, test_balanced_accuracy=scores["balanced_accuracy"],
+                             test_accuracy=scores["accuracy"], model=path)
+    written = _write(run, comparison, out)
+    return Comparison(**{**comparison.__dict__, "files": (*written, *files)})
+
+
+def _info(run: _Run, winner: _Scored) -> dict:
+    """The bundle's info: classifier, chosen values, and each space's store (and weights file) and width."""
+    from featx import __version__
+
+    parts = [{"store": str(run.stores[s].absolute()), "width": run.features[s].shape[1],
+              **({"weights_file": str(Path(s.weights).absolute())} if s.weights and Path(s.weights).is_file() else {})}
+             for s in winner.spaces]
+    first = {k: v for k, v in parts[0].items() if k != "width"}
+    return {**winner.chosen, "featx": __version__, "compare": winner.row.candidate, **first,
+            **({"parts": parts} if len(parts) > 1 else {})}
+
+
+def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
+    """OUT/leaderboard.csv, .json and .html (a bar chart of the CV scores with their spread)."""
+    import csv
+
+    from featx.outputs import atomic_write
+    from featx.reports._figures import png, scores_figure
+    from featx.reports._html import figures, page, paragraph, section, table, write
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{LEADERBOARD}.{ext}" for ext in ("csv", "json", "html")]
+    fields = list(Row.__dataclass_fields__)
+    with atomic_write(paths[0], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", *fields])
+        writer.writerows([i, *asdict(r).values()] for i, r in enumerate(comparison.rows, 1))
+    with atomic_write(paths[1], "w") as f:
+        f.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
+    ok = [r for r in comparison.rows if not r.error]
+    rows = [(i, r.candidate, "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
+              f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}")
+             for i, r in enumerate(comparison.rows, 1)]
+    sections = [section("Leaderboard", table(["#", "candidate", "CV balanced accuracy", "dim", "images/s", "fit s"], rows))]
+    if ok:
+        figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok])
+        sections.append(section("CV scores", figures({"cv": png(figure)})))
+    if comparison.test_accuracy is not None:
+        sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
+    subtitle = f"{comparison.n_train} training images, {comparison.n_test} test images, {len(comparison.classes)} classes"
+    write(paths[2], page("featx compare", sections, subtitle))
+    return paths

@@ -1,0 +1,197 @@
+"""`featx compare` (issue #27) on real ELPV cells: two cheap candidates (EfficientNet-Lite0 at 32 and 48 px), their
+fusions, one split, a rerun from the stores, the saved winner through `featx predict`, and bad input."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import featx
+from featx.cli import main
+from featx.comparing import _compare
+
+SETTINGS = {"image_sizes": [32, 48], "clfs": ["logreg"], "fuse": 2, "cv": 2, "progress": False, "engine": "torch"}
+SINGLES = ["efficientnet_lite0 32px avg / logreg", "efficientnet_lite0 48px avg / logreg"]
+
+
+@pytest.fixture(scope="module")
+def compared(elpv_folder, tmp_path_factory):
+    """One comparison (cache and output folder of its own) and the cache it filled."""
+    cache = tmp_path_factory.mktemp("compare-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEATX_CACHE", str(cache))
+        patch.setenv("FEATX_OFFLINE", "1")
+        lines = []
+        comparison = featx.compare(elpv_folder, out=tmp_path_factory.mktemp("compared"), log=lines.append, **SETTINGS)
+    return comparison, cache, lines
+
+
+def names(comparison) -> list[str]:
+    return [row.candidate for row in comparison.rows]
+
+
+def test_leaderboard_lists_each_candidate_and_the_fusions_best_first(compared):
+    comparison, _, lines = compared
+    singles = [name for name in names(comparison) if name in SINGLES]
+    fused = sorted(set(names(comparison)) - set(SINGLES))
+    assert sorted(singles) == SINGLES and len(fused) == 2  # the fusions of the two spaces, best first inside
+    assert fused[0] == "average(" + " + ".join(singles) + ")"
+    assert fused[1] == "concat(" + " + ".join(name.removesuffix(" / logreg") for name in singles) + ") / logreg"
+    means = [row.cv_mean for row in comparison.rows]
+    assert means == sorted(means, reverse=True) and not any(row.error for row in comparison.rows)
+    assert comparison.n_extracted == 2 * 20  # each space once: 20 cells
+    # the cost of each space before it is extracted: the second from the rate the first measured
+    costs = [line for line in lines if "to extract" in line]
+    assert len(costs) == 2 and costs[0].startswith("  efficientnet_lite0 32px avg: 20 images x 1 view(s)")
+    assert re.search(r"48px avg: 20 images x 1 view\(s\) to extract, about \d+ s at the rate measured so far", costs[1])
+    assert [row.dim for row in comparison.rows if row.candidate in SINGLES] == [1280, 1280]
+    out = comparison.model.parent
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert [row["candidate"] for row in saved["rows"]] == names(comparison)
+    with open(out / "leaderboard.csv") as f:
+        assert [row["candidate"] for row in csv.DictReader(f)] == names(comparison)
+    page = (out / "leaderboard.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
+    assert comparison.winner.candidate in comparison.table().splitlines()[1]
+
+
+def test_a_rerun_extracts_nothing(compared, elpv_folder, tmp_path, monkeypatch):
+    comparison, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    again = featx.compare(elpv_folder, out=tmp_path / "again", **SETTINGS)
+    assert again.n_extracted == 0
+    assert [(r.candidate, r.cv_mean) for r in again.rows] == [(r.candidate, r.cv_mean) for r in comparison.rows]
+
+
+def test_the_test_part_does_not_change_the_choice(compared, elpv_folder, tmp_path, monkeypatch):
+    """The test part named by a CSV; its labels shuffled among its files: the same leaderboard."""
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    files = sorted(elpv_folder.glob("*/*.png"))
+    test = files[::4]
+    (tmp_path / "test.csv").write_text("".join(f"{p},{p.parent.name}\n" for p in test))
+    boards = []
+    for shuffle in (False, True):
+        labels = {p: p.parent.name for p in files}
+        if shuffle:
+            labels.update(zip(test, [labels[p] for p in test[1:] + test[:1]]))
+        data = tmp_path / f"data-{shuffle}.csv"
+        data.write_text("".join(f"{p},{label}\n" for p, label in labels.items()))
+        boards.append(featx.compare(data, split_csv=tmp_path / "test.csv", out=tmp_path / f"out-{shuffle}", **SETTINGS))
+    assert [row.__dict__ for row in boards[0].rows] == [{**row.__dict__, "fit_seconds": boards[0].rows[i].fit_seconds}
+                                                        for i, row in enumerate(boards[1].rows)]
+    assert boards[0].n_test == boards[1].n_test == len(test)
+
+
+def predicted_probabilities(model: Path, data: Path) -> dict[str, np.ndarray]:
+    result = CliRunner().invoke(main, ["predict", str(model), str(data), "-q", "-w", "0"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    return {row["path"]: np.array([float(v) for k, v in row.items() if k.startswith("probability:")]) for row in rows}
+
+
+def expected_probabilities(model: Path, data: Path) -> dict[str, np.ndarray]:
+    """The bundle's pipeline on the features its stores hold, side by side, in Python."""
+    bundle = featx.classify.load_bundle(model)
+    paths = [str(p) for p in sorted(data.glob("*/*.png"))]
+    features = []
+    for part in bundle.parts():
+        with featx.FeatureStore.open(part.training_store()) as store:
+            x, found = store.features_for(paths)
+        assert found.all()
+        features.append(x)
+    return dict(zip(paths, bundle.pipeline.predict_proba(np.hstack(features))))
+
+
+def test_the_saved_winner_predicts_through_featx_predict(compared, elpv_folder, monkeypatch):
+    comparison, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    got, expected = predicted_probabilities(comparison.model, elpv_folder), expected_probabilities(comparison.model, elpv_folder)
+    assert sorted(got) == sorted(expected)
+    for path in got:
+        np.testing.assert_allclose(got[path], expected[path], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "average"])
+def test_a_fused_winner_holds_its_spaces_and_predicts_through_featx_predict(compared, elpv_folder, tmp_path, monkeypatch, fusion):
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    ranked = _compare._Run.leaderboard
+    monkeypatch.setattr(_compare._Run, "leaderboard",
+                        lambda run: sorted(ranked(run), key=lambda s: not s.row.candidate.startswith(fusion)))
+    comparison = featx.compare(elpv_folder, out=tmp_path / "fused", **SETTINGS)
+    assert comparison.winner.candidate.startswith(fusion) and comparison.n_extracted == 0
+    bundle = featx.classify.load_bundle(comparison.model)
+    assert [space.crop for space in bundle.spaces] == [32, 48] or [space.crop for space in bundle.spaces] == [48, 32]
+    got, expected = predicted_probabilities(comparison.model, elpv_folder), expected_probabilities(comparison.model, elpv_folder)
+    for path in expected:
+        np.testing.assert_allclose(got[path], expected[path], rtol=1e-5, atol=1e-6)
+    evaluated = CliRunner().invoke(main, ["evaluate", str(comparison.model), str(elpv_folder), "-q", "-w", "0"])
+    assert evaluated.exit_code == 0 and "40 read from the training store, 0 extracted (2 feature spaces, counted in each)" in evaluated.output, evaluated.output
+    listed = CliRunner().invoke(main, ["info", str(comparison.model)])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count('"model": "efficientnet_lite0"') == 2 and "feature spaces: 2" in listed.output
+
+
+def test_an_unknown_model_is_one_line_before_any_extraction(elpv_folder, tmp_path, private_cache):
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--model", "efficientnet_lite0,no_such_net",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "no_such_net" in result.output and result.output.count("Error") == 1
+    assert not private_cache.exists() or not any(private_cache.rglob("*.h5"))
+
+
+def test_a_failing_candidate_is_reported_and_the_others_run(compared, elpv_folder, tmp_path, monkeypatch):
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a state dict")
+    comparison = featx.compare(elpv_folder, image_sizes=32, weights=[broken], out=tmp_path / "out", cv=2,
+                               progress=False, engine="torch")
+    assert [row.candidate for row in comparison.rows] == [SINGLES[0], "efficientnet_lite0[broken.pth] 32px avg / logreg"]
+    assert comparison.rows[1].error and not comparison.rows[0].error and comparison.model.is_file()
+    assert "failed" in comparison.table().splitlines()[2]
+
+
+def test_weights_fine_tuned_on_a_test_image_are_refused(elpv_folder, tmp_path):
+    tuned = featx.finetune(elpv_folder, out=tmp_path / "tuned.safetensors", image_size=32, freeze_epochs=1, epochs=0,
+                           batch_size=8, val_size=0, workers=0, progress=False).path
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--weights", str(tuned), "--image-size", "32",
+                                       "--cv", "2", "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 1
+    assert str(tuned) in result.output and "test part" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "leaderboard.csv").exists()
+
+
+def test_ctrl_c_keeps_the_candidates_scored_so_far(compared, elpv_folder, tmp_path, monkeypatch):
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    searched = _compare._Run.search
+
+    def interrupted_second(run, *args, **kwargs):
+        if run.scored:
+            raise KeyboardInterrupt
+        return searched(run, *args, **kwargs)
+
+    monkeypatch.setattr(_compare._Run, "search", interrupted_second)
+    with pytest.raises(featx.errors.Interrupted, match="the 1 candidates scored so far"):
+        featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
+    with open(tmp_path / "out" / "leaderboard.csv") as f:
+        assert [row["candidate"] for row in csv.DictReader(f)] == [SINGLES[0]]
+
+
+def test_the_command_gives_the_same_leaderboard(compared, elpv_folder, tmp_path, monkeypatch):
+    comparison, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--image-size", "32,48", "--clf", "logreg", "--fuse", "2",
+                                       "--cv", "2", "--engine", "torch", "-q", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    ranked = [re.findall(r"^ *\d+  (.+?) +(\d\.\d{3} ± \d\.\d{3}) ", text, re.M) for text in (comparison.table(), result.stdout)]
+    assert len(ranked[0]) == 4 and ranked[0] == ranked[1]  # the candidates, their order and CV scores
+    assert f"model: {tmp_path / 'out' / 'model.skops'}   leaderboard: {tmp_path / 'out' / 'leaderboard.html'}" in result.stdout
