@@ -42,6 +42,9 @@ CASES = {
     "viz": (["features", "{missing}"], ["features", "{bad}/a/0.png", "--model", "mobilenet_v3_small", "--weights",
                                         "random", "-o", "{tmp}/f.png"]),
     "compare": (["{missing}"], ["{bad}", "--out", "{tmp}/compare", "--engine", "torch", "-q"]),
+    "export": (["{missing}"], ["{junk}", "--out", "{tmp}/e.parquet"]),
+    "map": (["{missing}"], ["{junk}", "--out", "{tmp}/map.html"]),
+    "similar": (["{missing}", "--store", "{store}"], ["{bad}/a/0.png", "--store", "{store}", "--out", "{tmp}/s.csv"]),
     "finetune": (["{missing}"], ["{bad}", "-o", "{tmp}/t.safetensors", "--epochs", "1", "--image-size", "32", "-w", "0"]),
 }
 
@@ -55,7 +58,7 @@ def test_every_command_that_reads_input_is_covered():
 def test_bad_input_is_one_line_and_its_exit_code(work, tmp_path, command, kind):
     template = CASES[command][kind == "unreadable"]
     names = {"missing": work / "nowhere" / "x.png", "bad": work / "bad", "junk": work / "junk.h5",
-             "model": work / "m.skops", "tmp": tmp_path}
+             "model": work / "m.skops", "store": work / "s.h5", "tmp": tmp_path}
     args = [command, *(arg.format(**names) for arg in template)]
     result = CliRunner().invoke(main, args)
     assert isinstance(result.exception, SystemExit), (args, result.exception)  # no exception escaped
