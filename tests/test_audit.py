@@ -95,6 +95,20 @@ def test_planted_label_errors_rank_above_the_correct_labels(audited, found):
     assert all(r[6] and r[3] == "defective" for r in rows if str(Path(r[1]).resolve()) in planted)
 
 
+def test_the_label_check_uses_the_classifier_cross_validation_shows_best_and_says_which(audited, found):
+    """#28 point 1: by default the candidates are compared by CV balanced accuracy, the best one ranks, and
+    the audit says which it is and its score (the page shows the notes; the CLI prints them)."""
+    from featx.auditing._audit import CANDIDATES
+
+    note = next(n for n in found.notes if n.startswith("label errors ranked by"))
+    scores = {name: float(note.split(f"{name} ")[1][:5]) for name in CANDIDATES if f"{name} " in note}
+    chosen = note.split("ranked by ")[1].split(",")[0]
+    assert chosen in CANDIDATES and set(scores) == set(CANDIDATES) - {chosen}, note
+    assert float(note.split("CV balanced accuracy ")[1][:5]) >= max(scores.values()), note
+    forced = audit(audited[1], clf="knn", n_jobs=1, progress=False)
+    assert any(n.startswith("label errors ranked by knn, CV balanced accuracy") and "given by --clf" in n for n in forced.notes)
+
+
 def test_photographs_among_cells_are_the_top_outliers(found):
     ranked = [Path(r[1]).name for r in found.tables["outliers"].rows]
     assert {"coffee.png", "astronaut.png"} <= set(ranked[:5])
@@ -129,8 +143,10 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
     assert snapshot(root.parent) == before
     assert {p.name for p in out.iterdir()} == {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
                                                "label_errors.csv", "clean.csv", "audit.html", "manifest.json"}
+    assert "label errors ranked by" in result.output  # the chosen classifier and its CV score
     page = (out / "audit.html").read_text()
     html5lib.HTMLParser(strict=True).parse(page)
+    assert "label errors ranked by" in page
     assert page.count("<h2>") == 5 and page.count("data:image/jpeg;base64,") >= 10
     with open(out / "clean.csv", newline="") as f:
         kept = {row["path"]: row["label"] for row in csv.DictReader(f)}
