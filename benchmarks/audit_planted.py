@@ -4,8 +4,8 @@ The set: --functional functional and --defective defective ELPV cells (defect pr
 clearly defective cells of audit_elpv.clearly_defective left out), plus --errors clearly defective cells
 filed as functional. For each option (one of featx's classifiers, "auto" = featx audit's default choice,
 and the mean of two classifiers' probabilities), the out-of-fold probabilities rank the images by cleanlab's
-label quality (as `featx audit`); printed: the CV balanced accuracy and how many planted errors are in the
-top 1x and 3x the number planted.
+label quality (`featx audit` uses self-confidence; two other cleanlab scores are compared); printed: the CV
+balanced accuracy and how many planted errors are in the top 1x and 3x the number planted.
 
 Features come from a store of the ELPV cells (--base-store, default backbone; made when missing: the
 published folder of audit_elpv as symbolic links, `featx extract`).
@@ -28,7 +28,8 @@ from featx.datasets import load_elpv
 
 from audit_elpv import clearly_defective, link_folder  # noqa: E402  (benchmarks/ is the script's folder)
 
-OPTIONS = ("logreg", "linsvm", "svm", "knn", "sgd", AUTO, "logreg+svm")
+OPTIONS = ("logreg", "linsvm", "svm", "knn", "sgd", AUTO, "logreg+svm", "logreg+linsvm", "logreg+linsvm+svm")
+METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")  # cleanlab's label quality scores
 
 
 def elpv_features(base: str | None) -> tuple[dict[str, np.ndarray], object]:
@@ -49,15 +50,17 @@ def planted_set(elpv, n_functional: int, n_defective: int, n_errors: int, seed: 
     errors = rng.choice(clear, n_errors, replace=False)
     functional = rng.choice(np.flatnonzero(elpv.target == 0), n_functional, replace=False)
     defective = rng.choice(np.setdiff1d(np.flatnonzero(elpv.target == 3), errors), n_defective, replace=False)
-    cells = [*functional, *defective, *errors]
+    cells = np.array([*functional, *defective, *errors])
     labels = np.array([0] * n_functional + [1] * n_defective + [0] * n_errors)
-    return cells, labels, np.arange(len(cells)) >= n_functional + n_defective
+    planted = np.arange(len(cells)) >= n_functional + n_defective
+    order = rng.permutation(len(cells))  # ties in a ranking must not depend on where the planted cells are
+    return cells[order].tolist(), labels[order], planted[order]
 
 
-def ranking(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def ranking(y: np.ndarray, probs: np.ndarray, method: str) -> np.ndarray:
     from cleanlab.rank import get_label_quality_scores
 
-    return np.argsort(get_label_quality_scores(y, probs), kind="stable")
+    return np.argsort(get_label_quality_scores(y, probs, method=method), kind="stable")
 
 
 def main() -> None:
@@ -83,10 +86,12 @@ def main() -> None:
             probs[option], name = np.mean([probs[part] for part in option.split("+")], axis=0), option
         else:
             probs[option], name = out_of_fold(x, y, option, 5, args.seed, args.n_jobs), option
-        order = ranking(y, probs[option])
-        found = [int(planted[order[:k]].sum()) for k in (args.errors, 3 * args.errors)]
-        print(f"{name:16s} CV balanced accuracy {cv_score(y, probs[option]):.3f}  planted in top {args.errors}: "
-              f"{found[0]:2d}, top {3 * args.errors}: {found[1]:2d}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        found = []
+        for method in METHODS:
+            order = ranking(y, probs[option], method)
+            found.append(f"{method} {int(planted[order[:args.errors]].sum()):2d} / {int(planted[order[:3 * args.errors]].sum()):2d}")
+        print(f"{name:18s} CV balanced accuracy {cv_score(y, probs[option]):.3f}  planted in top {args.errors} / "
+              f"{3 * args.errors}: {', '.join(found)}  ({time.perf_counter() - start:.0f} s)", flush=True)
     print(f"auto compares {', '.join(CANDIDATES)}; CPU count {os.cpu_count()}")
 
 

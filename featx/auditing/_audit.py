@@ -97,6 +97,9 @@ class _Files:
     rows: np.ndarray  # store rows
     keys: list[str]  # content key of each row
     features: np.ndarray  # one per row
+    measured: np.ndarray | None = None  # rows with a pHash and statistics (featx.images._quality); None: none has
+    phash: np.ndarray | None = None  # uint64 per row (0 where not measured)
+    stats: np.ndarray | None = None  # rows x STATS (NaN where not measured)
 
     def __post_init__(self) -> None:
         self.by_row: list[list[int]] = [[] for _ in self.rows]  # files of each row
@@ -122,7 +125,24 @@ def _read(store: FeatureStore, data) -> tuple[_Files, list[str]]:
     classes, keys = store.classes(), store.keys()
     labels = [classes[label] if label >= 0 else "" for _, label in entries.values()]
     features = store.rows(rows).astype(np.float32, copy=False)
-    return _Files(list(entries), labels, row_of_file, rows, [keys[r] for r in rows], features), notes
+    files = _Files(list(entries), labels, row_of_file, rows, [keys[r] for r in rows], features)
+    _read_quality(store, files, notes)
+    return files, notes
+
+
+def _read_quality(store: FeatureStore, files: _Files, notes: list[str]) -> None:
+    """The rows' pHashes and statistics, measured at extraction; a note when some or all have none."""
+    index, hashes, stats = store.quality()
+    found = np.array([index.get(key, -1) for key in files.keys], dtype=np.int64)
+    measured = found >= 0
+    if measured.any():
+        files.measured = measured
+        files.phash = np.where(measured, hashes[found], 0).astype(np.uint64)
+        files.stats = np.where(measured[:, None], stats[found], np.nan)
+    if not measured.all():
+        which = "this store has" if not measured.any() else f"{int((~measured).sum())} of {len(measured)} images have"
+        notes.append(f"{which} no image hashes or statistics (extracted before featx measured them): copies from "
+                     f"embeddings only, no image findings for them; featx extract DATA --store {store.path} --rehash adds them")
 
 
 def _exact_duplicates(files: _Files) -> tuple[Table, set[str], int]:
@@ -233,7 +253,10 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, 
     chosen = get_classifier(clf)
     model, param = chosen.make(None, seed), f"clf__{chosen.param}"
     if not hasattr(model, "predict_proba"):
-        model, param = CalibratedClassifierCV(model, cv=3), f"clf__estimator__{chosen.param}"
+        inner = min(3, int(np.bincount(y).min()) * (cv - 1) // cv)  # Platt-scaling folds: at most the images per class of a fit
+        if inner < 2:
+            raise BadInputError(f"{clf} gives probabilities by Platt scaling, which needs more images per class than {int(np.bincount(y).min())}")
+        model, param = CalibratedClassifierCV(model, cv=inner), f"clf__estimator__{chosen.param}"
     pipeline = Pipeline([("scale", StandardScaler()), ("clf", model)])
     folds = StratifiedKFold(cv, shuffle=True, random_state=seed)
     grid = chosen.usable_grid(len(y) * (cv - 1) // cv)
@@ -273,7 +296,12 @@ def choose_classifier(x: np.ndarray, y: np.ndarray, clf: str = AUTO, cv: int = 5
     scores, best = {}, None
     for name in CANDIDATES if clf == AUTO else (clf,):
         step(f"label errors: out-of-fold probabilities of {name} on {len(y)} images ({cv} folds)")
-        probs = out_of_fold(x, y, name, cv, seed, n_jobs)
+        try:
+            probs = out_of_fold(x, y, name, cv, seed, n_jobs)
+        except BadInputError:
+            if clf != AUTO:
+                raise
+            continue  # too few images to calibrate it: the others are compared
         scores[name] = cv_score(y, probs)
         if best is None or scores[name] > best.score:
             best = Choice(name, scores[name], probs, scores)

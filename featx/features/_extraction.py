@@ -178,7 +178,7 @@ def extract_files(
             return ray_batches(paths, keys, extractor, batch_size, ray, ray_actors)
         from featx.features._loader import ImageFiles, local_batches
 
-        return local_batches(ImageFiles(paths, keys, preprocessing), extractor.runner(), batch_size, workers)
+        return local_batches(ImageFiles(paths, keys, preprocessing, measure=True), extractor.runner(), batch_size, workers)
 
     weights_file = extractor.weights.path if isinstance(extractor.weights, FileWeights) else None
     return _execute(path, extractor.space, dtype, _Run(images, rehash=rehash), compute, progress, weights_file)
@@ -305,6 +305,8 @@ class _Run:
             entries += self._vanished()
         known = [key for key in self.new_stats if key in rows or key in bad_contents]
         self.store.commit(files=entries, failed=failed, stats=self._stats_of(known))
+        if self.rehash and self.records_files:
+            self._measure_unmeasured(keys, rows)
         unique = {key for key, _ in keys if key}
         n_extracted = self._extract(pending, compute, progress) if pending else 0
         return ExtractReport(
@@ -315,6 +317,19 @@ class _Run:
             n_extracted=n_extracted,
             failures=self.failures,
         )
+
+    def _measure_unmeasured(self, keys: list[tuple[str | None, str | None]], rows: dict[str, int]) -> None:
+        """Measure (pHash, statistics) the stored contents of these files that have none (stores made before
+        the measures), decoding one file of each, without the network: what `--rehash` adds to old stores."""
+        from featx.images._quality import measure_files
+
+        measured = self.store.quality()[0]
+        first: dict[str, str] = {}  # unmeasured content -> a file holding it
+        for path, (key, _) in zip(self.images.paths, keys):
+            if key in rows and key not in measured:
+                first.setdefault(key, path)
+        found = measure_files(list(first.values()), list(first))
+        self.store.commit(quality=[(key, *m) for key, m in zip(first, found) if m is not None])
 
     def _vanished(self) -> list[tuple[str, int, int]]:
         """Entries for the files the store knows below this run's folders that are no longer on disk: the
@@ -377,8 +392,9 @@ class _Run:
                 progress_bar(len(todo), progress) as bar,
                 ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
             ):
-                for indices, features, bad in compute([self.items[pending[key][0]] for key in todo], todo):
+                for indices, features, bad, measured in compute([self.items[pending[key][0]] for key in todo], todo):
                     keys = [todo[i] for i in indices]
+                    quality = [(key, *m) for key, m in zip(keys, measured)] if measured else []
                     entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]] if record else []
                     failed: list = []
                     for i, reason, permanent in bad:
@@ -388,7 +404,7 @@ class _Run:
                     stat_entries = self._stats_of(keys + [todo[i] for i, _, permanent in bad if permanent])
                     if committing is not None:
                         committing.result()
-                    committing = writer.submit(self.store.commit, keys, features, entries, failed, stats=stat_entries)
+                    committing = writer.submit(self.store.commit, keys, features, entries, failed, stats=stat_entries, quality=quality)
                     next_row += len(keys)
                     bar.update(len(indices) + len(bad))
                 if committing is not None:

@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from featx.backbones._preprocessing import Preprocessing
 from featx.images._content import content_key, read_bytes, unreadable
+from featx.images import _quality as quality
 from featx.images._decode import DecodeError
+from featx.images._decode import decode as decode_image
 
 
 class ImageFiles(Dataset):
@@ -29,9 +31,10 @@ class ImageFiles(Dataset):
     its features came from, even if a file changes during the run.
     """
 
-    def __init__(self, paths: Sequence[str], keys: Sequence[str], preprocessing: Preprocessing) -> None:
+    def __init__(self, paths: Sequence[str], keys: Sequence[str], preprocessing: Preprocessing, measure: bool = False) -> None:
         self.paths, self.keys = list(paths), list(keys)
         self.preprocessing = preprocessing
+        self.measure = measure  # items get a fifth element: the decoded image's (pHash, statistics), see _quality
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -41,7 +44,10 @@ class ImageFiles(Dataset):
             data = read_bytes(self.paths[i])
             if content_key(data) != self.keys[i]:
                 return i, None, "file changed during extraction; run again", False
-            return i, self.preprocessing.load(data), None, False
+            if not self.measure:
+                return i, self.preprocessing.load(data), None, False
+            image = decode_image(data, self.preprocessing.min_decode_size)
+            return i, self.preprocessing.geometric()(image), None, False, quality.measure(image, quality.stored_size(data))
         except DecodeError as exc:
             return i, None, str(exc), True
         except OSError as exc:
@@ -68,11 +74,13 @@ class ImageArrays(Dataset):
 
 
 def collate(batch):
-    """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)])."""
-    good = [(i, t) for i, t, _, _ in batch if t is not None]
-    failed = [(i, reason, permanent) for i, t, reason, permanent in batch if t is None]
+    """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)]),
+    and when the items were measured (`ImageFiles(measure=True)`) a fourth: the decoded images' measures."""
+    good = [(item[0], item[1]) for item in batch if item[1] is not None]
+    failed = [(i, reason, permanent) for i, t, reason, permanent, *_ in batch if t is None]
     images = torch.stack([t for _, t in good]) if good else None
-    return [i for i, _ in good], images, failed
+    measured = [item[4] for item in batch if item[1] is not None and len(item) > 4]
+    return ([i for i, _ in good], images, failed) + ((measured,) if measured else ())
 
 
 def default_workers(gpu: bool) -> int:
@@ -129,6 +137,7 @@ class FeatureBatch(NamedTuple):
     indices: list[int]
     features: np.ndarray | None
     failures: list[tuple[int, str, bool]]
+    measured: list | None = None  # (pHash, statistics) per index, when measured (see featx.images._quality)
 
 
 PASS_SECONDS = 2.0  # a forward pass runs about this long at most; its rows are committed as it ends
@@ -149,12 +158,13 @@ class Pace:
         self.size = min(batch_size, FIRST_PASS)
         self.seconds, self.images = 0.0, 0
 
-    def passes(self, indices: list[int], images, failures: list) -> Iterator[tuple[list[int], object, list]]:
+    def passes(self, indices: list[int], images, failures: list, measured: list | None = None) -> Iterator[tuple]:
         """A decoded batch as passes of at most `size` images (read as each is taken); failures go with the first."""
         start = 0
         while True:
             end = start + self.size
-            yield indices[start:end], images[start:end] if images is not None else None, [] if start else failures
+            yield (indices[start:end], images[start:end] if images is not None else None, [] if start else failures,
+                   measured[start:end] if measured else None)
             if end >= len(indices):
                 return
             start = end
@@ -183,15 +193,15 @@ def local_batches(dataset: Dataset, runner, batch_size: int, workers: int | None
     pace = Pace(batch_size)
     in_flight: collections.deque = collections.deque()
     for batch in loader:
-        for indices, images, failures in pace.passes(*batch):
+        for indices, images, failures, measured in pace.passes(*batch):
             started = pace.timed(lambda: runner.submit(images), len(indices)) if images is not None else None
-            in_flight.append((indices, started, failures))
+            in_flight.append((indices, started, failures, measured))
             while in_flight and (len(in_flight) > 1 or in_flight[0][1] is None or in_flight[0][1].done()):
                 yield _finish(pace, *in_flight.popleft())
     while in_flight:
         yield _finish(pace, *in_flight.popleft())
 
 
-def _finish(pace: Pace, indices: list[int], features, failures: list) -> FeatureBatch:
+def _finish(pace: Pace, indices: list[int], features, failures: list, measured: list | None) -> FeatureBatch:
     result = pace.timed(features.result) if features is not None else None
-    return FeatureBatch(indices, result, failures)
+    return FeatureBatch(indices, result, failures, measured)
