@@ -23,7 +23,8 @@ from .errors import exit_if_nothing_usable, user_errors
 @click.option("--decode", type=click.Choice(DECODES),
               help="reduced: decode large images at a reduced size first (4-7x less decoding for camera photos; "
                    "default for a new store); full: every pixel, as featx 0.1.0 (default for a store it made).")
-@click.option("--rehash", is_flag=True, help="Read and hash every file, even those whose stat the store's index knows.")
+@click.option("--rehash", is_flag=True, help="Read and hash every file, even those whose stat the store's index knows; "
+              "also measures (pHash, image statistics) contents stored before featx measured them.")
 @click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")
 @options.batch_size
 @options.workers

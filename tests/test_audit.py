@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from featx.cli import main
 
 import featx
-from featx.auditing._audit import audit
+from featx.auditing._audit import IMAGE_FINDINGS, audit
 from featx.datasets import load_elpv
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
@@ -127,7 +127,7 @@ def test_near_duplicates_across_a_given_split_are_a_leak(audited, tmp_path):
     split.write_text(f"path,split\n{root / 'chelsea.png'},train\n{root / 'chelsea-q85.jpg'},test\n{root / 'coffee.png'},test\n")
     names = ("chelsea.png", "chelsea-q85.jpg", "coffee.png", "astronaut.png")
     near = audit(audited[1], data=[root / n for n in names], split_csv=split).tables["near_duplicates"].rows
-    assert {(Path(r[1]).name, r[3], r[6]) for r in near} == {("chelsea.png", "train", True), ("chelsea-q85.jpg", "test", True)}
+    assert {(Path(r[1]).name, r[3], r[8]) for r in near} == {("chelsea.png", "train", True), ("chelsea-q85.jpg", "test", True)}
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -142,12 +142,13 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
     assert result.exit_code == 0, result.output
     assert snapshot(root.parent) == before
     assert {p.name for p in out.iterdir()} == {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
-                                               "label_errors.csv", "clean.csv", "audit.html", "manifest.json"}
+                                               "label_errors.csv", "clean.csv", "audit.html", "manifest.json",
+                                               *(f"{name}.csv" for name in IMAGE_FINDINGS)}
     assert "label errors ranked by" in result.output  # the chosen classifier and its CV score
     page = (out / "audit.html").read_text()
     html5lib.HTMLParser(strict=True).parse(page)
     assert "label errors ranked by" in page
-    assert page.count("<h2>") == 5 and page.count("data:image/jpeg;base64,") >= 10
+    assert page.count("<h2>") == 5 + len(IMAGE_FINDINGS) and page.count("data:image/jpeg;base64,") >= 10
     with open(out / "clean.csv", newline="") as f:
         kept = {row["path"]: row["label"] for row in csv.DictReader(f)}
     assert not rel(facts["planted"]) & rel(kept)  # label errors dropped
@@ -184,3 +185,17 @@ def test_without_a_store_audit_names_its_own_argument(private_cache):
     result = CliRunner().invoke(main, ["audit"])
     assert result.exit_code == 1 and "run featx extract first, or pass featx audit STORE" in result.output
     assert "--features" not in result.output
+
+
+def test_the_summary_gives_each_finding_each_class_and_the_imbalance_first(audited, found):
+    """#28 point 5: on the terminal and on the page's first section: files per finding, per class its files
+    and share of likely label errors, largest class over smallest."""
+    text = found.summary()
+    flagged = len(found.dropped["label-errors"] & {p for p, label in zip(found.paths, found.labels) if label == "functional"})
+    assert f"class functional: {30 + PLANTED} files, {flagged / (30 + PLANTED):.1%} likely label errors" in text, text
+    assert "class defective: 31 files" in text and f"class imbalance (largest / smallest): {(30 + PLANTED) / 31:.1f}" in text
+    assert f"label-errors {len(found.dropped['label-errors'])}" in text.splitlines()[1]
+    page = (audited[0].parent / "page").joinpath("audit.html")
+    found.write(page.parent)
+    first = page.read_text().split("<h2>")[1]
+    assert first.startswith("Summary") and "files flagged" in first and "likely label errors" in first and "Class imbalance" in first

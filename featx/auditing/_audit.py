@@ -25,12 +25,19 @@ import numpy as np
 
 from featx.errors import BadInputError, FeatxError
 from featx.features._store import FeatureStore
+from featx.images._quality import STATS
 
 NEAR_FLOOR = 0.90  # cosine similarity: copies of photographs lie above it, distinct photographs far below
 NEAR_SCALE = 0.25  # share of the data set's median nearest-neighbour distance within which copies lie
+HASH_MAX = 8  # pHash bits (of 64) beyond which two images are never copies
+HASH_SCALE = 0.1  # share of the data set's median nearest-hash distance within which copies lie
 NEIGHBOURS = 10
 OUTLIER_Z = 3.5  # modified z-score cut-off (Iglewicz and Hoaglin)
-KINDS = ("duplicates", "near-duplicates", "outliers", "label-errors")
+IMAGE_FINDINGS = ("dark", "bright", "blurry", "low_information", "odd_size", "odd_aspect_ratio")  # see _image_findings
+DARK, BRIGHT = 0.12, 0.85  # mean grey level (0-1): ELPV 1st-99th percentile 0.28-0.79, photographs 0.08-0.77
+LOW_ENTROPY = 2.0  # bits of the grey histogram: ELPV >= 3.5, photographs >= 1.4 (a binary silhouette), a blank image 0
+ODD_AREA, ODD_ASPECT = 2.0, 0.585  # log2: 4x the median area or a quarter of it; 1.5x the median aspect ratio
+KINDS = ("duplicates", "near-duplicates", "outliers", "label-errors", *(f.replace("_", "-") for f in IMAGE_FINDINGS))
 DEFAULT_DROP = ("duplicates", "near-duplicates", "label-errors")
 
 
@@ -63,9 +70,33 @@ class Audit:
     clean: list[tuple[str, str]]
     counts: dict[str, int]
     notes: list[str]
+    classes: dict[str, int] = field(default_factory=dict)  # class -> files
+    paths: list[str] = field(default_factory=list)  # every audited file, with its label ("" when none)
+    labels: list[str] = field(default_factory=list)
+
+    def findings(self) -> dict[str, int]:
+        """Finding -> how many files it flags (the first lines of the summary)."""
+        return {kind: len(paths) for kind, paths in self.dropped.items()}
+
+    def class_rows(self) -> list[tuple[str, int, float | str]]:
+        """(class, files, share of them flagged as likely label errors; "" without a label check)."""
+        flagged = Counter(label for p, label in zip(self.paths, self.labels) if p in self.dropped.get("label-errors", ()))
+        checked = "label_errors" in self.tables
+        return [(name, n, flagged[name] / n if checked else "") for name, n in self.classes.items()]
+
+    def imbalance(self) -> str:
+        """Largest class over smallest, named (empty without two classes)."""
+        if len(self.classes) < 2:
+            return ""
+        (large, n_large), (small, n_small) = max(self.classes.items(), key=lambda c: c[1]), min(self.classes.items(), key=lambda c: c[1])
+        return f"{n_large / n_small:.1f} ({large} {n_large} / {small} {n_small})"
 
     def summary(self) -> str:
         lines = [f"{self.n_files} files, {self.n_rows} unique images in {self.store}"]
+        lines.append("files flagged: " + ", ".join(f"{kind} {n}" for kind, n in self.findings().items()))
+        for name, n, share in self.class_rows():
+            lines.append(f"  class {name}: {n} files" + (f", {share:.1%} likely label errors" if share != "" else ""))
+        lines += [f"class imbalance (largest / smallest): {self.imbalance()}"] if self.imbalance() else []
         lines += [f"  {name}: {count}" for name, count in self.counts.items()]
         lines += [f"  note: {note}" for note in self.notes]
         lines.append(f"clean.csv keeps {len(self.clean)} of {self.n_files} files")
@@ -186,9 +217,40 @@ def near_threshold(nearest_similarity: np.ndarray) -> float:
     return float(max(NEAR_FLOOR, 1 - NEAR_SCALE * (1 - np.median(nearest_similarity))))
 
 
-def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, threshold: float, split: list[str]) -> tuple[Table, set[str], dict]:
-    """Clusters of rows joined by similarities at or above `threshold` (transitively). Flags every file of
-    a cluster but the first, and every file of a cluster that spans classes."""
+def hash_threshold(nearest_bits: np.ndarray) -> int:
+    """Hamming distance of pHashes up to which two images are copies: HASH_SCALE x the median distance of an
+    image's hash to its nearest other one, at most HASH_MAX. Measured (docs/audit.md): JPEG re-encodings and
+    resizes stay within 2-4 bits of their source, 2-5% crops of photos within 12; distinct photographs lie at
+    a median 23 bits from their nearest, but ELPV cells at 10, and 1.8% of distinct cells share a hash."""
+    if not len(nearest_bits):
+        return 0
+    return int(min(HASH_MAX, HASH_SCALE * np.median(nearest_bits)))
+
+
+def hash_pairs(hashes: np.ndarray, rows: np.ndarray, bits_threshold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(a, b, bits, threshold): pairs of `rows` (a < b) whose 64-bit hashes differ in at most `bits_threshold`
+    bits (None: `hash_threshold`); all pairs compared in blocks (n^2 / 2 XORs: 20,000 rows in seconds)."""
+    from featx.images._quality import hamming
+
+    found, nearest, block = [], np.full(len(rows), 64, dtype=np.int64), max(1, (1 << 24) // max(len(rows), 1))
+    for start in range(0, len(rows), block):
+        bits = hamming(hashes[rows[start : start + block], None], hashes[None, rows])
+        bits[np.arange(len(bits)), np.arange(start, start + len(bits))] = 65  # not itself
+        nearest[start : start + len(bits)] = bits.min(axis=1)
+        a, b = np.nonzero(bits <= HASH_MAX)
+        keep = a + start < b
+        found.append((a[keep] + start, b[keep], bits[a[keep], b[keep]]))
+    threshold = hash_threshold(nearest) if bits_threshold is None else bits_threshold
+    a, b, bits = (np.concatenate(parts) for parts in zip(*found)) if found else (np.zeros(0, int),) * 3
+    close = bits <= threshold
+    return rows[a[close]], rows[b[close]], bits[close], threshold
+
+
+def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, threshold: float, split: list[str],
+                     bits_threshold: int | None = None) -> tuple[Table, set[str], dict]:
+    """Clusters of rows joined (transitively) by embedding similarities at or above `threshold` or, for rows
+    measured at extraction, by pHashes within `hash_threshold` bits. Flags every file of a cluster but the
+    first, and every file of a cluster that spans classes."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -198,31 +260,76 @@ def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, thresho
     best = np.full(n, -np.inf)  # highest similarity of a row to another row of its cluster
     np.maximum.at(best, pairs[0], pairs[2])
     np.maximum.at(best, pairs[1], pairs[2])
-    _, component = connected_components(coo_matrix((np.ones(len(a)), pairs[:2]), shape=(n, n)), directed=False)
-    table = Table(["cluster", "path", "label", "split", "similarity", "spans_classes", "spans_split"])
-    flagged, counts = set(), Counter()
+    bits = np.full(n, 99)  # fewest differing hash bits of a row to another row of its cluster
+    ha, hb, hbits, bits_threshold = (hash_pairs(files.phash, np.flatnonzero(files.measured), bits_threshold) if files.measured is not None
+                                     else (np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), None))
+    np.minimum.at(bits, ha, hbits)
+    np.minimum.at(bits, hb, hbits)
+    edges = (np.concatenate([pairs[0], ha]), np.concatenate([pairs[1], hb]))
+    _, component = connected_components(coo_matrix((np.ones(len(edges[0])), edges), shape=(n, n)), directed=False)
+    table = Table(["cluster", "path", "label", "split", "similarity", "hash_bits", "found_by", "spans_classes", "spans_split"])
+    flagged, counts = set(), Counter(embedding_pairs=len(a), hash_pairs=len(ha), hash_threshold=bits_threshold)
     members_of: dict[int, list[int]] = {}
-    for r in np.flatnonzero(np.isfinite(best)).tolist():
+    for r in np.flatnonzero(np.isfinite(best) | (bits < 99)).tolist():
         members_of.setdefault(int(component[r]), []).append(r)
-    for number, rows in enumerate(sorted(members_of.values(), key=lambda rows: -best[rows].max()), 1):
+    for number, rows in enumerate(sorted(members_of.values(), key=lambda rows: (bits[rows].min(), -best[rows].max())), 1):
         members = sorted(i for r in rows for i in files.by_row[r])
         spans_classes = len({files.labels[i] for i in members} - {""}) > 1
         spans_split = len({split[i] for i in members} - {""}) > 1
         counts.update(clusters=1, spans_classes=spans_classes, spans_split=spans_split, files=len(members))
         for n_member, i in enumerate(members):
             r = int(files.row_of_file[i])
-            table.rows.append([number, files.paths[i], files.labels[i], split[i], float(best[r]), spans_classes, spans_split])
+            by = " and ".join(kind for kind, found in (("embedding", np.isfinite(best[r])), ("hash", bits[r] < 99)) if found)
+            table.rows.append([number, files.paths[i], files.labels[i], split[i], float(max(best[r], -1)),
+                               int(bits[r]) if bits[r] < 99 else "", by, spans_classes, spans_split])
             if spans_classes or n_member:
                 flagged.add(files.paths[i])
     return table, flagged, counts
+
+
+def modified_z(values: np.ndarray) -> np.ndarray:
+    """Iglewicz and Hoaglin's modified z-score: 0.6745 (x - median) / MAD (zeros when the MAD is 0)."""
+    deviation = np.median(np.abs(values - np.median(values))) if len(values) else 0
+    return 0.6745 * (values - np.median(values)) / deviation if deviation > 0 else np.zeros_like(values)
+
+
+def _image_findings(files: _Files) -> dict[str, tuple[Table, set[str]]]:
+    """Image findings from the statistics measured at extraction (rows without them are left out): name ->
+    (table of the flagged files, worst first, with the statistic and the score compared; their paths).
+    Thresholds calibrated on ELPV cells and scikit-image photographs (docs/audit.md): brightness and entropy
+    are absolute; blur, size and aspect ratio are judged against the data set's own images (a solar cell is
+    smooth, a photograph is not: absolute blur scores of the two overlap)."""
+    if files.measured is None:
+        return {}
+    rows = np.flatnonzero(files.measured)
+    stat = {name: files.stats[rows, i] for i, name in enumerate(STATS)}
+    area, aspect = np.log2(stat["width"] * stat["height"]), np.log2(stat["width"] / stat["height"])
+    scores = {  # finding -> (statistic shown, score: higher is worse, flagged)
+        "dark": ("brightness", -stat["brightness"], stat["brightness"] < DARK),
+        "bright": ("brightness", stat["brightness"], stat["brightness"] > BRIGHT),
+        "blurry": ("blur", -modified_z(np.log10(stat["blur"] + 1e-9)), modified_z(np.log10(stat["blur"] + 1e-9)) < -OUTLIER_Z),
+        "low_information": ("entropy", -stat["entropy"], stat["entropy"] < LOW_ENTROPY),
+        "odd_size": ("width", np.abs(area - np.median(area)), np.abs(area - np.median(area)) > ODD_AREA),
+        "odd_aspect_ratio": ("width", np.abs(aspect - np.median(aspect)), np.abs(aspect - np.median(aspect)) > ODD_ASPECT),
+    }
+    found = {}
+    for name, (shown, score, flagged) in scores.items():
+        table, paths = Table(["rank", "path", "label", shown, "width", "height", "score"]), set()
+        ranked = np.flatnonzero(flagged)[np.argsort(-score[flagged], kind="stable")]
+        for rank, k in enumerate(ranked.tolist(), 1):
+            for i in files.by_row[int(rows[k])]:
+                table.rows.append([rank, files.paths[i], files.labels[i], float(stat[shown][k]), int(stat["width"][k]),
+                                   int(stat["height"][k]), float(score[k])])
+                paths.add(files.paths[i])
+        found[name] = table, paths
+    return found
 
 
 def _outliers(files: _Files, sims: np.ndarray) -> tuple[Table, set[str]]:
     """Rows ranked by mean cosine distance to their nearest rows; flagged above a modified z-score of
     OUTLIER_Z (median and median absolute deviation: robust to the outliers themselves)."""
     score = (1 - sims).mean(axis=1) if sims.shape[1] else np.zeros(len(sims))
-    deviation = np.median(np.abs(score - np.median(score)))
-    z = 0.6745 * (score - np.median(score)) / deviation if deviation > 0 else np.zeros_like(score)
+    z = modified_z(score)
     table, flagged = Table(["rank", "path", "label", "score", "z", "flagged"]), set()
     for rank, r in enumerate(np.argsort(-score, kind="stable").tolist(), 1):
         for i in files.by_row[r]:
@@ -233,7 +340,7 @@ def _outliers(files: _Files, sims: np.ndarray) -> tuple[Table, set[str]]:
 
 
 AUTO = "auto"
-CANDIDATES = ("logreg", "svm", "knn")  # what `clf="auto"` compares (docs/audit.md: measured on planted errors)
+CANDIDATES = ("logreg", "linsvm", "svm")  # what `clf="auto"` compares (docs/audit.md: knn ranked planted errors worst)
 
 
 def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
@@ -434,11 +541,18 @@ def audit(
         threshold = near_threshold(sims[:, 0] if sims.shape[1] else sims[:, :0].ravel())
     tables["near_duplicates"], dropped["near-duplicates"], near = _near_duplicates(files, sims, index, threshold, split)
     counts["near-duplicate threshold (cosine)"] = round(threshold, 4)
+    counts["near-duplicate pairs by embedding"] = near["embedding_pairs"]
+    if near["hash_threshold"] is not None:
+        counts["near-duplicate pHash threshold (bits)"] = near["hash_threshold"]
+        counts["near-duplicate pairs by pHash"] = near["hash_pairs"]
     counts["near-duplicate clusters"] = near["clusters"]
     counts["near-duplicate clusters spanning classes"] = near["spans_classes"]
     counts["near-duplicate clusters spanning the split (leaks)"] = near["spans_split"]
     tables["outliers"], dropped["outliers"] = _outliers(files, sims)
     counts["outlier files"] = len(dropped["outliers"])
+    for name, (table, paths) in _image_findings(files).items():
+        tables[name], dropped[name.replace("_", "-")] = table, paths
+        counts[f"{name.replace('_', ' ')} images"] = len(paths)
     dropped["label-errors"] = set()
     if labelled:
         table, dropped["label-errors"], issues, label_notes = _label_errors(files, clf, cv, seed, n_jobs, step)
@@ -448,7 +562,8 @@ def audit(
         notes += label_notes
     else:
         notes.append("no labels in the store: no label errors or class conflicts to find")
-    leave_out = set().union(*(dropped[kind] for kind in drop))
+    leave_out = set().union(*(dropped.get(kind, set()) for kind in drop))
     clean = [(p, label) for p, label in zip(files.paths, files.labels) if p not in leave_out]
     step("done")
-    return Audit(str(store), len(files.paths), len(files.rows), tables, dropped, clean, counts, notes)
+    classes = dict(sorted(Counter(label for label in files.labels if label).items()))
+    return Audit(str(store), len(files.paths), len(files.rows), tables, dropped, clean, counts, notes, classes, files.paths, files.labels)
