@@ -249,8 +249,10 @@ def hash_pairs(hashes: np.ndarray, rows: np.ndarray, bits_threshold: int | None 
 def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, threshold: float, split: list[str],
                      bits_threshold: int | None = None) -> tuple[Table, set[str], dict]:
     """Clusters of rows joined (transitively) by embedding similarities at or above `threshold` or, for rows
-    measured at extraction, by pHashes within `hash_threshold` bits. Flags every file of a cluster but the
-    first, and every file of a cluster that spans classes."""
+    measured at extraction, by pHashes within `hash_threshold` bits whose embeddings are at least as similar
+    as the median nearest neighbours (on ELPV this keeps 1/3 of the distinct cells sharing a hash, and the
+    q85 copies: docs/audit.md). Flags every file of a cluster but the first, and every file of a cluster
+    that spans classes."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -263,6 +265,10 @@ def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, thresho
     bits = np.full(n, 99)  # fewest differing hash bits of a row to another row of its cluster
     ha, hb, hbits, bits_threshold = (hash_pairs(files.phash, np.flatnonzero(files.measured), bits_threshold) if files.measured is not None
                                      else (np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), None))
+    if len(ha):  # a hash match counts when the embeddings agree at least as well as typical neighbours do
+        unit = files.features / np.maximum(np.linalg.norm(files.features, axis=1, keepdims=True), 1e-12)
+        agree = np.einsum("ij,ij->i", unit[ha], unit[hb]) >= (np.median(sims[:, 0]) if sims.shape[1] else -1)
+        ha, hb, hbits = ha[agree], hb[agree], hbits[agree]
     np.minimum.at(bits, ha, hbits)
     np.minimum.at(bits, hb, hbits)
     edges = (np.concatenate([pairs[0], ha]), np.concatenate([pairs[1], hb]))
