@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import click
 
-from featx.auditing._audit import AUTO, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS
+from featx.auditing._audit import AUTO, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES
 from featx.classify._classifiers import CLASSIFIERS
 
 from .errors import user_errors
+from .options import number_range, pick_store
 
 
 def _kinds(ctx, param, value: str) -> tuple[str, ...]:
-    kinds = tuple(k.strip() for k in value.split(",") if k.strip() and k.strip() != "none")
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise click.BadParameter(f"unknown finding {unknown[0]!r}; valid: {', '.join(KINDS)} or none")
-    return kinds
+    """The comma-separated list as names (featx.audit checks them); "none": none."""
+    return tuple(k.strip() for k in value.split(",") if k.strip() and k.strip() != "none")
 
 
 @click.command()
@@ -23,20 +21,20 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
               help="Folder for the CSVs, clean.csv and audit.html.")
 @click.option("--data", "-d", multiple=True, type=click.Path(),
               help="Audit only the store's files found here (folders or CSVs, as for featx extract); repeatable.")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), metavar="COS",
+@click.option("--threshold", type=number_range(*RANGES["threshold"]), metavar="COS",
               help="Cosine similarity from which two images are near duplicates; default: 0.90, raised for data sets "
                    "of very alike images (docs/audit.md).")
-@click.option("--neighbours", "-k", type=click.IntRange(min=1), default=NEIGHBOURS, show_default=True,
+@click.option("--neighbours", "-k", type=number_range(*RANGES["neighbours"]), default=NEIGHBOURS, show_default=True,
               help="Nearest neighbours per image (near duplicates, outlier score).")
 @click.option("--split-csv", type=click.Path(dir_okay=False, exists=True),
               help="CSV of path,split: near duplicates across splits are leaks (default: featx fit's own split).")
-@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+@click.option("--test-size", type=number_range(*RANGES["test_size"]), default=0.2, show_default=True,
               help="featx fit's split to check for leaks: its --test-size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="featx fit's --seed; also the folds of the label check.")
 @click.option("--clf", type=click.Choice([AUTO, *CLASSIFIERS]), default=AUTO, show_default=True,
               help=f"Classifier whose out-of-fold probabilities rank the label errors; {AUTO}: the best of "
                    f"{', '.join(CANDIDATES)} by cross-validation.")
-@click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help="Folds for the out-of-fold probabilities.")
+@click.option("--cv", type=number_range(*RANGES["cv"]), default=5, show_default=True, help="Folds for the out-of-fold probabilities.")
 @click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
 @click.option("--drop", default=",".join(DEFAULT_DROP), show_default=True, callback=_kinds,
               help=f"Findings whose files clean.csv leaves out, comma-separated: {', '.join(KINDS)}, or none.")
@@ -51,8 +49,6 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
     """
     from featx.auditing._audit import audit as run
     from featx.outputs import check_output
-
-    from .fit import pick_store
 
     check_output(out, "--out", folder=True)
     path = pick_store(store, "featx audit STORE")

@@ -14,36 +14,7 @@ from .errors import user_errors
 DEMO_FEATURES = {"image_size": 300, "layer": "blocks.5,blocks.6,bn2", "pooling": "gem"}
 TEST_SIZE = 0.25  # the paper's 75/25 split
 STORE = "features.h5"  # in the --dir folder, beside the images it holds the features of
-FITTED = "fitted.sha256"  # in the --dir folder: what the saved model was trained on (see training_digest)
-
-
-def training_digest(store: Path, settings: dict) -> str:
-    """A digest of what a fit would see: every labelled file of the store (path, content, class) and the
-    fit's settings. A rerun whose digest equals the saved model's reuses it instead of fitting again."""
-    import hashlib
-    import json
-
-    from featx import __version__
-    from featx.features._store import FeatureStore
-
-    with FeatureStore.open(store) as opened:
-        keys, classes = opened.keys(), opened.classes()
-        view = sorted((path, keys[row], classes[label]) for path, (row, label) in opened.files().items() if label >= 0)
-    text = json.dumps({"featx": __version__, "settings": settings, "files": view})
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def write_test_part(report, path: Path) -> Path:
-    """The report's test images as a CSV of path,class (paths relative to the CSV, as featx reads them)."""
-    import csv
-    import os
-
-    from featx.outputs import atomic_write
-
-    with atomic_write(path, "w", newline="") as out:
-        rows = zip(report.outcomes.paths, report.outcomes.true)
-        csv.writer(out).writerows((os.path.relpath(p, path.parent), report.classes[label]) for p, label in rows)
-    return path
+FITTED = "fitted.sha256"  # in the --dir folder: what the saved model was trained on (FeatureStore.training_digest)
 
 
 @click.command()
@@ -65,10 +36,9 @@ def demo(directory, per_class, quiet):
     from featx.classify._fitting import fit
     from featx.datasets import ELPV_PAPER, load_elpv, write_elpv_folder
     from featx.features._extraction import extract
+    from featx.features._store import FeatureStore
     from featx.outputs import atomic_write, check_manifest, check_output, manifest_path
     from featx.reports._report import Report, report_prefix
-
-    from .fit import save_fitted
 
     directory = check_output(directory, "--dir", folder=True)
     folder = write_elpv_folder(directory / "elpv", per_class=per_class, prune=True)  # the demo's own copies
@@ -86,7 +56,8 @@ def demo(directory, per_class, quiet):
     model, test_csv, fitted = directory / "featx-svm.skops", directory / "test.csv", directory / FITTED
     prefix = report_prefix(model)
     saved = [model, test_csv, prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
-    digest = training_digest(extracted.store, {"clf": "svm", "test_size": TEST_SIZE, "split": split})
+    with FeatureStore.open(extracted.store) as opened:
+        digest = opened.training_digest({"clf": "svm", "test_size": TEST_SIZE, "split": split})
     if (all(path.exists() for path in [*saved, fitted, manifest_path(model)]) and fitted.read_text().strip() == digest
             and not check_manifest(manifest_path(model))):
         click.echo(f"model: up to date (same images, labels and settings as when {model} was fitted): not fitted again")
@@ -97,8 +68,8 @@ def demo(directory, per_class, quiet):
         fitted.unlink(missing_ok=True)
         bundle, report = fit(extracted.store, "svm", test_size=TEST_SIZE, n_jobs=-1,
                              group=(lambda path: cell_type[Path(path).name]) if by_type else None)
-        written = save_fitted(bundle, report, model)
-        write_test_part(report, test_csv)
+        written = bundle.save_with_report(model, report)
+        report.write_test_csv(test_csv)
         with atomic_write(fitted, "w") as out:  # last: an interrupted fit is never taken for a finished one
             out.write(digest + "\n")
         click.echo(f"report: {written[0]}")

@@ -9,16 +9,17 @@ import shlex
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
 
-def user_errors(command):
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: FeatxError -> click.UsageError (exit 2) or click.ClickException (exit 1)."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         from featx.errors import FeatxError, Interrupted, MissingPathError, ParameterError, StoreWriteError
 
         try:

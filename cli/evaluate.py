@@ -1,42 +1,10 @@
-"""`featx evaluate`, and the extraction options it shares with `featx predict`."""
+"""`featx evaluate`."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
-from featx.names import TTAS
-
-from . import options
 from .errors import user_errors
-
-# how a model's images are extracted (its feature space comes from the model)
-extraction_options = options.apply(
-    options.unsafe_pickle,
-    click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
-    options.batch_size,
-    options.workers,
-    options.device,
-    options.quiet,
-    click.option("--tta", type=click.Choice(TTAS), default="none", show_default=True,
-                 help="A fine-tuned network (featx finetune): d4 averages its head over the 8 symmetries."),
-)
-
-
-def apply_model(task: str, model: str, data, weights, tta: str, unsafe_pickle: bool, **settings):
-    """Run `task` ("predict" or "evaluate") of MODEL on DATA: a network from featx finetune classifies with its
-    own head, a model from featx fit with its pipeline on features (read from its training store where it has
-    them, else extracted); returns (result, summary)."""
-    from importlib import import_module
-
-    from featx.finetuning._apply import is_finetuned, load_finetuned
-
-    if is_finetuned(model):
-        return getattr(import_module("featx.finetuning._apply"), task)(load_finetuned(model), list(data), tta, **settings)
-    from featx.classify._bundle import load_bundle
-
-    result, sources = getattr(import_module("featx.classify._inference"), task)(load_bundle(model, unsafe_pickle=unsafe_pickle), list(data), weights, **settings)
-    return result, sources.summary()
+from .options import extraction_options
 
 
 @click.command()
@@ -61,11 +29,13 @@ def evaluate(model, data, unsafe_pickle, weights, batch_size, workers, device, q
     from featx.reports._report import report_prefix
 
     prefix = check_output(prefix or report_prefix(model, data), "--report")
-    report, summary = apply_model("evaluate", model, data, weights, tta, unsafe_pickle, batch_size=batch_size, workers=workers,
-                                  device=device, progress=not quiet)
+    from featx.finetuning._models import load_model
+
+    report, sources = load_model(model, unsafe_pickle=unsafe_pickle).evaluate(
+        list(data), weights=weights, tta=tta, batch_size=batch_size, workers=workers, device=device, progress=not quiet)
     with output_set(manifest_path(prefix)) as written:
         written += report.save(prefix, tsne=tsne)
     click.echo(f"report: {written[0]}")
-    click.echo(summary, err=True)
+    click.echo(sources.summary(), err=True)
     click.echo(report.table())
     click.echo(f"also:   {', '.join(map(str, written[1:]))}")

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from featx.names import DECODES
+from featx.names import parameter_choices
 
 from . import options
 from .errors import exit_if_nothing_usable, user_errors
@@ -20,9 +20,9 @@ from .errors import exit_if_nothing_usable, user_errors
 @click.option("--image-size", type=click.IntRange(min=1), metavar="N",
               help="Resize the shorter side to N and centre-crop N x N (default: the weights' own resize and crop).")
 @options.tta
-@click.option("--decode", type=click.Choice(DECODES),
+@click.option("--decode", type=click.Choice(parameter_choices("decode")),
               help="reduced: decode large images at a reduced size first (4-7x less decoding for camera photos; "
-                   "default for a new store); full: every pixel, as featx 0.1.0 (default for a store it made).")
+                   "default for a new store); full: every pixel, as the first stores did (docs/compatibility.md; default for such a store).")
 @click.option("--rehash", is_flag=True, help="Read and hash every file, even those whose stat the store's index knows; "
               "also measures (pHash, image statistics) contents stored before featx measured them.")
 @click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")

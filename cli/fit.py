@@ -1,57 +1,13 @@
 """`featx fit`."""
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import click
 
 from featx.classify._classifiers import CLASSIFIERS
 from featx.names import CLASS_WEIGHTS, MODEL_FORMATS
 
 from .errors import user_errors
-
-
-def stores_in(folder: str | os.PathLike) -> list[Path]:
-    """Feature stores (*.h5) in a folder, newest first."""
-    folder = Path(folder)
-    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
-
-
-def pick_store(store: str | None, option: str = "--features STORE") -> Path:
-    """The store given, else the only store in the cache folder; several: ask (on a terminal) or list them.
-    `option`: how the command names a store, for the messages."""
-    from featx.errors import FeatxError
-    from featx.features._space import cache_dir
-
-    if store:
-        return Path(store)
-    found = stores_in(cache_dir())
-    if not found:
-        raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass {option}")
-    if len(found) == 1:
-        return found[0]
-    listing = f"several feature stores in {cache_dir()}/ (newest first):\n" + "\n".join(
-        f"  {i}. {path}" for i, path in enumerate(found, 1)
-    )
-    if not sys.stdin.isatty():
-        raise FeatxError(f"{listing}\nchoose one with {option}")
-    click.echo(listing, err=True)
-    return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
-
-
-def save_fitted(bundle, report, out: Path, fmt: str = "skops", tsne: bool = False) -> list[Path]:
-    """Save the model as `out`, its report files beside it, then OUT.manifest.json naming them all (the run
-    and their sha256: featx.outputs.check_manifest); returns the report's files, the HTML page first."""
-    from featx.outputs import manifest_path, output_set
-    from featx.reports._report import report_prefix
-
-    with output_set(manifest_path(out)) as files:
-        files.append(bundle.save(out, fmt))
-        written = report.save(report_prefix(out), tsne=tsne)
-        files += written
-    return written
+from .options import pick_store
 
 
 @click.command()
@@ -85,7 +41,7 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     click.echo(f"store: {path}", err=True)
     bundle, report = train(path, clf, cv=cv, test_size=test_size, seed=seed, class_weight=class_weight,
                            n_jobs=n_jobs, epochs=epochs, wait=wait)
-    written = save_fitted(bundle, report, out, fmt, tsne=tsne)
+    written = bundle.save_with_report(out, report, fmt, tsne=tsne)
     click.echo(f"report: {written[0]}")
     click.echo(report.table())
     click.echo(f"model:  {out}\nalso:   {', '.join(map(str, written[1:]))}")

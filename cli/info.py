@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 import click
@@ -22,37 +21,36 @@ from .errors import user_errors
 def info(store, history, check, repair):
     """Show what the feature STORE holds: the files extracted from as they are on disk now."""
     from featx.features._store import FeatureStore, gone_note
+    from featx.images._failures import failure_lines
 
     if check or repair:
         _check(Path(store), repair)
         return
     with FeatureStore.open(store) as opened:
-        (files, gone), failures, classes = opened.files_on_disk(), opened.failures(), opened.classes()
-        vanished = opened.vanished()
-        click.echo(f"store:     {store}")
-        if opened.writer_pid:
-            click.echo(f"note:      process {opened.writer_pid} is writing this store; shown: what it committed so far")
-        click.echo(f"rows:      {opened.count('rows')} unique images x {opened.n_features or 0} features ({opened.dtype})")
-        click.echo(f"files:     {len(files)}")
-        counts = Counter(label for _, label in files.values())
-        if classes:
-            click.echo(f"classes:   {len(classes)}")
-            for i, name in enumerate(classes):
-                click.echo(f"  {name}: {counts.get(i, 0)}")
-        if counts.get(-1):
-            click.echo(f"unlabeled: {counts[-1]}")
-        click.echo(f"failures:  {len(failures)}")
-        for path, (_, reason) in list(failures.items())[:50]:
-            click.echo(f"  {path}: {reason}")
-        click.echo(f"gone:      {len(vanished) + len(gone)} files no longer on disk (their features stay cached)")
-        if gone:
-            click.echo(f"           since the last extraction, {gone_note(len(gone))}")
-        if history:
-            for path, label in sorted({**vanished, **{path: label for path, (_, label) in gone.items()}}.items()):
-                click.echo(f"  {path}" + (f" ({classes[label]})" if label >= 0 else ""))
-        click.echo("feature space: " + json.dumps(opened.space.as_dict(), indent=2, sort_keys=True))
-        click.echo("versions:  " + json.dumps(opened.versions, sort_keys=True))
-
+        summary = opened.summary()
+    click.echo(f"store:     {store}")
+    if summary.writer_pid:
+        click.echo(f"note:      process {summary.writer_pid} is writing this store; shown: what it committed so far")
+    click.echo(f"rows:      {summary.rows} unique images x {summary.features} features ({summary.dtype})")
+    click.echo(f"files:     {summary.files}")
+    if summary.classes:
+        click.echo(f"classes:   {len(summary.classes)}")
+        for name, count in summary.classes.items():
+            click.echo(f"  {name}: {count}")
+    if summary.unlabeled:
+        click.echo(f"unlabeled: {summary.unlabeled}")
+    click.echo(f"failures:  {len(summary.failures)}")
+    for line in failure_lines(list(summary.failures.items()), prefix="  "):
+        click.echo(line)
+    gone = summary.gone
+    click.echo(f"gone:      {len(summary.vanished) + len(gone)} files no longer on disk (their features stay cached)")
+    if gone:
+        click.echo(f"           since the last extraction, {gone_note(len(gone))}")
+    if history:
+        for path, name in sorted({**summary.vanished, **gone}.items()):
+            click.echo(f"  {path}" + (f" ({name})" if name is not None else ""))
+    click.echo("feature space: " + json.dumps(summary.space, indent=2, sort_keys=True))
+    click.echo("versions:  " + json.dumps(summary.versions, sort_keys=True))
 
 def _check(store: Path, repair: bool) -> None:
     """featx info --check [--repair]: the problems found (exit 1), or ok; --repair copies the readable part."""

@@ -1,6 +1,10 @@
 """Click options shared by several commands; choices and defaults come from `featx.names` (torch-free)."""
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import click
 
 from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ENGINES, POOLINGS, TTAS
@@ -34,12 +38,43 @@ unsafe_pickle = click.option(
 )
 
 
-def apply(*options):
+def pick_store(store: str | None, option: str = "--features STORE") -> Path:
+    """`featx.features.find_store`, asking which store on a terminal when the cache folder holds several."""
+    from featx.features._store import find_store
+
+    return find_store(store, option, _ask if sys.stdin.isatty() else None)
+
+
+def _ask(listing: str, found: list[Path]) -> Path:
+    click.echo(listing, err=True)
+    return found[click.prompt("which one", type=click.IntRange(1, len(found)), default=1, err=True) - 1]
+
+
+def number_range(low: float, high: float | None, low_open: bool, high_open: bool) -> click.ParamType:
+    """The click type of a library's range (low, high, low excluded, high excluded): integers if `low` is one."""
+    kind = click.IntRange if isinstance(low, int) else click.FloatRange
+    return kind(low, high, min_open=low_open, max_open=high_open)
+
+
+def apply(*options: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
     """One decorator applying `options` in the order listed (as they appear in --help)."""
 
-    def decorate(command):
+    def decorate(command: Callable) -> Callable:
         for option in reversed(options):
             command = option(command)
         return command
 
     return decorate
+
+
+# how a model's images are extracted (its feature space comes from the model)
+extraction_options = apply(
+    unsafe_pickle,
+    click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
+    batch_size,
+    workers,
+    device,
+    quiet,
+    click.option("--tta", type=click.Choice(TTAS), default="none", show_default=True,
+                 help="A fine-tuned network (featx finetune): d4 averages its head over the 8 symmetries."),
+)

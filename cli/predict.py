@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .errors import exit_if_nothing_usable, user_errors
-from .evaluate import apply_model, extraction_options
+from .options import extraction_options
 
 
 @click.command()
@@ -20,15 +20,16 @@ def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, 
     featx finetune, which uses its own head), as CSV: path (as given), predicted class, one probability (or
     decision score) per class, error. Every file has a row: one that failed has an empty prediction and its
     reason under error. Exit status 1 when every file failed. Messages go to standard error."""
+    from featx.finetuning._models import load_model
     from featx.outputs import atomic_write, check_output
 
     if out != "-":
         check_output(out, "--out")
     if report:
         check_output(report, "--report")
-    predictions, summary = apply_model("predict", model, images, weights, tta, unsafe_pickle, batch_size=batch_size,
-                                       workers=workers, device=device, progress=not quiet)
-    click.echo(summary, err=True)
+    predictions, sources = load_model(model, unsafe_pickle=unsafe_pickle).predict(
+        list(images), weights=weights, tta=tta, batch_size=batch_size, workers=workers, device=device, progress=not quiet)
+    click.echo(sources.summary(), err=True)
     with (click.open_file(out, "w", errors="surrogateescape") if out == "-"
           else atomic_write(out, "w", newline="", errors="surrogateescape")) as csv_file:
         predictions.write_csv(csv_file)

@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "get_backbone": ".backbones",
     "FeatxError": ".errors",
     "symmetries": ".images",
+    "load_model": ".finetuning",
     "finetune": ".finetuning", "FinetuneConfig": ".finetuning", "FinetunedClassifier": ".finetuning",
 })
 __all__ = [*__all__, "__version__"]

@@ -1,4 +1,8 @@
 """Errors whose message is meant for the user: the CLI prints them without a traceback."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
 
 
 class FeatxError(Exception):
@@ -12,7 +16,7 @@ class ParameterError(FeatxError, ValueError):
 class UnknownNameError(ParameterError):
     """A model, layer, pooling or similar name that featx does not know."""
 
-    def __init__(self, kind: str, name: str, valid) -> None:
+    def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
         valid = list(valid)
         shown = ", ".join(valid[:40]) + (f", ... ({len(valid)} in all)" if len(valid) > 40 else "")
         super().__init__(f"unknown {kind} {name!r}; valid names: {shown}")
@@ -43,7 +47,7 @@ class Interrupted(FeatxError):
 class ExtractionInterrupted(Interrupted):
     """An extraction stopped by Ctrl-C after committing what was done."""
 
-    def __init__(self, store, kept: int) -> None:
+    def __init__(self, store: str | os.PathLike, kept: int) -> None:
         done = f"the {kept} images computed in this run are kept in {store}" if kept else "no image was computed yet"
         super().__init__(f"interrupted: {done}")
         self.store, self.kept = store, kept
@@ -52,7 +56,7 @@ class ExtractionInterrupted(Interrupted):
 class StoreWriteError(FeatxError):
     """A write to a feature store failed (disk full, I/O error); the rows committed before it are kept."""
 
-    def __init__(self, message: str, store, kept: int) -> None:
+    def __init__(self, message: str, store: str | os.PathLike, kept: int) -> None:
         super().__init__(message)
         self.store, self.kept = store, kept
 
@@ -66,7 +70,7 @@ class FinetuneInterrupted(Interrupted):
 
     resume_flags = ("--resume",)
 
-    def __init__(self, checkpoint) -> None:
+    def __init__(self, checkpoint: str | os.PathLike) -> None:
         kept = f"the finished epochs are kept in {checkpoint}" if checkpoint.is_file() else "no epoch had finished"
         super().__init__(f"interrupted: {kept}")
 

@@ -17,8 +17,12 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from featx.errors import OutputError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 MANIFEST_FORMAT = "featx-outputs/1"
 
@@ -89,7 +93,7 @@ def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options) -> Iterator:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_options: Any) -> Iterator:
     """`open(path, mode)` written atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, mode, **open_options) as file:
         yield file
@@ -145,3 +149,28 @@ def check_manifest(path: str | os.PathLike) -> list[str]:
     files = json.loads(path.read_text())["files"]
     return [name for name, digest in files.items()
             if not (path.parent / name).is_file() or sha256(path.parent / name) != digest]
+
+
+class _Lines:
+    """A stream that turns tqdm's carriage-return redraws into whole lines, for logs and pipes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").rstrip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(total: int, enabled: bool = True, desc: str = "extract", leave: bool = True) -> tqdm:
+    """featx's one progress bar, on stderr: redrawn on a terminal, a line every few seconds otherwise (pipes,
+    logs). `leave=False`: a terminal's bar is cleared when done (a line is kept in a log)."""
+    from tqdm.auto import tqdm
+
+    if sys.stderr.isatty():
+        return tqdm(total=total, unit="img", desc=desc, disable=not enabled, file=sys.stderr, leave=leave)
+    return tqdm(total=total, unit="img", desc=desc, disable=not enabled, file=_Lines(sys.stderr), mininterval=5, ascii=True)

@@ -16,6 +16,7 @@ from featx.cli import main
 import featx
 from featx.auditing._audit import IMAGE_FINDINGS, audit
 from featx.datasets import load_elpv
+from featx.errors import ParameterError
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 from audit_elpv import clearly_defective  # noqa: E402  (the cells the ELPV benchmark plants)
@@ -199,3 +200,18 @@ def test_the_summary_gives_each_finding_each_class_and_the_imbalance_first(audit
     found.write(page.parent)
     first = page.read_text().split("<h2>")[1]
     assert first.startswith("Summary") and "files flagged" in first and "likely label errors" in first and "Class imbalance" in first
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"threshold": 1.5}, r"audit: threshold=1.5 is not in \(0.0, 1.0\]"),
+    ({"threshold": 0.0}, r"audit: threshold=0.0 is not in \(0.0, 1.0\]"),
+    ({"neighbours": 0}, r"audit: neighbours=0 is not in \[1, inf\)"),
+    ({"cv": 1}, r"audit: cv=1 is not in \[2, inf\)"),
+    ({"test_size": 1.0}, r"audit: test_size=1.0 is not in \(0.0, 1.0\)"),
+    ({"drop": ["typos"]}, "unknown finding 'typos'; valid names: duplicates"),
+    ({"clf": "forest"}, "unknown classifier 'forest'; valid names: auto, logreg"),
+])
+def test_audit_refuses_a_bad_parameter_before_reading_the_store(tmp_path, bad, message):
+    """One error kind per mistake (issue #26): a ParameterError naming the parameter, whatever the store."""
+    with pytest.raises(ParameterError, match=message):
+        featx.audit(tmp_path / "absent.h5", **bad)

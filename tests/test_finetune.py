@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import featx
 from featx.features._store import load_features
 from featx.finetuning._apply import is_finetuned, load_finetuned
-from featx.finetuning._train import checkpoint_path
+from featx.finetuning._loop import checkpoint_path
 
 SETTINGS = dict(image_size=48, freeze_epochs=1, epochs=2, batch_size=8, val_size=0.25, seed=3)
 SCRIPT = """
@@ -108,7 +108,7 @@ def test_kill_9_during_epoch_3_then_resume_equals_an_uninterrupted_run(trained, 
     out = tmp_path / "killed.safetensors"
     ckpt = checkpoint_path(out)
     process = subprocess.Popen([sys.executable, "-c", SCRIPT.format(settings=SETTINGS), str(cells), str(out)])
-    deadline, written = time.monotonic() + 120, set()
+    deadline, written = time.monotonic() + 600, set()  # epochs took over 60 s each on shared, loaded cores
     while time.monotonic() < deadline and process.poll() is None and len(written) < 2:
         if ckpt.exists():  # each epoch's checkpoint is a new file renamed over the last: a new inode
             written.add(ckpt.stat().st_ino)
@@ -155,7 +155,7 @@ def test_one_line_errors(cells, tmp_path, args, message, status):
 
 def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
     from featx.features._network import d4_views
-    from featx.finetuning._train import augment
+    from featx.finetuning._data import augment
 
     x = torch.arange(64 * 3 * 5 * 5, dtype=torch.float32).view(64, 3, 5, 5)
     out = augment(x, "d4", 0.0, torch.Generator().manual_seed(0))
@@ -165,7 +165,7 @@ def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
 
 
 def test_images_streamed_from_disk_when_they_do_not_fit_train_the_same(trained, cells, tmp_path, monkeypatch):
-    monkeypatch.setattr("featx.finetuning._train.MEMORY_FRACTION", 0.0)  # nothing fits: every batch decoded again
+    monkeypatch.setattr("featx.finetuning._data.MEMORY_FRACTION", 0.0)  # nothing fits: every batch decoded again
     streamed = featx.finetune(cells, out=tmp_path / "streamed.safetensors", workers=0, progress=False, **SETTINGS)
     assert [r["train_loss"] for r in streamed.history] == [r["train_loss"] for r in trained.history]
     expected, got = load_file(trained.path), load_file(streamed.path)
@@ -186,35 +186,21 @@ def test_freeze_until_keeps_early_layers_and_their_statistics_pretrained(cells, 
     assert not any(torch.equal(base[k], tuned[k]) for k in later)
 
 
-def test_freeze_until_an_unknown_layer_is_a_one_line_error_before_decoding(cells, tmp_path):
-    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"),
-                                       "--freeze-until", "blocks.99"])
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert result.exit_code == 1 and len(errors) == 1, result.output
-    assert "'blocks.99' is not a layer" in errors[0] and "conv_stem, bn1, blocks" in errors[0]
-
-
 def test_ordinal_targets_make_a_near_miss_cost_less_than_a_far_one():
-    from featx.finetuning._train import FinetuneConfig, _loss
+    from featx.finetuning._config import FinetuneConfig
+    from featx.finetuning._model import Loss
 
     classes = ["bad", "fair", "good", "poor"]  # sorted names; the grades are good < fair < poor < bad
     grades = "good,fair,poor,bad"
-    loss = _loss(FinetuneConfig(ordinal=grades), np.array([0, 1, 2, 3]), classes)
+    loss = Loss.of(FinetuneConfig(ordinal=grades), np.array([0, 1, 2, 3]), classes)
     assert torch.allclose(loss.targets.sum(1), torch.ones(4))
     assert loss.targets[2].argmax() == 2 and loss.targets[2, 1] > loss.targets[2, 3] > loss.targets[2, 0]
     y = torch.tensor([2])  # truly "good"
     confident = {c: torch.full((1, 4), -4.0).index_fill(1, torch.tensor([c]), 4.0) for c in range(4)}
     near, far = loss(confident[1], y), loss(confident[0], y)  # "fair" (one grade off) vs "bad" (three)
     assert near < far
-    plain = _loss(FinetuneConfig(), np.array([0, 1, 2, 3]), classes)
+    plain = Loss.of(FinetuneConfig(), np.array([0, 1, 2, 3]), classes)
     assert torch.isclose(plain(confident[1], y), plain(confident[0], y))
-
-
-def test_ordinal_must_name_every_class_once(cells, tmp_path):
-    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"),
-                                       "--ordinal", "functional,defective"])
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert result.exit_code == 1 and len(errors) == 1 and "ordinal must name each class" in errors[0], result.output
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", None])
@@ -240,10 +226,10 @@ def test_a_damaged_checkpoint_is_one_line_on_resume(cells, tmp_path, content):
 
 def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(cells, tmp_path, monkeypatch):
     """#25 point 9: Ctrl-C printed "Aborted!" and exited 1 with no resume hint."""
-    from featx.finetuning import _train as finetuning
+    from featx.finetuning._loop import Trainer
 
     out = tmp_path / "m.safetensors"
-    run_epoch, epochs = finetuning._run_epoch, []
+    run_epoch, epochs = Trainer.run_epoch, []
 
     def interrupted_in_epoch_2(*args, **kwargs):
         epochs.append(1)
@@ -251,14 +237,18 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(cells, tmp_pa
             raise KeyboardInterrupt
         return run_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(finetuning, "_run_epoch", interrupted_in_epoch_2)
+    monkeypatch.setattr(Trainer, "run_epoch", interrupted_in_epoch_2)
     monkeypatch.setattr(sys, "argv", ["featx", "finetune", str(cells), "-o", str(out), "--epochs", "1",
                                       "--image-size", "32", "-q"])
     result = CliRunner().invoke(main, sys.argv[1:])
     assert result.exit_code == 130, result.output
     assert result.output.splitlines() == [f"interrupted: the finished epochs are kept in {checkpoint_path(out)}",
                                           f"resume with: featx finetune {cells} -o {out} --epochs 1 --image-size 32 -q --resume"]
-    assert torch.load(checkpoint_path(out), weights_only=True)["epoch"] == 1 and not out.exists()
+    checkpoint = torch.load(checkpoint_path(out), weights_only=True)
+    assert checkpoint["epoch"] == 1 and not out.exists()
+    # the keys featx wrote before TrainState (#26): a checkpoint of either resumes with the other
+    assert set(checkpoint) == {"epoch", "history", "best", "best_epoch", "best_key", "optimizer", "model",
+                               "optimizer_frozen", "fingerprint"}
 
 
 def test_fine_tuned_features_leave_no_onnx_graph_behind(trained, cells, tmp_path, monkeypatch, private_cache):

@@ -88,3 +88,12 @@ def test_no_import_cycles():
 
 def test_at_most_eight_loose_modules():
     assert len(list(ROOT.glob("*.py"))) <= 8
+
+
+def test_every_subpackage_is_installed():
+    """pyproject.toml names its packages: a subpackage missing there imports in a checkout but not once installed."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {f"featx.{p.parent.name}" for p in ROOT.glob("*/__init__.py")} | {"featx", "featx.cli"}
+    assert found == listed

@@ -12,7 +12,7 @@ import featx
 from featx.backbones._registry import DEFAULT_MODEL, get_backbone
 from featx.classify._bundle import ModelBundle
 from featx.datasets import load_elpv
-from featx.errors import FeatxError, UnknownNameError
+from featx.errors import FeatxError, ParameterError, UnknownNameError
 from featx.features._network import build_feature_network
 from featx.features._space import FeatureSpace
 from featx.features._store import FeatureStore
@@ -102,10 +102,10 @@ def test_transformer_params_clone_and_set_like_any_other(cat, tmp_path):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"tta": "flips"}, "unknown test-time augmentation 'flips'; valid names: none, d4"),
-    ({"image_size": 0}, "image size must be a positive integer or None, got 0"),
-    ({"image_size": "300"}, "image size must be a positive integer or None, got '300'"),
-    ({"image_size": True}, "image size must be a positive integer or None, got True"),
+    ({"tta": "flips"}, "unknown test-time augmentation \\(tta\\) 'flips'; valid names: none, d4"),
+    ({"image_size": 0}, "image_size must be None or an integer >= 1, got 0"),
+    ({"image_size": "300"}, "image_size must be None or an integer >= 1, got '300'"),
+    ({"image_size": True}, "image_size must be None or an integer >= 1, got True"),
 ])
 def test_bad_values_are_clear_value_errors(params, message, cat):
     with pytest.raises(ValueError, match=message):
@@ -114,9 +114,9 @@ def test_bad_values_are_clear_value_errors(params, message, cat):
 
 def test_bad_tta_in_extract_and_the_network_is_named(elpv_folder, tmp_path):
     backbone = get_backbone("mobilenet_v3_small")
-    with pytest.raises(UnknownNameError, match="test-time augmentation 'rot90'"):
+    with pytest.raises(UnknownNameError, match=r"test-time augmentation \(tta\) 'rot90'"):
         build_feature_network(backbone, backbone.weights("random"), tta="rot90")
-    with pytest.raises(FeatxError, match="image size"):
+    with pytest.raises(ParameterError, match="image_size must be .*, got -1"):
         featx.extract(elpv_folder, image_size=-1, store=tmp_path / "s.h5", progress=False)
 
 

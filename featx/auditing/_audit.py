@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError
+from featx.errors import BadInputError, FeatxError, ParameterError, UnknownNameError
 from featx.features._store import FeatureStore
 from featx.images._quality import STATS
 
@@ -39,6 +39,31 @@ LOW_ENTROPY = 2.0  # bits of the grey histogram: ELPV >= 3.5, photographs >= 1.4
 ODD_AREA, ODD_ASPECT = 2.0, 0.585  # log2: 4x the median area or a quarter of it; 1.5x the median aspect ratio
 KINDS = ("duplicates", "near-duplicates", "outliers", "label-errors", *(f.replace("_", "-") for f in IMAGE_FINDINGS))
 DEFAULT_DROP = ("duplicates", "near-duplicates", "label-errors")
+# the numbers `audit` accepts, (low, high, low excluded, high excluded); featx audit's options are made from them
+RANGES = {
+    "threshold": (0.0, 1.0, True, False),  # a cosine similarity
+    "neighbours": (1, None, False, False),
+    "cv": (2, None, False, False),
+    "test_size": (0.0, 1.0, True, True),
+}
+
+
+def _check_parameters(drop: Sequence[str], clf: str, **values) -> None:
+    """ParameterError for a value `audit` cannot use, naming it (UnknownNameError for a name)."""
+    from featx.classify._classifiers import CLASSIFIERS
+
+    for name in drop:
+        if name not in KINDS:
+            raise UnknownNameError("finding", name, KINDS)
+    if clf != AUTO and clf not in CLASSIFIERS:
+        raise UnknownNameError("classifier", clf, [AUTO, *CLASSIFIERS])
+    for name, value in values.items():
+        low, high, low_open, high_open = RANGES[name]
+        if value is None:
+            continue
+        if value < low or (low_open and value == low) or (high is not None and (value > high or (high_open and value == high))):
+            interval = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
+            raise ParameterError(f"audit: {name}={value!r} is not in {interval}")
 
 
 @dataclass
@@ -463,9 +488,9 @@ def _label_errors(files: _Files, clf: str, cv: int, seed: int, n_jobs, step: Cal
 
 def read_split(path: str | os.PathLike) -> dict[str, str]:
     """path -> split name from a CSV of path,split (paths relative to the CSV; header optional)."""
-    from featx.images._inputs import _read_csv, display_path
+    from featx.images._inputs import display_path, read_csv
 
-    split = {display_path(p): s for p, s in _read_csv(Path(path)) if s}
+    split = {display_path(p): s for p, s in read_csv(Path(path)) if s}
     if not split:
         raise BadInputError(f"{path}: no rows of path,split")
     return split
@@ -473,9 +498,9 @@ def read_split(path: str | os.PathLike) -> dict[str, str]:
 
 def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: int = 0) -> dict[int, str]:
     """Store row -> "train" or "test" exactly as `featx fit` with these options splits the store."""
-    from featx.classify._fitting import _samples
+    from featx.classify._fitting import samples
 
-    s = _samples(store, cv, test_size, seed, None)
+    s = samples(store, cv, test_size, seed, None)
     return {**{int(r): "train" for r in s.rows[s.train]}, **{int(r): "test" for r in s.rows[s.test]}}
 
 
@@ -520,11 +545,7 @@ def audit(
     `progress`: a line on stderr as each step starts."""
     from featx.features._neighbours import nearest
 
-    unknown = sorted(set(drop) - set(KINDS))
-    if unknown:
-        raise FeatxError(f"unknown finding {unknown[0]!r} to drop; valid: {', '.join(KINDS)}")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise FeatxError("the near-duplicate threshold is a cosine similarity in (0, 1]")
+    _check_parameters(drop, clf, threshold=threshold, neighbours=neighbours, cv=cv, test_size=test_size)
     step = _steps(progress)
     step(f"reading {store}")
     with FeatureStore.open(store, wait=wait, warn=True) as opened:

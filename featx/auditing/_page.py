@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from featx.reports import _html as html
+from featx.reports._html import GalleryItem, gallery, metrics_table, page, paragraph, section, table, write
 
 SHOWN = 48  # files shown per finding; the CSVs hold them all
 
@@ -16,33 +17,33 @@ def _label(record: dict) -> str:
     return f"label: {record['label'] or '(none)'}"
 
 
-def _exact(records: list[dict]) -> list[html.GalleryItem]:
+def _exact(records: list[dict]) -> list[GalleryItem]:
     records = sorted(records, key=lambda r: (not r["conflict"], r["group"]))  # conflicts first
-    return [html.GalleryItem(r["path"], (f"group {r['group']}" + (" · labels differ" if r["conflict"] else ""), _label(r)))
+    return [GalleryItem(r["path"], (f"group {r['group']}" + (" · labels differ" if r["conflict"] else ""), _label(r)))
             for r in records]
 
 
-def _near(records: list[dict]) -> list[html.GalleryItem]:
+def _near(records: list[dict]) -> list[GalleryItem]:
     records = sorted(records, key=lambda r: (not (r["spans_classes"] or r["spans_split"]), r["cluster"]))
-    return [html.GalleryItem(r["path"], (
+    return [GalleryItem(r["path"], (
         f"cluster {r['cluster']}" + (" · spans classes" if r["spans_classes"] else "") + (" · spans split" if r["spans_split"] else ""),
         _label(r) + (f" · {r['split']}" if r["split"] else ""),
         f"by {r['found_by']}: " + (f"similarity {r['similarity']:.4f}" if r["similarity"] > -1 else "")
         + (f" pHash {r['hash_bits']} bits" if r["hash_bits"] != "" else ""))) for r in records]
 
 
-def _outliers(records: list[dict]) -> list[html.GalleryItem]:
-    return [html.GalleryItem(r["path"], (f"rank {r['rank']} · score {r['score']:.3f} · z {r['z']:.1f}", _label(r))) for r in records]
+def _outliers(records: list[dict]) -> list[GalleryItem]:
+    return [GalleryItem(r["path"], (f"rank {r['rank']} · score {r['score']:.3f} · z {r['z']:.1f}", _label(r))) for r in records]
 
 
-def _label_errors(records: list[dict]) -> list[html.GalleryItem]:
-    return [html.GalleryItem(r["path"], (f"rank {r['rank']}" + (" · flagged" if r["flagged"] else ""),
+def _label_errors(records: list[dict]) -> list[GalleryItem]:
+    return [GalleryItem(r["path"], (f"rank {r['rank']}" + (" · flagged" if r["flagged"] else ""),
                                          f"{r['label']} → {r['suggested']}?", f"p(label) {r['p_label']:.3f}")) for r in records]
 
 
-def _image(records: list[dict]) -> list[html.GalleryItem]:
+def _image(records: list[dict]) -> list[GalleryItem]:
     shown = lambda r: next(f"{k} {v:.3g}" for k, v in r.items() if k not in ("rank", "path", "label"))  # noqa: E731
-    return [html.GalleryItem(r["path"], (f"rank {r['rank']} · {shown(r)}", f"{r['width']} x {r['height']} px", _label(r)))
+    return [GalleryItem(r["path"], (f"rank {r['rank']} · {shown(r)}", f"{r['width']} x {r['height']} px", _label(r)))
             for r in records]
 
 
@@ -64,20 +65,20 @@ SECTIONS = {  # table name -> (title, what it shows, gallery items)
 }
 
 
-def write_page(audit, path: Path) -> Path:
+def write_page(audit: Any, path: Path) -> Path:
     """Write `audit` (featx.auditing._audit.Audit) as one self-contained page at `path`."""
-    classes = [html.table(["class", "files", "likely label errors"], audit.class_rows())] if audit.classes else []
-    imbalance = [html.paragraph(f"Class imbalance (largest / smallest): {audit.imbalance()}.")] if audit.imbalance() else []
-    parts = [html.section("Summary", html.table(["finding", "files flagged"], audit.findings().items()), *classes, *imbalance,
-                          html.metrics_table({"files": audit.n_files, "unique images": audit.n_rows, **audit.counts,
-                                              "kept in clean.csv": len(audit.clean)}),
-                          *(html.paragraph(note) for note in audit.notes))]
+    classes = [table(["class", "files", "likely label errors"], audit.class_rows())] if audit.classes else []
+    imbalance = [paragraph(f"Class imbalance (largest / smallest): {audit.imbalance()}.")] if audit.imbalance() else []
+    parts = [section("Summary", table(["finding", "files flagged"], audit.findings().items()), *classes, *imbalance,
+                     metrics_table({"files": audit.n_files, "unique images": audit.n_rows, **audit.counts,
+                                    "kept in clean.csv": len(audit.clean)}),
+                     *(paragraph(note) for note in audit.notes))]
     for name, (title, what, items) in SECTIONS.items():
         if name not in audit.tables:
             continue
         records = _records(audit.tables[name])
         shown = items(records)[:SHOWN]
-        body = html.gallery(shown, path.parent) if shown else html.paragraph("None found.")
+        body = gallery(shown, path.parent) if shown else paragraph("None found.")
         more = f" Showing {len(shown)} of {len(records)} rows; all are in {name}.csv." if len(records) > len(shown) else ""
-        parts.append(html.section(title, html.paragraph(what + more), body))
-    return html.write(path, html.page("featx audit", parts, subtitle=f"store {audit.store}"))
+        parts.append(section(title, paragraph(what + more), body))
+    return write(path, page("featx audit", parts, subtitle=f"store {audit.store}"))

@@ -23,7 +23,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """Mixed precision on CUDA (bf16 where supported, else fp16); full precision on the CPU."""
     if device.type != "cuda":
         return contextlib.nullcontext()

@@ -2,23 +2,22 @@
 from __future__ import annotations
 
 import functools
-import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from featx.errors import BadInputError, UnknownNameError
 from featx.images._decode import decode as decode_image
-from featx.names import DECODES
+from featx.names import validate_parameters
 
 if TYPE_CHECKING:
     import torch
 
 _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
-# How images larger than the network needs are decoded: "full" (featx 0.1.0) decodes every pixel;
+# How images larger than the network needs are decoded: "full" (the legacy mode) decodes every pixel;
 # "reduced" decodes a JPEG at 1/2-1/8 scale (libjpeg's DCT scaling) as long as its shorter side stays at
 # least DRAFT_MARGIN x the resize target, and shrinks any image by a whole factor (`Image.reduce`) as long
 # as the crop stays REDUCING_GAP x the output, then resamples exactly as "full". An image whose shorter side
@@ -50,17 +49,20 @@ class Preprocessing:
         """The feature space's "preprocessing" entry (the decode mode is recorded beside it, by FeatureSpace)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "decode"}
 
+    @classmethod
+    def from_dict(cls, entry: dict, decode: str = LEGACY_DECODE) -> Preprocessing:
+        """The preprocessing `as_dict` wrote (in a feature space or a fine-tuned network's metadata)."""
+        return cls(**{**entry, "mean": tuple(entry["mean"]), "std": tuple(entry["std"])}, decode=decode)
+
     def at_size(self, size: int | None) -> Preprocessing:
         """Shorter side resized to `size`, centre crop `size` x `size` (no margin); None: this preprocessing."""
+        validate_parameters(image_size=size)
         if size is None:
             return self
-        if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
-            raise BadInputError(f"image size must be a positive integer or None, got {size!r}")
         return replace(self, resize=int(size), crop=int(size))
 
     def with_decode(self, decode: str) -> Preprocessing:
-        if decode not in DECODES:
-            raise UnknownNameError("decode mode", decode, DECODES)
+        """This preprocessing with the decode mode `decode` (checked by the caller's parameters)."""
         return replace(self, decode=decode)
 
     @property
@@ -68,16 +70,19 @@ class Preprocessing:
         """The shorter side a JPEG is never decoded below; None: images are decoded at full size."""
         return DRAFT_MARGIN * self.resize if self.decode == "reduced" else None
 
-    def geometric(self):
-        """A function: PIL image (RGB or L) -> uint8 3 x crop x crop tensor."""
-        gap = REDUCING_GAP if self.decode == "reduced" else None
-        return functools.partial(
-            resize_crop, resize=self.resize, crop=self.crop, interpolation=self.interpolation, reducing_gap=gap
-        )
+    def geometric(self) -> Callable[[Image.Image], torch.Tensor]:
+        """A function: PIL image (RGB or L) -> uint8 3 x crop x crop tensor (made once per preprocessing:
+        `load` runs it for every image)."""
+        return _geometric(self.resize, self.crop, self.interpolation, REDUCING_GAP if self.decode == "reduced" else None)
 
     def load(self, data: bytes) -> torch.Tensor:
         """Encoded image bytes -> uint8 3 x crop x crop tensor (raises `DecodeError` for bad bytes)."""
         return self.geometric()(decode_image(data, self.min_decode_size))
+
+
+@functools.cache
+def _geometric(resize: int, crop: int, interpolation: str, reducing_gap: float | None) -> Callable[[Image.Image], torch.Tensor]:
+    return functools.partial(resize_crop, resize=resize, crop=crop, interpolation=interpolation, reducing_gap=reducing_gap)
 
 
 def resize_crop(
@@ -87,7 +92,7 @@ def resize_crop(
 
     `reducing_gap`: Pillow's; the crop is first shrunk by a whole factor (`Image.reduce`, a box filter,
     cheaper per pixel than the resampling filter) as long as it stays `reducing_gap` times larger than
-    the output: 2x less time for a 12-megapixel image. None: resampled from every pixel, as featx 0.1.0.
+    the output: 2x less time for a 12-megapixel image. None: resampled from every pixel (decode mode "full").
 
     Hand-written because torchvision resamples the whole image and then discards the border: here PIL
     resamples only the crop's pixels (`box=`, the same sampling grid and filter support), and a grey image
@@ -123,6 +128,16 @@ def _torchvision_resize_crop(image: Image.Image, resize: int, crop: int, interpo
     return transform(image)
 
 
-def interpolation_name(mode) -> str:
+def interpolation_name(mode: object) -> str:
     """Name of a torchvision InterpolationMode or a timm interpolation string."""
     return mode.value if hasattr(mode, "value") else str(mode)
+
+
+def normalisation(mean: tuple[float, ...], std: tuple[float, ...], pixel_max: float = 255.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), 1 x 3 x 1 x 1 each, that make pixels in [0, pixel_max] the network's input in one
+    multiply-add: pixels * scale - shift == (pixels / pixel_max - mean) / std."""
+    import torch
+
+    std_ = torch.tensor(std).view(1, 3, 1, 1)
+    return 1.0 / (pixel_max * std_), torch.tensor(mean).view(1, 3, 1, 1) / std_

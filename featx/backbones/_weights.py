@@ -26,6 +26,7 @@ from featx.errors import WeightsUnavailableError
 
 if TYPE_CHECKING:  # torch loads on first use: `featx models` lists sources without it
     from torch import nn
+    from torchvision.models import WeightsEnum
 
 OFFLINE_ENV = "FEATX_OFFLINE"
 STALLED_SECONDS = 60  # a download that receives nothing for this long fails
@@ -202,7 +203,7 @@ class TorchvisionWeights(WeightsSource):
     `url` defaults to the enum's own; a test points it at a local server (the enums are immutable).
     """
 
-    def __init__(self, weights, url: str | None = None) -> None:
+    def __init__(self, weights: WeightsEnum, url: str | None = None) -> None:
         self.weights = weights
         self.url = url or weights.url
         self.id = f"torchvision:{weights}"
@@ -278,7 +279,7 @@ class TorchvisionDefaultWeights(TorchvisionWeights):
         self.model, self.file, self.size_mb = model, file, size_mb
 
     @functools.cached_property
-    def weights(self):  # type: ignore[override]
+    def weights(self) -> WeightsEnum:  # type: ignore[override]
         from torchvision.models import get_model_weights
 
         return get_model_weights(self.model).DEFAULT

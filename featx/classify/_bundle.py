@@ -14,21 +14,32 @@ import os
 import sys
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sklearn.pipeline import Pipeline
 
+from featx.classify._classifiers import class_scores
+from featx.classify._results import Predictions, Sources, labels_in
 from featx.errors import (
+    BadInputError,
     FeatureSpaceMismatchError,
     FeatxError,
+    ParameterError,
     UnknownNameError,
     UnsafeLoadWarning,
     WeightsUnavailableError,
 )
 from featx.features._space import FeatureSpace
+from featx.features._store import FeatureStore
+from featx.images._inputs import ImageList
 from featx.names import MODEL_FORMATS
+from featx.reports._figures import map_rows
+from featx.reports._report import Outcomes, Report, metrics
 
 if TYPE_CHECKING:
     from featx.features._extractor import Extractor
@@ -84,6 +95,39 @@ class ModelBundle:
                 f"({self.space.weights} then): pass the file the features came from with --weights FILE")
         return path
 
+    def evaluate(self, data: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 weights: str | os.PathLike | None = None, tta: str = "none", **options: Any) -> tuple[Report, Sources]:
+        """Report of the bundle on labelled images (class folders or CSV labels); returns (Report, Sources).
+
+        `options` go to `featx.extract` (device, batch_size, workers, progress).
+        """
+        images, features, found, sources = _bundle_features(self, data, weights, tta, **options)
+        labels = labels_in(images, self.classes)
+        use = found & (labels >= 0)
+        if not use.any():
+            raise BadInputError("no labelled image could be evaluated (evaluate needs class folders or CSV labels; "
+                                "featx predict handles unlabelled images)")
+        x, true = features[use], labels[use]
+        predicted = self.pipeline.predict(x)
+        details = {"classifier": self.info.get("classifier"), "hyperparameters": self.info.get("hyperparameters"),
+                   "features": sources.headline, "n_failed": len(sources.failures)}
+        outcomes = Outcomes.of([p for p, ok in zip(images.paths, use) if ok], true, predicted, *class_scores(self.pipeline, x))
+        keep = map_rows(len(x))
+        report = Report(
+            self.classes, metrics(true, predicted, self.classes), details, (x[keep], true[keep]), outcomes,
+            sources.failures, title=f"featx evaluate: {self.info.get('classifier')} on {len(images):,} files",
+        )
+        return report, sources
+
+    def predict(self, data: str | os.PathLike | Sequence[str | os.PathLike], *,
+                weights: str | os.PathLike | None = None, tta: str = "none", **options: Any) -> tuple[Predictions, Sources]:
+        """Predictions of the bundle for every image in `data` (those that failed: their reasons); returns
+        (Predictions, Sources)."""
+        images, features, found, sources = _bundle_features(self, data, weights, tta, **options)
+        scores, kind = class_scores(self.pipeline, features)  # rows of failed files (zeros) are dropped by `of`
+        predicted = self.pipeline.predict(features)
+        return Predictions.of(images, found, predicted[found], scores[found], kind, self.classes, sources.failures), sources
+
     def save(self, path: str | os.PathLike, format: str = "skops") -> Path:
         """Write the bundle (skops: safe to share; joblib: pickle, unsafe to load from others)."""
         if format not in MODEL_FORMATS:
@@ -108,6 +152,80 @@ class ModelBundle:
                 joblib.dump(state, tmp)
         return path
 
+    def save_with_report(self, out: str | os.PathLike, report: Report, format: str = "skops",
+                         tsne: bool = False) -> list[Path]:
+        """Save the bundle as `out`, `report`'s files beside it, then OUT.manifest.json naming them all (the run
+        and their sha256: featx.outputs.check_manifest); returns the report's files, the HTML page first."""
+        from featx.outputs import manifest_path, output_set
+        from featx.reports._report import report_prefix
+
+        with output_set(manifest_path(out)) as files:
+            files.append(self.save(out, format))
+            written = report.save(report_prefix(out), tsne=tsne)
+            files += written
+        return written
+
+
+def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(indices of the `paths` whose content the training store holds, their features, None), read only;
+    (no indices, no features, why) when the store is missing, unreadable or in another feature space.
+    Files are found by content, so a moved or copied file is found too."""
+    from featx.images._content import content_keys
+
+    try:
+        with FeatureStore.open(bundle.training_store()) as store:
+            bundle.check_space(store.space, store.dtype)
+            row_of = {key: row for row, key in enumerate(store.keys())}
+            rows = np.array([row_of.get(hashed.key, -1) for hashed in content_keys(paths)], dtype=np.int64)
+            held = np.flatnonzero(rows >= 0)
+            return held, store.rows(rows[held]), None
+    except FeatxError as exc:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.pipeline.n_features_in_)), str(exc)
+
+
+def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str = "auto", **options):
+    """Extract `images` in the bundle's feature space; (their features, zero where missing; mask of the files
+    that have them; the ExtractReport).
+
+    Unless `store` is given, into a store of their own under cache/apply/, never the store a model was
+    trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
+    """
+    from featx.features._extraction import extract_files
+    from featx.features._space import cache_dir
+    from featx.outputs import check_output
+
+    if options.get("store") is None:
+        options["store"] = check_output(cache_dir() / "apply" / bundle.space.store_path(bundle.dtype).name,
+                                        "working folder (or set FEATX_CACHE)")
+    done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
+    if not done.store.exists():  # every file failed, and no store was kept
+        return np.zeros((len(images), bundle.pipeline.n_features_in_)), np.zeros(len(images), dtype=bool), done
+    with FeatureStore.open(done.store) as opened:
+        bundle.check_space(opened.space, opened.dtype)
+        features, found = opened.features_for(images.paths)
+    return features, found, done
+
+
+def _bundle_features(bundle: ModelBundle, data, weights, tta: str, **options):
+    """The images in `data` and their features in the bundle's feature space: rows of the training store where
+    it holds their content, the others extracted. Returns (images, features, mask of the files that have
+    features, Sources)."""
+    from featx.images._inputs import find_images
+
+    if tta != "none":
+        raise ParameterError(f"tta={tta!r} applies to a fine-tuned network; a fitted model's features use its "
+                             f"feature space's own tta ({bundle.space.tta})")
+    images = find_images(data)
+    features = np.zeros((len(images), bundle.pipeline.n_features_in_), dtype=np.float32)
+    found = np.zeros(len(images), dtype=bool)
+    held, rows, unused = _training_rows(bundle, images.paths)
+    features[held], found[held] = rows, True
+    rest, extracted = np.flatnonzero(~found), None
+    if len(rest):
+        others = ImageList([images.paths[i] for i in rest], images.labels[rest], images.classes, images.roots)
+        features[rest], found[rest], extracted = _extracted_rows(bundle, others, weights, **options)
+    return images, features, found, Sources(len(held), extracted, unused)
+
 
 @contextlib.contextmanager
 def _unimportable(module: str):
@@ -124,7 +242,7 @@ def _unimportable(module: str):
             del sys.modules[module]
 
 
-def skops_io():
+def skops_io() -> ModuleType:
     """`skops.io`, imported without importing torch.
 
     skops.io lists its trusted types when first imported, with scikit-learn's `all_estimators`, whose package

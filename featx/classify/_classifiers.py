@@ -47,12 +47,12 @@ class RBFGram(TransformerMixin, BaseEstimator):
     product, and the grid costs about a sixth of the CPU with the same CV scores
     (benchmarks/svm_selection.py). The saved model is a plain RBF SVC refitted with the chosen C."""
 
-    def fit(self, X, y=None) -> RBFGram:
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> RBFGram:
         self.rows_ = np.asarray(X, dtype=np.float64)
         self.gamma_ = 1.0 / (self.rows_.shape[1] * self.rows_.var())
         return self
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X: np.ndarray) -> np.ndarray:
         from sklearn.metrics.pairwise import rbf_kernel
 
         return rbf_kernel(np.asarray(X, dtype=np.float64), self.rows_, gamma=self.gamma_)
@@ -97,7 +97,7 @@ def get_classifier(name: str) -> Classifier:
     return CLASSIFIERS[name]
 
 
-def class_scores(model, x: np.ndarray) -> tuple[np.ndarray, str]:
+def class_scores(model: BaseEstimator, x: np.ndarray) -> tuple[np.ndarray, str]:
     """(n x classes scores, "probability" or "score"): probabilities when the model gives them, else its
     decision function (binary: the second class's score, the first gets its opposite)."""
     if hasattr(model, "predict_proba"):

@@ -27,7 +27,7 @@ TEST, WHOLE = -2, -1  # streaming: the fold of test samples; the model trained o
 
 
 @dataclass
-class _Samples:
+class Samples:
     """The labelled rows of a store: row indices, labels 0..k-1 into `classes`, the train/test split, and a
     file of each row."""
 
@@ -54,7 +54,7 @@ class Trained:
     map_sample: tuple[np.ndarray, np.ndarray]
 
 
-def _samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Callable[[str], str] | None) -> _Samples:
+def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Callable[[str], str] | None) -> Samples:
     """Labelled unique rows, split (stratified by class, or class and `group` of the file); clear errors for no
     labels, one class, or too few images per class."""
     from sklearn.model_selection import train_test_split
@@ -98,7 +98,7 @@ def _samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: C
             f"after holding out --test-size {test_size}, classes with fewer training images than --cv {cv} folds: "
             f"{', '.join(short)}; add images or lower --cv or --test-size"
         )
-    return _Samples(rows, labels, classes, np.sort(train), np.sort(test), list(paths))
+    return Samples(rows, labels, classes, np.sort(train), np.sort(test), list(paths))
 
 
 def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None:
@@ -111,7 +111,7 @@ def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None
     return dict(enumerate(compute_class_weight("balanced", classes=np.arange(k), y=labels).tolist()))
 
 
-def _fit_in_memory(store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, n_jobs) -> Trained:
+def _fit_in_memory(store: FeatureStore, s: Samples, clf: Classifier, class_weight, cv: int, seed: int, n_jobs) -> Trained:
     """Load the features once; grid search with stratified K-fold on the training part."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
@@ -156,7 +156,7 @@ def _blocks(store: FeatureStore, n_rows: int, block_rows: int, rng: np.random.Ge
 
 
 def _fit_streaming(
-    store: FeatureStore, s: _Samples, clf: Classifier, class_weight, cv: int, seed: int, epochs: int, block_rows: int | None
+    store: FeatureStore, s: Samples, clf: Classifier, class_weight, cv: int, seed: int, epochs: int, block_rows: int | None
 ) -> Trained:
     """SGD by partial_fit over blocks of the store: every grid value x (each CV fold + the whole training
     part) is trained in the same passes, so the store is read epochs + 2 times whatever the grid."""
@@ -215,7 +215,7 @@ def _fit_streaming(
 
 
 def _pick_streamed(
-    s: _Samples, clf: Classifier, models: dict, scaler, predicted: np.ndarray, test_scores: tuple[np.ndarray, str],
+    s: Samples, clf: Classifier, models: dict, scaler, predicted: np.ndarray, test_scores: tuple[np.ndarray, str],
     fold: np.ndarray, cv: int, map_sample,
 ) -> Trained:
     """Choose the grid value by mean CV score; its whole-training-part model becomes the pipeline."""
@@ -270,7 +270,7 @@ def fit(
     # One BLAS thread: parallelism comes from --n-jobs over CV fits; threaded BLAS on these small
     # matrices oversubscribes the cores and runs many times slower.
     with FeatureStore.open(store, wait=wait, warn=True) as opened, threadpool_limits(limits=1, user_api="blas"):
-        s = _samples(opened, cv, test_size, seed, group)
+        s = samples(opened, cv, test_size, seed, group)
         weight = _class_weight(class_weight, s.labels[s.train], len(s.classes))
         if chosen.streaming:
             trained = _fit_streaming(opened, s, chosen, weight, cv, seed, epochs, block_rows)

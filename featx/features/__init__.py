@@ -6,6 +6,7 @@ from featx._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "FeatureSpace": "._space",
     "FeatureStore": "._store", "FeatureSet": "._store", "load_features": "._store",
+    "find_store": "._store", "StoreSummary": "._store",
     "Extractor": "._extractor",
     "extract": "._extraction", "extract_files": "._extraction", "extract_arrays": "._extraction",
     "ExtractReport": "._extraction",

@@ -18,10 +18,10 @@ import torch
 
 from featx.backbones._device import BatchRunner
 from featx.backbones._preprocessing import LEGACY_DECODE
+from featx.backbones._registry import Backbone, get_backbone
 from featx.backbones._weights import WeightsSource
-from featx.errors import FeatxError, ParameterError, UnknownNameError
+from featx.errors import FeatxError, ParameterError
 from featx.features._space import FeatureSpace, digest, user_cache_dir
-from featx.names import ENGINES
 from featx.outputs import atomic_path
 
 OPSET = 17
@@ -76,16 +76,20 @@ def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> 
             torch.onnx.export(network, (example,), temp, dynamo=True, dynamic_shapes=({0: batch},), **common)
 
 
-def build_runner(space: FeatureSpace, weights: WeightsSource, device: torch.device, engine: str):
+def build_runner(
+    space: FeatureSpace, weights: WeightsSource, device: torch.device, engine: str, backbone: Backbone | None = None
+) -> Runner:
     """The network of a feature space on its engine: what extraction and PretrainedFeatures both run.
 
     The network is built only when needed: not at all for ONNX Runtime when the graph is cached.
+    `backbone`: the space's registry entry when the caller holds it (None: looked up).
     """
-    from featx.backbones._registry import get_backbone
     from featx.features._network import build_feature_network
 
+    entry = backbone if backbone is not None else get_backbone(space.model)
+
     def network() -> torch.nn.Module:
-        return build_feature_network(get_backbone(space.model), weights, space.layer_names, space.pooling, space.tta)
+        return build_feature_network(entry, weights, space.layer_names, space.pooling, space.tta)
 
     return select_runner(network, device, engine, onnx_path(space), space.crop)
 
@@ -155,17 +159,18 @@ class Chunks:
         return np.concatenate([f.result() for f in self.futures]).astype(np.float32, copy=False)
 
 
+Runner = BatchRunner | OnnxRunner  # same interface: __call__(uint8 batch) -> features, submit(batch) -> future
+
+
 def select_runner(
     network: NetworkFactory, device: torch.device, engine: str, cache_path: str | os.PathLike | None, crop: int = 224
-) -> BatchRunner | OnnxRunner:
+) -> Runner:
     """'torch' -> BatchRunner; 'compile' -> BatchRunner through torch.compile; 'onnx' -> OnnxRunner (CPU only);
     'auto' -> onnx on a CPU with onnxruntime, else torch.
 
     `network()` builds the FeatureNetwork (not called when the ONNX graph is cached); `cache_path`: where the
     exported graph is kept (see `onnx_path`; None: not kept); `crop`: the input's H, W.
     """
-    if engine not in ENGINES:
-        raise UnknownNameError("engine", engine, ENGINES)
     network = functools.cache(network)  # built at most once, even when auto falls back to PyTorch
     if engine in ("torch", "compile") or (engine == "auto" and (device.type != "cpu" or not onnxruntime_available())):
         return BatchRunner(network(), device, compile=engine == "compile")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -11,12 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
-from featx.backbones._registry import get_backbone
-from featx.errors import ExtractionInterrupted, ParameterError, UnknownNameError
+from featx.errors import ExtractionInterrupted
 
 if TYPE_CHECKING:
     from featx.features._loader import FeatureBatch
@@ -26,8 +22,10 @@ from featx.features._extractor import Extractor, settle_space
 from featx.features._space import FeatureSpace
 from featx.features._store import FAILED, VANISHED, FeatureStore
 from featx.images._content import FileStat, content_keys, stats
+from featx.images._failures import failure_lines
 from featx.images._inputs import ImageList, find_images
-from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DTYPES
+from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, validate_parameters
+from featx.outputs import progress_bar
 
 RACY_NS = 2_000_000_000  # 2 s: the coarsest file timestamp granularity in common use (FAT; 1 s on ext3, HFS+)
 
@@ -55,32 +53,7 @@ class ExtractReport:
             f"{self.n_cached} already in the store, {_count(self.n_failed, 'file')} failed ({self.seconds:.1f} s, {rate})",
             f"store: {self.store}" if self.store.exists() else "store: none written (nothing to keep)",
         ]
-        lines += [f"  failed: {path}: {reason}" for path, reason in self.failures[:20]]
-        if self.n_failed > 20:
-            lines.append(f"  ... and {self.n_failed - 20} more (see: featx info {self.store})")
-        return "\n".join(lines)
-
-
-class _Lines:
-    """A stream that turns tqdm's carriage-return redraws into whole lines, for logs and pipes."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        text = text.replace("\r", "").rstrip()
-        if text:
-            self.stream.write(text + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-def progress_bar(total: int, enabled: bool = True) -> tqdm:
-    """A progress bar on stderr: redrawn on a terminal, a line every few seconds otherwise (pipes, logs)."""
-    if sys.stderr.isatty():
-        return tqdm(total=total, unit="img", desc="extract", disable=not enabled, file=sys.stderr)
-    return tqdm(total=total, unit="img", desc="extract", disable=not enabled, file=_Lines(sys.stderr), mininterval=5, ascii=True)
+        return "\n".join(lines + failure_lines(self.failures, more=f" (see: featx info {self.store})"))
 
 
 def _count(n: int, noun: str) -> str:
@@ -123,27 +96,20 @@ def extract(
     with `ray_actors` copies of the network; same store, same dedup and resume as a local run.
     `decode`: 'reduced' (the default for a new store) shrinks an image at least 4x larger than the resize
     target by a whole factor first (JPEG: DCT scaling while decoding, never below twice the target; then
-    `Image.reduce` with Pillow's reducing gap 3); 'full' decodes every pixel, as featx 0.1.0 did (its
-    stores are extended in that mode unless `decode` is given). The two give slightly different features,
+    `Image.reduce` with Pillow's reducing gap 3); 'full' decodes every pixel (a store made that way is
+    extended in that mode unless `decode` is given, see `settle_space`). The two give slightly different features,
     so they are different feature spaces.
     A file whose size, modification time, inode and change time are those recorded in the store's stat
     index is not read again; `rehash` reads and hashes every file regardless.
     """
-    get_backbone(model)  # an unknown model is said before the inputs are searched
-    images = find_images(data, label_pattern)
+    # the registry entry is looked up once, before the inputs are searched (an unknown model is said first)
     extractor = Extractor.create(model, weights, layer, pooling, image_size, tta, device, engine, decode=decode)
+    images = find_images(data, label_pattern)
     extractor = settle_space(extractor, decode, Path(store) if store is not None else None, dtype)
     return extract_files(
         images, extractor, store=store, dtype=dtype, batch_size=batch_size, workers=workers, progress=progress,
         ray=ray, ray_actors=ray_actors, rehash=rehash,
     )
-
-
-def _check_run(dtype: str, batch_size: int) -> None:
-    if dtype not in DTYPES:
-        raise UnknownNameError("dtype", dtype, DTYPES)
-    if batch_size < 1:
-        raise ParameterError(f"batch size must be at least 1, not {batch_size}")
 
 
 def extract_files(
@@ -160,7 +126,7 @@ def extract_files(
     rehash: bool = False,
 ) -> ExtractReport:
     """`extract` for found images and a ready extractor (whose network is reused across calls)."""
-    _check_run(dtype, batch_size)
+    validate_parameters(dtype=dtype, batch_size=batch_size, workers=workers, ray_actors=ray_actors)
     path = Path(store) if store is not None else extractor.space.store_path(dtype)
     if ray is not None:
         from featx.features._ray import import_ray
@@ -168,7 +134,7 @@ def extract_files(
         import_ray()  # a missing Ray is said at once, before the inputs are hashed
     if not path.exists():
         extractor.validate(progress)  # a new store is made only for a network that can be built
-    preprocessing = extractor.space.preprocessing
+    preprocessing = extractor.preprocessing
 
     def compute(paths: list[str], keys: list[str]) -> Iterator[FeatureBatch]:
         extractor.weights.fetch(progress)  # download on first use (here, not silently in the network's build)
@@ -181,7 +147,7 @@ def extract_files(
         return local_batches(ImageFiles(paths, keys, preprocessing, measure=True), extractor.runner(), batch_size, workers)
 
     weights_file = extractor.weights.path if isinstance(extractor.weights, FileWeights) else None
-    return _execute(path, extractor.space, dtype, _Run(images, rehash=rehash), compute, progress, weights_file)
+    return _execute(path, extractor.space, dtype, FileInputs(images, rehash), compute, progress, weights_file)
 
 
 def extract_arrays(
@@ -197,20 +163,19 @@ def extract_arrays(
     """In-memory RGB images, keyed by their pixels (`memory.image_key`), through the same run as files:
     only contents not yet in the store are computed. They get no file entries; failures are reported
     under `names` (default "image <i>")."""
-    _check_run("float32", batch_size)
-    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-    run = _Run(ImageList(names, np.full(len(names), -1, dtype=np.int64)), items=list(images), keys=list(keys))
+    validate_parameters(batch_size=batch_size)
+    inputs = ArrayInputs(images, keys, names if names is not None else [f"image {i}" for i in range(len(images))])
 
     def compute(items: list, _keys: list[str]) -> Iterator[FeatureBatch]:
         from featx.features._loader import ImageArrays, local_batches
 
-        return local_batches(ImageArrays(items, extractor.space.preprocessing), extractor.runner(), batch_size, 0)
+        return local_batches(ImageArrays(items, extractor.preprocessing), extractor.runner(), batch_size, 0)
 
-    return _execute(Path(store), extractor.space, "float32", run, compute, progress)
+    return _execute(Path(store), extractor.space, "float32", inputs, compute, progress)
 
 
 def _execute(
-    path: Path, space: FeatureSpace, dtype: str, run: _Run, compute, progress: bool, weights_file: Path | None = None
+    path: Path, space: FeatureSpace, dtype: str, inputs: Inputs, compute, progress: bool, weights_file: Path | None = None
 ) -> ExtractReport:
     created = not path.exists()
     with FeatureStore.create_or_open(path, space, dtype) as opened:
@@ -218,7 +183,7 @@ def _execute(
             if weights_file is not None:
                 opened.record_weights_file(weights_file)
             start = time.perf_counter()
-            report = run.execute(opened, compute, progress)
+            report = run_plan(plan_run(inputs, opened), opened, compute, progress)
             report.seconds = time.perf_counter() - start
         finally:
             # a run that kept no row (all files failed, the weights did not load, the disk was full) leaves no
@@ -228,135 +193,94 @@ def _execute(
         return report
 
 
-class _Run:
-    """One pass over images against an open store.
+Key = tuple[str | None, str | None]  # an input's (content key, None) or (None, why it cannot be read)
+FileEntry = tuple[str, int, int]  # (path, row or FAILED/VANISHED, label)
+StatEntry = tuple[str, FileStat, str]  # (path, stat, content key)
 
-    Files (the default) are keyed by their bytes and get file entries (path, row, label) and failure records.
-    In-memory images come as `items` with their `keys`: only their rows are stored.
-    """
 
-    def __init__(
-        self, images: ImageList, items: list | None = None, keys: list[str] | None = None, rehash: bool = False
-    ) -> None:
-        self.images, self.rehash = images, rehash
-        self.new_stats: dict[str, list[tuple[str, FileStat, str]]] = defaultdict(list)  # key -> stat entries
-        self.items = images.paths if items is None else items
-        self.given_keys = keys
-        self.records_files = items is None
-        self.failures: list[tuple[str, str]] = []
+class FileRecords:
+    """What the store records of a run's files: their entries and failures, and each file's label."""
 
-    def _open(self, store: FeatureStore) -> None:
-        self.store = store
-        self.entries = store.newest_entries() if self.records_files else {}
-        self.known_failures = store.failures() if self.records_files else {}
-        self.labels = self._store_labels() if self.records_files else [-1] * len(self.images)
-
-    def _store_labels(self) -> list[int]:
-        """Each file's label as an index into the store's classes (new class names are appended)."""
-        known = self.store.classes()
-        new = [c for c in self.images.classes if c not in known]
-        if new:
-            self.store.commit(classes=new)
-        index = {name: i for i, name in enumerate(known + new)}
+    def __init__(self, images: ImageList, store: FeatureStore) -> None:
+        self.paths = images.paths
+        self.entries = store.newest_entries()
+        self.known_failures = store.failures()
+        known = store.classes()
+        self.new_classes = [c for c in images.classes if c not in known]
+        index = {name: i for i, name in enumerate(known + self.new_classes)}
         # a file given without a label (predict, a flat folder) keeps the label the store has for it
-        return [
-            index[self.images.classes[label]] if label >= 0 else self.entries.get(path, (-1, -1))[1]
-            for path, label in zip(self.images.paths, self.images.labels)
+        self.labels = [
+            index[images.classes[label]] if label >= 0 else self.entries.get(path, (-1, -1))[1]
+            for path, label in zip(images.paths, images.labels)
         ]
+        self.roots = tuple(os.path.join(root, "") for root in images.roots)
 
-    def _failure(self, index: int, key: str, reason: str, new: list, entries: list) -> None:
-        """Report a failed file; record it, and shadow features its path had before, unless already so."""
-        path = self.images.paths[index]
-        self.failures.append((path, reason))
-        if not self.records_files:
-            return
-        if self.known_failures.get(path) != (key, reason):
-            new.append((path, key, reason))
-        if self.entries.get(path, (FAILED,))[0] != FAILED:
-            entries.append((path, FAILED, self.labels[index]))
+    def entry(self, i: int, row: int) -> list[FileEntry]:
+        """Input i's file entry pointing at `row` (none when the store has it already)."""
+        entry = (self.paths[i], row, self.labels[i])
+        return [] if self.entries.get(entry[0]) == entry[1:] else [entry]
 
-    def execute(
-        self, store: FeatureStore, compute: Callable[[list, list[str]], Iterable[FeatureBatch]], progress: bool
-    ) -> ExtractReport:
-        """`compute(items, keys)` yields the features of those items (see `FeatureBatch`); it is called only
-        when some content needs extracting, with one item per content. Files are keyed through the stat
-        index unless `rehash` (see `_content_keys`)."""
-        self._open(store)
-        rows = {key: row for row, key in enumerate(self.store.keys())}
-        files = self.entries
-        bad_contents = {key: reason for key, reason in self.known_failures.values() if key}
-        entries, failed, pending = [], [], defaultdict(list)  # pending: key -> indices of its files
-        if self.given_keys is None:
-            keys = self._content_keys(rows.keys() | bad_contents.keys())
-        else:
-            keys = [(key, None) for key in self.given_keys]
-        for i, (key, error) in enumerate(keys):
-            path = self.images.paths[i]
-            if key is None:
-                self._failure(i, "", error, failed, entries)
-            elif key in rows:
-                if self.records_files and files.get(path) != (rows[key], self.labels[i]):
-                    entries.append((path, rows[key], self.labels[i]))
-            elif key in bad_contents:
-                self._failure(i, key, bad_contents[key], failed, entries)
-            else:
-                pending[key].append(i)
-        if self.records_files:
-            entries += self._vanished()
-        known = [key for key in self.new_stats if key in rows or key in bad_contents]
-        self.store.commit(files=entries, failed=failed, stats=self._stats_of(known))
-        if self.rehash and self.records_files:
-            self._measure_unmeasured(keys, rows)
-        unique = {key for key, _ in keys if key}
-        n_extracted = self._extract(pending, compute, progress) if pending else 0
-        return ExtractReport(
-            store=self.store.path,
-            n_files=len(self.images),
-            n_unique=len(unique),
-            n_cached=len(unique & rows.keys()),
-            n_extracted=n_extracted,
-            failures=self.failures,
-        )
+    def failure(self, i: int, key: str, reason: str) -> tuple[list[tuple[str, str, str]], list[FileEntry]]:
+        """(failure record, entry shadowing the features the path had before) of a failed file, unless known."""
+        path = self.paths[i]
+        failed = [(path, key, reason)] if self.known_failures.get(path) != (key, reason) else []
+        shadow = [(path, FAILED, self.labels[i])] if self.entries.get(path, (FAILED,))[0] != FAILED else []
+        return failed, shadow
 
-    def _measure_unmeasured(self, keys: list[tuple[str | None, str | None]], rows: dict[str, int]) -> None:
-        """Measure (pHash, statistics) the stored contents of these files that have none (stores made before
-        the measures), decoding one file of each, without the network: what `--rehash` adds to old stores."""
-        from featx.images._quality import measure_files
-
-        measured = self.store.quality()[0]
-        first: dict[str, str] = {}  # unmeasured content -> a file holding it
-        for path, (key, _) in zip(self.images.paths, keys):
-            if key in rows and key not in measured:
-                first.setdefault(key, path)
-        found = measure_files(list(first.values()), list(first))
-        self.store.commit(quality=[(key, *m) for key, m in zip(first, found) if m is not None])
-
-    def _vanished(self) -> list[tuple[str, int, int]]:
+    def vanished(self) -> list[FileEntry]:
         """Entries for the files the store knows below this run's folders that are no longer on disk: the
         store follows the folder (a deleted or moved file leaves the labelled view; its row stays as a cache)."""
-        listed = set(self.images.paths)
-        roots = tuple(os.path.join(root, "") for root in self.images.roots)
+        listed = set(self.paths)
         known = {**{path: (FAILED, -1) for path in self.known_failures}, **self.entries}
         return [
             (path, VANISHED, label)
             for path, (row, label) in known.items()
-            if row != VANISHED and path not in listed and os.path.abspath(path).startswith(roots)
+            if row != VANISHED and path not in listed and os.path.abspath(path).startswith(self.roots)
             and not os.path.lexists(path)
         ]
 
-    def _content_keys(self, known: set[str]) -> list[tuple[str | None, str | None]]:
-        """Each file's (content key, None) or (None, why it cannot be read).
+
+class NoRecords:
+    """`FileRecords` of in-memory images: they have no files, so nothing is recorded but their rows."""
+
+    def __init__(self) -> None:
+        self.new_classes: list[str] = []
+        self.known_failures: dict[str, tuple[str, str]] = {}
+
+    def entry(self, i: int, row: int) -> list[FileEntry]:
+        return []
+
+    def failure(self, i: int, key: str, reason: str) -> tuple[list, list]:
+        return [], []
+
+    def vanished(self) -> list[FileEntry]:
+        return []
+
+
+class FileInputs:
+    """Image files, keyed by their bytes through the store's stat index (`rehash`: every file read again)."""
+
+    def __init__(self, images: ImageList, rehash: bool = False) -> None:
+        self.images, self.rehash = images, rehash
+        self.names = self.items = images.paths
+
+    def records(self, store: FeatureStore) -> FileRecords:
+        return FileRecords(self.images, store)
+
+    def content_keys(self, store: FeatureStore, known: set[str]) -> tuple[list[Key], dict[str, list[StatEntry]]]:
+        """Each file's key, and the new stat entries by content key (to be committed with their content).
 
         From the stat index when the file's stat is the one recorded and its content is in the store (as
-        features or as a known failure); otherwise the file is read and hashed, and a new stat entry for it
-        is kept in `new_stats`, to be committed with its content. A file changed less than `RACY_NS` before
-        it was read gets no entry: a second change within the same timestamp tick could leave its stat as is.
+        features or as a known failure); otherwise the file is read and hashed, and gets a new stat entry. A
+        file changed less than `RACY_NS` before it was read gets none: a second change within the same
+        timestamp tick could leave its stat as is.
         """
-        paths = self.images.paths
-        index = self.store.stat_index()
+        paths = self.names
+        index = store.stat_index()
         lookup = {} if self.rehash else index
         current = stats(paths) if lookup else [None] * len(paths)
-        keys: list[tuple[str | None, str | None]] = [(None, None)] * len(paths)
+        keys: list[Key] = [(None, None)] * len(paths)
+        new_stats: dict[str, list[StatEntry]] = defaultdict(list)
         todo = []
         for i, path in enumerate(paths):
             stat, key = lookup.get(path, (None, None))
@@ -369,48 +293,157 @@ class _Run:
             keys[i] = (hashed.key, hashed.error)
             if hashed.key and max(hashed.stat.mtime_ns, hashed.stat.ctime_ns) < settled:
                 if index.get(paths[i]) != (hashed.stat, hashed.key):
-                    self.new_stats[hashed.key].append((paths[i], hashed.stat, hashed.key))
-        return keys
+                    new_stats[hashed.key].append((paths[i], hashed.stat, hashed.key))
+        return keys, new_stats
 
-    def _stats_of(self, keys: Iterable[str]) -> list[tuple[str, FileStat, str]]:
-        """The new stat entries of files holding these contents, now in the store (each given once)."""
-        return [entry for key in keys for entry in self.new_stats.pop(key, ())]
 
-    def _extract(self, pending: dict, compute, progress: bool) -> int:
-        """Compute the features of one file per pending content, committing after every batch.
+class ArrayInputs:
+    """In-memory RGB images with their keys (their pixels' hash); failures are reported under `names`."""
 
-        Commits run on a writer thread, one batch behind the network (which releases the GIL), so
-        writing never stalls compute; commits stay in order and the last is waited for.
-        """
-        todo = list(pending)
-        paths = self.images.paths
-        record = self.records_files
-        first_row = next_row = self.store.count("rows")
-        committing = None
-        try:
-            with (
-                progress_bar(len(todo), progress) as bar,
-                ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
-            ):
-                for indices, features, bad, measured in compute([self.items[pending[key][0]] for key in todo], todo):
-                    keys = [todo[i] for i in indices]
-                    quality = [(key, *m) for key, m in zip(keys, measured)] if measured else []
-                    entries = [(paths[j], next_row + n, self.labels[j]) for n, key in enumerate(keys) for j in pending[key]] if record else []
-                    failed: list = []
-                    for i, reason, permanent in bad:
-                        # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
-                        for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
-                            self._failure(j, todo[i] if permanent else "", reason, failed, entries)
-                    stat_entries = self._stats_of(keys + [todo[i] for i, _, permanent in bad if permanent])
-                    if committing is not None:
-                        committing.result()
-                    committing = writer.submit(self.store.commit, keys, features, entries, failed, stats=stat_entries, quality=quality)
-                    next_row += len(keys)
-                    bar.update(len(indices) + len(bad))
+    def __init__(self, images: Sequence[Image.Image], keys: Sequence[str], names: Sequence[str]) -> None:
+        self.items, self.keys, self.names = list(images), list(keys), list(names)
+
+    def records(self, store: FeatureStore) -> NoRecords:
+        return NoRecords()
+
+    def content_keys(self, store: FeatureStore, known: set[str]) -> tuple[list[Key], dict[str, list[StatEntry]]]:
+        return [(key, None) for key in self.keys], {}
+
+
+Inputs = FileInputs | ArrayInputs
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do, decided from its inputs and the store before anything is written or computed: the
+    entries and failures to record now, and the contents to compute (`pending`: key -> its inputs)."""
+
+    inputs: Inputs
+    records: FileRecords | NoRecords
+    keys: list[Key]
+    entries: list[FileEntry]
+    failed: list[tuple[str, str, str]]
+    failures: list[tuple[str, str]]  # (name, reason) of the inputs that failed
+    pending: dict[str, list[int]]
+    new_stats: dict[str, list[StatEntry]]
+    known_stats: list[StatEntry]  # those of contents the store has: committed with the entries
+    n_cached: int
+
+    def stats_of(self, keys: Iterable[str]) -> list[StatEntry]:
+        """The new stat entries of files holding these contents."""
+        return [entry for key in keys for entry in self.new_stats.get(key, ())]
+
+
+class _Failures:
+    """The failures of a step of a run: reported (name, reason), failure records and shadowing entries."""
+
+    def __init__(self, inputs: Inputs, records: FileRecords | NoRecords) -> None:
+        self.inputs, self.records = inputs, records
+        self.reported: list[tuple[str, str]] = []
+        self.failed: list[tuple[str, str, str]] = []
+        self.entries: list[FileEntry] = []
+
+    def add(self, i: int, key: str, reason: str) -> None:
+        self.reported.append((self.inputs.names[i], reason))
+        failed, shadows = self.records.failure(i, key, reason)
+        self.failed += failed
+        self.entries += shadows
+
+
+def plan_run(inputs: Inputs, store: FeatureStore) -> RunPlan:
+    """The plan of a run of `inputs` against `store` (reads the store and hashes files; writes nothing)."""
+    records = inputs.records(store)
+    rows = {key: row for row, key in enumerate(store.keys())}
+    bad_contents = {key: reason for key, reason in records.known_failures.values() if key}
+    keys, new_stats = inputs.content_keys(store, rows.keys() | bad_contents.keys())
+    entries, failures, pending = [], _Failures(inputs, records), defaultdict(list)  # pending: key -> its inputs
+    for i, (key, error) in enumerate(keys):
+        if key in rows:
+            entries += records.entry(i, rows[key])
+        elif key is None or key in bad_contents:
+            failures.add(i, key or "", error if key is None else bad_contents[key])
+        else:
+            pending[key].append(i)
+    known = [entry for key, group in new_stats.items() if key in rows or key in bad_contents for entry in group]
+    return RunPlan(
+        inputs, records, keys, entries + failures.entries + records.vanished(), failures.failed, failures.reported,
+        dict(pending), new_stats, known, len({key for key, _ in keys if key} & rows.keys()),
+    )
+
+
+def run_plan(
+    plan: RunPlan, store: FeatureStore, compute: Callable[[list, list[str]], Iterable[FeatureBatch]], progress: bool
+) -> ExtractReport:
+    """Record what the plan decided, then compute its pending contents. `compute(items, keys)` yields the
+    features of those items (see `FeatureBatch`); it is called only when some content needs extracting,
+    with one item per content."""
+    if plan.records.new_classes:
+        store.commit(classes=plan.records.new_classes)
+    store.commit(files=plan.entries, failed=plan.failed, stats=plan.known_stats)
+    if isinstance(plan.inputs, FileInputs) and plan.inputs.rehash:
+        _measure_unmeasured(plan, store)
+    failures = _Failures(plan.inputs, plan.records)
+    n_extracted = _compute_and_commit(plan, store, compute, progress, failures) if plan.pending else 0
+    return ExtractReport(
+        store=store.path,
+        n_files=len(plan.keys),
+        n_unique=len({key for key, _ in plan.keys if key}),
+        n_cached=plan.n_cached,
+        n_extracted=n_extracted,
+        failures=plan.failures + failures.reported,
+    )
+
+
+def _measure_unmeasured(plan: RunPlan, store: FeatureStore) -> None:
+    """Measure (pHash, statistics) the stored contents of the plan's files that have none (stores made before
+    the measures), decoding one file of each, without the network: what `--rehash` adds to old stores."""
+    from featx.images._quality import measure_files
+
+    measured, rows = store.quality()[0], set(store.keys())
+    first: dict[str, str] = {}  # unmeasured content -> a file holding it
+    for path, (key, _) in zip(plan.inputs.names, plan.keys):
+        if key in rows and key not in measured:
+            first.setdefault(key, path)
+    found = measure_files(list(first.values()), list(first))
+    store.commit(quality=[(key, *m) for key, m in zip(first, found) if m is not None])
+
+
+def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: bool, failures: _Failures) -> int:
+    """Compute the features of one input per pending content, committing after every batch.
+
+    Commits run on a writer thread, one batch behind the network (which releases the GIL), so
+    writing never stalls compute; commits stay in order and the last is waited for.
+    """
+    todo = list(plan.pending)
+    pending, records = plan.pending, plan.records
+    first_row = next_row = store.count("rows")
+    committing = None
+    try:
+        with (
+            progress_bar(len(todo), progress) as bar,
+            ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
+        ):
+            for indices, features, bad, measured in compute([plan.inputs.items[pending[key][0]] for key in todo], todo):
+                keys = [todo[i] for i in indices]
+                quality = [(key, *m) for key, m in zip(keys, measured)] if measured else []
+                entries = [e for n, key in enumerate(keys) for j in pending[key] for e in records.entry(j, next_row + n)]
+                failures.failed, failures.entries = [], []  # this batch's
+                for i, reason, permanent in bad:
+                    # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
+                    for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
+                        failures.add(j, todo[i] if permanent else "", reason)
+                entries += failures.entries
+                failed = failures.failed
+                stat_entries = plan.stats_of(keys + [todo[i] for i, _, permanent in bad if permanent])
                 if committing is not None:
                     committing.result()
-        except KeyboardInterrupt:
+                committing = writer.submit(store.commit, keys, features, entries, failed, stats=stat_entries, quality=quality)
+                next_row += len(keys)
+                bar.update(len(indices) + len(bad))
             if committing is not None:
-                committing.result()  # what was computed is committed before stopping
-            raise ExtractionInterrupted(self.store.path, self.store.count("rows") - first_row) from None
-        return next_row - first_row
+                committing.result()
+    except KeyboardInterrupt:
+        if committing is not None:
+            committing.result()  # what was computed is committed before stopping
+        raise ExtractionInterrupted(store.path, store.count("rows") - first_row) from None
+    return next_row - first_row

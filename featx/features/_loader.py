@@ -7,8 +7,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -16,9 +16,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from featx.backbones._preprocessing import Preprocessing
 from featx.images._content import content_key, read_bytes, unreadable
-from featx.images import _quality as quality
+from featx.images._quality import measure, stored_size
 from featx.images._decode import DecodeError
 from featx.images._decode import decode as decode_image
+
+if TYPE_CHECKING:
+    from featx.features._engines import Runner
+
+_T = TypeVar("_T")
+# a decoded item: (index, uint8 3 x crop x crop tensor, None, False) or (index, None, reason, permanent); measured
+# files (`ImageFiles(measure=True)`) add a fifth element, the decoded image's (pHash, statistics) or None
+Item = tuple
 
 
 class ImageFiles(Dataset):
@@ -39,7 +47,7 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Item:
         try:
             data = read_bytes(self.paths[i])
             if content_key(data) != self.keys[i]:
@@ -47,7 +55,7 @@ class ImageFiles(Dataset):
             if not self.measure:
                 return i, self.preprocessing.load(data), None, False
             image = decode_image(data, self.preprocessing.min_decode_size)
-            return i, self.preprocessing.geometric()(image), None, False, quality.measure(image, quality.stored_size(data))
+            return i, self.preprocessing.geometric()(image), None, False, measure(image, stored_size(data))
         except DecodeError as exc:
             return i, None, str(exc), True
         except OSError as exc:
@@ -66,14 +74,14 @@ class ImageArrays(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Item:
         try:
             return i, self.transform(self.images[i]), None, False
         except Exception as exc:  # one odd image must not stop the others
             return i, None, f"cannot resize: {type(exc).__name__}: {exc}", True
 
 
-def collate(batch):
+def collate(batch: list[tuple]) -> tuple:
     """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)]),
     and when the items were measured (`ImageFiles(measure=True)`) a fourth: the decoded images' measures."""
     good = [(item[0], item[1]) for item in batch if item[1] is not None]
@@ -158,7 +166,9 @@ class Pace:
         self.size = min(batch_size, FIRST_PASS)
         self.seconds, self.images = 0.0, 0
 
-    def passes(self, indices: list[int], images, failures: list, measured: list | None = None) -> Iterator[tuple]:
+    def passes(
+        self, indices: list[int], images: torch.Tensor | None, failures: list, measured: list | None = None
+    ) -> Iterator[tuple[list[int], torch.Tensor | None, list, list | None]]:
         """A decoded batch as passes of at most `size` images (read as each is taken); failures go with the first."""
         start = 0
         while True:
@@ -169,7 +179,7 @@ class Pace:
                 return
             start = end
 
-    def timed(self, call, n: int = 0):
+    def timed(self, call: Callable[[], _T], n: int = 0) -> _T:
         """`call()`, its duration counted as compute time (with `n` more images computed), and the next pass
         size set from the time per image so far."""
         began = time.perf_counter()
@@ -181,7 +191,7 @@ class Pace:
         return result
 
 
-def local_batches(dataset: Dataset, runner, batch_size: int, workers: int | None) -> Iterator[FeatureBatch]:
+def local_batches(dataset: Dataset, runner: Runner, batch_size: int, workers: int | None) -> Iterator[FeatureBatch]:
     """Decode the items of `dataset` (`ImageFiles` or `ImageArrays`) in worker processes and run `runner`
     in passes sized by `Pace`, each yielded as it ends.
 

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from featx.backbones._preprocessing import normalisation
 from featx.backbones._registry import Backbone
 from featx.backbones._weights import WeightsSource
 from featx.errors import UnknownNameError
 from featx.features._space import parse_layers
-from featx.names import POOLINGS, TTAS
+from featx.names import POOLINGS, validate_parameters
 
 
 def pool(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -51,13 +52,16 @@ class FeatureNetwork(nn.Module):
     `tta="d4"`: the trunk runs on the 8 symmetries of each (square) image and their features are averaged.
     """
 
-    def __init__(self, trunk: nn.Module, mean, std, pooling: str, tta: str = "none") -> None:
+    def __init__(
+        self, trunk: nn.Module, mean: Sequence[float], std: Sequence[float], pooling: str, tta: str = "none"
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         self.pooling = pooling
         self.tta = tta
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
-        self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
+        scale, shift = normalisation(mean, std)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(self.scale.dtype) * self.scale - self.shift
@@ -81,10 +85,7 @@ def build_feature_network(
     tta: str = "none",
 ) -> FeatureNetwork:
     """The backbone truncated at `layer` (default: its last feature map), in eval mode; `tta`: see TTAS."""
-    if pooling not in POOLINGS:
-        raise UnknownNameError("pooling", pooling, POOLINGS)
-    if tta not in TTAS:
-        raise UnknownNameError("test-time augmentation", tta, TTAS)
+    validate_parameters(pooling=pooling, tta=tta)
     model = backbone.build_model(weights)
     nodes = parse_layers(layer)
     if nodes is None and backbone.feature_node is None:

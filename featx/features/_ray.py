@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 _INSTALL = 'Ray is not installed: pip install "featx[ray]" (or run without --ray)'
 
 
-def import_ray():
+def import_ray() -> ModuleType:
     """The `ray` module with Ray Data, or a FeatxError saying how to install it."""
     try:
         import ray
@@ -35,7 +36,7 @@ def import_ray():
     return ray
 
 
-def connect(address: str):
+def connect(address: str) -> ModuleType:
     """Ray, joined to the cluster at `address` unless this process already joined one (then used as is).
 
     'auto': the cluster in $RAY_ADDRESS or the one started on this machine (`ray start`), else a new

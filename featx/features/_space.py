@@ -1,7 +1,8 @@
 """The feature space: everything that determines a feature vector, and the cache files it names.
 
 A store holds exactly one feature space, and a model bundle records the one it was trained on. Its JSON
-(`as_dict`) is what featx 0.1.0 wrote, so old stores and bundles keep their space and their file names.
+(`as_dict`) never changes for a given space, so older stores and bundles keep their space and their file names
+(docs/compatibility.md).
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from featx.backbones._preprocessing import LEGACY_DECODE, Preprocessing
-from featx.errors import FeatureSpaceMismatchError, FeatxError, UnknownNameError
-from featx.names import POOLINGS, TTAS
+from featx.errors import FeatureSpaceMismatchError, FeatxError
 
 if TYPE_CHECKING:
     from featx.backbones._registry import Backbone
@@ -57,7 +57,7 @@ class FeatureSpace:
 
     `layer` is as recorded: node names, or ("default:<node>",) for the backbone's own feature layer.
     Optional settings (`tta`, and the decode mode `preprocessing.decode`, recorded as "decode") are recorded
-    only when not at featx 0.1.0's value, so a space written before they existed reads back unchanged.
+    only when not at their original value, so a space written before they existed reads back unchanged.
     `preprocessing` is the whole plan every extraction path applies (decode mode, resize, crop).
     """
 
@@ -67,12 +67,6 @@ class FeatureSpace:
     layer: tuple[str, ...]
     pooling: str = "avg"
     tta: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise UnknownNameError("pooling", self.pooling, POOLINGS)
-        if self.tta not in TTAS:
-            raise UnknownNameError("test-time augmentation", self.tta, TTAS)
 
     @classmethod
     def of(
@@ -109,7 +103,7 @@ class FeatureSpace:
 
     # ---- JSON ---------------------------------------------------------------------------------------
     def as_dict(self) -> dict:
-        """The JSON object stored in stores and bundles (exactly featx 0.1.0's for the same settings)."""
+        """The JSON object stored in stores and bundles (the same for the same settings in every version)."""
         return {
             "model": self.model,
             "weights": self.weights,
@@ -127,14 +121,10 @@ class FeatureSpace:
     def from_dict(cls, space: dict) -> FeatureSpace:
         """The space a store or bundle recorded."""
         try:
-            pre = dict(space["preprocessing"])
             return cls(
                 model=space["model"],
                 weights=space["weights"],
-                preprocessing=Preprocessing(
-                    **{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])},
-                    decode=space.get("decode", LEGACY_DECODE),
-                ),
+                preprocessing=Preprocessing.from_dict(space["preprocessing"], space.get("decode", LEGACY_DECODE)),
                 layer=tuple(space["layer"]),
                 pooling=space["pooling"],
                 tta=space.get("tta", "none"),

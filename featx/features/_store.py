@@ -16,8 +16,8 @@ Text columns (paths, reasons, class names) are stored as `<column>.bytes` (uint8
 `<column>.ends` (int64, where each text ends), not as HDF5 variable-length strings: those live in HDF5's
 global heap, whose collections are rewritten in place as strings are added, and a writer killed mid-commit
 left heap references that the next writer could not overwrite ("bad heap index"). Byte arrays are plain
-chunked data, crash-safe like the features. featx 0.1.0 stores ("featx-store/1", variable-length strings)
-are read as they are and upgraded to this layout when first opened for writing.
+chunked data, crash-safe like the features. Stores of format "featx-store/1" are read as they are and
+upgraded when first opened for writing (docs/compatibility.md).
 
 Crash safety (h5py has no transactions): data are written past the committed counts, then the counts are
 updated, then the file is flushed. A killed writer leaves at most uncommitted tail entries, which readers
@@ -48,8 +48,10 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -108,6 +110,25 @@ class FeatureSet(NamedTuple):
     labels: np.ndarray
     paths: np.ndarray
     classes: np.ndarray
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What `featx info` shows of a store (`FeatureStore.summary()`); `gone` and `vanished` map a path to its
+    class (None: unlabeled)."""
+
+    rows: int
+    features: int
+    dtype: str
+    files: int
+    classes: dict[str, int]  # class name -> files of that class, in the store's class order
+    unlabeled: int
+    failures: dict[str, str]  # path -> reason
+    gone: dict[str, str | None]  # no longer on disk since the last extraction (a stat each)
+    vanished: dict[str, str | None]  # found gone by an extraction
+    writer_pid: int | None
+    space: dict
+    versions: dict
 
 
 class _WriterLock:
@@ -388,7 +409,7 @@ class FeatureStore:
         try:
             store._check_space(space, dtype)
             store._trim_uncommitted()
-            _upgrade(store.h5)  # a store made by featx 0.1.0 gains the byte-array text columns and the stat index
+            _upgrade(store.h5)
         except BaseException:
             store.close()
             raise
@@ -482,18 +503,22 @@ class FeatureStore:
         if problems:
             return problems
         lengths = {name: self._table_length(name) for name in _TABLES}
-        lengths["features"] = self.h5["features"].shape[0] if "features" in self.h5 else 0
+        lengths["features"] = self._stored("features")
         for name, length in lengths.items():
             count = self.count(_TABLES[name][1] if name in _TABLES else "rows")
             if length < count:
                 problems.append(f"{count} {name} entries are committed, its table holds {length}")
         return problems
 
+    def _stored(self, name: str) -> int:
+        """Entries the dataset `name` holds, committed or not (0 when it is missing)."""
+        return self.h5[name].shape[0] if name in self.h5 else 0
+
     def _table_length(self, name: str) -> int:
         """Entries a table holds, committed or not (a text column: those whose bytes are all there)."""
         dtype, counter = _TABLES[name]
         if dtype is not _TEXT or not self._text_layout:
-            return self.h5[name].shape[0] if name in self.h5 else 0
+            return self._stored(name)
         ends, size = self.h5[name + ".ends"], self.h5[name + ".bytes"].shape[0]
         count = min(self.count(counter), ends.shape[0])
         return count if not count or int(ends[count - 1]) <= size else 0
@@ -514,7 +539,7 @@ class FeatureStore:
                 ends = self.h5[name + ".ends"]
                 _shrink(ends, count)
                 _shrink(self.h5[name + ".bytes"], int(ends[count - 1]) if count else 0)
-            elif name in self.h5:  # a 0.1.0 store lacks the stat index until upgraded
+            elif name in self.h5:  # a featx-store/1 store lacks the stat index until upgraded
                 _shrink(self.h5[name], count)
         if "features" in self.h5 and self.h5["features"].shape[0] != self.count("rows"):
             self.h5["features"].resize(self.count("rows"), axis=0)
@@ -550,7 +575,7 @@ class FeatureStore:
 
     @property
     def _text_layout(self) -> bool:
-        """Text columns as byte arrays (this format), not 0.1.0's variable-length strings."""
+        """Text columns as byte arrays (this format), not featx-store/1's variable-length strings."""
         return self._attrs["format"] == FORMAT
 
     def _column(self, name: str) -> np.ndarray | list[bytes]:
@@ -694,6 +719,34 @@ class FeatureStore:
         labels = np.fromiter((label for _, label in files.values()), dtype=np.int64, count=len(files))
         return FeatureSet(features, labels, np.array(list(files), dtype=object), np.array(self.classes(), dtype=object))
 
+    def summary(self) -> StoreSummary:
+        """The counts, failures and files gone that `featx info` shows."""
+        (files, gone), classes = self.files_on_disk(), self.classes()
+        counts = Counter(label for _, label in files.values())
+
+        def named(label: int) -> str | None:
+            return classes[label] if label >= 0 else None
+
+        return StoreSummary(
+            self.count("rows"), self.n_features or 0, self.dtype, len(files),
+            {name: counts.get(i, 0) for i, name in enumerate(classes)}, counts.get(-1, 0),
+            {path: reason for path, (_, reason) in self.failures().items()},
+            {path: named(label) for path, (_, label) in gone.items()},
+            {path: named(label) for path, label in self.vanished().items()},
+            self.writer_pid, self.space.as_dict(), self.versions)
+
+    def training_digest(self, settings: dict) -> str:
+        """A digest of what a fit would see: every labelled file (path, content, class) and the fit's
+        `settings`. `featx demo` reuses a saved model whose digest equals this one instead of fitting again."""
+        import hashlib
+
+        from featx import __version__
+
+        keys, classes = self.keys(), self.classes()
+        view = sorted((path, keys[row], classes[label]) for path, (row, label) in self.files().items() if label >= 0)
+        text = json.dumps({"featx": __version__, "settings": settings, "files": view})
+        return hashlib.sha256(text.encode()).hexdigest()
+
     # ---- checking and salvaging a damaged store ----------------------------------------------------------
     def check(self) -> list[str]:
         """Every problem found: `_damage`, then unreadable texts, file entries past the rows, rows that are all
@@ -738,7 +791,7 @@ class FeatureStore:
             raise DamagedStoreError(
                 f"{self.path}: its feature space cannot be read, so neither can its rows: extract again into a new store"
             ) from None
-        n = min(self.count("rows"), self._table_length("keys"), self.h5["features"].shape[0] if "features" in self.h5 else 0)
+        n = min(self.count("rows"), self._table_length("keys"), self._stored("features"))
         keep = np.setdiff1d(np.arange(n), self._bad_rows())
         new_row = {int(row): i for i, row in enumerate(keep)}
         try:
@@ -924,7 +977,7 @@ def _append_texts(h5: h5py.File, name: str, start: int, texts: Sequence[bytes]) 
 
 
 def _create_tables(h5: h5py.File) -> None:
-    """Create the tables and counters a store lacks: all of them in a new store; this format's in a 0.1.0 one."""
+    """Create the tables and counters a store lacks: all of them in a new store; this format's in a featx-store/1 one."""
     for name, (dtype, _) in _TABLES.items():
         if dtype is _TEXT:
             for part, part_dtype, chunk in _TEXT_PARTS:
@@ -945,10 +998,10 @@ def _add_tables(h5: h5py.File) -> None:
 
 
 def _upgrade(h5: h5py.File) -> None:
-    """Give a featx 0.1.0 store ("featx-store/1") this format's tables. The committed texts are copied into
-    byte arrays, and the format attribute, written last, commits the upgrade: a kill before it leaves a
-    0.1.0 store that upgrades again next time. The old variable-length datasets stay, unused. A store of
-    this format made before the quality columns gains them, empty."""
+    """Give a "featx-store/1" store this format's tables (byte-array text columns, the stat index). The committed
+    texts are copied into byte arrays, and the format attribute, written last, commits the upgrade: a kill
+    before it leaves a store that upgrades again next time. The old variable-length datasets stay, unused.
+    A store of this format made before the quality columns gains them, empty."""
     if h5.attrs["format"] == FORMAT:
         _add_tables(h5)
         return
@@ -977,3 +1030,30 @@ def load_features(store: str | os.PathLike, only_present: bool = False) -> Featu
     the store's last extraction saw, as earlier versions did."""
     with FeatureStore.open(store) as opened:
         return opened.load(only_present)
+
+
+def stores_in(folder: str | os.PathLike) -> list[Path]:
+    """Feature stores (*.h5) in a folder, newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+
+
+def find_store(store: str | os.PathLike | None, option: str = "--features STORE",
+               choose: Callable[[str, list[Path]], Path] | None = None) -> Path:
+    """The store given, else the only store in the cache folder; several: `choose(listing, stores)` picks one
+    (the CLI asks on a terminal), else an error listing them. `option`: how the caller names a store."""
+    from featx.features._space import cache_dir
+
+    if store:
+        return Path(store)
+    found = stores_in(cache_dir())
+    if not found:
+        raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass {option}")
+    if len(found) == 1:
+        return found[0]
+    listing = f"several feature stores in {cache_dir()}/ (newest first):\n" + "\n".join(
+        f"  {i}. {path}" for i, path in enumerate(found, 1)
+    )
+    if choose is None:
+        raise FeatxError(f"{listing}\nchoose one with {option}")
+    return choose(listing, found)

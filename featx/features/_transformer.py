@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import numbers
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,13 +21,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import StoreInUseError
 from featx.images._content import content_keys
-from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from featx.images._failures import failure_lines
+from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, validate_parameters
 
 STORE_WAIT_SECONDS = 600.0  # how long to wait for another process (a parallel CV fold) writing the store
 _T = TypeVar("_T")
 
 
-def _as_items(X) -> list:
+ImagesLike = Sequence | np.ndarray  # a list, tuple, 1-D array, Series or one-column DataFrame of images
+
+
+def as_items(X: ImagesLike) -> list:
     """The images of X as a list: a list/tuple, 1-D array, Series, one-column DataFrame or N x H x W x C uint8 array."""
     if isinstance(X, (str, bytes, os.PathLike, Image.Image)):
         raise ValueError(f"expected a collection of images (list, array or Series), got a single {type(X).__name__}; wrap it in a list")
@@ -66,9 +69,8 @@ def _wait_for_store(call: Callable[[], _T]) -> _T:
 
 
 def _failed(failures: list[tuple[str, str]]) -> ValueError:
-    shown = "; ".join(f"{path}: {reason}" for path, reason in failures[:10])
-    more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-    return ValueError(f"{len(failures)} image(s) could not be used, and a transformer cannot drop rows: {shown}{more}")
+    shown = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
+    return ValueError(f"{len(failures)} image(s) could not be used, and a transformer cannot drop rows: {shown}")
 
 
 class PretrainedFeatures(TransformerMixin, BaseEstimator):
@@ -84,7 +86,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         crop N x N (e.g. the images' native resolution).
     tta : "none", or "d4": features averaged over the 8 symmetries of the square (8x the compute).
     decode : None, "reduced" or "full": how images much larger than the network's input are decoded (see
-        `featx.extract`); None: "reduced", or "full" to extend a store made that way by featx 0.1.0.
+        `featx.extract`); None: "reduced", or "full" to extend a store made that way.
     batch_size : images per forward pass.
     device : "auto", "cpu", "cuda" or "cuda:N".
     engine : "auto" (ONNX Runtime on a CPU when installed, else PyTorch), "torch", "compile" or "onnx".
@@ -129,40 +131,36 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.cache = cache
 
     # ---- scikit-learn API -------------------------------------------------------------------------------
-    def fit(self, X, y=None) -> PretrainedFeatures:
+    def fit(self, X: ImagesLike, y: object = None) -> PretrainedFeatures:
         """Check the parameters and X; the network is pretrained, so nothing is learned from X.
 
         Reads no weights and builds no network: the layers' widths come from shapes alone.
         """
-        from featx.backbones._device import resolve_device
         from featx.features._extractor import Extractor, settle_space
 
-        _as_items(X)
-        if not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.cache is not None and not isinstance(self.cache, (bool, str, os.PathLike)):
-            raise ValueError(f"cache must be None, False or a store path, got {self.cache!r}")
-        resolve_device(self.device)
+        as_items(X)
+        validate_parameters(batch_size=self.batch_size, cache=self.cache)  # the others: by Extractor.create
         self._extractor = Extractor.create(
             self.model, self.weights, self.layer, self.pooling, self.image_size, self.tta, self.device, self.engine,
             decode=self.decode,
         )
-        if self.cache is not False:  # an existing store of featx 0.1.0 is extended in its own decode mode
+        self._extractor.resolved_device()  # a bad device is said by fit, and resolved once for transform
+        if self.cache is not False:  # an existing store is extended in its own decode mode
             store = None if self.cache is None or self.cache is True else Path(self.cache)
             self._extractor = settle_space(self._extractor, self.decode, store, "float32")
         self.feature_space_ = self._extractor.space.as_dict()
         self.layer_widths_ = self._extractor.layer_widths()
         return self
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Column names: "L_i" for the i-th feature of layer L."""
         check_is_fitted(self)
         return np.array([f"{layer}_{i}" for layer, width in self.layer_widths_.items() for i in range(width)], dtype=object)
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X: ImagesLike) -> np.ndarray:
         """Features of the images in X (n_images x n_features float32), computed only for unseen contents."""
         check_is_fitted(self)
-        items = _as_items(X)
+        items = as_items(X)
         with self._store_path() as path:
             keys = self._keys(items)
             features, missing = self._lookup(path, keys)

@@ -5,11 +5,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featx.backbones._weights import FINETUNED_FORMAT, FileWeights, is_safetensors, safetensors_metadata
-from featx.errors import BadInputError, FeatxError
+from featx.errors import BadInputError, FeatxError, ParameterError
+
+if TYPE_CHECKING:
+    from featx.classify._results import Predictions
+    from featx.reports._report import Report
+
+Data = str | os.PathLike | Sequence[str | os.PathLike]  # folders, files or CSV files, as featx extract reads them
 
 
 def is_finetuned(path: str | os.PathLike) -> bool:
@@ -29,17 +36,19 @@ class FineTuned:
         return list(self.metadata["classes"])
 
     def probabilities(self, paths: Sequence[str], *, tta: str = "none", batch_size: int = 64,
-                      workers: int | None = None, device: str = "auto", progress: bool = True):
+                      workers: int | None = None, device: str = "auto", progress: bool = True,
+                      ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         """(n_ok x n_classes probabilities, boolean mask of the paths that decoded, [(path, reason)] of the
         others). `tta="d4"`: averaged over the 8 symmetries of the square."""
         from featx.backbones._device import resolve_device
         from featx.backbones._preprocessing import Preprocessing
         from featx.backbones._registry import get_backbone
-        from featx.finetuning._train import Classifier, decoded_batches
+        from featx.finetuning._data import decoded_batches
+        from featx.finetuning._model import Trainee
 
         backbone = get_backbone(self.metadata["model"])
-        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["preprocessing"].items()})
-        classifier = Classifier(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
+        pre = Preprocessing.from_dict(self.metadata["preprocessing"])
+        classifier = Trainee(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
         failures: list[tuple[str, str]] = []
         found = np.zeros(len(paths), dtype=bool)
         scores = np.zeros((len(paths), len(self.classes)), dtype=np.float32)
@@ -47,6 +56,34 @@ class FineTuned:
             scores[indices] = classifier.scores(images, tta).cpu().numpy()
             found[indices] = True
         return scores[found], found, failures
+
+    def predict(self, data: str | os.PathLike | Sequence[str | os.PathLike], *, weights: str | os.PathLike | None = None,
+                tta: str = "none", **options: Any) -> tuple[Predictions, Decoded]:
+        """The head's predictions for every image in `data` (see `predict`); `weights` must be None (the
+        network is the file)."""
+        return predict(self, data, tta, **_no_weights(weights, options))
+
+    def evaluate(self, data: str | os.PathLike | Sequence[str | os.PathLike], *, weights: str | os.PathLike | None = None,
+                 tta: str = "none", **options: Any) -> tuple[Report, Decoded]:
+        """Report of the head on labelled images (see `evaluate`)."""
+        return evaluate(self, data, tta, **_no_weights(weights, options))
+
+
+def _no_weights(weights: str | os.PathLike | None, options: dict) -> dict:
+    if weights is not None:
+        raise ParameterError(f"weights={weights!r}: a fine-tuned network is its own weights file; pass none")
+    return options
+
+
+@dataclass
+class Decoded:
+    """How many files a fine-tuned network was given and those that failed (the `Sources` of a fitted model)."""
+
+    n: int
+    failures: list[tuple[str, str]]
+
+    def summary(self) -> str:
+        return failures_summary(self.n, self.failures)
 
 
 def load_finetuned(path: str | os.PathLike) -> FineTuned:
@@ -61,33 +98,31 @@ def load_finetuned(path: str | os.PathLike) -> FineTuned:
 
 
 def failures_summary(n: int, failures: list[tuple[str, str]]) -> str:
-    lines = [f"{n} files, {len(failures)} failed"] + [f"  failed: {p}: {r}" for p, r in failures[:20]]
-    return "\n".join(lines + ([f"  ... and {len(failures) - 20} more"] if len(failures) > 20 else []))
+    from featx.images._failures import failure_lines
+
+    return "\n".join([f"{n} files, {len(failures)} failed", *failure_lines(failures)])
 
 
-def predict(model: FineTuned, data, tta: str = "none", **options):
+def predict(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> tuple[Predictions, Decoded]:
     """The head's predictions for every image in `data` (those that failed: their reasons); returns
-    (Predictions, summary text)."""
-    from featx.classify._inference import Predictions
+    (Predictions, Decoded)."""
+    from featx.classify._results import Predictions
     from featx.images._inputs import find_images
 
     images = find_images(data)
     scores, found, failures = model.probabilities(images.paths, tta=tta, **options)
     predictions = Predictions.of(images, found, scores.argmax(1), scores, "probability", model.classes, failures)
-    return predictions, failures_summary(len(images), failures)
+    return predictions, Decoded(len(images), failures)
 
 
-def evaluate(model: FineTuned, data, tta: str = "none", **options):
-    """Report of the head on labelled images (class folders or CSV labels); returns (Report, summary text)."""
+def evaluate(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> tuple[Report, Decoded]:
+    """Report of the head on labelled images (class folders or CSV labels); returns (Report, Decoded)."""
+    from featx.classify._results import labels_in
     from featx.images._inputs import find_images
     from featx.reports._report import Outcomes, Report, metrics
 
     images = find_images(data)
-    unknown = sorted(set(images.classes) - set(model.classes))
-    if unknown:
-        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(model.classes)})")
-    index = np.array([model.classes.index(c) for c in images.classes] + [-1], dtype=np.int64)
-    labels = index[images.labels]
+    labels = labels_in(images, model.classes)
     labelled = labels >= 0
     if not labelled.any():
         raise BadInputError("no labelled image to evaluate (evaluate needs class folders or CSV labels; "
@@ -100,4 +135,4 @@ def evaluate(model: FineTuned, data, tta: str = "none", **options):
     outcomes = Outcomes.of([p for p, ok in zip(paths, found) if ok], y, predicted, scores, "probability")
     report = Report(model.classes, metrics(y, predicted, model.classes), details, outcomes=outcomes,
                     failures=list(failures), title=f"featx evaluate: fine-tuned {model.metadata['model']} on {len(paths):,} files")
-    return report, failures_summary(len(paths), failures)
+    return report, Decoded(len(paths), list(failures))

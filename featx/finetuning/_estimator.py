@@ -10,23 +10,30 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import BadInputError
-from featx.features._transformer import _as_items
+from featx.features._transformer import as_items
 from featx.names import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from featx.finetuning._config import FinetuneConfig
+
+ImagePaths = Sequence[str | os.PathLike] | np.ndarray  # or a pandas Series or one-column DataFrame of file paths
 
 
 def _paths(X) -> list[str]:
     """Image file paths from a list, 1-D array, Series or one-column DataFrame (as `PretrainedFeatures` takes
     them); fine-tuning reads the files themselves, so in-memory images are refused."""
-    paths = _as_items(X)
+    paths = as_items(X)
     for i, item in enumerate(paths):
         if not isinstance(item, (str, os.PathLike)):
             raise ValueError(f"X[{i}] is {type(item).__name__}; FinetunedClassifier takes image file paths")
@@ -42,7 +49,8 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
     Fitted: `classes_`, `network_` (the safetensors file's bytes), `history_`, `best_epoch_`, `failures_`.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None, config=None, tta: str = "none",
+    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None, config: FinetuneConfig | None = None,
+                 tta: str = "none",
                  workers: int | None = None, device: str = "auto", verbose: bool = False) -> None:
         self.model = model
         self.weights = weights
@@ -52,8 +60,9 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.verbose = verbose
 
-    def fit(self, X, y) -> FinetunedClassifier:
-        from featx.finetuning._train import FinetuneConfig, finetune
+    def fit(self, X: ImagePaths, y: ArrayLike) -> FinetunedClassifier:
+        from featx.finetuning._config import FinetuneConfig
+        from featx.finetuning._train import finetune
 
         paths, y = _paths(X), np.asarray(y)
         if len(y) != len(paths):
@@ -89,7 +98,7 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
             out.write(self.network_)
         return path
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ImagePaths) -> np.ndarray:
         from featx.finetuning._apply import load_finetuned
 
         paths = _paths(X)
@@ -101,5 +110,5 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
             raise BadInputError(f"{path}: {reason}" + (f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""))
         return scores[:, self.columns_]
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ImagePaths) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]

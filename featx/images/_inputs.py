@@ -106,7 +106,7 @@ def _csv_rows(text: str, folder: Path) -> list[list[str]]:
     return [row for row in csv.reader(lines, dialect) if any(cell.strip() for cell in row)]
 
 
-def _read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
+def read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
     """Rows of path[,label]; relative paths are relative to the CSV file. A header row is optional.
 
     A file none of whose paths exist is refused, quoting its first line: it is not a list of images.
@@ -166,7 +166,7 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
         if source.is_dir():
             found = _walk(as_given)
         elif source.suffix.lower() == ".csv" and source.is_file():
-            found = _read_csv(source)
+            found = read_csv(source)
         elif source.is_file():
             found = [(as_given, None)]
         else:

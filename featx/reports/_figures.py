@@ -3,8 +3,12 @@ notebook's own backend is left alone. `png(figure)` gives the bytes that files a
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 MAP_POINTS = 3000  # at most this many points in the feature map (t-SNE is quadratic)
@@ -15,14 +19,14 @@ def map_rows(n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:MAP_POINTS])
 
 
-def png(figure) -> bytes:
+def png(figure: Figure) -> bytes:
     """The figure as PNG bytes (no metadata: matplotlib's default names its web site)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # no matplotlib URL inside
     return buffer.getvalue()
 
 
-def confusion_figure(matrix: np.ndarray, classes: list[str]):
+def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Figure:
     """Confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
     from matplotlib.figure import Figure
 
@@ -40,7 +44,7 @@ def confusion_figure(matrix: np.ndarray, classes: list[str]):
     return figure
 
 
-def feature_map_figure(features: np.ndarray, labels: np.ndarray, classes: list[str], method: str = "pca"):
+def feature_map_figure(features: np.ndarray, labels: np.ndarray, classes: list[str], method: str = "pca") -> Figure:
     """Standardised features projected to 2-D by PCA or t-SNE, one colour per class (at most MAP_POINTS)."""
     from matplotlib.figure import Figure
     from sklearn.decomposition import PCA

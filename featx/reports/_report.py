@@ -75,7 +75,7 @@ def _data_name(data: Sequence[str | os.PathLike]) -> str:
 MISTAKES_SHOWN = 200  # the most confident mistakes in the HTML report
 CORRECT_SHOWN = 6  # correct examples per class
 PREDICTIONS_SHOWN = 120  # the least confident predictions of `featx predict --report`
-FAILURES_SHOWN = 500
+PAGE_FAILURES_SHOWN = 500  # files that failed listed on a report page (a line each; the text summaries: images.FAILURES_SHOWN)
 
 
 @dataclass
@@ -202,6 +202,18 @@ class Report:
         subtitle = f"{m['n']:,} images, {len(self.classes)} classes"
         return h.page(self.title, sections, subtitle)
 
+    def write_test_csv(self, path: str | os.PathLike) -> Path:
+        """The test images as a CSV of path,class (paths relative to the CSV, as featx reads them)."""
+        import csv
+
+        from featx.outputs import atomic_write
+
+        path = Path(path)
+        with atomic_write(path, "w", newline="") as out:
+            rows = zip(self.outcomes.paths, self.outcomes.true)
+            csv.writer(out).writerows((os.path.relpath(p, path.parent), self.classes[label]) for p, label in rows)
+        return path
+
     def save(self, prefix: str | os.PathLike, tsne: bool = False) -> list[Path]:
         """Write PREFIX.html (everything, one self-contained file), PREFIX.json, PREFIX-confusion.png and
         PREFIX-pca.png (and PREFIX-tsne.png); return the paths, the HTML page first."""
@@ -245,11 +257,12 @@ def _failures(failures: list[tuple[str, str]], folder) -> list[str]:
 
     if not failures:
         return []
-    more = f" (the first {FAILURES_SHOWN})" if len(failures) > FAILURES_SHOWN else ""
-    return [h.section(f"Files that could not be read ({len(failures):,}){more}", h.file_list(failures[:FAILURES_SHOWN], folder))]
+    more = f" (the first {PAGE_FAILURES_SHOWN})" if len(failures) > PAGE_FAILURES_SHOWN else ""
+    return [h.section(f"Files that could not be read ({len(failures):,}){more}", h.file_list(failures[:PAGE_FAILURES_SHOWN], folder))]
 
 
-def predictions_page(outcomes: Outcomes, classes: list[str], failures: list[tuple[str, str]], folder, title: str) -> str:
+def predictions_page(outcomes: Outcomes, classes: list[str], failures: list[tuple[str, str]], folder: str | os.PathLike,
+                     title: str) -> str:
     """The HTML page of `featx predict --report`: predictions of unlabelled images, least confident first."""
     from featx.reports import _html as h
 

@@ -6,6 +6,7 @@ import re
 import torch
 from torch import nn
 
+from featx.backbones._preprocessing import normalisation
 from featx.errors import FeatxError, UnknownNameError
 from featx.names import DEFAULT_MODEL
 
@@ -49,13 +50,14 @@ class PixelClassifier(nn.Module):
         self.model = backbone.build_model(backbone.weights(weights)).requires_grad_(False)
         self.preprocessing = backbone.preprocessing()
         self.categories = backbone.categories()
-        self.register_buffer("mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1))
+        scale, shift = normalisation(self.preprocessing.mean, self.preprocessing.std, pixel_max=1.0)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
         self.eval()
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W pixels in [0, 1] -> N x classes logits."""
-        return self.model((pixels - self.mean) / self.std)
+        return self.model(pixels * self.scale - self.shift)
 
     def class_index(self, spec: str | int) -> int:
         return resolve_class(spec, self.categories)
