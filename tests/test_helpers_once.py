@@ -45,7 +45,7 @@ def test_preprocessing_reads_back_what_it_wrote_for_spaces_and_fine_tuned_networ
 
 
 def test_evaluated_labels_are_indices_into_the_models_classes():
-    from featx.classify._inference import labels_in
+    from featx.classify._results import labels_in
     from featx.images._inputs import ImageList
 
     images = ImageList(["a", "b", "c"], np.array([1, -1, 0]), ["cat", "dog"], [])
