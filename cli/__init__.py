@@ -16,6 +16,9 @@ COMMANDS = {
     "evaluate": ("evaluate", "Report how a saved model or fine-tuned network does on a labelled image folder."),
     "predict": ("predict", "Predict classes of images with a saved model or fine-tuned network, as CSV."),
     "audit": ("audit", "Find duplicates, train/test leaks, outliers and likely label errors in a store; write clean.csv."),
+    "export": ("export", "Export a store's embeddings as parquet or npy, for pandas, polars, DuckDB or LanceDB."),
+    "similar": ("similar", "Find the stored images most like query images (cosine), as CSV and an HTML page."),
+    "map": ("map", "Write an interactive map of a store's embeddings: one HTML page, a point per image."),
     "viz": ("viz", "Look inside the network: feature maps, ideal class images, adversarial examples."),
 }
 

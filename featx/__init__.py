@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "get_backbone": ".backbones",
     "FeatxError": ".errors",
     "symmetries": ".images",
+    "export_embeddings": ".exploring", "similar": ".exploring", "embedding_map": ".exploring",
     "load_model": ".finetuning",
     "finetune": ".finetuning", "FinetuneConfig": ".finetuning", "FinetunedClassifier": ".finetuning",
 })

@@ -16,6 +16,7 @@ MAY_IMPORT = {
     "classify": {"features", "reports", "backbones", "images"},
     "finetuning": {"classify", "features", "reports", "backbones", "images"},
     "auditing": {"classify", "features", "reports", "backbones", "images"},
+    "exploring": {"features", "reports", "backbones", "images"},
 }
 TOP = {"errors", "names", "outputs", "_lazy", "_moved", "datasets", "__init__"}  # loose modules, importable from anywhere
 

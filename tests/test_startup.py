@@ -49,6 +49,8 @@ def test_commands_that_run_no_network_import_neither_torch_nor_torchvision(elpv_
         "info STORE": cli("info", str(store)),
         "info MODEL": cli("info", str(model)),
         "models": cli("models"),
+        "export": cli("export", str(store), "--format", "npy", "--out", str(tmp_path / "e.npy")),
+        "map": cli("map", str(store), "--out", str(tmp_path / "map.html")),
         "load_bundle": subprocess.run([sys.executable, "-c", PREDICT, str(model), str(store)], capture_output=True, text=True),
     }
     for rerun in ("extract (nothing new)", "extract --store (nothing new)"):
@@ -57,6 +59,8 @@ def test_commands_that_run_no_network_import_neither_torch_nor_torchvision(elpv_
     assert runs["info STORE"].returncode == 0 and "files:     20" in runs["info STORE"].stdout
     assert runs["info MODEL"].returncode == 1 and "not a featx feature store" in runs["info MODEL"].stderr
     assert runs["models"].returncode == 0 and "efficientnet_lite0" in runs["models"].stdout
+    assert runs["export"].returncode == 0 and (tmp_path / "e.npy").is_file(), runs["export"].stderr
+    assert runs["map"].returncode == 0 and (tmp_path / "map.html").is_file(), runs["map"].stderr
     assert runs["load_bundle"].stdout == "True\n", runs["load_bundle"].stderr
     assert {name: heavy_imports(run) for name, run in runs.items() if heavy_imports(run)} == {}
 

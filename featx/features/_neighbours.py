@@ -5,7 +5,12 @@ Exact search (numpy matrix products in blocks) up to EXACT_ROWS rows; beyond tha
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 EXACT_ROWS = 20_000
 HNSW_M, HNSW_EF = 32, 80  # graph degree, build and search breadth (docs/audit.md)
@@ -41,26 +46,38 @@ def _exact(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     for start in range(0, n, step):
         block = x[start : start + step] @ x.T
         block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not its own neighbour
-        top = np.argpartition(block, -k, axis=1)[:, -k:]
-        top_sims = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        sims[start : start + step] = np.take_along_axis(top_sims, order, axis=1)
-        index[start : start + step] = np.take_along_axis(top, order, axis=1)
+        sims[start : start + step], index[start : start + step] = top(block, k)
     return sims, index
+
+
+def top(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, column indices) of the k largest values of each row of `block`, largest first."""
+    k = min(k, block.shape[1])
+    found = np.argpartition(block, -k, axis=1)[:, -k:]
+    sims = np.take_along_axis(block, found, axis=1)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(found, order, axis=1)
+
+
+def hnsw_index(width: int, rows: int) -> faiss.Index:
+    """An empty faiss HNSW graph for unit rows of `width` (inner product = cosine), with the measured
+    settings; `rows`: how many it will hold, for the message when faiss is missing."""
+    try:
+        import faiss
+    except ImportError:
+        from featx.errors import FeatxError
+
+        raise FeatxError(f'{rows} images need an approximate neighbour index: pip install "featx[audit]"') from None
+    index = faiss.IndexHNSWFlat(width, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF
+    return index
 
 
 def _approximate(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """faiss's HNSW graph (inner product on unit rows = cosine). Chosen by the measurement in docs/audit.md:
     as fast and as exact as hnswlib, and faiss-cpu ships wheels where hnswlib compiles at install. Each row
     is asked for k + 1 neighbours and itself is dropped."""
-    try:
-        import faiss
-    except ImportError:
-        from featx.errors import FeatxError
-
-        raise FeatxError(f'{len(x)} images need an approximate neighbour index: pip install "featx[audit]"') from None
-    index = faiss.IndexHNSWFlat(x.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF
+    index = hnsw_index(x.shape[1], len(x))
     index.add(x)
     index.hnsw.efSearch = max(HNSW_EF, k + 1)
     sims, found = index.search(x, k + 1)

@@ -44,22 +44,35 @@ def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Figure:
     return figure
 
 
-def feature_map_figure(features: np.ndarray, labels: np.ndarray, classes: list[str], method: str = "pca") -> Figure:
-    """Standardised features projected to 2-D by PCA or t-SNE, one colour per class (at most MAP_POINTS)."""
-    from matplotlib.figure import Figure
+def projection(features: np.ndarray, method: str = "pca") -> np.ndarray:
+    """Standardised features projected to 2-D by "pca", "tsne" or "umap" (umap-learn: the umap extra)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    keep = map_rows(len(features))
-    features, labels = features[keep], labels[keep]
     x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float32))
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            from featx.errors import FeatxError
+
+            raise FeatxError('--method umap needs umap-learn: pip install "featx[umap]"') from None
+        return umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=0).fit_transform(x)
     with threadpool_limits(limits=1, user_api="blas"):  # threaded BLAS on small matrices only adds contention
         if method == "tsne":
-            points = TSNE(perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x)
-        else:
-            points = PCA(n_components=2, random_state=0).fit_transform(x)
+            return TSNE(perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=0).fit_transform(x)
+        return PCA(n_components=2, random_state=0).fit_transform(x)
+
+
+def feature_map_figure(features: np.ndarray, labels: np.ndarray, classes: list[str], method: str = "pca") -> Figure:
+    """Standardised features projected to 2-D by PCA or t-SNE, one colour per class (at most MAP_POINTS)."""
+    from matplotlib.figure import Figure
+
+    keep = map_rows(len(features))
+    features, labels = features[keep], labels[keep]
+    points = projection(features, method)
     figure = Figure(figsize=(7, 6))
     ax = figure.subplots()
     for i, name in enumerate(classes):

@@ -1,0 +1,31 @@
+"""`featx export`."""
+from __future__ import annotations
+
+import click
+
+from featx.exploring._export import FORMATS
+
+from .errors import user_errors
+
+
+@click.command()
+@click.argument("store", required=False, type=click.Path(dir_okay=False))
+@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True,
+              help="parquet: one row per file with an embedding column; npy: a matrix plus OUT.csv of path,label,key.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="File to write (default: STORE_STEM.FORMAT here).")
+@user_errors
+def export(store, fmt, out):
+    """Export a store's embeddings with path, label and content key, for pandas, polars, DuckDB or LanceDB.
+
+    Reads the store in blocks: a store larger than memory exports in bounded memory.
+    """
+    from featx.exploring._export import export_embeddings
+    from featx.outputs import check_output
+
+    from .options import pick_store
+
+    path = pick_store(store, "featx export STORE")
+    if out:
+        check_output(out, "--out")
+    written = export_embeddings(path, fmt, out)
+    click.echo(f"written: {', '.join(map(str, written))}")

@@ -1,0 +1,362 @@
+"""Exploring a store (issue #29): featx export, featx similar, featx map."""
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import synthetic_space
+from featx.cli import main
+
+import featx
+from featx.features._store import FeatureStore
+from featx.images._content import KEY_LENGTH
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, elpv_folder) -> Path:
+    """The 20 ELPV cells of elpv_folder extracted with the default backbone."""
+    path = tmp_path_factory.mktemp("explore") / "cells.h5"
+    featx.extract(elpv_folder, store=path, progress=False)
+    return path
+
+
+def synthetic_store(path: Path, n: int, width: int, block: int = 10_000, labelled: bool = True) -> Path:
+    """A store of n random rows (files f000000.png...), committed in blocks, without a network."""
+    rng = np.random.default_rng(0)
+    with FeatureStore.create_or_open(path, synthetic_space()) as opened:
+        opened.commit(classes=["a", "b"])
+        for start in range(0, n, block):
+            rows = range(start, min(n, start + block))
+            opened.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in rows],
+                          features=rng.normal(size=(len(rows), width)).astype(np.float32),
+                          files=[(f"f{i:06d}.png", i, i % 2 if labelled else -1) for i in rows])
+    return path
+
+
+def expected_rows(path: Path) -> tuple[featx.FeatureSet, list[str], list[str]]:
+    """load_features's rows, their label names ("" unlabelled) and content keys."""
+    loaded = featx.load_features(path)
+    with FeatureStore.open(path) as opened:
+        keys, files = opened.keys(), opened.files()
+    labels = [loaded.classes[i] if i >= 0 else "" for i in loaded.labels]
+    return loaded, labels, [keys[files[p][0]] for p in loaded.paths]
+
+
+# ---- featx export -----------------------------------------------------------------------------------------
+def test_parquet_export_reads_back_with_pyarrow_and_pandas_as_load_features(store, tmp_path, monkeypatch):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr("featx.exploring._export.BLOCK_BYTES", 4 * 1024 * 7)  # several row groups
+    out = tmp_path / "cells.parquet"
+    result = CliRunner().invoke(main, ["export", str(store), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded, labels, keys = expected_rows(store)
+    table = pq.read_table(out)
+    assert table.schema.field("embedding").type.list_size == loaded.features.shape[1]
+    assert pq.ParquetFile(out).metadata.num_row_groups > 1
+    frame = pd.read_parquet(out)
+    for read in (table.to_pydict(), {name: list(frame[name]) for name in frame.columns}):
+        assert read["path"] == list(loaded.paths) and read["label"] == labels and read["key"] == keys
+        np.testing.assert_array_equal(np.array([np.asarray(e, np.float32) for e in read["embedding"]]), loaded.features)
+
+
+def test_npy_export_is_the_matrix_and_a_csv_in_the_same_order(tmp_path):
+    path = synthetic_store(tmp_path / "s.h5", 1000, 16, block=300, labelled=False)
+    written = featx.export_embeddings(path, "npy", tmp_path / "out" / "e.npy", block_bytes=16 * 4 * 99)
+    assert written == [tmp_path / "out" / "e.npy", tmp_path / "out" / "e.csv"]
+    loaded, labels, keys = expected_rows(path)
+    np.testing.assert_array_equal(np.load(written[0]), loaded.features)
+    with open(written[1], newline="") as handle:
+        assert list(csv.reader(handle)) == [["path", "label", "key"], *map(list, zip(loaded.paths, labels, keys))]
+
+
+# Peak RSS from /proc (VmHWM, reset through clear_refs): ru_maxrss would start at the forking parent's RSS.
+MEASURE = textwrap.dedent("""
+    import re, sys
+    import featx, h5py, numpy, pyarrow, pyarrow.parquet
+    from featx.exploring._export import export_embeddings
+
+    def peak():
+        return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) >> 10
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    with featx.FeatureStore.open(sys.argv[1]) as s:  # the file tables in memory, as the export holds them
+        s.files(); s.keys()
+    before = peak()
+    export_embeddings(sys.argv[1], sys.argv[2], sys.argv[3])
+    print(peak() - before)
+""")
+ROWS, WIDTH, BOUND_MIB = 100_000, 1024, 128  # the features: 390 MiB; measured: 50-110 MiB (parquet), 30 (npy)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+def test_a_100000_row_store_exports_in_bounded_memory(tmp_path_factory, fmt):
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("the peak RSS is measured through Linux's /proc/self/clear_refs")
+    path = tmp_path_factory.getbasetemp() / "big.h5"
+    if not path.exists():
+        synthetic_store(path, ROWS, WIDTH)
+    out = tmp_path_factory.mktemp("big") / f"big.{fmt}"
+    run = subprocess.run([sys.executable, "-c", MEASURE, str(path), fmt, str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    grew = int(run.stdout)
+    print(f"{fmt}: peak RSS grew {grew} MiB exporting {ROWS} x {WIDTH} float32 ({ROWS * WIDTH * 4 >> 20} MiB)")
+    assert grew < BOUND_MIB
+    assert out.stat().st_size > ROWS * WIDTH * 4
+
+
+def test_export_refuses_an_empty_store_and_says_how_to_get_pyarrow(tmp_path, monkeypatch):
+    empty = tmp_path / "empty.h5"
+    FeatureStore.create_or_open(empty, synthetic_space()).close()
+    result = CliRunner().invoke(main, ["export", str(empty), "--out", str(tmp_path / "e.parquet")])
+    assert result.exit_code == 1 and f"{empty} holds no features" in result.output and "Traceback" not in result.output
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    path = synthetic_store(tmp_path / "s.h5", 10, 4)
+    result = CliRunner().invoke(main, ["export", str(path), "--out", str(tmp_path / "e.parquet")])
+    assert result.exit_code == 1 and 'pip install "featx[explore]"' in result.output
+    assert not (tmp_path / "e.parquet").exists()
+
+
+# ---- featx similar ----------------------------------------------------------------------------------------
+def cells(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.png"))
+
+
+def test_a_jpeg_of_a_stored_cell_finds_its_source_first_and_a_stored_query_is_read(store, elpv_folder, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from html_checks import embedded_images, no_external_url, parse_html
+
+    source = cells(elpv_folder)[7]
+    Image.open(source).convert("RGB").save(tmp_path / "again.jpg", quality=80)
+    (tmp_path / "copy.png").write_bytes(cells(elpv_folder)[3].read_bytes())  # stored content, another name
+    out, report = tmp_path / "similar.csv", tmp_path / "similar.html"
+    args = ["similar", str(tmp_path / "again.jpg"), str(tmp_path / "copy.png"), "--store", str(store), "-k", "5",
+            "--out", str(out), "--report", str(report), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "2 queries: 1 read from" in result.output and "1 extracted" in result.output
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"] * 2
+    first = rows[0]
+    assert Path(first["path"]).resolve() == source.resolve() and first["label"] == source.parent.name
+    assert float(first["similarity"]) > 0.95
+    assert cells(elpv_folder)[3].resolve() not in {Path(r["path"]).resolve() for r in rows[5:]}  # not its own row
+    document = parse_html(report.read_text())
+    assert len(embedded_images(document)) == 12 and no_external_url(report.read_text())
+    # a query the store holds is read, never extracted again
+    monkeypatch.setattr("featx.exploring._similar._extract", lambda *a: pytest.fail("a stored query was re-extracted"))
+    again = CliRunner().invoke(main, ["similar", str(tmp_path / "copy.png"), "--store", str(store), "-k", "3"])
+    assert again.exit_code == 0 and again.output.count("copy.png") == 3
+
+
+def brute_force(features: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    x = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sims = queries @ x.T
+    sims[np.arange(len(own)), own] = -np.inf
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def test_the_neighbours_are_those_of_a_brute_force_search_exact_or_indexed(tmp_path, monkeypatch):
+    from featx.exploring import _similar
+    from featx.features._neighbours import unit_rows
+
+    path = synthetic_store(tmp_path / "s.h5", 3000, 16, block=1000)
+    monkeypatch.setattr(_similar, "BLOCK_BYTES", 16 * 4 * 700)  # several blocks
+    own = np.arange(0, 3000, 97)
+    with FeatureStore.open(path) as opened:
+        features = opened.rows(np.arange(3000))
+        queries, usable = unit_rows(features[own]), np.ones(3000, bool)
+        expected = brute_force(features, queries, own, 10)
+        _, exact = _similar._search(opened, queries, own, usable, 10, exact=True)
+        _, indexed = _similar._search(opened, queries, own, usable, 10, exact=False)
+    np.testing.assert_array_equal(exact, expected)
+    indexed = [[row for row in rows if row != mine][:10] for rows, mine in zip(indexed, own)]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(indexed, expected)])
+    assert recall >= 0.95 and [rows[0] for rows in indexed] == list(expected[:, 0])
+
+
+def test_the_index_is_built_once_and_extended_when_the_store_grows(tmp_path):
+    from featx.exploring._similar import cached_index, index_path
+
+    path = synthetic_store(tmp_path / "s.h5", 500, 8)
+    with FeatureStore.open(path) as opened:
+        assert cached_index(opened).ntotal == 500
+    built = index_path(path).stat().st_mtime_ns
+    with FeatureStore.open(path) as opened:
+        cached_index(opened)
+    assert index_path(path).stat().st_mtime_ns == built
+    with FeatureStore.create_or_open(path, synthetic_space()) as opened:
+        opened.commit(keys=["x" * KEY_LENGTH], features=np.ones((1, 8), np.float32), files=[("new.png", 500, 0)])
+    with FeatureStore.open(path) as opened:
+        index = cached_index(opened)
+        assert index.ntotal == 501 and index.search(np.ones((1, 8), np.float32) / np.sqrt(8), 1)[1][0, 0] == 500
+
+
+def test_similar_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path, private_cache):
+    empty = tmp_path / "empty.h5"
+    FeatureStore.create_or_open(empty, synthetic_space()).close()
+    (tmp_path / "notes.jpg").write_text("not an image")
+    cell = next(iter(featx.load_features(store).paths))
+    runs = {
+        "empty store": ["similar", cell, "--store", str(empty)],
+        "not an image": ["similar", str(tmp_path / "notes.jpg"), "--store", str(store), "-q"],
+        "no such query": ["similar", str(tmp_path / "missing.png"), "--store", str(store)],
+    }
+    results = {name: CliRunner().invoke(main, args) for name, args in runs.items()}
+    with FeatureStore.open(store) as opened:  # the queries' extraction store holding another feature space
+        apply = private_cache / "apply" / opened.space.store_path(opened.dtype).name
+    apply.unlink(missing_ok=True)
+    FeatureStore.create_or_open(apply, synthetic_space()).close()
+    results["another feature space"] = CliRunner().invoke(main, runs["not an image"])
+    expected = {"empty store": (1, f"{empty} holds no features"),
+                "not an image": (1, "none of the 1 queries could be used"),
+                "no such query": (2, "missing.png"),
+                "another feature space": (1, "feature space")}
+    for name, (code, text) in expected.items():
+        result = results[name]
+        assert (result.exit_code, text in result.output) == (code, True), (name, result.output)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert "Traceback" not in result.output and len(errors) == 1 and text in errors[0], (name, result.output)
+
+
+# ---- featx map --------------------------------------------------------------------------------------------
+def page_data(page: Path) -> dict:
+    """The data the map's script holds (D), read back from the page."""
+    import json
+    import re
+
+    return json.loads(re.search(r"const D = (\{.*?\}), gd =", page.read_text()).group(1))
+
+
+def test_the_map_page_holds_every_file_and_is_coloured_by_a_models_predictions(store, tmp_path):
+    from featx.classify._fitting import fit as train
+
+    out = tmp_path / "map.html"
+    result = CliRunner().invoke(main, ["map", str(store), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded = featx.load_features(store)
+    data = page_data(out)
+    assert data["paths"] == list(loaded.paths) and data["labels"] == list(loaded.classes[loaded.labels])
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in data["thumbs"])
+    text = out.read_text()
+    assert "<script src" not in text and "<link" not in text  # plotly's script is inlined: no network
+    bundle, _ = train(store, "logreg", cv=2)
+    model = bundle.save(tmp_path / "m.skops")
+    result = CliRunner().invoke(main, ["map", str(store), "--color", "prediction", "--model", str(model), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    predicted = list(np.asarray(bundle.classes, dtype=object)[bundle.pipeline.predict(loaded.features)])
+    assert page_data(out)["predictions"] == predicted
+    assert f'"name":"{predicted[0]} ({predicted.count(predicted[0])})"' in out.read_text()  # a legend entry per prediction
+
+
+def test_map_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path):
+    out = str(tmp_path / "map.html")
+    runs = {
+        "unknown colouring": (["map", str(store), "--color", "size", "--out", out], 2, "'size' is not one of"),
+        "prediction without a model": (["map", str(store), "--color", "prediction", "--out", out], 2, "--color prediction needs --model"),
+        "missing model": (["map", str(store), "--color", "prediction", "--model", str(tmp_path / "no.skops"), "--out", out], 1, "no model file"),
+        "missing audit": (["map", str(store), "--color", "finding", "--audit", str(tmp_path / "none"), "--out", out], 1, "no audit folder"),
+    }
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        runs["umap not installed"] = (["map", str(store), "--method", "umap", "--out", out], 1, 'pip install "featx[umap]"')
+    for name, (args, code, text) in runs.items():
+        result = CliRunner().invoke(main, args)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code == code and len(errors) == 1 and text in errors[0], (name, result.output)
+    assert not Path(out).exists()
+
+
+# ---- in a real browser (headless Chromium) ----------------------------------------------------------------
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+browser = pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here: apt-get install chromium")
+# Run in the page after it loads: counts the points plotly holds, moves the mouse onto the first point (a real
+# mousemove on plotly's drag layer), clicks the first legend entry, and writes what it saw into the DOM.
+PROBE = """
+(async function () {
+  const sleep = ms => new Promise(done => setTimeout(done, ms));
+  await sleep(500);
+  const gd = document.getElementById("map"), seen = {};
+  const shown = () => gd.data.filter(t => t.visible !== "legendonly" && t.name !== "found").reduce((n, t) => n + t.x.length, 0);
+  seen.points = shown();
+  const layout = gd._fullLayout, drag = gd.querySelector(".nsewdrag"), box = drag.getBoundingClientRect();
+  drag.dispatchEvent(new MouseEvent("mousemove", {bubbles: true, clientX: box.left + layout.xaxis.l2p(gd.data[0].x[0]),
+                                                  clientY: box.top + layout.yaxis.l2p(gd.data[0].y[0])}));
+  await sleep(500);
+  const panel = document.getElementById("hover"), img = panel.querySelector("img");
+  seen.hover = {shown: !panel.hidden, width: img.naturalWidth, path: panel.querySelector(".path").textContent,
+                first: gd.data[0].customdata[0]};
+  const toggle = document.querySelector(".legend .traces .legendtoggle"), at = toggle.getBoundingClientRect();
+  const click = {bubbles: true, clientX: at.x + 5, clientY: at.y + 5, buttons: 1};
+  toggle.dispatchEvent(new MouseEvent("mousedown", click));
+  toggle.dispatchEvent(new MouseEvent("mouseup", click));
+  document.dispatchEvent(new MouseEvent("mouseup", click));
+  await sleep(1500);
+  seen.after_legend = shown();
+  seen.hidden_class = gd.data[0].name;
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(seen);
+  document.body.appendChild(out);
+})();
+"""
+IMAGES = """document.body.insertAdjacentHTML("beforeend", '<pre id="probe">' + JSON.stringify(
+  {images: document.images.length, drawn: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length}) + "</pre>");"""
+
+
+def in_chromium(page: Path, script: str) -> dict:
+    """What `script`, run at the end of a copy of `page` in headless Chromium, wrote into #probe."""
+    import json
+    import re
+
+    probe = page.with_name(f"probe-{page.name}")
+    probe.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>"))
+    run = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+                          "--window-size=1200,900", "--virtual-time-budget=20000", "--dump-dom", probe.absolute().as_uri()],
+                         capture_output=True, text=True, timeout=300)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', run.stdout)
+    assert found, run.stderr[-2000:]
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+@browser
+@pytest.mark.slow
+def test_in_a_browser_the_map_shows_a_point_per_file_a_thumbnail_on_hover_and_hides_a_class(store, tmp_path):
+    out = tmp_path / "map.html"
+    assert CliRunner().invoke(main, ["map", str(store), "--out", str(out)]).exit_code == 0
+    loaded, data = featx.load_features(store), page_data(out)
+    seen = in_chromium(out, PROBE)
+    assert seen["points"] == len(loaded.paths) == 20
+    first = seen["hover"]["first"]
+    assert seen["hover"]["shown"] and seen["hover"]["width"] > 0 and seen["hover"]["path"] == data["paths"][first]
+    hidden = seen["hidden_class"].rsplit(" (", 1)[0]
+    assert seen["after_legend"] == 20 - sum(label == hidden for label in data["labels"]) == 15
+
+
+@browser
+@pytest.mark.slow
+def test_in_a_browser_the_similar_page_shows_every_thumbnail(store, elpv_folder, tmp_path):
+    report = tmp_path / "similar.html"
+    queries = [str(p) for p in cells(elpv_folder)[:2]]
+    result = CliRunner().invoke(main, ["similar", *queries, "--store", str(store), "-k", "4", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert in_chromium(report, IMAGES) == {"images": 10, "drawn": 10}
+
+
+def test_the_fit_reports_static_map_points_to_featx_map(tmp_path):
+    from featx.reports._report import Report, metrics
+
+    labels = np.array([0, 1, 0, 1])
+    report = Report(["a", "b"], metrics(labels, labels, ["a", "b"]), {"store": "cache/cells.h5"})
+    assert "featx map cache/cells.h5 --color prediction --model MODEL" in report.html({}, tmp_path)
