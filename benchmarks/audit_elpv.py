@@ -145,7 +145,7 @@ def main() -> None:
         print(f"planted label errors in the top {k}: {len(wrong & set(ranked[:k])) / len(wrong):.1%}")
     print(f"planted label errors flagged by cleanlab: {len(wrong & flagged) / len(wrong):.1%} "
           f"({len(flagged)} flagged in all)")
-    cluster = {os.path.abspath(r[1]): (r[0], r[5]) for r in result.tables["near_duplicates"].rows}
+    cluster = {os.path.abspath(r[1]): (r[0], r[7]) for r in result.tables["near_duplicates"].rows}
     together = [c for c, s in copied.items() if os.path.abspath(c) in cluster
                 and cluster[os.path.abspath(c)][0] == cluster.get(os.path.abspath(s), (None,))[0]]
     print(f"planted near duplicates in their source's cluster: {len(together)} / {len(copied)} = {len(together) / len(copied):.1%}")

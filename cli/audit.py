@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from featx.auditing._audit import DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES
+from featx.auditing._audit import AUTO, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES
 from featx.classify._classifiers import CLASSIFIERS
 
 from .errors import user_errors
@@ -31,8 +31,9 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--test-size", type=number_range(*RANGES["test_size"]), default=0.2, show_default=True,
               help="featx fit's split to check for leaks: its --test-size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="featx fit's --seed; also the folds of the label check.")
-@click.option("--clf", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True,
-              help="Classifier whose out-of-fold probabilities rank the label errors.")
+@click.option("--clf", type=click.Choice([AUTO, *CLASSIFIERS]), default=AUTO, show_default=True,
+              help=f"Classifier whose out-of-fold probabilities rank the label errors; {AUTO}: the best of "
+                   f"{', '.join(CANDIDATES)} by cross-validation.")
 @click.option("--cv", type=number_range(*RANGES["cv"]), default=5, show_default=True, help="Folds for the out-of-fold probabilities.")
 @click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
 @click.option("--drop", default=",".join(DEFAULT_DROP), show_default=True, callback=_kinds,

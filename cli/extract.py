@@ -23,7 +23,8 @@ from .errors import exit_if_nothing_usable, user_errors
 @click.option("--decode", type=click.Choice(parameter_choices("decode")),
               help="reduced: decode large images at a reduced size first (4-7x less decoding for camera photos; "
                    "default for a new store); full: every pixel, as the first stores did (docs/compatibility.md; default for such a store).")
-@click.option("--rehash", is_flag=True, help="Read and hash every file, even those whose stat the store's index knows.")
+@click.option("--rehash", is_flag=True, help="Read and hash every file, even those whose stat the store's index knows; "
+              "also measures (pHash, image statistics) contents stored before featx measured them.")
 @click.option("--store", "-o", type=click.Path(dir_okay=False), help="HDF5 store; default: cache/<model>-<space>.h5.")
 @options.batch_size
 @options.workers

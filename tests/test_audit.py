@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from featx.cli import main
 
 import featx
-from featx.auditing._audit import audit
+from featx.auditing._audit import IMAGE_FINDINGS, audit
 from featx.datasets import load_elpv
 from featx.errors import ParameterError
 
@@ -96,6 +96,20 @@ def test_planted_label_errors_rank_above_the_correct_labels(audited, found):
     assert all(r[6] and r[3] == "defective" for r in rows if str(Path(r[1]).resolve()) in planted)
 
 
+def test_the_label_check_uses_the_classifier_cross_validation_shows_best_and_says_which(audited, found):
+    """#28 point 1: by default the candidates are compared by CV balanced accuracy, the best one ranks, and
+    the audit says which it is and its score (the page shows the notes; the CLI prints them)."""
+    from featx.auditing._audit import CANDIDATES
+
+    note = next(n for n in found.notes if n.startswith("label errors ranked by"))
+    scores = {name: float(note.split(f"{name} ")[1][:5]) for name in CANDIDATES if f"{name} " in note}
+    chosen = note.split("ranked by ")[1].split(",")[0]
+    assert chosen in CANDIDATES and set(scores) == set(CANDIDATES) - {chosen}, note
+    assert float(note.split("CV balanced accuracy ")[1][:5]) >= max(scores.values()), note
+    forced = audit(audited[1], clf="knn", n_jobs=1, progress=False)
+    assert any(n.startswith("label errors ranked by knn, CV balanced accuracy") and "given by --clf" in n for n in forced.notes)
+
+
 def test_photographs_among_cells_are_the_top_outliers(found):
     ranked = [Path(r[1]).name for r in found.tables["outliers"].rows]
     assert {"coffee.png", "astronaut.png"} <= set(ranked[:5])
@@ -114,7 +128,7 @@ def test_near_duplicates_across_a_given_split_are_a_leak(audited, tmp_path):
     split.write_text(f"path,split\n{root / 'chelsea.png'},train\n{root / 'chelsea-q85.jpg'},test\n{root / 'coffee.png'},test\n")
     names = ("chelsea.png", "chelsea-q85.jpg", "coffee.png", "astronaut.png")
     near = audit(audited[1], data=[root / n for n in names], split_csv=split).tables["near_duplicates"].rows
-    assert {(Path(r[1]).name, r[3], r[6]) for r in near} == {("chelsea.png", "train", True), ("chelsea-q85.jpg", "test", True)}
+    assert {(Path(r[1]).name, r[3], r[8]) for r in near} == {("chelsea.png", "train", True), ("chelsea-q85.jpg", "test", True)}
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -129,10 +143,13 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
     assert result.exit_code == 0, result.output
     assert snapshot(root.parent) == before
     assert {p.name for p in out.iterdir()} == {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
-                                               "label_errors.csv", "clean.csv", "audit.html", "manifest.json"}
+                                               "label_errors.csv", "clean.csv", "audit.html", "manifest.json",
+                                               *(f"{name}.csv" for name in IMAGE_FINDINGS)}
+    assert "label errors ranked by" in result.output  # the chosen classifier and its CV score
     page = (out / "audit.html").read_text()
     html5lib.HTMLParser(strict=True).parse(page)
-    assert page.count("<h2>") == 5 and page.count("data:image/jpeg;base64,") >= 10
+    assert "label errors ranked by" in page
+    assert page.count("<h2>") == 5 + len(IMAGE_FINDINGS) and page.count("data:image/jpeg;base64,") >= 10
     with open(out / "clean.csv", newline="") as f:
         kept = {row["path"]: row["label"] for row in csv.DictReader(f)}
     assert not rel(facts["planted"]) & rel(kept)  # label errors dropped
@@ -171,6 +188,20 @@ def test_without_a_store_audit_names_its_own_argument(private_cache):
     assert "--features" not in result.output
 
 
+def test_the_summary_gives_each_finding_each_class_and_the_imbalance_first(audited, found):
+    """#28 point 5: on the terminal and on the page's first section: files per finding, per class its files
+    and share of likely label errors, largest class over smallest."""
+    text = found.summary()
+    flagged = len(found.dropped["label-errors"] & {p for p, label in zip(found.paths, found.labels) if label == "functional"})
+    assert f"class functional: {30 + PLANTED} files, {flagged / (30 + PLANTED):.1%} likely label errors" in text, text
+    assert "class defective: 31 files" in text and f"class imbalance (largest / smallest): {(30 + PLANTED) / 31:.1f}" in text
+    assert f"label-errors {len(found.dropped['label-errors'])}" in text.splitlines()[1]
+    page = (audited[0].parent / "page").joinpath("audit.html")
+    found.write(page.parent)
+    first = page.read_text().split("<h2>")[1]
+    assert first.startswith("Summary") and "files flagged" in first and "likely label errors" in first and "Class imbalance" in first
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"threshold": 1.5}, r"audit: threshold=1.5 is not in \(0.0, 1.0\]"),
     ({"threshold": 0.0}, r"audit: threshold=0.0 is not in \(0.0, 1.0\]"),
@@ -178,7 +209,7 @@ def test_without_a_store_audit_names_its_own_argument(private_cache):
     ({"cv": 1}, r"audit: cv=1 is not in \[2, inf\)"),
     ({"test_size": 1.0}, r"audit: test_size=1.0 is not in \(0.0, 1.0\)"),
     ({"drop": ["typos"]}, "unknown finding 'typos'; valid names: duplicates"),
-    ({"clf": "forest"}, "unknown classifier 'forest'; valid names: logreg"),
+    ({"clf": "forest"}, "unknown classifier 'forest'; valid names: auto, logreg"),
 ])
 def test_audit_refuses_a_bad_parameter_before_reading_the_store(tmp_path, bad, message):
     """One error kind per mistake (issue #26): a ParameterError naming the parameter, whatever the store."""

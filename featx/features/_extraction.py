@@ -144,7 +144,7 @@ def extract_files(
             return ray_batches(paths, keys, extractor, batch_size, ray, ray_actors)
         from featx.features._loader import ImageFiles, local_batches
 
-        return local_batches(ImageFiles(paths, keys, preprocessing), extractor.runner(), batch_size, workers)
+        return local_batches(ImageFiles(paths, keys, preprocessing, measure=True), extractor.runner(), batch_size, workers)
 
     weights_file = extractor.weights.path if isinstance(extractor.weights, FileWeights) else None
     return _execute(path, extractor.space, dtype, FileInputs(images, rehash), compute, progress, weights_file)
@@ -380,6 +380,8 @@ def run_plan(
     if plan.records.new_classes:
         store.commit(classes=plan.records.new_classes)
     store.commit(files=plan.entries, failed=plan.failed, stats=plan.known_stats)
+    if isinstance(plan.inputs, FileInputs) and plan.inputs.rehash:
+        _measure_unmeasured(plan, store)
     failures = _Failures(plan.inputs, plan.records)
     n_extracted = _compute_and_commit(plan, store, compute, progress, failures) if plan.pending else 0
     return ExtractReport(
@@ -390,6 +392,20 @@ def run_plan(
         n_extracted=n_extracted,
         failures=plan.failures + failures.reported,
     )
+
+
+def _measure_unmeasured(plan: RunPlan, store: FeatureStore) -> None:
+    """Measure (pHash, statistics) the stored contents of the plan's files that have none (stores made before
+    the measures), decoding one file of each, without the network: what `--rehash` adds to old stores."""
+    from featx.images._quality import measure_files
+
+    measured, rows = store.quality()[0], set(store.keys())
+    first: dict[str, str] = {}  # unmeasured content -> a file holding it
+    for path, (key, _) in zip(plan.inputs.names, plan.keys):
+        if key in rows and key not in measured:
+            first.setdefault(key, path)
+    found = measure_files(list(first.values()), list(first))
+    store.commit(quality=[(key, *m) for key, m in zip(first, found) if m is not None])
 
 
 def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: bool, failures: _Failures) -> int:
@@ -407,8 +423,9 @@ def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: b
             progress_bar(len(todo), progress) as bar,
             ThreadPoolExecutor(1, thread_name_prefix="featx-writer") as writer,
         ):
-            for indices, features, bad in compute([plan.inputs.items[pending[key][0]] for key in todo], todo):
+            for indices, features, bad, measured in compute([plan.inputs.items[pending[key][0]] for key in todo], todo):
                 keys = [todo[i] for i in indices]
+                quality = [(key, *m) for key, m in zip(keys, measured)] if measured else []
                 entries = [e for n, key in enumerate(keys) for j in pending[key] for e in records.entry(j, next_row + n)]
                 failures.failed, failures.entries = [], []  # this batch's
                 for i, reason, permanent in bad:
@@ -420,7 +437,7 @@ def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: b
                 stat_entries = plan.stats_of(keys + [todo[i] for i, _, permanent in bad if permanent])
                 if committing is not None:
                     committing.result()
-                committing = writer.submit(store.commit, keys, features, entries, failed, stats=stat_entries)
+                committing = writer.submit(store.commit, keys, features, entries, failed, stats=stat_entries, quality=quality)
                 next_row += len(keys)
                 bar.update(len(indices) + len(bad))
             if committing is not None:

@@ -16,14 +16,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from featx.backbones._preprocessing import Preprocessing
 from featx.images._content import content_key, read_bytes, unreadable
+from featx.images._quality import measure, stored_size
 from featx.images._decode import DecodeError
+from featx.images._decode import decode as decode_image
 
 if TYPE_CHECKING:
     from featx.features._engines import Runner
 
 _T = TypeVar("_T")
-# a decoded item: (index, uint8 3 x crop x crop tensor, None, False) or (index, None, reason, permanent)
-Item = tuple[int, torch.Tensor | None, str | None, bool]
+# a decoded item: (index, uint8 3 x crop x crop tensor, None, False) or (index, None, reason, permanent); measured
+# files (`ImageFiles(measure=True)`) add a fifth element, the decoded image's (pHash, statistics) or None
+Item = tuple
 
 
 class ImageFiles(Dataset):
@@ -36,9 +39,10 @@ class ImageFiles(Dataset):
     its features came from, even if a file changes during the run.
     """
 
-    def __init__(self, paths: Sequence[str], keys: Sequence[str], preprocessing: Preprocessing) -> None:
+    def __init__(self, paths: Sequence[str], keys: Sequence[str], preprocessing: Preprocessing, measure: bool = False) -> None:
         self.paths, self.keys = list(paths), list(keys)
         self.preprocessing = preprocessing
+        self.measure = measure  # items get a fifth element: the decoded image's (pHash, statistics), see _quality
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,7 +52,10 @@ class ImageFiles(Dataset):
             data = read_bytes(self.paths[i])
             if content_key(data) != self.keys[i]:
                 return i, None, "file changed during extraction; run again", False
-            return i, self.preprocessing.load(data), None, False
+            if not self.measure:
+                return i, self.preprocessing.load(data), None, False
+            image = decode_image(data, self.preprocessing.min_decode_size)
+            return i, self.preprocessing.geometric()(image), None, False, measure(image, stored_size(data))
         except DecodeError as exc:
             return i, None, str(exc), True
         except OSError as exc:
@@ -74,12 +81,14 @@ class ImageArrays(Dataset):
             return i, None, f"cannot resize: {type(exc).__name__}: {exc}", True
 
 
-def collate(batch: list[Item]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str, bool]]]:
-    """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)])."""
-    good = [(i, t) for i, t, _, _ in batch if t is not None]
-    failed = [(i, reason, permanent) for i, t, reason, permanent in batch if t is None]
+def collate(batch: list[tuple]) -> tuple:
+    """-> (indices of decoded images, N x 3 x H x W uint8 tensor or None, [(index, reason, permanent)]),
+    and when the items were measured (`ImageFiles(measure=True)`) a fourth: the decoded images' measures."""
+    good = [(item[0], item[1]) for item in batch if item[1] is not None]
+    failed = [(i, reason, permanent) for i, t, reason, permanent, *_ in batch if t is None]
     images = torch.stack([t for _, t in good]) if good else None
-    return [i for i, _ in good], images, failed
+    measured = [item[4] for item in batch if item[1] is not None and len(item) > 4]
+    return ([i for i, _ in good], images, failed) + ((measured,) if measured else ())
 
 
 def default_workers(gpu: bool) -> int:
@@ -136,6 +145,7 @@ class FeatureBatch(NamedTuple):
     indices: list[int]
     features: np.ndarray | None
     failures: list[tuple[int, str, bool]]
+    measured: list | None = None  # (pHash, statistics) per index, when measured (see featx.images._quality)
 
 
 PASS_SECONDS = 2.0  # a forward pass runs about this long at most; its rows are committed as it ends
@@ -157,13 +167,14 @@ class Pace:
         self.seconds, self.images = 0.0, 0
 
     def passes(
-        self, indices: list[int], images: torch.Tensor | None, failures: list
-    ) -> Iterator[tuple[list[int], torch.Tensor | None, list]]:
+        self, indices: list[int], images: torch.Tensor | None, failures: list, measured: list | None = None
+    ) -> Iterator[tuple[list[int], torch.Tensor | None, list, list | None]]:
         """A decoded batch as passes of at most `size` images (read as each is taken); failures go with the first."""
         start = 0
         while True:
             end = start + self.size
-            yield indices[start:end], images[start:end] if images is not None else None, [] if start else failures
+            yield (indices[start:end], images[start:end] if images is not None else None, [] if start else failures,
+                   measured[start:end] if measured else None)
             if end >= len(indices):
                 return
             start = end
@@ -192,15 +203,15 @@ def local_batches(dataset: Dataset, runner: Runner, batch_size: int, workers: in
     pace = Pace(batch_size)
     in_flight: collections.deque = collections.deque()
     for batch in loader:
-        for indices, images, failures in pace.passes(*batch):
+        for indices, images, failures, measured in pace.passes(*batch):
             started = pace.timed(lambda: runner.submit(images), len(indices)) if images is not None else None
-            in_flight.append((indices, started, failures))
+            in_flight.append((indices, started, failures, measured))
             while in_flight and (len(in_flight) > 1 or in_flight[0][1] is None or in_flight[0][1].done()):
                 yield _finish(pace, *in_flight.popleft())
     while in_flight:
         yield _finish(pace, *in_flight.popleft())
 
 
-def _finish(pace: Pace, indices: list[int], features, failures: list) -> FeatureBatch:
+def _finish(pace: Pace, indices: list[int], features, failures: list, measured: list | None) -> FeatureBatch:
     result = pace.timed(features.result) if features is not None else None
-    return FeatureBatch(indices, result, failures)
+    return FeatureBatch(indices, result, failures, measured)

@@ -9,6 +9,9 @@ Layout (every dataset is appended; the root attributes hold how many entries of 
     failed/   path, key, reason  files that could not be decoded
     stat/     path, key, size, mtime_ns, inode, ctime_ns   the stat index: a file whose stat is unchanged
               since its entry holds the content `key` and is not read again (the newest entry of a path wins)
+    quality/  key, phash, brightness, contrast, blur, entropy, width, height   of a content, measured on the
+              decoded image at extraction (featx.images._quality; the audit's copies and image findings);
+              stores made before have none until `featx extract --rehash` fills them in
 Text columns (paths, reasons, class names) are stored as `<column>.bytes` (uint8, the texts concatenated) and
 `<column>.ends` (int64, where each text ends), not as HDF5 variable-length strings: those live in HDF5's
 global heap, whose collections are rewritten in place as strings are added, and a writer killed mid-commit
@@ -66,6 +69,7 @@ from featx.errors import (
 )
 from featx.features._space import FeatureSpace
 from featx.images._content import KEY_LENGTH, FileStat
+from featx.images._quality import STATS
 from featx.names import DTYPES
 
 FORMAT = "featx-store/2"
@@ -86,8 +90,11 @@ _TABLES = {  # dataset -> (dtype, commit counter)
     "stat/mtime_ns": (np.int64, "stat"),
     "stat/inode": (np.uint64, "stat"),
     "stat/ctime_ns": (np.int64, "stat"),
+    "quality/key": (f"S{KEY_LENGTH}", "quality"),
+    "quality/phash": (np.uint64, "quality"),
+    **{f"quality/{name}": (np.float32, "quality") for name in STATS},
 }
-COUNTERS = ("rows", "files", "classes", "failed", "stat")  # committed in this order: the stat index last
+COUNTERS = ("rows", "files", "classes", "failed", "quality", "stat")  # committed in this order: the stat index last
 CHUNK_BYTES = 1 << 18
 _CHUNK = 4096  # entries per chunk of the other tables
 _TEXT_PARTS = ((".bytes", np.uint8, 1 << 16), (".ends", np.int64, _CHUNK))  # a text column's datasets, chunk sizes
@@ -649,6 +656,13 @@ class FeatureStore:
         columns = [self._column(f"stat/{field}").tolist() for field in FileStat._fields]
         return dict(zip(paths, zip(map(FileStat._make, zip(*columns)), _decode(self._column("stat/key")))))
 
+    def quality(self) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """(content key -> index, uint64 pHashes, rows x STATS float32) of the contents measured at extraction
+        (the newest entry of a key wins); empty for a store made before these columns."""
+        keys = [k.decode() for k in self._column("quality/key")]
+        stats = np.column_stack([self._column(f"quality/{name}") for name in STATS]) if keys else np.zeros((0, len(STATS)), np.float32)
+        return {key: i for i, key in enumerate(keys)}, self._column("quality/phash"), stats
+
     def rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Feature rows in the given order (any order, repeats allowed)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -815,14 +829,16 @@ class FeatureStore:
         failed: Sequence[tuple[str, str, str]] = (),
         classes: Sequence[str] = (),
         stats: Sequence[tuple[str, FileStat, str]] = (),
+        quality: Sequence[tuple[str, int, Sequence[float]]] = (),
     ) -> None:
         """Append rows (keys + features), file entries (path, row, label), failures (path, key, reason),
-        class names and stat entries (path, stat, key), then commit them all at once."""
+        class names, stat entries (path, stat, key) and measures (key, pHash, STATS values), then commit
+        them all at once."""
         self._file_lock.lock(exclusive=True)
         try:
-            self._check_room(features, [*files, *failed, *stats], classes)
+            self._check_room(features, [*files, *failed, *stats, *quality], classes)
             try:
-                self._commit(keys, features, files, failed, classes, stats)
+                self._commit(keys, features, files, failed, classes, stats, quality)
             except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for a failed flush
                 raise self._write_failed(exc) from None
         finally:
@@ -859,7 +875,7 @@ class FeatureStore:
             message += f", but its file may be damaged: featx info --check {self.path}"
         return StoreWriteError(message, self.path, kept)
 
-    def _commit(self, keys, features, files, failed, classes, stats) -> None:
+    def _commit(self, keys, features, files, failed, classes, stats, quality=()) -> None:
         counts = {c: self.count(c) for c in COUNTERS}
         if len(keys):
             features = np.asarray(features, dtype=self.dtype)
@@ -880,8 +896,14 @@ class FeatureStore:
             self._append("stat/key", np.array([s[2] for s in stats], dtype=f"S{KEY_LENGTH}"), counts)
             for n, field in enumerate(FileStat._fields):
                 self._append(f"stat/{field}", [s[1][n] for s in stats], counts)
+        if quality:
+            self._append("quality/key", np.array([q[0] for q in quality], dtype=f"S{KEY_LENGTH}"), counts)
+            self._append("quality/phash", np.array([q[1] for q in quality], dtype=np.uint64), counts)
+            for n, name in enumerate(STATS):
+                self._append(f"quality/{name}", [q[2][n] for q in quality], counts)
         self.h5.flush()  # the data reach the file before the counts that make them visible
-        added = {"rows": len(keys), "files": len(files), "failed": len(failed), "classes": len(classes), "stat": len(stats)}
+        added = {"rows": len(keys), "files": len(files), "failed": len(failed), "classes": len(classes), "stat": len(stats),
+                 "quality": len(quality)}
         for counter in COUNTERS:
             if added[counter]:
                 self.h5.attrs[counter] = counts[counter] + added[counter]
@@ -962,7 +984,13 @@ def _create_tables(h5: h5py.File) -> None:
                 if name + part in h5:  # left by an upgrade that was killed before it committed
                     del h5[name + part]
                 h5.create_dataset(name + part, shape=(0,), maxshape=(None,), dtype=part_dtype, chunks=(chunk,))
-        elif name not in h5:
+    _add_tables(h5)
+
+
+def _add_tables(h5: h5py.File) -> None:
+    """Create the (empty) tables other than text columns, and counters, that a store lacks."""
+    for name, (dtype, _) in _TABLES.items():
+        if dtype is not _TEXT and name not in h5:
             h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK,))
     for counter in COUNTERS:
         if counter not in h5.attrs:
@@ -972,8 +1000,10 @@ def _create_tables(h5: h5py.File) -> None:
 def _upgrade(h5: h5py.File) -> None:
     """Give a "featx-store/1" store this format's tables (byte-array text columns, the stat index). The committed
     texts are copied into byte arrays, and the format attribute, written last, commits the upgrade: a kill
-    before it leaves a store that upgrades again next time. The old variable-length datasets stay, unused."""
+    before it leaves a store that upgrades again next time. The old variable-length datasets stay, unused.
+    A store of this format made before the quality columns gains them, empty."""
     if h5.attrs["format"] == FORMAT:
+        _add_tables(h5)
         return
     texts = {}
     for name, (dtype, counter) in _TABLES.items():
