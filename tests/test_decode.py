@@ -190,8 +190,10 @@ def test_image_under_four_times_the_target_decodes_exactly_as_before(chelsea, fm
     assert torch.equal(lite0("reduced").load(data), lite0("full").load(data))
 
 
-def test_unknown_decode_mode_is_refused():
+def test_unknown_decode_mode_is_refused(tmp_path):
+    import featx
     from featx.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="decode mode 'fast'.*full, reduced"):
-        lite0("fast")
+        featx.extract(tmp_path, decode="fast", store=tmp_path / "s.h5")  # checked before anything is read
+    assert not (tmp_path / "s.h5").exists()

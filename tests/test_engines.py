@@ -102,8 +102,8 @@ def test_auto_picks_onnx_on_cpu_and_torch_elsewhere(small_network, tmp_path, mon
     assert engines.select_runner(lambda: small_network, cuda, "auto", tmp_path / "m.onnx") == ("torch", cuda)
     with pytest.raises(FeatxError, match="CPU only"):
         engines.select_runner(lambda: small_network, cuda, "onnx", tmp_path / "m.onnx")
-    with pytest.raises(FeatxError, match="unknown engine"):
-        engines.select_runner(lambda: small_network, cpu, "tensorrt", tmp_path / "m.onnx")
+    with pytest.raises(FeatxError, match="unknown engine 'tensorrt'"):  # checked once, by extract's parameters
+        featx.extract(tmp_path, engine="tensorrt", store=tmp_path / "s.h5")
 
 
 def test_missing_onnxruntime_gives_the_install_hint(cells, tmp_path, small_network, monkeypatch):
