@@ -13,8 +13,10 @@ from .errors import user_errors
 @click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True,
               help="parquet: one row per file with an embedding column; npy: a matrix plus OUT.csv of path,label,key.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="File to write (default: STORE_STEM.FORMAT here).")
+@click.option("--split-csv", "split", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of path,split (e.g. train/test, as featx audit --split-csv reads it): adds a split column.")
 @user_errors
-def export(store, fmt, out):
+def export(store, fmt, out, split):
     """Export a store's embeddings with path, label and content key, for pandas, polars, DuckDB or LanceDB.
 
     Reads the store in blocks: a store larger than memory exports in bounded memory.
@@ -27,5 +29,5 @@ def export(store, fmt, out):
     path = pick_store(store, "featx export STORE")
     if out:
         check_output(out, "--out")
-    written = export_embeddings(path, fmt, out)
+    written = export_embeddings(path, fmt, out, split=split)
     click.echo(f"written: {', '.join(map(str, written))}")

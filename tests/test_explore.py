@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,22 @@ def test_npy_export_is_the_matrix_and_a_csv_in_the_same_order(tmp_path):
     np.testing.assert_array_equal(np.load(written[0]), loaded.features)
     with open(written[1], newline="") as handle:
         assert list(csv.reader(handle)) == [["path", "label", "key"], *map(list, zip(loaded.paths, labels, keys))]
+
+
+def test_export_adds_the_split_of_a_csv_of_path_split(store, tmp_path):
+    import pyarrow.parquet as pq
+
+    loaded, _, _ = expected_rows(store)
+    named = {os.path.abspath(path): ("test" if i % 3 == 0 else "train") for i, path in enumerate(loaded.paths[:-2])}
+    (tmp_path / "split.csv").write_text("path,split\n" + "".join(f"{p},{s}\n" for p, s in named.items()))
+    expected = [named.get(os.path.abspath(path)) for path in loaded.paths]  # the last two: in no split
+    out = tmp_path / "cells.parquet"
+    result = CliRunner().invoke(main, ["export", str(store), "--out", str(out), "--split-csv", str(tmp_path / "split.csv")])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).column("split").to_pylist() == expected
+    written = featx.export_embeddings(store, "npy", tmp_path / "e.npy", split=tmp_path / "split.csv")
+    with open(written[1], newline="") as handle:
+        assert [row["split"] for row in csv.DictReader(handle)] == [s or "" for s in expected]
 
 
 # Peak RSS from /proc (VmHWM, reset through clear_refs): ru_maxrss would start at the forking parent's RSS.

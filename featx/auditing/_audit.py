@@ -486,16 +486,6 @@ def _label_errors(files: _Files, clf: str, cv: int, seed: int, n_jobs, step: Cal
     return table, flagged, int(issue.sum()), notes
 
 
-def read_split(path: str | os.PathLike) -> dict[str, str]:
-    """path -> split name from a CSV of path,split (paths relative to the CSV; header optional)."""
-    from featx.images._inputs import display_path, read_csv
-
-    split = {display_path(p): s for p, s in read_csv(Path(path)) if s}
-    if not split:
-        raise BadInputError(f"{path}: no rows of path,split")
-    return split
-
-
 def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: int = 0) -> dict[int, str]:
     """Store row -> "train" or "test" exactly as `featx fit` with these options splits the store."""
     from featx.classify._fitting import samples
@@ -507,6 +497,8 @@ def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: in
 def _file_splits(store: FeatureStore, files: _Files, split_csv, test_size: float, seed: int, notes: list[str]) -> list[str]:
     """The split of each file: from `split_csv`, else featx fit's own split of the store, else ""."""
     if split_csv is not None:
+        from featx.images._inputs import read_split
+
         split = read_split(split_csv)
         return [split.get(p, "") for p in files.paths]
     if not any(files.labels):

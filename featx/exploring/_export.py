@@ -1,7 +1,7 @@
 """`featx export`: a store's embeddings in a layout that pandas, polars, DuckDB and LanceDB read directly.
 
-parquet: one row per file (path, label, key, embedding: a fixed-size list of float32); npy: the float32
-matrix plus OUT.csv (path, label, key) in the same order. Files in `load_features`'s order (sorted by path).
+parquet: one row per file (path, label, key, [split,] embedding: a fixed-size list of float32); npy: the float32
+matrix plus OUT.csv (path, label, key[, split]) in the same order; the split column when a CSV of path,split is given. Files in `load_features`'s order (sorted by path).
 The store is read in blocks of rows and each block written before the next is read, so a store larger than
 memory exports in bounded memory (tests/test_explore.py measures 100,000 rows).
 """
@@ -38,7 +38,7 @@ class Rows:
     """The files of a store with features, in `load_features`'s order: path, label name ("" when none),
     content key and row; `blocks` reads their features a block at a time."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, split: dict[str, str] | None = None) -> None:
         files = sorted(store.files().items())
         if not files:
             raise BadInputError(f"{store.path} holds no features: featx extract DATA --store {store.path} first")
@@ -48,6 +48,13 @@ class Rows:
         self.rows = np.array([row for _, (row, _) in files], dtype=np.int64)
         self.labels = [classes[label] if label >= 0 else "" for _, (_, label) in files]
         self.keys = [keys[row] for row in self.rows]
+        self.splits = None if split is None else [split.get(path, "") for path in self.paths]
+
+    def columns(self, part: slice = slice(None)) -> dict[str, list[str | None]]:
+        """The text columns of the files in `part` by name ("" written as null)."""
+        texts = {"path": self.paths, "label": self.labels, "key": self.keys,
+                 **({"split": self.splits} if self.splits is not None else {})}
+        return {name: [value or None for value in column[part]] for name, column in texts.items()}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,16 +68,18 @@ class Rows:
 
 
 def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: str | os.PathLike | None = None,
-                      block_bytes: int | None = None) -> list[Path]:
+                      block_bytes: int | None = None, split: str | os.PathLike | None = None) -> list[Path]:
     """Write the store's embeddings as `format` ("parquet" or "npy") to `out` (default: STORE_STEM.FORMAT in
-    the working folder); returns the files written (npy: the matrix, then its CSV of metadata)."""
+    the working folder); returns the files written (npy: the matrix, then its CSV of metadata). `split`: a CSV
+    of path,split (as `featx audit --split-csv` reads it) whose names fill a split column ("" for files it omits)."""
+    from featx.images._inputs import read_split
     from featx.outputs import atomic_path, atomic_write
 
     if format not in FORMATS:
         raise BadInputError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
     out = Path(out) if out else Path(f"{Path(store).stem}.{format}")
     with FeatureStore.open(store, warn=True) as opened:
-        rows = Rows(opened)
+        rows = Rows(opened, None if split is None else read_split(split))
         if format == "parquet":
             pa, pq = pyarrow()
             with atomic_path(out) as tmp:
@@ -83,19 +92,19 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
             for _, features in rows.blocks(block_bytes):
                 handle.write(features.astype("<f4", copy=False).tobytes())
         with atomic_write(meta, "w", newline="", encoding="utf-8") as handle:
+            columns = rows.columns()
             writer = csv.writer(handle)
-            writer.writerow(["path", "label", "key"])
-            writer.writerows(zip(rows.paths, rows.labels, rows.keys))
+            writer.writerow(list(columns))
+            writer.writerows(zip(*([value or "" for value in column] for column in columns.values())))
         return [out, meta]
 
 
 def _write_parquet(rows: Rows, path: Path, pa, pq, block_bytes: int | None) -> None:
     width = rows.store.n_features
-    schema = pa.schema([("path", pa.string()), ("label", pa.string()), ("key", pa.string()),
-                        ("embedding", pa.list_(pa.float32(), width))])
+    texts = list(rows.columns(slice(0)))
+    schema = pa.schema([*((name, pa.string()) for name in texts), ("embedding", pa.list_(pa.float32(), width))])
     # dictionaries for the texts only: trying one on the embeddings cost memory and time for nothing
-    with pq.ParquetWriter(path, schema, use_dictionary=["path", "label", "key"]) as writer:
+    with pq.ParquetWriter(path, schema, use_dictionary=texts) as writer:
         for part, features in rows.blocks(block_bytes):  # one row group per block
-            labels = [label or None for label in rows.labels[part]]
             embedding = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), width)
-            writer.write_table(pa.table([rows.paths[part], labels, rows.keys[part], embedding], schema=schema))
+            writer.write_table(pa.table([*rows.columns(part).values(), embedding], schema=schema))

@@ -46,6 +46,15 @@ def display_path(path: str | os.PathLike) -> str:
     return absolute if relative.startswith("..") else relative
 
 
+def read_split(path: str | os.PathLike) -> dict[str, str]:
+    """path (as `display_path` gives it) -> split name, from a CSV of path,split (paths relative to the CSV;
+    header optional)."""
+    split = {display_path(p): s for p, s in read_csv(Path(path)) if s}
+    if not split:
+        raise BadInputError(f"{path}: no rows of path,split")
+    return split
+
+
 def _walk(root: str) -> Iterable[tuple[str, str | None]]:
     """(path, class folder name or None) for every image below root, sorted; paths start with root as given.
 
