@@ -33,28 +33,17 @@ def map_(store, colour, method, model, audit, out, unsafe_pickle):
 
     check_output(out, "--out")
     path = pick_store(store, "featx map STORE")
-    predictions = _predictions(model, path, unsafe_pickle) if model else None
+    predictions = None
+    if model:
+        from featx.classify._bundle import load_bundle
+
+        predictions = load_bundle(model, unsafe_pickle=unsafe_pickle).predict_store(path)
     findings = None
     if audit:
         from featx.auditing._audit import KINDS
 
         findings = audit_findings(audit, KINDS)
     click.echo(f"written: {embedding_map(path, out, method=method, colour=colour, predictions=predictions, findings=findings)}")
-
-
-def _predictions(model: str, store, unsafe_pickle: bool) -> dict[str, str]:
-    """path -> the class MODEL predicts from the store's features (refused for another feature space)."""
-    import numpy as np
-
-    from featx.classify._bundle import load_bundle
-    from featx.features._store import FeatureStore
-
-    bundle = load_bundle(model, unsafe_pickle=unsafe_pickle)
-    with FeatureStore.open(store, warn=True) as opened:
-        bundle.check_space(opened.space, opened.dtype)
-        loaded = opened.load()
-    predicted = bundle.pipeline.predict(loaded.features) if len(loaded.paths) else []
-    return dict(zip(loaded.paths, np.asarray(bundle.classes, dtype=object)[predicted]))
 
 
 map = map_  # the name LazyGroup looks up

@@ -87,6 +87,14 @@ class ModelBundle:
         if dtype is not None and dtype != self.dtype:
             raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")
 
+    def predict_store(self, store: str | os.PathLike) -> dict[str, str]:
+        """path -> the class predicted from the features `store` holds for it (refused for another feature space)."""
+        with FeatureStore.open(store, warn=True) as opened:
+            self.check_space(opened.space, opened.dtype)
+            loaded = opened.load()
+        predicted = self.pipeline.predict(loaded.features) if len(loaded.paths) else []
+        return dict(zip(loaded.paths, np.asarray(self.classes, dtype=object)[predicted]))
+
     def training_store(self) -> Path:
         """The store the pipeline was trained on, as `featx fit` recorded it (a model from before it did: the
         default store of its feature space)."""
