@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError
+from featx.errors import BadInputError
 from featx.features._neighbours import EXACT_ROWS, HNSW_EF, hnsw_index, top, unit_rows
 from featx.features._store import FeatureStore
+from featx.images._failures import failure_lines
 
 if TYPE_CHECKING:
     import faiss
@@ -97,7 +98,7 @@ def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str
         if new:
             features[~found], found[~found], failures = _extract(opened, new, device, engine, progress)
         if not found.any():
-            reasons = "; ".join(f"{path}: {reason}" for path, reason in failures[:3])
+            reasons = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
             raise BadInputError(f"none of the {len(images)} queries could be used ({reasons})")
         of_row: dict[int, list[tuple[str, int]]] = {}
         for path, (row, label) in sorted(files.items()):
