@@ -158,8 +158,11 @@ def test_an_audit_says_each_step_on_stderr(tmp_path):
     result = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     steps = [line.split(": ", 1)[1] for line in result.stderr.splitlines() if line.startswith("audit ")]
+    from featx.auditing._audit import CANDIDATES  # --clf auto: each candidate's out-of-fold probabilities
+
     assert steps[1:] == [f"10 nearest neighbours of {2 * HALF} images ({2 * HALF} files)", "duplicates, near duplicates and outliers",
-                         f"label errors: 17 fits of logreg on {2 * HALF} images (out-of-fold probabilities, 2 folds)", "done"]
+                         *(f"label errors: out-of-fold probabilities of {name} on {2 * HALF} images (2 folds)" for name in CANDIDATES),
+                         "done"]
     quiet = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-q", "-o", str(tmp_path / "q")])
     assert quiet.exit_code == 0 and "audit " not in quiet.stderr
 
