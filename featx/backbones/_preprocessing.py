@@ -75,9 +75,14 @@ class Preprocessing:
         `load` runs it for every image)."""
         return _geometric(self.resize, self.crop, self.interpolation, REDUCING_GAP if self.decode == "reduced" else None)
 
+    def decoded(self, data: bytes) -> Image.Image:
+        """Encoded image bytes -> the upright RGB image `load` resizes (at reduced scale in "reduced" mode;
+        raises `DecodeError` for bad bytes)."""
+        return decode_image(data, self.min_decode_size)
+
     def load(self, data: bytes) -> torch.Tensor:
         """Encoded image bytes -> uint8 3 x crop x crop tensor (raises `DecodeError` for bad bytes)."""
-        return self.geometric()(decode_image(data, self.min_decode_size))
+        return self.geometric()(self.decoded(data))
 
 
 @functools.cache

@@ -18,7 +18,6 @@ from featx.backbones._preprocessing import Preprocessing
 from featx.images._content import content_key, read_bytes, unreadable
 from featx.images._quality import measure, stored_size
 from featx.images._decode import DecodeError
-from featx.images._decode import decode as decode_image
 
 if TYPE_CHECKING:
     from featx.features._engines import Runner
@@ -54,7 +53,7 @@ class ImageFiles(Dataset):
                 return i, None, "file changed during extraction; run again", False
             if not self.measure:
                 return i, self.preprocessing.load(data), None, False
-            image = decode_image(data, self.preprocessing.min_decode_size)
+            image = self.preprocessing.decoded(data)
             return i, self.preprocessing.geometric()(image), None, False, measure(image, stored_size(data))
         except DecodeError as exc:
             return i, None, str(exc), True
