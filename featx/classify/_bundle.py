@@ -213,29 +213,6 @@ def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarra
         return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.width)), str(exc)
 
 
-def _extracted_rows(bundle: ModelBundle, images: ImageList, weights, device: str = "auto", **options):
-    """Extract `images` in the bundle's feature space; (their features, zero where missing; mask of the files
-    that have them; the ExtractReport).
-
-    Unless `store` is given, into a store of their own under cache/apply/, never the store a model was
-    trained on: images predicted or evaluated must not join the next `featx fit`'s training data.
-    """
-    from featx.features._extraction import extract_files
-    from featx.features._space import cache_dir
-    from featx.outputs import check_output
-
-    if options.get("store") is None:
-        options["store"] = check_output(cache_dir() / "apply" / bundle.space.store_path(bundle.dtype).name,
-                                        "working folder (or set FEATX_CACHE)")
-    done = extract_files(images, bundle.extractor(weights, device), dtype=bundle.dtype, **options)
-    if not done.store.exists():  # every file failed, and no store was kept
-        return np.zeros((len(images), bundle.width)), np.zeros(len(images), dtype=bool), done
-    with FeatureStore.open(done.store) as opened:
-        bundle.check_space(opened.space, opened.dtype)
-        features, found = opened.features_for(images.paths)
-    return features, found, done
-
-
 def _bundle_features(bundle: ModelBundle, data, weights, tta: str, **options):
     """The images in `data` and their features in the bundle's feature space: rows of the training store where
     it holds their content, the others extracted. Returns (images, features, mask of the files that have
@@ -257,7 +234,11 @@ def _bundle_features(bundle: ModelBundle, data, weights, tta: str, **options):
     rest, extracted = np.flatnonzero(~found), None
     if len(rest):
         others = ImageList([images.paths[i] for i in rest], images.labels[rest], images.classes, images.roots)
-        features[rest], found[rest], extracted = _extracted_rows(bundle, others, weights, **options)
+        from featx.features._extraction import extract_aside
+
+        device = options.pop("device", "auto")
+        features[rest], found[rest], extracted = extract_aside(others, bundle.extractor(weights, device), bundle.dtype,
+                                                               bundle.width, bundle.check_space, **options)
     return images, features, found, Sources(len(held), extracted, unused)
 
 

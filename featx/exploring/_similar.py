@@ -26,6 +26,8 @@ from featx.images._failures import failure_lines
 if TYPE_CHECKING:
     import faiss
 
+    from featx.features._space import FeatureSpace
+
 K = 10
 BLOCK_BYTES = 64 << 20  # stored features read at a time by the exact search and the index's additions
 
@@ -116,24 +118,21 @@ def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str
 
 
 def _extract(opened: FeatureStore, paths: list[str], device: str, engine: str, progress: bool):
-    """(features, found mask, failures) of `paths` extracted in the store's own feature space into
-    cache/apply/ (never into the store searched: queries are not part of the data)."""
-    from featx.features._extraction import extract_files
+    """(features, found mask, failures) of `paths` extracted in the store's own feature space, aside (never into
+    the store searched: queries are not part of the data)."""
+    from featx.features._extraction import extract_aside
     from featx.features._extractor import Extractor
-    from featx.features._space import cache_dir
     from featx.images._inputs import ImageList
 
     space = opened.space
+
+    def check(applied: FeatureSpace, dtype: str) -> None:
+        space.check_same(applied, "searched store has", "query store has",
+                         f"the queries' store holds another feature space than {opened.path}: remove it")
+
     extractor = Extractor(space, space.weights_source(opened.weights_file), device, engine)
     images = ImageList(paths, np.full(len(paths), -1, dtype=np.int64))
-    done = extract_files(images, extractor, store=cache_dir() / "apply" / space.store_path(opened.dtype).name,
-                         dtype=opened.dtype, progress=progress)
-    if not done.store.exists():  # every query failed, and no store was kept
-        return np.zeros((len(paths), opened.n_features), np.float32), np.zeros(len(paths), bool), done.failures
-    with FeatureStore.open(done.store) as applied:
-        space.check_same(applied.space, "searched store has", "query store has",
-                         f"{done.store} holds another feature space than {opened.path}: remove it")
-        features, found = applied.features_for(paths)
+    features, found, done = extract_aside(images, extractor, opened.dtype, opened.n_features, check, progress=progress)
     return features, found, done.failures
 
 

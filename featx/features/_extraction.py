@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 from featx.errors import ExtractionInterrupted
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 from featx.backbones._weights import FileWeights
 from featx.features._extractor import Extractor, settle_space
-from featx.features._space import FeatureSpace
+from featx.features._space import FeatureSpace, cache_dir
 from featx.features._store import FAILED, VANISHED, FeatureStore
 from featx.images._content import FileStat, content_keys, stats
 from featx.images._failures import failure_lines
@@ -172,6 +173,33 @@ def extract_arrays(
         return local_batches(ImageArrays(items, extractor.preprocessing), extractor.runner(), batch_size, 0)
 
     return _execute(Path(store), extractor.space, "float32", inputs, compute, progress)
+
+
+def extract_aside(
+    images: ImageList,
+    extractor: Extractor,
+    dtype: str,
+    width: int,
+    check: Callable[[FeatureSpace, str], None],
+    store: str | os.PathLike | None = None,
+    **options: object,
+) -> tuple[np.ndarray, np.ndarray, ExtractReport]:
+    """Features of `images` that belong to no data set (images predicted, evaluated or searched for), extracted
+    into `store`, by default a store of their own under cache/apply/ (never a store they are compared with:
+    they must not join the next fit's training data): (features, zero where missing; mask of the images that
+    have them; the report). `check(space, dtype)` refuses that store's feature space if it is not the caller's."""
+    from featx.outputs import check_output
+
+    if store is None:
+        store = check_output(cache_dir() / "apply" / extractor.space.store_path(dtype).name,
+                             "working folder (or set FEATX_CACHE)")
+    done = extract_files(images, extractor, store=store, dtype=dtype, **options)
+    if not done.store.exists():  # every file failed, and no store was kept
+        return np.zeros((len(images), width), np.float32), np.zeros(len(images), dtype=bool), done
+    with FeatureStore.open(done.store) as opened:
+        check(opened.space, opened.dtype)
+        features, found = opened.features_for(images.paths)
+    return features, found, done
 
 
 def _execute(
