@@ -11,8 +11,9 @@ Prints, per configuration, mean ± std over seeds of the 4-class accuracy, the b
 binary accuracy (defective if probability >= 0.5) and the CV accuracy, next to the paper's numbers.
 
 `--compare`: per seed, `featx.compare` on the same split (the test part given as a CSV): EfficientNet-Lite0/1/2
-frozen at 300 px, GeM-pooled late stages, with and without the 8 symmetries, plus the fine-tuned Lite0 of each seed
-when `--out` holds it (from `--finetune`), an RBF SVM each, and the fusions of the `--fuse` best; the winner is
+frozen at 300 px, GeM-pooled late stages, with and without the 8 symmetries, plus Lite0 fine-tuned on each seed's
+training part with `featx finetune`'s defaults (trained into `--out` when missing, reused after; at its own 224 px), an
+RBF SVM each, and the fusions of the `--fuse` best; the winner is
 chosen by CV alone, then scored once on the test part. Prints each seed's leaderboard and the winners' mean.
 
 `--finetune`: per seed, `featx.finetune` on the training part only (its own stratified validation part picks
@@ -229,11 +230,18 @@ def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strat
                   "ttas": ["none"] if quick else ["none", "d4"], "clfs": ["svm"]}
     winners = []
     for seed in seeds:
-        _, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strata, random_state=seed)
-        test_csv = folder / f"test-{seed}.csv"
-        with open(test_csv, "w", newline="") as f:
-            csv.writer(f).writerows([filenames[i], classes[y[i]]] for i in test)
-        tuned = [folder / f"lite0-seed{seed}.safetensors"] if (folder / f"lite0-seed{seed}.safetensors").is_file() else []
+        train, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strata, random_state=seed)
+        test_csv, train_csv = folder / f"test-{seed}.csv", folder / f"train-{seed}.csv"
+        for part, listing in ((test, test_csv), (train, train_csv)):
+            with open(listing, "w", newline="") as f:
+                csv.writer(f).writerows([filenames[i], classes[y[i]]] for i in part)
+        tuned = folder / f"lite0-seed{seed}.safetensors"
+        if not tuned.is_file() and not quick:  # featx finetune's defaults, on the training part only
+            started = time.perf_counter()
+            result = featx.finetune(train_csv, out=tuned, seed=seed, resume=True, progress=False, log=print)
+            print(f"seed {seed}: fine-tuned in {time.perf_counter() - started:.0f} s, kept epoch {result.best_epoch}",
+                  flush=True)
+        tuned = [tuned] if tuned.is_file() else []
         result = featx.compare(data, **candidates, weights=tuned, fuse=fuse, split_csv=test_csv, seed=seed, n_jobs=-1,
                                out=folder / f"compare-seed{seed}", progress=False)
         print(f"seed {seed}:\n{result.table()}", flush=True)

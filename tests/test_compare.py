@@ -160,8 +160,13 @@ def test_a_failing_candidate_is_reported_and_the_others_run(compared, elpv_folde
 
 
 def test_weights_fine_tuned_on_a_test_image_are_refused(elpv_folder, tmp_path):
+    """... and a fine-tuned file is a candidate at the size it was trained at, whatever sizes are listed."""
+    from featx.comparing._candidates import candidates
+
     tuned = featx.finetune(elpv_folder, out=tmp_path / "tuned.safetensors", image_size=32, freeze_epochs=1, epochs=0,
                            batch_size=8, val_size=0, workers=0, progress=False).path
+    listed = candidates("efficientnet_lite0", None, "avg", [48, 64], "none", [tuned], "logreg")
+    assert [c.image_size for c in listed] == [48, 64, 32] and listed[2].weights == str(tuned)
     result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--weights", str(tuned), "--image-size", "32",
                                        "--cv", "2", "--out", str(tmp_path / "out"), "-q"])
     assert result.exit_code == 1

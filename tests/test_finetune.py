@@ -172,11 +172,14 @@ def test_images_streamed_from_disk_when_they_do_not_fit_train_the_same(trained, 
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
-def test_freeze_until_keeps_early_layers_and_their_statistics_pretrained(cells, tmp_path):
+def test_by_default_the_stride_4_stages_keep_their_pretrained_weights_and_statistics(cells, tmp_path):
+    """freeze_until=auto (the default): Lite0's stem, blocks.0 and blocks.1 (outputs at 1/2 and 1/4 of the input)
+    stay pretrained, BatchNorm statistics included; blocks.2 on learns. `none` trains them all."""
     from featx.backbones._registry import get_backbone
 
-    result = featx.finetune(cells, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=0, epochs=1,
-                            batch_size=8, val_size=0, freeze_until="blocks.1", workers=0, progress=False)
+    settings = dict(image_size=32, freeze_epochs=0, epochs=1, batch_size=8, val_size=0, workers=0, progress=False)
+    result = featx.finetune(cells, out=tmp_path / "m.safetensors", **settings)
+    everything = featx.finetune(cells, out=tmp_path / "all.safetensors", freeze_until="none", **settings)
     backbone = get_backbone("efficientnet_lite0")
     base, tuned = backbone.build_model(backbone.weights(None)).state_dict(), load_file(result.path)
     early = [k for k in base if k.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1."))]
@@ -184,6 +187,23 @@ def test_freeze_until_keeps_early_layers_and_their_statistics_pretrained(cells, 
     assert any("running_mean" in k for k in early) and later
     assert all(torch.equal(base[k], tuned[k]) for k in early)
     assert not any(torch.equal(base[k], tuned[k]) for k in later)
+    assert load_finetuned(result.path).metadata["frozen_until"] == "blocks.1"
+    trained_all = load_file(everything.path)
+    assert not any(torch.equal(base[k], trained_all[k]) for k in early if k.endswith("running_mean"))
+    assert load_finetuned(everything.path).metadata["frozen_until"] is None
+
+
+@pytest.mark.parametrize(("model", "layer"), [("resnet18", "layer1"), ("vgg16", "features.15"),
+                                              ("mobilenet_v3_small", "features.1"), ("timm/vit_tiny_patch16_224", None)])
+def test_auto_freezing_finds_each_networks_last_stage_at_a_quarter_of_the_resolution(model, layer):
+    """Found from one forward pass (random weights here): the same rule names each family's own stage, and a
+    vision transformer, without such feature maps, trains every layer."""
+    from featx.backbones._registry import get_backbone
+    from featx.finetuning._model import _frozen_until
+
+    network = get_backbone(model).build()
+    assert _frozen_until(network, "auto", 224, torch.device("cpu")) == layer
+    assert _frozen_until(network, "none", 224, torch.device("cpu")) is None
 
 
 def test_ordinal_targets_make_a_near_miss_cost_less_than_a_far_one():

@@ -56,7 +56,9 @@ Listed = Any  # a value or a sequence of values
 def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Listed, ttas: Listed, weights: Listed,
                clfs: Listed) -> list[Candidate]:
     """The product of the lists, checked before anything runs (one line for an unknown name). A weights file
-    makes candidates of the model it was fine-tuned from (its metadata), else of each model listed."""
+    makes candidates of the model it was fine-tuned from (its metadata), else of each model listed; a
+    fine-tuned file's candidates take the image size it was trained at, in place of `image_sizes` (its network
+    learned the images at that scale)."""
     from featx.backbones._registry import get_backbone
     from featx.classify._classifiers import get_classifier
 
@@ -71,26 +73,28 @@ def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Li
     for tta in _listed(ttas):
         if tta not in TTAS:
             raise UnknownNameError("test-time augmentation", tta, TTAS)
-    bases = [(model, None) for model in models]
-    bases += [(base, str(w)) for w in weights if w is not None for base in _fine_tuned_base(w, models)]
-    settings = itertools.product(_listed(layers), _listed(poolings), _listed(image_sizes), _listed(ttas), _listed(clfs))
-    return [Candidate(model, layer, pooling, size, tta, w, clf)
-            for (model, w), (layer, pooling, size, tta, clf) in itertools.product(bases, list(settings))]
+    bases = [(model, None, None) for model in models]
+    bases += [(base, str(w), size) for w in weights if w is not None for base, size in _fine_tuned(w, models)]
+    settings = list(itertools.product(_listed(layers), _listed(poolings), _listed(image_sizes), _listed(ttas),
+                                      _listed(clfs)))
+    made = [Candidate(model, layer, pooling, trained or size, tta, w, clf)
+            for (model, w, trained), (layer, pooling, size, tta, clf) in itertools.product(bases, settings)]
+    return list(dict.fromkeys(made))  # a trained size stands for every listed one: once each
 
 
-def _fine_tuned_base(weights, models: list[str]) -> list[str]:
-    """The model a weights file was fine-tuned from; the models listed for another file (or one that cannot
-    be read: its candidates then fail and are reported)."""
+def _fine_tuned(weights, models: list[str]) -> list[tuple[str, int | None]]:
+    """The model a weights file was fine-tuned from and the image size it was trained at; the models listed
+    (no size) for another file, or one that cannot be read (its candidates then fail and are reported)."""
     from featx.backbones._weights import is_safetensors, safetensors_metadata
 
     if is_safetensors(weights):
         try:
-            base = safetensors_metadata(weights).get("model")
+            metadata = safetensors_metadata(weights)
         except FeatxError:
-            base = None
-        if base:
-            return [base]
-    return models
+            metadata = {}
+        if metadata.get("model"):
+            return [(metadata["model"], metadata.get("image_size"))]
+    return [(model, None) for model in models]
 
 
 def trained_on(weights: str) -> set[str]:

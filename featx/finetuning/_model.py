@@ -2,7 +2,7 @@
 layers kept frozen and the parameter groups of the two phases) and its loss."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from featx.backbones._device import autocast
 from featx.backbones._preprocessing import Preprocessing, normalisation
 from featx.errors import ParameterError, UnknownNameError
 from featx.features._network import d4_views, layer_names
-from featx.finetuning._config import FinetuneConfig
+from featx.finetuning._config import AUTO, NONE, FinetuneConfig
 
 BODY_GROUPS = 3  # the body's parameters, in network order, split in this many learning-rate groups
 
@@ -26,7 +26,8 @@ class Trainee:
                  freeze_until: str | None = None, name: str = "the model") -> None:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.head = head
-        self.fixed = _layers_until(self.model, freeze_until, name) if freeze_until else []
+        self.frozen_until = _frozen_until(self.model, freeze_until, pre.crop, device)
+        self.fixed = _layers_until(self.model, self.frozen_until, name) if self.frozen_until else []
         if head is not None and any(module is head for module in self.fixed):
             raise ParameterError(f"freeze_until {freeze_until!r} reaches the head: nothing would be fine-tuned")
         self.device = device
@@ -74,6 +75,39 @@ class Trainee:
     def state(self) -> dict[str, torch.Tensor]:
         """A copy of the model's state dict on the CPU."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+
+# The stride below which `auto` keeps layers pretrained. Why: no backward pass runs through the high-resolution
+# early layers (Lite0 at 224 px on 2 CPU cores: 55-63 s per epoch, about 100 s with every layer trained), whose
+# generic edges and textures ImageNet taught well; this is the recipe of the best ELPV rows (docs/benchmarks.md).
+EARLY_STRIDE = 4
+
+
+def _frozen_until(model: nn.Module, freeze_until: str | None, size: int, device: torch.device) -> str | None:
+    """The layer `freeze_until` names: None for none; for auto, the last stage (a module at most one level
+    below the top) whose output is at 1/EARLY_STRIDE of the input's resolution or finer, found by one forward
+    pass at `size`; None for a network without such outputs (a vision transformer)."""
+    if freeze_until in (None, NONE):
+        return None
+    if freeze_until != AUTO:
+        return freeze_until
+    widths: dict[str, int] = {}  # module -> its output's width, in the order the modules finish
+
+    def record(name: str) -> Callable:
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                widths[name] = output.shape[-1]
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n and n.count(".") <= 1]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size, device=device).contiguous(memory_format=torch.channels_last))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    early = [name for name, width in widths.items() if width * EARLY_STRIDE >= size]
+    return early[-1] if early else None
 
 
 def _layers_until(model: nn.Module, name: str, model_name: str) -> list[nn.Module]:

@@ -58,14 +58,17 @@ def finetune(
     check_labels(images)
     if config.ordinal:
         ordinal_ranks(config.ordinal, images.classes)
-    pre = backbone.preprocessing().at_size(config.image_size)
+    own = backbone.preprocessing()
+    pre = own.at_size(config.image_size or own.crop)  # the whole image: the weights' crop would cut its edges
     trainee = _build(backbone, source, len(images.classes), pre, device, config)  # before decoding: fails fast
+    kept = f"layers up to {trainee.frozen_until} keep their pretrained weights" if trainee.frozen_until else "every layer learns"
+    log(f"{backbone.name} at {pre.crop} px; {kept}")
     pool, failures = load_training_images(images, pre, workers, progress, log)
     pool.split(config.val_size, config.seed)
     fingerprint = {"data": pool.data_hash(), "model": backbone.name, "weights": source.id, "config": asdict(config)}
     trainer = Trainer(trainee, pool, config, checkpoint_path(out), log, progress)
     state = trainer.train(trainer.start(fingerprint, resume))
-    _write(out, state, backbone, source, pre, config, pool)
+    _write(out, state, backbone, source, pre, config, pool, trainee.frozen_until)
     checkpoint_path(out).unlink(missing_ok=True)
     return FinetuneResult(out, state.history, state.best_epoch, list(images.classes), failures)
 
@@ -81,14 +84,15 @@ def _build(backbone: Backbone, source: WeightsSource, n_classes: int, pre: Prepr
 
 
 def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSource, pre: Preprocessing,
-           config: FinetuneConfig, pool: TrainingImages) -> None:
+           config: FinetuneConfig, pool: TrainingImages, frozen_until: str | None) -> None:
     """The best epoch's weights as a safetensors file, what made them in its metadata (key "featx")."""
     from safetensors.torch import save_file
 
     metadata = {
         "format": FINETUNED_FORMAT, "model": backbone.name, "base_weights": source.id, "classes": pool.classes,
         "preprocessing": pre.as_dict(), "image_size": pre.crop, "config": asdict(config),
-        "history": state.history, "best_epoch": state.best_epoch, "data_hash": state.fingerprint["data"],
+        "frozen_until": frozen_until, "history": state.history, "best_epoch": state.best_epoch,
+        "data_hash": state.fingerprint["data"],
         "n_train": len(pool.train), "n_val": len(pool.val), "featx": __version__,
         "trained_on": sorted(set(pool.keys)),  # content keys trained or validated on: compare refuses a test part among them
     }
