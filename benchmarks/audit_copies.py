@@ -1,4 +1,5 @@
-"""Copies found by `featx audit`'s near-duplicate clusters (embedding and pHash), docs/audit.md "Copies".
+"""Copies found by `featx audit`'s near-duplicate clusters (embedding and pHash; then with the pixel check),
+docs/audit.md "Copies".
 
 ELPV: --copies cells, each as a JPEG q85 re-encoding and a 2% crop filed under another class; found = the
 copy is in its source's cluster; also counted: the pairs reported among the published (distinct) cells.
@@ -15,6 +16,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +34,16 @@ PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochem
           "page", "text", "coins", "horse", "grass", "gravel", "brick", "retina", "colorwheel", "logo", "clock")
 
 
-def clusters(store: Path, data, threshold: float | None = None, bits: int | None = None) -> tuple[dict[str, int], dict]:
+def clusters(store: Path, data, threshold: float | None = None, bits: int | None = None, pixels: bool = True) -> tuple[dict[str, int], dict]:
     """Path -> cluster number of the near-duplicate clusters of `data` in `store`, and the counts (thresholds:
-    the audit's adaptive ones unless given)."""
+    the audit's adaptive ones unless given; `pixels`: the pixel check, its CPU seconds in the counts)."""
     with FeatureStore.open(store) as opened:
         files, _ = _read(opened, data)
     sims, index = nearest(files.features, 10)
     threshold = near_threshold(sims[:, 0]) if threshold is None else threshold
-    table, _, counts = _near_duplicates(files, sims, index, threshold, [""] * len(files.paths), bits)
+    start = time.process_time()
+    table, _, counts = _near_duplicates(files, sims, index, threshold, [""] * len(files.paths), bits, pixels)
+    counts["seconds"] = time.process_time() - start
     return {os.path.abspath(r[1]): r[0] for r in table.rows}, counts
 
 
@@ -101,19 +105,21 @@ def main() -> None:
     photo_copied = photo_copies(photos)
     print(featx.extract([planted, photos], store=store, progress=False).summary())
 
-    cluster, counts = clusters(store, published)
-    print(f"published ELPV (distinct cells): {counts['embedding_pairs']} embedding pairs, {counts['hash_pairs']} pHash "
-          f"pairs (threshold {counts['hash_threshold']} bits), {counts['clusters']} clusters of {counts['files']} cells")
-    cluster, counts = clusters(store, planted)
-    print(f"ELPV with {len(copied)} copies: copies in their source's cluster {found(copied, cluster)}; "
-          f"pHash threshold {counts['hash_threshold']} bits, {counts['clusters']} clusters")
-    # every photograph has 5 copies here, so the adaptive thresholds (medians) rise; a photo collection with
-    # few copies gets 0.90 and about 2 bits (median nearest hash 23 bits): measured with those as well
-    for threshold, bits in ((None, None), (0.90, 0), (0.90, 2), (0.90, 4)):
-        cluster, counts = clusters(store, photos, threshold, bits)
-        print(f"photos, thresholds {threshold or 'adaptive'} / {counts['hash_threshold']} bits: copies in their source's "
-              f"cluster {found(photo_copied, cluster)}; {counts['clusters']} clusters for {len(PHOTOS)} photographs")
-
+    for pixels in (False, True):
+        how = "with the pixel check" if pixels else "embedding + pHash"
+        cluster, counts = clusters(store, published, pixels=pixels)
+        print(f"{how}: published ELPV (distinct cells): {counts['embedding_pairs']} embedding pairs, {counts['hash_pairs']} pHash "
+              f"pairs (threshold {counts['hash_threshold']} bits), {counts['pixel_pairs']} pixel pairs ({counts['refuted']} refuted), "
+              f"{counts['clusters']} clusters of {counts['files']} cells; {counts['seconds']:.1f} s CPU")
+        cluster, counts = clusters(store, planted, pixels=pixels)
+        print(f"{how}: ELPV with {len(copied)} copies: copies in their source's cluster {found(copied, cluster)}; "
+              f"pHash threshold {counts['hash_threshold']} bits, {counts['clusters']} clusters; {counts['seconds']:.1f} s CPU")
+        # every photograph has 5 copies here, so the adaptive thresholds (medians) rise; a photo collection with
+        # few copies gets 0.90 and about 2 bits (median nearest hash 23 bits): measured with those as well
+        for threshold, bits in ((None, None), (0.90, 0), (0.90, 2), (0.90, 4)):
+            cluster, counts = clusters(store, photos, threshold, bits, pixels)
+            print(f"{how}: photos, thresholds {threshold or 'adaptive'} / {counts['hash_threshold']} bits: copies in their source's "
+                  f"cluster {found(photo_copied, cluster)}; {counts['clusters']} clusters for {len(PHOTOS)} photographs")
 
 if __name__ == "__main__":
     main()

@@ -174,3 +174,31 @@ def test_image_findings_have_their_sections_and_csvs(planted_images, tmp_path):
     for title in ("Dark images", "Blurry images", "Low-information images"):
         section = page.split(f"<h2>{title}</h2>")[1].split("<h2>")[0]
         assert "data:image/jpeg;base64," in section, title
+
+
+def test_a_reencoded_and_a_cropped_copy_of_a_cell_are_confirmed_by_pixels_and_its_neighbour_is_not(planted_images):
+    """#28 copies by pixels: the JPEG q85 copy and the 2% crop join their source's cluster, found by "pixels"
+    (the crop's hash and embedding are as far from it as a neighbouring cell's: docs/audit.md); the
+    neighbouring cell of the module, the cell most like it, does not."""
+    root, source, neighbour, _, result = planted_images
+    near = {Path(r[1]).name: r for r in result.tables["near_duplicates"].rows}
+    for copy in ("copy-q85.jpg", "copy-crop2.png"):
+        assert copy in near and "pixels" in near[copy][6] and near[copy][0] == near[source][0], near
+    assert neighbour not in near or near[neighbour][0] != near[source][0], near
+    assert result.counts["near-duplicate pairs by pixels"] >= 2
+
+
+def test_a_file_changed_since_extraction_is_judged_without_pixels_and_said_so(planted_images, tmp_path):
+    """The crop's file now holds other bytes: its pairs are judged by embedding and pHash only (the crop
+    leaves its source's cluster, as before the pixel check), and one note says how many images."""
+    from featx.auditing._audit import audit
+
+    folder = Path(shutil.copytree(planted_images[0].parent, tmp_path / "copy"))
+    Image.new("L", (300, 300), 99).save(folder / "images" / "copy-crop2.png")
+    result = audit(folder / "store.h5", n_jobs=1, progress=False)
+    near = {Path(r[1]).name: r for r in result.tables["near_duplicates"].rows}
+    assert "copy-crop2.png" not in near or near["copy-crop2.png"][0] != near.get(planted_images[1], [None])[0], near
+    notes = [n for n in result.notes if "could not be read as they were extracted" in n]
+    assert len(notes) == 1 and notes[0].startswith("1 images"), result.notes
+    plain = audit(folder / "store.h5", n_jobs=1, progress=False, pixels=False)
+    assert "near-duplicate pairs by pixels" not in plain.counts and not any("pixels" in r[6] for r in plain.tables["near_duplicates"].rows)

@@ -31,6 +31,9 @@ NEAR_FLOOR = 0.90  # cosine similarity: copies of photographs lie above it, dist
 NEAR_SCALE = 0.25  # share of the data set's median nearest-neighbour distance within which copies lie
 HASH_MAX = 8  # pHash bits (of 64) beyond which two images are never copies
 HASH_SCALE = 0.1  # share of the data set's median nearest-hash distance within which copies lie
+PIXEL_NEIGHBOURS, PIXEL_COSINE = 5, 0.7  # candidates checked by pixels: nearest rows above a loose cosine (or pHash within HASH_MAX)
+REFUTE = 0.5  # pixel difference (featx.images._copies) above which no pair is a copy: copies <= 0.2, distinct photographs >= 1.9
+THUMBNAILS = 4096  # grey thumbnails kept in memory at a time (16 KB each)
 NEIGHBOURS = 10
 OUTLIER_Z = 3.5  # modified z-score cut-off (Iglewicz and Hoaglin)
 IMAGE_FINDINGS = ("dark", "bright", "blurry", "low_information", "odd_size", "odd_aspect_ratio")  # see _image_findings
@@ -271,13 +274,41 @@ def hash_pairs(hashes: np.ndarray, rows: np.ndarray, bits_threshold: int | None 
     return rows[a[close]], rows[b[close]], bits[close], threshold
 
 
+def _pixel_pairs(files: _Files, sims: np.ndarray, index: np.ndarray, known: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(a, b, difference, unreadable): the pixel check (featx.images._copies) of candidate pairs of rows: the
+    `known` pairs, each row's PIXEL_NEIGHBOURS nearest above PIXEL_COSINE and pHashes within HASH_MAX bits;
+    difference NaN where a file cannot be read as it was extracted; unreadable: how many rows."""
+    from functools import lru_cache
+
+    from featx.images._copies import pixel_differences, thumbnail
+
+    k = min(PIXEL_NEIGHBOURS, sims.shape[1])
+    near = sims[:, :k] >= PIXEL_COSINE
+    a, b = [np.repeat(np.arange(len(sims)), k)[near.ravel()], known[0]], [index[:, :k][near], known[1]]
+    if files.measured is not None:
+        ha, hb, _, _ = hash_pairs(files.phash, np.flatnonzero(files.measured), HASH_MAX)
+        a, b = [*a, ha], [*b, hb]
+    pairs = np.unique(np.sort(np.stack([np.concatenate(a), np.concatenate(b)], axis=1).astype(np.int64), axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+
+    @lru_cache(maxsize=THUMBNAILS)
+    def thumb(r: int) -> np.ndarray | None:
+        return next((t for i in files.by_row[r] if (t := thumbnail(files.paths[i], files.keys[r])) is not None), None)
+
+    found = pixel_differences(thumb, pairs[:, 0], pairs[:, 1])
+    unreadable = len({int(r) for r in pairs[np.isnan(found)].ravel() if thumb(int(r)) is None})
+    return pairs[:, 0], pairs[:, 1], found, unreadable
+
+
 def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, threshold: float, split: list[str],
-                     bits_threshold: int | None = None) -> tuple[Table, set[str], dict]:
+                     bits_threshold: int | None = None, pixels: bool = True) -> tuple[Table, set[str], dict]:
     """Clusters of rows joined (transitively) by embedding similarities at or above `threshold` or, for rows
     measured at extraction, by pHashes within `hash_threshold` bits whose embeddings are at least as similar
     as the median nearest neighbours (on ELPV this keeps 1/3 of the distinct cells sharing a hash, and the
-    q85 copies: docs/audit.md). Flags every file of a cluster but the first, and every file of a cluster
-    that spans classes."""
+    q85 copies: docs/audit.md). With `pixels`, candidate pairs are checked on the files' pixels (`_pixel_pairs`):
+    a pair whose aligned images differ by at most DIFFERENCE is a copy (found by "pixels"), one that differs by
+    more than REFUTE is not, whatever its embedding or hash; a pair whose files cannot be read is judged
+    without. Flags every file of a cluster but the first, and every file of a cluster that spans classes."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -294,14 +325,30 @@ def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, thresho
         unit = files.features / np.maximum(np.linalg.norm(files.features, axis=1, keepdims=True), 1e-12)
         agree = np.einsum("ij,ij->i", unit[ha], unit[hb]) >= (np.median(sims[:, 0]) if sims.shape[1] else -1)
         ha, hb, hbits = ha[agree], hb[agree], hbits[agree]
+    pa, pb, unreadable, refuted = np.zeros(0, int), np.zeros(0, int), None, 0
+    if pixels and n > 1:
+        from featx.images._copies import DIFFERENCE
+
+        ca, cb, difference, unreadable = _pixel_pairs(files, sims, index, (np.concatenate([pairs[0], ha]), np.concatenate([pairs[1], hb])))
+        no = {(int(x), int(y)) for x, y in zip(ca[difference > REFUTE], cb[difference > REFUTE])}
+        keep = [np.array([(min(x, y), max(x, y)) not in no for x, y in zip(p.tolist(), q.tolist())], dtype=bool) for p, q in ((pairs[0], pairs[1]), (ha, hb))]
+        refuted = sum(int((~k).sum()) for k in keep)
+        pairs, (ha, hb, hbits) = tuple(p[keep[0]] for p in pairs), (ha[keep[1]], hb[keep[1]], hbits[keep[1]])
+        pa, pb = ca[difference <= DIFFERENCE], cb[difference <= DIFFERENCE]
+        best = np.full(n, -np.inf)  # again, without the refuted pairs
+        np.maximum.at(best, pairs[0], pairs[2])
+        np.maximum.at(best, pairs[1], pairs[2])
+    by_pixels = np.zeros(n, dtype=bool)
+    by_pixels[pa], by_pixels[pb] = True, True
     np.minimum.at(bits, ha, hbits)
     np.minimum.at(bits, hb, hbits)
-    edges = (np.concatenate([pairs[0], ha]), np.concatenate([pairs[1], hb]))
+    edges = (np.concatenate([pairs[0], ha, pa]), np.concatenate([pairs[1], hb, pb]))
     _, component = connected_components(coo_matrix((np.ones(len(edges[0])), edges), shape=(n, n)), directed=False)
     table = Table(["cluster", "path", "label", "split", "similarity", "hash_bits", "found_by", "spans_classes", "spans_split"])
-    flagged, counts = set(), Counter(embedding_pairs=len(a), hash_pairs=len(ha), hash_threshold=bits_threshold)
+    flagged, counts = set(), Counter(embedding_pairs=len(pairs[0]), hash_pairs=len(ha), hash_threshold=bits_threshold,
+                                     pixel_pairs=len(pa), refuted=refuted, unreadable=unreadable)
     members_of: dict[int, list[int]] = {}
-    for r in np.flatnonzero(np.isfinite(best) | (bits < 99)).tolist():
+    for r in np.flatnonzero(np.isfinite(best) | (bits < 99) | by_pixels).tolist():
         members_of.setdefault(int(component[r]), []).append(r)
     for number, rows in enumerate(sorted(members_of.values(), key=lambda rows: (bits[rows].min(), -best[rows].max())), 1):
         members = sorted(i for r in rows for i in files.by_row[r])
@@ -310,7 +357,7 @@ def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, thresho
         counts.update(clusters=1, spans_classes=spans_classes, spans_split=spans_split, files=len(members))
         for n_member, i in enumerate(members):
             r = int(files.row_of_file[i])
-            by = " and ".join(kind for kind, found in (("embedding", np.isfinite(best[r])), ("hash", bits[r] < 99)) if found)
+            by = " and ".join(kind for kind, found in (("embedding", np.isfinite(best[r])), ("hash", bits[r] < 99), ("pixels", by_pixels[r])) if found)
             table.rows.append([number, files.paths[i], files.labels[i], split[i], float(max(best[r], -1)),
                                int(bits[r]) if bits[r] < 99 else "", by, spans_classes, spans_split])
             if spans_classes or n_member:
@@ -526,6 +573,7 @@ def audit(
     n_jobs: int | None = None,
     wait: bool = False,
     progress: bool = True,
+    pixels: bool = True,
 ) -> Audit:
     """Audit the files of `store` (only those found in `data`, when given; class folders or CSVs as for
     `featx extract`). Reads the store only. Near duplicates are marked when they span classes or a split:
@@ -534,7 +582,8 @@ def audit(
     `clf`: the classifier whose out-of-fold probabilities rank label errors; "auto": the best of CANDIDATES
     by CV balanced accuracy (`choose_classifier`). `drop` names the findings whose files clean.csv leaves out (KINDS). As `featx fit`: files no longer on
     disk are left out, and a store being written gives its committed rows (`wait`: wait for the writer).
-    `progress`: a line on stderr as each step starts."""
+    `progress`: a line on stderr as each step starts. `pixels`: check candidate near-duplicate pairs on the
+    files' pixels (docs/audit.md "Copies"; False: embeddings and pHashes only, faster)."""
     from featx.features._neighbours import nearest
 
     _check_parameters(drop, clf, threshold=threshold, neighbours=neighbours, cv=cv, test_size=test_size)
@@ -551,19 +600,25 @@ def audit(
             raise FeatxError('finding label errors needs cleanlab: pip install "featx[audit]"') from None
     step(f"{neighbours} nearest neighbours of {len(files.rows)} images ({len(files.paths)} files)")
     sims, index = nearest(files.features, neighbours)
-    step("duplicates, near duplicates and outliers")
+    step("duplicates, near duplicates" + (" (candidate pairs checked on their pixels)" if pixels else "") + " and outliers")
     tables, dropped, counts = {}, {}, {}
     tables["exact_duplicates"], dropped["duplicates"], conflicts = _exact_duplicates(files)
     counts["exact duplicate groups"] = len({row[0] for row in tables["exact_duplicates"].rows})
     counts["exact duplicate groups with conflicting labels"] = conflicts
     if threshold is None:
         threshold = near_threshold(sims[:, 0] if sims.shape[1] else sims[:, :0].ravel())
-    tables["near_duplicates"], dropped["near-duplicates"], near = _near_duplicates(files, sims, index, threshold, split)
+    tables["near_duplicates"], dropped["near-duplicates"], near = _near_duplicates(files, sims, index, threshold, split, pixels=pixels)
     counts["near-duplicate threshold (cosine)"] = round(threshold, 4)
     counts["near-duplicate pairs by embedding"] = near["embedding_pairs"]
     if near["hash_threshold"] is not None:
         counts["near-duplicate pHash threshold (bits)"] = near["hash_threshold"]
         counts["near-duplicate pairs by pHash"] = near["hash_pairs"]
+    if near["unreadable"] is not None:
+        counts["near-duplicate pairs by pixels"] = near["pixel_pairs"]
+        counts["near-duplicate pairs refuted by pixels"] = near["refuted"]
+    if near["unreadable"]:
+        notes.append(f"{near['unreadable']} images could not be read as they were extracted (changed or unreadable): "
+                     "their pairs are judged by embedding and pHash only")
     counts["near-duplicate clusters"] = near["clusters"]
     counts["near-duplicate clusters spanning classes"] = near["spans_classes"]
     counts["near-duplicate clusters spanning the split (leaks)"] = near["spans_split"]
