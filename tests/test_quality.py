@@ -202,3 +202,21 @@ def test_a_file_changed_since_extraction_is_judged_without_pixels_and_said_so(pl
     assert len(notes) == 1 and notes[0].startswith("1 images"), result.notes
     plain = audit(folder / "store.h5", n_jobs=1, progress=False, pixels=False)
     assert "near-duplicate pairs by pixels" not in plain.counts and not any("pixels" in r[6] for r in plain.tables["near_duplicates"].rows)
+
+
+
+def test_copies_of_a_cell_align_within_the_pixel_threshold_and_its_most_alike_neighbour_does_not(tmp_path):
+    """The check itself on real cells: a JPEG q85 copy and a 2% crop of cell1580 differ from it by at most
+    DIFFERENCE once aligned; cell1579, its neighbour in the module and the closest distinct pair of all
+    2,624 published cells (0.138, docs/audit.md), by more."""
+    from featx.datasets import load_elpv
+    from featx.images._copies import DIFFERENCE, pixel_differences, thumbnail
+
+    found = {Path(f).name: f for f in load_elpv().filenames}
+    cell = Image.open(found["cell1580.png"])
+    w, h = cell.size
+    cell.save(tmp_path / "q85.jpg", quality=85)
+    cell.crop((round(0.01 * w), round(0.01 * h), w - round(0.01 * w), h - round(0.01 * h))).save(tmp_path / "crop2.png")
+    files = [found["cell1580.png"], tmp_path / "q85.jpg", tmp_path / "crop2.png", found["cell1579.png"]]
+    q85, crop, neighbour = pixel_differences(lambda i: thumbnail(str(files[i])), [0, 0, 0], [1, 2, 3])
+    assert q85 <= DIFFERENCE and crop <= DIFFERENCE < neighbour, (q85, crop, neighbour)
