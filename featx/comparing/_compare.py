@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak
+from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak, seen_in_training
 from featx.errors import FeatxError, Interrupted, ParameterError
 from featx.names import DEFAULT_MODEL
 
@@ -300,7 +300,11 @@ def compare(
     listed = candidates(models, layers, poolings, image_sizes, ttas, weights, clfs)  # unknown names: before any work
     images = find_images(data, label_pattern)
     split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv)
-    check_no_leak(sorted({c.weights for c in listed if c.weights}), split)
+    tuned = sorted({c.weights for c in listed if c.weights})
+    check_no_leak(tuned, split)
+    for file, n in seen_in_training(tuned, split).items():
+        log(f"note: {file} was fine-tuned on {n} of the {len(split.train)} training images: its CV score, and a "
+            "fusion's with it, is optimistic (its test score is not)")
     log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
         f"test part: {len(split.test)} images, not used to choose")
     run = _Run(split, cv, seed, n_jobs, device, engine, progress, log)
