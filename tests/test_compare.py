@@ -215,3 +215,20 @@ def test_a_network_fine_tuned_on_the_training_part_is_accepted_and_its_cv_called
                            batch_size=8, val_size=0, workers=0, progress=False).path
     check_no_leak([str(tuned)], split)  # trained on the training part only: accepted
     assert seen_in_training([str(tuned), None], split) == {str(tuned): len(split.train)}
+
+
+def test_an_averaged_fusion_with_a_linsvm_member_is_scored_saved_and_loaded(tmp_path, monkeypatch):
+    """linsvm gives no probabilities: it is Platt-scaled in the average (the fusion failed before), and the
+    saved winner loads through skops's trust check."""
+    from featx.datasets import write_elpv_folder
+
+    elpv_folder = write_elpv_folder(tmp_path / "cells", per_class=12)  # Platt scaling: 3 inner folds per fit
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    board = _compare._Run.leaderboard
+    monkeypatch.setattr(_compare._Run, "leaderboard",  # the average first, to save it as the winner
+                        lambda run: sorted(board(run), key=lambda s: not s.row.candidate.startswith("average")))
+    comparison = featx.compare(elpv_folder, **{**SETTINGS, "clfs": ["linsvm"]}, out=tmp_path / "out")
+    averaged = comparison.rows[0]
+    assert averaged.candidate.startswith("average(") and not averaged.error and averaged.cv_mean > 0.25
+    predictions, _ = featx.load_model(comparison.model).predict(sorted(elpv_folder.glob("*/*.png"))[:3])
+    assert predictions.score_kind == "probability" and np.allclose(predictions.scores.sum(1), 1)
