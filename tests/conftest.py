@@ -54,3 +54,43 @@ def synthetic_space(model: str = "synthetic"):
 
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def interrupt_once_rows_are_committed(command: list[str], store: Path, timeout: float = 600):
+    """Start `command` (an extraction into `store`), send it SIGINT as soon as a row is committed, and return
+    (returncode, stderr, what happened: seconds to the first row, whether it ended first, its signal masks).
+
+    The child starts with SIGINT unblocked and at its default, as from a shell: a process started from a test
+    runner inherits the runner's blocked and ignored signals, and a child that ignores SIGINT simply finishes."""
+    import signal
+    import subprocess
+    import time
+
+    import h5py
+
+    def restore_sigint() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def rows() -> int:  # read without the store's lock: a read meeting a half-written header is retried
+        try:
+            with h5py.File(store, "r", locking=False) as h5:
+                return int(h5.attrs["rows"])
+        except (OSError, KeyError):
+            return 0
+
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=restore_sigint)
+    try:
+        with open(f"/proc/{process.pid}/status") as f:
+            masks = " ".join(line.strip() for line in f if line.startswith(("SigBlk", "SigIgn")))
+    except OSError:
+        masks = "unknown"
+    while rows() == 0 and process.poll() is None and time.monotonic() < started + timeout:
+        time.sleep(0.1)  # the first rows, whatever the machine's load (a fixed wait failed on a busy machine)
+    seen = time.monotonic() - started
+    ended_first = process.poll() is not None
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate()
+    return process.returncode, err, f"first row after {seen:.1f} s; ended before the interrupt: {ended_first}; {masks}"

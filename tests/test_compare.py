@@ -200,3 +200,35 @@ def test_the_command_gives_the_same_leaderboard(compared, elpv_folder, tmp_path,
     ranked = [re.findall(r"^ *\d+  (.+?) +(\d\.\d{3} ± \d\.\d{3}) ", text, re.M) for text in (comparison.table(), result.stdout)]
     assert len(ranked[0]) == 4 and ranked[0] == ranked[1]  # the candidates, their order and CV scores
     assert f"model: {tmp_path / 'out' / 'model.skops'}   leaderboard: {tmp_path / 'out' / 'leaderboard.html'}" in result.stdout
+
+
+def test_a_network_fine_tuned_on_the_training_part_is_accepted_and_its_cv_called_optimistic(elpv_folder, tmp_path):
+    from featx.comparing._candidates import Split, check_no_leak, seen_in_training
+    from featx.images._inputs import find_images
+
+    images = find_images(elpv_folder)
+    split = Split.of(images, test_size=0.25, seed=0, cv=2)
+    listing = tmp_path / "train.csv"
+    with open(listing, "w", newline="") as f:
+        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", image_size=32, freeze_epochs=1, epochs=0,
+                           batch_size=8, val_size=0, workers=0, progress=False).path
+    check_no_leak([str(tuned)], split)  # trained on the training part only: accepted
+    assert seen_in_training([str(tuned), None], split) == {str(tuned): len(split.train)}
+
+
+def test_an_averaged_fusion_with_a_linsvm_member_is_scored_saved_and_loaded(tmp_path, monkeypatch):
+    """linsvm gives no probabilities: it is Platt-scaled in the average (the fusion failed before), and the
+    saved winner loads through skops's trust check."""
+    from featx.datasets import write_elpv_folder
+
+    elpv_folder = write_elpv_folder(tmp_path / "cells", per_class=12)  # Platt scaling: 3 inner folds per fit
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    board = _compare._Run.leaderboard
+    monkeypatch.setattr(_compare._Run, "leaderboard",  # the average first, to save it as the winner
+                        lambda run: sorted(board(run), key=lambda s: not s.row.candidate.startswith("average")))
+    comparison = featx.compare(elpv_folder, **{**SETTINGS, "clfs": ["linsvm"]}, out=tmp_path / "out")
+    averaged = comparison.rows[0]
+    assert averaged.candidate.startswith("average(") and not averaged.error and averaged.cv_mean > 0.25
+    predictions, _ = featx.load_model(comparison.model).predict(sorted(elpv_folder.glob("*/*.png"))[:3])
+    assert predictions.score_kind == "probability" and np.allclose(predictions.scores.sum(1), 1)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.svm import LinearSVC
 from click.testing import CliRunner, Result
 from conftest import synthetic_space
 from featx.cli import main
 
 from featx.classify._bundle import TRUSTED_TYPES, load_bundle, skops_io
-from featx.classify._classifiers import CLASSIFIERS
+from featx.classify._classifiers import CLASSIFIERS, platt_scaled
 from featx.classify._fitting import fit
 from featx.errors import FeatxError
 from featx.features._store import FeatureStore
@@ -54,12 +55,14 @@ def test_the_trusted_types_are_exactly_those_of_featx_models(work, tmp_path):
     held = set()
     for store in (work / "s.h5", low):
         with FeatureStore.open(store) as opened:
-            x = opened.rows(np.arange(opened.count("rows")))
+            x, labels = opened.rows(np.arange(opened.count("rows"))), opened.load()[1]
         for name in CLASSIFIERS:
             bundle, _ = fit(store, name, cv=2, test_size=0.25)
             path = bundle.save(tmp_path / f"{name}.skops")
             held |= set(io.get_untrusted_types(file=path))
             assert (load_bundle(path).pipeline.predict(x) == bundle.pipeline.predict(x)).all()
+        calibrated = platt_scaled(LinearSVC(), labels, cv=5).fit(x, labels)  # a linsvm member of compare's averaged fusion
+        held |= set(io.get_untrusted_types(data=io.dumps(calibrated)))
     assert held == set(TRUSTED_TYPES)
 
 

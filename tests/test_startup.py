@@ -1,13 +1,10 @@
 """Commands that run no network start without torch; an interrupt keeps rows whatever the batch size; the demo
 keeps what it makes in its folder (issue #20)."""
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import pytest
+from conftest import interrupt_once_rows_are_committed
 
 import featx
 from featx.datasets import write_elpv_folder
@@ -72,27 +69,11 @@ def test_an_interrupt_keeps_rows_whatever_the_batch_size(tmp_path):
     store = tmp_path / "s.h5"
     command = [sys.executable, "-c", CLI, "extract", str(cells), "--store", str(store), "--tta", "d4",
                "--image-size", "300", "--engine", "torch", "-q"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    while committed_rows(store) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)  # the first rows, whatever the machine's load (a fixed wait failed on a busy machine)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate()
-    assert process.returncode == 130, err
+    returncode, err, happened = interrupt_once_rows_are_committed(command, store)
+    assert returncode == 130, f"{happened}\n{err}"
     kept = int(err.split("interrupted: the ")[1].split()[0])
     # fewer than one batch of 64 images: rows reached the store in passes, not batch by batch
     assert 0 < kept < 64 and len(featx.load_features(store).paths) == kept
-
-
-def committed_rows(store: Path) -> int:
-    from featx.errors import FeatxError
-    from featx.features._store import FeatureStore
-
-    try:
-        with FeatureStore.open(store) as opened:
-            return opened.count("rows")
-    except FeatxError:  # not made yet
-        return 0
 
 
 def test_demo_keeps_what_it_makes_in_its_folder(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import interrupt_once_rows_are_committed
 from featx.cli import main
 
 import featx
@@ -118,26 +119,14 @@ def test_usage_errors_exit_2(elpv_folder, tmp_path):
 
 
 def test_ctrl_c_keeps_what_was_computed_and_says_how_to_resume(tmp_path):
-    import signal
-    import time
-
-    from test_crash import rows_committed
-
     from featx.datasets import write_elpv_folder
 
     cells = write_elpv_folder(tmp_path / "cells", per_class=15)
     store = tmp_path / "s.h5"
     command = [sys.executable, "-c", "from featx.cli import main; main()", "extract", str(cells), "--store", str(store),
                "-b", "2", *FAST]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and rows_committed(store) <= 0:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate()
-    if process.returncode == 0:
-        pytest.skip("the extraction finished before the interrupt")
-    assert process.returncode == 130, err
+    returncode, err, happened = interrupt_once_rows_are_committed(command, store)
+    assert returncode == 130, f"{happened}\n{err}"
     kept = int(err.split("interrupted: the ")[1].split()[0])
     assert f"kept in {store}" in err and "resume with: featx extract" in err and "Traceback" not in err
     assert len(featx.load_features(store).paths) == kept > 0

@@ -385,22 +385,18 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, 
 def searched(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0, n_jobs: int | None = None):
     """The pipeline (standardisation, `clf`) with its regularisation picked by stratified `cv`-fold grid
     search as in `featx fit`. Classifiers without probabilities (linsvm, svm) are Platt-scaled inside each fold."""
-    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    from featx.classify._classifiers import get_classifier
+    from featx.classify._classifiers import get_classifier, platt_scaled
     from featx.classify._fitting import SCORING
 
     chosen = get_classifier(clf)
     model, param = chosen.make(None, seed), f"clf__{chosen.param}"
     if not hasattr(model, "predict_proba"):
-        inner = min(3, int(np.bincount(y).min()) * (cv - 1) // cv)  # Platt-scaling folds: at most the images per class of a fit
-        if inner < 2:
-            raise BadInputError(f"{clf} gives probabilities by Platt scaling, which needs more images per class than {int(np.bincount(y).min())}")
-        model, param = CalibratedClassifierCV(model, cv=inner), f"clf__estimator__{chosen.param}"
+        model, param = platt_scaled(model, y, cv), f"clf__estimator__{chosen.param}"
     pipeline = Pipeline([("scale", StandardScaler()), ("clf", model)])
     grid = chosen.usable_grid(len(y) * (cv - 1) // cv)
     with threadpool_limits(limits=1, user_api="blas"):  # as in featx fit: parallel fits, not threads

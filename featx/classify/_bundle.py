@@ -45,10 +45,12 @@ if TYPE_CHECKING:
     from featx.features._extractor import Extractor
 
 FORMAT = "featx-model/1"
-# The types of featx's models that skops does not trust by default: knn's KD-tree and its metric (tests check
-# this against a model of every classifier). Exact names, never prefixes: "numpy." admitted
-# numpy.testing._private.utils.runstring, which a crafted file called to run any code.
-TRUSTED_TYPES = ("sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree")
+# The types of featx's models that skops does not trust by default: knn's KD-tree and its metric, and the Platt
+# scaling of a linsvm member of compare's averaged fusion (tests check this against a model of every classifier
+# and such a member). Exact names, never prefixes: "numpy." admitted numpy.testing._private.utils.runstring,
+# which a crafted file called to run any code.
+TRUSTED_TYPES = ("sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree",
+                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")
 
 
 @dataclass

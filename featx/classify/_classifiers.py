@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
-from featx.errors import ParameterError, UnknownNameError
+from featx.errors import BadInputError, ParameterError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,20 @@ def get_classifier(name: str) -> Classifier:
     if name not in CLASSIFIERS:
         raise UnknownNameError("classifier", name, CLASSIFIERS)
     return CLASSIFIERS[name]
+
+
+def platt_scaled(model: ClassifierMixin, y: np.ndarray, cv: int) -> ClassifierMixin:
+    """`model` (one without probabilities: linsvm, svm) with class probabilities by Platt scaling over inner
+    folds, when fitted within `cv`-fold cross-validation on labels `y`: at most 3, at most the images per class
+    of an outer fit."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    fewest = int(np.bincount(y).min())
+    inner = min(3, fewest * (cv - 1) // cv)
+    if inner < 2:
+        raise BadInputError(f"{type(model).__name__} gives probabilities by Platt scaling, which needs more images "
+                            f"per class than {fewest}")
+    return CalibratedClassifierCV(model, cv=inner)
 
 
 def class_scores(model: BaseEstimator, x: np.ndarray) -> tuple[np.ndarray, str]:

@@ -186,6 +186,14 @@ class Split:
         return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
+def seen_in_training(weights: Sequence[str | None], split: Split) -> dict[str, int]:
+    """How many images of the training part each fine-tuned file was trained or validated on (files with any):
+    its network knows their labels, so its cross-validated score, and a fusion's with it, is optimistic."""
+    train_keys = {split.keys[i] for i in split.train}
+    counts = {str(file): len(trained_on(str(file)) & train_keys) for file in weights if file is not None}
+    return {file: n for file, n in counts.items() if n}
+
+
 def check_no_leak(weights: Sequence[str | None], split: Split) -> None:
     """Refuse weights fine-tuned on any image of the test part (one line naming the file)."""
     test_keys = {split.keys[i] for i in split.test}

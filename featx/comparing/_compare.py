@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak
+from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak, seen_in_training
 from featx.errors import FeatxError, Interrupted, ParameterError
 from featx.names import DEFAULT_MODEL
 
@@ -197,6 +197,8 @@ class _Run:
         """The average of the best candidates' class probabilities, cross-validated on the same folds."""
         from sklearn.base import clone
         from sklearn.compose import ColumnTransformer
+
+        from featx.classify._classifiers import platt_scaled
         from sklearn.ensemble import VotingClassifier
         from sklearn.metrics import balanced_accuracy_score
         from sklearn.model_selection import cross_val_predict
@@ -205,16 +207,17 @@ class _Run:
         from threadpoolctl import threadpool_limits
 
         spaces = [b.spaces[0] for b in best]
+        y = self.split.labels[self.split.train]
         members = []
         for i, (b, cols) in enumerate(zip(best, self._blocks(spaces))):
             clf = clone(b.pipeline.named_steps["clf"])
             if "probability" in clf.get_params():
                 clf.set_params(probability=True)  # SVC: Platt scaling, so that members' probabilities average
             if not hasattr(clf, "predict_proba"):
-                raise FeatxError(f"{b.row.candidate} gives no probabilities to average")
+                clf = platt_scaled(clf, y, len(self.folds))  # linsvm
             members.append((f"member{i}", Pipeline([("scale", ColumnTransformer([("space", StandardScaler(), cols)])),
                                                     ("clf", clf)])))
-        x, y = self.columns(spaces)[self.split.train], self.split.labels[self.split.train]
+        x = self.columns(spaces)[self.split.train]
         start = time.perf_counter()
         with threadpool_limits(limits=1, user_api="blas"):
             probability = np.mean([cross_val_predict(m, x, y, cv=self.folds, method="predict_proba", n_jobs=self.n_jobs)
@@ -300,7 +303,11 @@ def compare(
     listed = candidates(models, layers, poolings, image_sizes, ttas, weights, clfs)  # unknown names: before any work
     images = find_images(data, label_pattern)
     split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv)
-    check_no_leak(sorted({c.weights for c in listed if c.weights}), split)
+    tuned = sorted({c.weights for c in listed if c.weights})
+    check_no_leak(tuned, split)
+    for file, n in seen_in_training(tuned, split).items():
+        log(f"note: {file} was fine-tuned on {n} of the {len(split.train)} training images: its CV score, and a "
+            "fusion's with it, is optimistic (its test score is not)")
     log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
         f"test part: {len(split.test)} images, not used to choose")
     run = _Run(split, cv, seed, n_jobs, device, engine, progress, log)
