@@ -1,21 +1,23 @@
-"""Ranking of planted label errors by each classifier `featx audit` can use (docs/audit.md, "Which classifier").
+"""Ranking of planted label errors by the options `featx audit` has (docs/audit.md, "Which ranking finds planted
+label errors best").
 
 The set: --functional functional and --defective defective ELPV cells (defect probability 0 and 1; the
 clearly defective cells of audit_elpv.clearly_defective left out), plus --errors clearly defective cells
-filed as functional. For each option (one of featx's classifiers, "auto" = featx audit's default choice,
-and the mean of two classifiers' probabilities), the out-of-fold probabilities rank the images by cleanlab's
-label quality (`featx audit` uses self-confidence; two other cleanlab scores are compared); printed: the CV
-balanced accuracy and how many planted errors are in the top 1x and 3x the number planted.
+filed as functional, drawn once per --seeds. For each classifier `featx audit --clf auto` compares, and for
+"auto" (the one of the best CV balanced accuracy), the out-of-fold probabilities rank the images by cleanlab's
+self-confidence, as they are and after 1 and 2 rounds of prune-and-refit (`prune_and_refit`: the models are
+refitted without cleanlab's likely errors); also the k-nearest-neighbour label disagreement (share of an image's
+--k nearest neighbours, cosine on standardised features, with its own label), alone and averaged with auto's
+self-confidence. Printed: per draw and mean, how many planted errors are in the top 1x and 3x the number planted.
 
-Features come from a store of the ELPV cells (--base-store, default backbone; made when missing: the
-published folder of audit_elpv as symbolic links, `featx extract`).
+Features come from a store of the ELPV cells (--base-store; made when missing with `featx extract` of the drawn
+cells, linked into class folders beside it, in the feature space of --image-size, --pooling and --layer).
 
-    python benchmarks/audit_planted.py [--base-store STORE] [--functional 150] [--defective 150] [--errors 15]
+    python benchmarks/audit_planted.py [--base-store STORE] [--seeds 0,1,2,3,4] [--image-size 300 --pooling gem --layer blocks.5,blocks.6,bn2]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,24 +25,20 @@ from pathlib import Path
 import numpy as np
 
 import featx
-from featx.auditing._audit import AUTO, CANDIDATES, cv_score, out_of_fold
+from featx.auditing._audit import AUTO, CANDIDATES, choose_classifier, prune_and_refit
 from featx.datasets import load_elpv
 
 from audit_elpv import clearly_defective, link_folder  # noqa: E402  (benchmarks/ is the script's folder)
 
-OPTIONS = ("logreg", "linsvm", "svm", "knn", "sgd", AUTO, "logreg+svm", "logreg+linsvm", "logreg+linsvm+svm")
-METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")  # cleanlab's label quality scores
 
-
-def elpv_features(base: str | None) -> tuple[dict[str, np.ndarray], object]:
-    """File name -> feature vector of every ELPV cell, and the ELPV data set."""
-    elpv = load_elpv()
+def elpv_features(base: str | None, elpv, cells, **space) -> dict[str, np.ndarray]:
+    """File name -> feature vector of the ELPV `cells` (extracted into `base` when missing)."""
     store = Path(base) if base else Path(tempfile.mkdtemp(prefix="featx-planted-")) / "elpv.h5"
-    root = store.parent / "published"
-    link_folder(root, {i: elpv.target_names[t] for i, t in enumerate(elpv.target)}, elpv.filenames)
-    featx.extract(root, store=store, progress=False)
+    root = store.parent / f"{store.stem}-cells"
+    link_folder(root, {int(i): elpv.target_names[elpv.target[i]] for i in cells}, elpv.filenames)
+    featx.extract(root, store=store, progress=False, **space)
     loaded = featx.load_features(store)
-    return {Path(p).name: f for p, f in zip(loaded.paths, loaded.features)}, elpv
+    return {Path(p).name: f for p, f in zip(loaded.paths, loaded.features)}
 
 
 def planted_set(elpv, n_functional: int, n_defective: int, n_errors: int, seed: int) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -57,42 +55,65 @@ def planted_set(elpv, n_functional: int, n_defective: int, n_errors: int, seed: 
     return cells[order].tolist(), labels[order], planted[order]
 
 
-def ranking(y: np.ndarray, probs: np.ndarray, method: str) -> np.ndarray:
-    from cleanlab.rank import get_label_quality_scores
+def knn_agreement(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Share of each image's k nearest neighbours (cosine on standardised features) that carry its label."""
+    from sklearn.preprocessing import StandardScaler
 
-    return np.argsort(get_label_quality_scores(y, probs, method=method), kind="stable")
+    z = StandardScaler().fit_transform(x)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sims = z @ z.T
+    np.fill_diagonal(sims, -np.inf)
+    return (y[np.argsort(-sims, axis=1, kind="stable")[:, :k]] == y[:, None]).mean(axis=1)
+
+
+def scores(x: np.ndarray, y: np.ndarray, seed: int, k: int, n_jobs: int) -> dict[str, np.ndarray]:
+    """Option -> label quality of each image (lowest: most likely an error)."""
+    found, cv = {}, {}
+    for clf in CANDIDATES:
+        choice = choose_classifier(x, y, clf, 5, seed, n_jobs)
+        cv[clf] = choice.score
+        for rounds in range(3):
+            found[f"{clf} refit {rounds}"] = choice.probs[np.arange(len(y)), y]
+            if rounds < 2:
+                prune_and_refit(choice, x, y, 1, 5, seed, n_jobs)
+    best = max(CANDIDATES, key=lambda c: cv[c])  # choose_classifier's rule (ties: the first)
+    found.update({f"{AUTO} refit {r}": found[f"{best} refit {r}"] for r in range(3)})
+    found[f"knn {k}"] = knn_agreement(x, y, k)
+    found[f"{AUTO} + knn {k}"] = (found[f"{AUTO} refit 0"] + found[f"knn {k}"]) / 2
+    found[f"{AUTO} refit 2 + knn {k}"] = (found[f"{AUTO} refit 2"] + found[f"knn {k}"]) / 2
+    print(f"  auto chose {best} ({', '.join(f'{c} {s:.3f}' for c, s in cv.items())})", flush=True)
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--base-store", help="Store of the ELPV cells (made when missing).")
+    parser.add_argument("--base-store", help="Store of the ELPV cells (the drawn ones extracted into it when missing).")
     parser.add_argument("--functional", type=int, default=150)
     parser.add_argument("--defective", type=int, default=150)
     parser.add_argument("--errors", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="One draw (and CV shuffle) per seed.")
+    parser.add_argument("--k", type=int, default=20, help="Neighbours of the kNN label agreement.")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--pooling", default="avg")
+    parser.add_argument("--layer")
     parser.add_argument("--n-jobs", type=int, default=1)
     args = parser.parse_args()
-    features, elpv = elpv_features(args.base_store)
-    cells, y, planted = planted_set(elpv, args.functional, args.defective, args.errors, args.seed)
-    x = np.stack([features[Path(elpv.filenames[i]).name] for i in cells]).astype(np.float32)
-    print(f"{len(y)} cells, {args.errors} planted errors; top k = {args.errors} and {3 * args.errors}")
-    probs = {}
-    for option in OPTIONS:
+    elpv, seeds = load_elpv(), [int(s) for s in args.seeds.split(",")]
+    draws = {seed: planted_set(elpv, args.functional, args.defective, args.errors, seed) for seed in seeds}
+    space = {"image_size": args.image_size, "pooling": args.pooling, "layer": args.layer}
+    features = elpv_features(args.base_store, elpv, sorted({i for cells, _, _ in draws.values() for i in cells}), **space)
+    table: dict[str, list[tuple[int, int]]] = {}
+    for seed, (cells, y, planted) in draws.items():
         start = time.perf_counter()
-        if option == AUTO:  # choose_classifier's rule on the probabilities computed above
-            best = max(CANDIDATES, key=lambda c: cv_score(y, probs[c]))
-            probs[option], name = probs[best], f"auto -> {best}"
-        elif "+" in option:
-            probs[option], name = np.mean([probs[part] for part in option.split("+")], axis=0), option
-        else:
-            probs[option], name = out_of_fold(x, y, option, 5, args.seed, args.n_jobs), option
-        found = []
-        for method in METHODS:
-            order = ranking(y, probs[option], method)
-            found.append(f"{method} {int(planted[order[:args.errors]].sum()):2d} / {int(planted[order[:3 * args.errors]].sum()):2d}")
-        print(f"{name:18s} CV balanced accuracy {cv_score(y, probs[option]):.3f}  planted in top {args.errors} / "
-              f"{3 * args.errors}: {', '.join(found)}  ({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"auto compares {', '.join(CANDIDATES)}; CPU count {os.cpu_count()}")
+        x = np.stack([features[Path(elpv.filenames[i]).name] for i in cells]).astype(np.float32)
+        for option, quality in scores(x, y, seed, args.k, args.n_jobs).items():
+            order = np.argsort(quality, kind="stable")
+            table.setdefault(option, []).append((int(planted[order[: args.errors]].sum()), int(planted[order[: 3 * args.errors]].sum())))
+        print(f"draw {seed}: {len(y)} cells, {args.errors} planted errors ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"planted errors in the top {args.errors} / {3 * args.errors}, per draw (seeds {args.seeds}), and mean")
+    for option, found in table.items():
+        means = np.mean(found, axis=0)
+        print(f"{option:22s} {'  '.join(f'{a:2d}/{b:2d}' for a, b in found)}   mean {means[0]:.1f} / {means[1]:.1f}")
 
 
 if __name__ == "__main__":

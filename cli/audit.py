@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from featx.auditing._audit import AUTO, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES
+from featx.auditing._audit import AUTO, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES, REFIT_ROUNDS
 from featx.classify._classifiers import CLASSIFIERS
 
 from .errors import user_errors
@@ -35,6 +35,8 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
               help=f"Classifier whose out-of-fold probabilities rank the label errors; {AUTO}: the best of "
                    f"{', '.join(CANDIDATES)} by cross-validation.")
 @click.option("--cv", type=number_range(*RANGES["cv"]), default=5, show_default=True, help="Folds for the out-of-fold probabilities.")
+@click.option("--refit-rounds", type=number_range(*RANGES["refit_rounds"]), default=REFIT_ROUNDS, show_default=True,
+              help="Times the classifier is refitted without the likely label errors found, before ranking (0: none).")
 @click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
 @click.option("--drop", default=",".join(DEFAULT_DROP), show_default=True, callback=_kinds,
               help=f"Findings whose files clean.csv leaves out, comma-separated: {', '.join(KINDS)}, or none.")
@@ -44,7 +46,7 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.option("--wait", is_flag=True, help="On a store another process is writing, wait for it to finish (default: use the rows committed so far).")
 @user_errors
-def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, clf, cv, n_jobs, drop, pixels, quiet, wait):
+def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, clf, cv, refit_rounds, n_jobs, drop, pixels, quiet, wait):
     """Find exact and near duplicates, train/test leaks, outliers and likely label errors in a store.
 
     Works from the store (no extraction; the files are read again only to compare near duplicates' pixels)
@@ -58,7 +60,7 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
     path = pick_store(store, "featx audit STORE")
     click.echo(f"store: {path}", err=True)
     result = run(path, data=list(data) or None, threshold=threshold, neighbours=neighbours, clf=clf,
-                 cv=cv, split_csv=split_csv, test_size=test_size, seed=seed, drop=drop, n_jobs=n_jobs, wait=wait,
+                 cv=cv, split_csv=split_csv, test_size=test_size, seed=seed, drop=drop, refit_rounds=refit_rounds, n_jobs=n_jobs, wait=wait,
                  progress=not quiet, pixels=pixels)
     written = result.write(out)
     click.echo(result.summary())

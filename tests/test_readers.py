@@ -158,11 +158,14 @@ def test_an_audit_says_each_step_on_stderr(tmp_path):
     result = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     steps = [line.split(": ", 1)[1] for line in result.stderr.splitlines() if line.startswith("audit ")]
-    from featx.auditing._audit import CANDIDATES  # --clf auto: each candidate's out-of-fold probabilities
+    from featx.auditing._audit import CANDIDATES, REFIT_ROUNDS  # --clf auto: each candidate's out-of-fold probabilities, then refits
 
-    assert steps[1:] == [f"10 nearest neighbours of {2 * HALF} images ({2 * HALF} files)", "duplicates, near duplicates and outliers",
-                         *(f"label errors: out-of-fold probabilities of {name} on {2 * HALF} images (2 folds)" for name in CANDIDATES),
-                         "done"]
+    refits = [s for s in steps if " refitted without " in s and s.endswith(" likely errors (2 folds)")]
+    assert len(refits) == REFIT_ROUNDS, steps
+    assert [s for s in steps[1:] if s not in refits] == [
+        f"10 nearest neighbours of {2 * HALF} images ({2 * HALF} files)", "duplicates, near duplicates and outliers",
+        *(f"label errors: out-of-fold probabilities of {name} on {2 * HALF} images (2 folds)" for name in CANDIDATES), "done"]
+    assert steps[-1 - REFIT_ROUNDS : -1] == refits, steps
     quiet = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-q", "-o", str(tmp_path / "q")])
     assert quiet.exit_code == 0 and "audit " not in quiet.stderr
 
