@@ -627,7 +627,7 @@ def audit(
     pixels: bool = True,
 ) -> Audit:
     """Audit the files of `store` (only those found in `data`, when given; class folders or CSVs as for
-    `featx extract`). Reads the store only. Near duplicates are marked when they span classes or a split:
+    `featx extract`). Reads the store (and the files of near-duplicate candidates, `pixels`). Near duplicates are marked when they span classes or a split:
     `split_csv` (path,split), else the train/test split `featx fit --test-size --seed` makes of the store.
     `threshold`: cosine similarity from which images are near duplicates; None: `near_threshold`.
     `clf`: the classifier whose out-of-fold probabilities rank label errors; "auto": the best of CANDIDATES
