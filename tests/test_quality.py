@@ -220,3 +220,18 @@ def test_copies_of_a_cell_align_within_the_pixel_threshold_and_its_most_alike_ne
     files = [found["cell1580.png"], tmp_path / "q85.jpg", tmp_path / "crop2.png", found["cell1579.png"]]
     q85, crop, neighbour = pixel_differences(lambda i: thumbnail(str(files[i])), [0, 0, 0], [1, 2, 3])
     assert q85 <= DIFFERENCE and crop <= DIFFERENCE < neighbour, (q85, crop, neighbour)
+
+
+def test_a_mirrored_copy_is_not_refuted_and_the_neighbour_stays_distinct_when_turned(tmp_path):
+    """A pair the embedding or hash found and the pixels would refute is checked again with one image turned
+    and mirrored: a mirrored, rotated q85 copy of cell1580 is then within DIFFERENCE; cell1579 still is not."""
+    from featx.datasets import load_elpv
+    from featx.images._copies import DIFFERENCE, pixel_differences, thumbnail, turned_differences
+
+    found = {Path(f).name: f for f in load_elpv().filenames}
+    Image.open(found["cell1580.png"]).transpose(Image.Transpose.TRANSPOSE).save(tmp_path / "turned.jpg", quality=85)
+    files = [found["cell1580.png"], tmp_path / "turned.jpg", found["cell1579.png"]]
+    thumb = lambda i: thumbnail(str(files[i]))  # noqa: E731
+    assert pixel_differences(thumb, [0], [1])[0] > 0.5  # refuted as it stands
+    turned, neighbour = turned_differences(thumb, [0, 0], [1, 2])
+    assert turned <= DIFFERENCE < neighbour, (turned, neighbour)

@@ -163,7 +163,8 @@ def test_an_audit_says_each_step_on_stderr(tmp_path):
     refits = [s for s in steps if " refitted without " in s and s.endswith(" likely errors (2 folds)")]
     assert len(refits) == REFIT_ROUNDS, steps
     assert [s for s in steps[1:] if s not in refits] == [
-        f"10 nearest neighbours of {2 * HALF} images ({2 * HALF} files)", "duplicates, near duplicates and outliers",
+        f"10 nearest neighbours of {2 * HALF} images ({2 * HALF} files)",
+        "duplicates, near duplicates (candidate pairs checked on their pixels) and outliers",
         *(f"label errors: out-of-fold probabilities of {name} on {2 * HALF} images (2 folds)" for name in CANDIDATES), "done"]
     assert steps[-1 - REFIT_ROUNDS : -1] == refits, steps
     quiet = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-q", "-o", str(tmp_path / "q")])

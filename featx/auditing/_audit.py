@@ -20,12 +20,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from featx.errors import BadInputError, FeatxError, ParameterError, UnknownNameError
 from featx.features._store import FeatureStore
 from featx.images._quality import STATS
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 NEAR_FLOOR = 0.90  # cosine similarity: copies of photographs lie above it, distinct photographs far below
 NEAR_SCALE = 0.25  # share of the data set's median nearest-neighbour distance within which copies lie
@@ -281,7 +285,7 @@ def _pixel_pairs(files: _Files, sims: np.ndarray, index: np.ndarray, known: tupl
     difference NaN where a file cannot be read as it was extracted; unreadable: how many rows."""
     from functools import lru_cache
 
-    from featx.images._copies import pixel_differences, thumbnail
+    from featx.images._copies import pixel_differences, thumbnail, turned_differences
 
     k = min(PIXEL_NEIGHBOURS, sims.shape[1])
     near = sims[:, :k] >= PIXEL_COSINE
@@ -297,6 +301,9 @@ def _pixel_pairs(files: _Files, sims: np.ndarray, index: np.ndarray, known: tupl
         return next((t for i in files.by_row[r] if (t := thumbnail(files.paths[i], files.keys[r])) is not None), None)
 
     found = pixel_differences(thumb, pairs[:, 0], pairs[:, 1])
+    listed = {(min(x, y), max(x, y)) for x, y in zip(known[0].tolist(), known[1].tolist())}
+    again = np.flatnonzero((found > REFUTE) & np.array([(x, y) in listed for x, y in pairs.tolist()], dtype=bool))
+    found[again] = np.fmin(found[again], turned_differences(thumb, pairs[again, 0], pairs[again, 1]))  # mirrored copies
     unreadable = len({int(r) for r in pairs[np.isnan(found)].ravel() if thumb(int(r)) is None})
     return pairs[:, 0], pairs[:, 1], found, unreadable
 
@@ -429,7 +436,8 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, 
     return refit(searched(x, y, clf, cv, seed, n_jobs), x, y, None, cv, seed, n_jobs)
 
 
-def searched(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0, n_jobs: int | None = None):
+def searched(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0,
+             n_jobs: int | None = None) -> Pipeline:
     """The pipeline (standardisation, `clf`) with its regularisation picked by stratified `cv`-fold grid
     search as in `featx fit`. Classifiers without probabilities (linsvm, svm) are Platt-scaled inside each fold."""
     from sklearn.model_selection import GridSearchCV
@@ -456,19 +464,25 @@ def _folds(cv: int, seed: int):
     return StratifiedKFold(cv, shuffle=True, random_state=seed)
 
 
-def refit(estimator, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None, cv: int = 5, seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
+def refit(estimator: Pipeline, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None, cv: int = 5, seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
     """Out-of-fold probabilities of every sample from `estimator` refitted on each fold's training samples
     that are in `keep` (None: all; prune-and-refit: likely label errors left out do not teach their label)."""
     from joblib import Parallel, delayed
     from sklearn.base import clone
+    from sklearn.calibration import CalibratedClassifierCV
     from threadpoolctl import threadpool_limits
+
+    last = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    need = last.cv if isinstance(last, CalibratedClassifierCV) else 1  # a Platt-scaled classifier's inner folds
+    n_classes = int(y.max()) + 1
 
     def fold(train, test):
         kept = train if keep is None else train[keep[train]]
-        train = kept if len(np.unique(y[kept])) == len(np.unique(y)) else train  # never prune a class away
+        counts = np.bincount(y[kept], minlength=n_classes)[np.unique(y[train])]
+        train = kept if counts.min() >= need else train  # never prune a class away, or below its inner folds
         return test, clone(estimator).fit(x[train], y[train]).predict_proba(x[test])
 
-    probs = np.zeros((len(y), int(y.max()) + 1))
+    probs = np.zeros((len(y), n_classes))
     with threadpool_limits(limits=1, user_api="blas"):
         for test, p in Parallel(n_jobs=n_jobs)(delayed(fold)(train, test) for train, test in _folds(cv, seed).split(x, y)):
             probs[test] = p
