@@ -261,8 +261,9 @@ def hash_threshold(nearest_bits: np.ndarray) -> int:
 
 
 def hash_pairs(hashes: np.ndarray, rows: np.ndarray, bits_threshold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(a, b, bits, threshold): pairs of `rows` (a < b) whose 64-bit hashes differ in at most `bits_threshold`
-    bits (None: `hash_threshold`); all pairs compared in blocks (n^2 / 2 XORs: 20,000 rows in seconds)."""
+    """(a, b, bits, threshold): pairs of `rows` (a < b) whose 64-bit hashes differ in at most HASH_MAX bits (the
+    pixel check's candidates), and the threshold of copies, `bits_threshold` (None: `hash_threshold`); all
+    pairs compared in blocks (n^2 / 2 XORs: 20,000 rows in seconds)."""
     from featx.images._quality import hamming
 
     found, nearest, block = [], np.full(len(rows), 64, dtype=np.int64), max(1, (1 << 24) // max(len(rows), 1))
@@ -275,24 +276,21 @@ def hash_pairs(hashes: np.ndarray, rows: np.ndarray, bits_threshold: int | None 
         found.append((a[keep] + start, b[keep], bits[a[keep], b[keep]]))
     threshold = hash_threshold(nearest) if bits_threshold is None else bits_threshold
     a, b, bits = (np.concatenate(parts) for parts in zip(*found)) if found else (np.zeros(0, int),) * 3
-    close = bits <= threshold
-    return rows[a[close]], rows[b[close]], bits[close], threshold
+    return rows[a], rows[b], bits, threshold
 
 
-def _pixel_pairs(files: _Files, sims: np.ndarray, index: np.ndarray, known: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _pixel_pairs(files: _Files, sims: np.ndarray, index: np.ndarray, known: tuple[np.ndarray, np.ndarray],
+                 loose: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(a, b, difference, unreadable): the pixel check (featx.images._copies) of candidate pairs of rows: the
-    `known` pairs, each row's PIXEL_NEIGHBOURS nearest above PIXEL_COSINE and pHashes within HASH_MAX bits;
-    difference NaN where a file cannot be read as it was extracted; unreadable: how many rows."""
+    `known` pairs, each row's PIXEL_NEIGHBOURS nearest above PIXEL_COSINE and the `loose` pHash pairs (within
+    HASH_MAX bits); difference NaN where a file cannot be read as it was extracted; unreadable: how many rows."""
     from functools import lru_cache
 
     from featx.images._copies import pixel_differences, thumbnail, turned_differences
 
     k = min(PIXEL_NEIGHBOURS, sims.shape[1])
     near = sims[:, :k] >= PIXEL_COSINE
-    a, b = [np.repeat(np.arange(len(sims)), k)[near.ravel()], known[0]], [index[:, :k][near], known[1]]
-    if files.measured is not None:
-        ha, hb, _, _ = hash_pairs(files.phash, np.flatnonzero(files.measured), HASH_MAX)
-        a, b = [*a, ha], [*b, hb]
+    a, b = [np.repeat(np.arange(len(sims)), k)[near.ravel()], known[0], loose[0]], [index[:, :k][near], known[1], loose[1]]
     pairs = np.unique(np.sort(np.stack([np.concatenate(a), np.concatenate(b)], axis=1).astype(np.int64), axis=1), axis=0)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
 
@@ -327,8 +325,10 @@ def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, thresho
     np.maximum.at(best, pairs[0], pairs[2])
     np.maximum.at(best, pairs[1], pairs[2])
     bits = np.full(n, 99)  # fewest differing hash bits of a row to another row of its cluster
-    ha, hb, hbits, bits_threshold = (hash_pairs(files.phash, np.flatnonzero(files.measured), bits_threshold) if files.measured is not None
+    la, lb, lbits, bits_threshold = (hash_pairs(files.phash, np.flatnonzero(files.measured), bits_threshold) if files.measured is not None
                                      else (np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), None))
+    close = lbits <= (bits_threshold or 0)
+    ha, hb, hbits = la[close], lb[close], lbits[close]
     if len(ha):  # a hash match counts when the embeddings agree at least as well as typical neighbours do
         unit = files.features / np.maximum(np.linalg.norm(files.features, axis=1, keepdims=True), 1e-12)
         agree = np.einsum("ij,ij->i", unit[ha], unit[hb]) >= (np.median(sims[:, 0]) if sims.shape[1] else -1)
@@ -337,7 +337,8 @@ def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, thresho
     if pixels and n > 1:
         from featx.images._copies import DIFFERENCE
 
-        ca, cb, difference, unreadable = _pixel_pairs(files, sims, index, (np.concatenate([pairs[0], ha]), np.concatenate([pairs[1], hb])))
+        ca, cb, difference, unreadable = _pixel_pairs(files, sims, index, (np.concatenate([pairs[0], ha]), np.concatenate([pairs[1], hb])),
+                                                        (la, lb))
         no = {(int(x), int(y)) for x, y in zip(ca[difference > REFUTE], cb[difference > REFUTE])}
         keep = [np.array([(min(x, y), max(x, y)) not in no for x, y in zip(p.tolist(), q.tolist())], dtype=bool) for p, q in ((pairs[0], pairs[1]), (ha, hb))]
         refuted = sum(int((~k).sum()) for k in keep)
