@@ -186,18 +186,21 @@ class Split:
         return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
+def _seen(weights: Sequence[str | None], split: Split, part: np.ndarray) -> dict[str, int]:
+    """How many images of `part` of the split each fine-tuned file was trained or validated on (files with any)."""
+    keys = {split.keys[i] for i in part}
+    counts = {str(file): len(trained_on(str(file)) & keys) for file in weights if file is not None}
+    return {file: n for file, n in counts.items() if n}
+
+
 def seen_in_training(weights: Sequence[str | None], split: Split) -> dict[str, int]:
     """How many images of the training part each fine-tuned file was trained or validated on (files with any):
     its network knows their labels, so its cross-validated score, and a fusion's with it, is optimistic."""
-    train_keys = {split.keys[i] for i in split.train}
-    counts = {str(file): len(trained_on(str(file)) & train_keys) for file in weights if file is not None}
-    return {file: n for file, n in counts.items() if n}
+    return _seen(weights, split, split.train)
 
 
 def check_no_leak(weights: Sequence[str | None], split: Split) -> None:
     """Refuse weights fine-tuned on any image of the test part (one line naming the file)."""
-    test_keys = {split.keys[i] for i in split.test}
-    for file in weights:
-        if file is not None and (seen := trained_on(str(file)) & test_keys):
-            raise BadInputError(f"{file} was fine-tuned on {len(seen)} image(s) of the test part: its scores would "
-                                "be optimistic; fine-tune on the training part only, or use another split")
+    for file, n in _seen(weights, split, split.test).items():
+        raise BadInputError(f"{file} was fine-tuned on {n} image(s) of the test part: its scores would "
+                            "be optimistic; fine-tune on the training part only, or use another split")

@@ -197,14 +197,14 @@ class _Run:
         """The average of the best candidates' class probabilities, cross-validated on the same folds."""
         from sklearn.base import clone
         from sklearn.compose import ColumnTransformer
-
-        from featx.classify._classifiers import platt_scaled
         from sklearn.ensemble import VotingClassifier
         from sklearn.metrics import balanced_accuracy_score
         from sklearn.model_selection import cross_val_predict
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
         from threadpoolctl import threadpool_limits
+
+        from featx.classify._classifiers import platt_scaled
 
         spaces = [b.spaces[0] for b in best]
         y = self.split.labels[self.split.train]
