@@ -439,24 +439,19 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, 
 
 def searched(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0,
              n_jobs: int | None = None) -> Pipeline:
-    """The pipeline (standardisation, `clf`) with its regularisation picked by stratified `cv`-fold grid
-    search as in `featx fit`. Classifiers without probabilities (linsvm, svm) are Platt-scaled inside each fold."""
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+    """The pipeline (standardisation, `clf`) with its regularisation picked by `featx fit`'s stratified
+    `cv`-fold grid search (`classify._fitting.search`: svm on the RBF Gram computed once), not fitted.
+    Classifiers without probabilities (linsvm, svm) are then Platt-scaled inside each fold of `refit`."""
     from threadpoolctl import threadpool_limits
 
     from featx.classify._classifiers import get_classifier, platt_scaled
-    from featx.classify._fitting import SCORING
+    from featx.classify._fitting import search
 
-    chosen = get_classifier(clf)
-    model, param = chosen.make(None, seed), f"clf__{chosen.param}"
-    if not hasattr(model, "predict_proba"):
-        model, param = platt_scaled(model, y, cv), f"clf__estimator__{chosen.param}"
-    pipeline = Pipeline([("scale", StandardScaler()), ("clf", model)])
-    grid = chosen.usable_grid(len(y) * (cv - 1) // cv)
     with threadpool_limits(limits=1, user_api="blas"):  # as in featx fit: parallel fits, not threads
-        return GridSearchCV(pipeline, {param: grid}, scoring=SCORING, cv=_folds(cv, seed), n_jobs=n_jobs).fit(x, y).best_estimator_
+        pipeline, _, _ = search(x, y, get_classifier(clf), None, cv, seed, n_jobs)  # its folds are _folds(cv, seed)
+    if not hasattr(pipeline.named_steps["clf"], "predict_proba"):
+        pipeline.steps[-1] = ("clf", platt_scaled(pipeline.named_steps["clf"], y, cv))
+    return pipeline
 
 
 def _folds(cv: int, seed: int):
@@ -543,8 +538,8 @@ def prune_and_refit(choice: Choice, x: np.ndarray, y: np.ndarray, rounds: int = 
     """`rounds` times: leave cleanlab's likely label errors (prune by noise rate) out of every training fold,
     refit the chosen classifier and predict every image out of fold again. Errors that look alike (a batch
     filed under one wrong class) otherwise teach the models of the other folds their wrong label: measured on
-    planted ELPV errors (docs/audit.md), `clf="auto"` ranked 5.2 of 15 in the top 15 and 10.4 in the top 45
-    (mean of 5 draws), after two rounds 8.2 and 11.8 (300 px GeM features: 5.6 / 12.6, then 6.8 / 13.4)."""
+    planted ELPV errors (docs/audit.md), `clf="auto"` ranked 6.6 of 15 in the top 15 and 10.6 in the top 45
+    (mean of 5 draws), after two rounds 9.0 and 11.6 (300 px GeM features: 5.6 / 12.4, then 6.6 / 13.2)."""
     from cleanlab.filter import find_label_issues
 
     for _ in range(rounds):
