@@ -279,6 +279,12 @@ def hash_pairs(hashes: np.ndarray, rows: np.ndarray, bits_threshold: int | None 
     return rows[a], rows[b], bits, threshold
 
 
+def _among(a: np.ndarray, b: np.ndarray, listed: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Whether each pair of rows (a[i], b[i]) is one of the `listed` pairs, in either order."""
+    known = {(min(x, y), max(x, y)) for x, y in zip(listed[0].tolist(), listed[1].tolist())}
+    return np.array([(min(x, y), max(x, y)) in known for x, y in zip(a.tolist(), b.tolist())], dtype=bool)
+
+
 def _pixel_pairs(files: _Files, sims: np.ndarray, index: np.ndarray, known: tuple[np.ndarray, np.ndarray],
                  loose: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(a, b, difference, unreadable): the pixel check (featx.images._copies) of candidate pairs of rows: the
@@ -299,8 +305,7 @@ def _pixel_pairs(files: _Files, sims: np.ndarray, index: np.ndarray, known: tupl
         return next((t for i in files.by_row[r] if (t := thumbnail(files.paths[i], files.keys[r])) is not None), None)
 
     found = pixel_differences(thumb, pairs[:, 0], pairs[:, 1])
-    listed = {(min(x, y), max(x, y)) for x, y in zip(known[0].tolist(), known[1].tolist())}
-    again = np.flatnonzero((found > REFUTE) & np.array([(x, y) in listed for x, y in pairs.tolist()], dtype=bool))
+    again = np.flatnonzero((found > REFUTE) & _among(pairs[:, 0], pairs[:, 1], known))
     found[again] = np.fmin(found[again], turned_differences(thumb, pairs[again, 0], pairs[again, 1]))  # mirrored copies
     unreadable = len({int(r) for r in pairs[np.isnan(found)].ravel() if thumb(int(r)) is None})
     return pairs[:, 0], pairs[:, 1], found, unreadable
@@ -339,8 +344,8 @@ def _near_duplicates(files: _Files, sims: np.ndarray, index: np.ndarray, thresho
 
         ca, cb, difference, unreadable = _pixel_pairs(files, sims, index, (np.concatenate([pairs[0], ha]), np.concatenate([pairs[1], hb])),
                                                         (la, lb))
-        no = {(int(x), int(y)) for x, y in zip(ca[difference > REFUTE], cb[difference > REFUTE])}
-        keep = [np.array([(min(x, y), max(x, y)) not in no for x, y in zip(p.tolist(), q.tolist())], dtype=bool) for p, q in ((pairs[0], pairs[1]), (ha, hb))]
+        no = (ca[difference > REFUTE], cb[difference > REFUTE])
+        keep = [~_among(p, q, no) for p, q in ((pairs[0], pairs[1]), (ha, hb))]
         refuted = sum(int((~k).sum()) for k in keep)
         pairs, (ha, hb, hbits) = tuple(p[keep[0]] for p in pairs), (ha[keep[1]], hb[keep[1]], hbits[keep[1]])
         pa, pb = ca[difference <= DIFFERENCE], cb[difference <= DIFFERENCE]
