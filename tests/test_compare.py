@@ -159,6 +159,21 @@ def test_a_failing_candidate_is_reported_and_the_others_run(compared, elpv_folde
     assert "failed" in comparison.table().splitlines()[2]
 
 
+def test_an_image_no_network_can_read_is_left_out_by_name_and_the_candidates_run(compared, elpv_copy, tmp_path, monkeypatch):
+    """A file with a PNG signature and no image after it fails the first space's extraction: it leaves the
+    comparison (one line naming it), instead of failing every candidate."""
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    broken = next(elpv_copy.glob("*/")) / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"no image here" * 10)
+    lines = []
+    comparison = featx.compare(elpv_copy, out=tmp_path / "out", log=lines.append, **SETTINGS)
+    assert not any(row.error for row in comparison.rows) and comparison.model.is_file()
+    assert comparison.n_train + comparison.n_test == 20 and comparison.n_extracted == 0  # the cells: from the stores
+    left = [line for line in lines if line.startswith("left out of the comparison")]
+    assert len(left) == 1 and str(broken) in left[0] and "1 image(s)" in left[0]
+
+
 def test_weights_fine_tuned_on_a_test_image_are_refused(elpv_folder, tmp_path):
     """... and a fine-tuned file is a candidate at the size it was trained at, whatever sizes are listed."""
     from featx.comparing._candidates import candidates

@@ -172,11 +172,20 @@ class Split:
                                                random_state=seed)
             except ValueError as exc:
                 raise BadInputError(f"cannot hold out a stratified test part (test size {test_size}): {exc}") from None
-        counts = np.bincount(labels[train], minlength=len(present))
-        if counts.min() < cv:
-            raise BadInputError(f"classes with fewer training images than {cv} folds: add images or lower cv")
         return cls(tuple(paths), tuple(keys), labels, tuple(images.classes[i] for i in present), np.sort(train),
-                   np.sort(test))
+                   np.sort(test))._checked(cv)
+
+    def _checked(self, cv: int) -> Split:
+        if np.bincount(self.labels[self.train], minlength=len(self.classes)).min() < cv:
+            raise BadInputError(f"classes with fewer training images than {cv} folds: add images or lower cv")
+        return self
+
+    def without(self, keep: np.ndarray, cv: int) -> Split:
+        """The split of the images `keep` (a mask over paths) only; each part keeps its images."""
+        position = np.cumsum(keep) - 1
+        return Split(tuple(p for p, k in zip(self.paths, keep) if k), tuple(k for k, kept in zip(self.keys, keep) if kept),
+                     self.labels[keep], self.classes, position[self.train[keep[self.train]]],
+                     position[self.test[keep[self.test]]])._checked(cv)
 
     def folds(self, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """The CV folds of the training part (indices into it), the same for every candidate."""

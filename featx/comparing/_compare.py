@@ -96,7 +96,7 @@ class _Run:
     """One comparison's state: the split, its folds, each space's features and rate, the scored candidates."""
 
     def __init__(self, split: Split, cv: int, seed: int, n_jobs, device: str, engine: str, progress: bool, log) -> None:
-        self.split, self.folds, self.seed, self.n_jobs = split, split.folds(cv, seed), seed, n_jobs
+        self.split, self.cv, self.folds, self.seed, self.n_jobs = split, cv, split.folds(cv, seed), seed, n_jobs
         self.device, self.engine, self.progress, self.log = device, engine, progress, log
         self.features: dict[Candidate, np.ndarray | FeatxError] = {}
         self.rates: dict[Candidate, float | None] = {}
@@ -134,6 +134,8 @@ class _Run:
             done = extract_files(images, extractor, progress=self.progress)
             with FeatureStore.open(done.store) as opened:
                 x, found = opened.features_for(list(self.split.paths))
+                if not found.all() and not any(isinstance(f, np.ndarray) for f in self.features.values()):
+                    x, found = self._leave_out(opened.failures(), x, found)
             if not found.all():
                 raise FeatxError(f"{int((~found).sum())} images have no features in {done.store} (unreadable: see "
                                  f"featx info {done.store})")
@@ -147,6 +149,24 @@ class _Run:
         self.stores[space], self.space_json[space] = done.store, extractor.space
         self.features[space] = x.astype(np.float32, copy=False)
         return self.features[space]
+
+    def _leave_out(self, failures: dict[str, tuple[str, str]], x: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Before any space is scored: the split without the images the first space extracted could not read
+        (their failures are in its store), which no other network can read either; one line names them."""
+        from featx.images._inputs import display_path
+
+        failed = {i: failures[display_path(self.split.paths[i])][1] for i in np.flatnonzero(~found)
+                  if display_path(self.split.paths[i]) in failures}
+        if not failed:
+            return x, found
+        named = ", ".join(f"{self.split.paths[i]} ({reason})" for i, reason in list(failed.items())[:3])
+        self.log(f"left out of the comparison: {len(failed)} image(s) that cannot be read: {named}"
+                 f"{' ...' if len(failed) > 3 else ''}")
+        keep = np.ones(len(found), dtype=bool)
+        keep[list(failed)] = False
+        self.split = self.split.without(keep, self.cv)
+        self.folds = self.split.folds(self.cv, self.seed)
+        return x[keep], found[keep]
 
     def _pending(self, store: Path) -> int:
         """How many of the split's images the store does not hold yet."""
@@ -327,18 +347,19 @@ def compare(
                 bar.update()
         run.scored += run.fused(fuse)
     except (KeyboardInterrupt, Interrupted):
-        _write(run, _comparison(run, split), out)
+        _write(run, _comparison(run), out)
         raise Interrupted(f"interrupted: the {len(run.scored)} candidates scored so far are in {out / LEADERBOARD}.csv;"
                           " the features extracted stay in their stores (a rerun does not extract them again)") from None
-    return _finish(run, split, out)
+    return _finish(run, out)
 
 
-def _comparison(run: _Run, split: Split, **more) -> Comparison:
+def _comparison(run: _Run, **more) -> Comparison:
+    split = run.split
     return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
                       run.n_extracted, **more)
 
 
-def _finish(run: _Run, split: Split, out: Path) -> Comparison:
+def _finish(run: _Run, out: Path) -> Comparison:
     """Refit the winner on the training part, score it once on the test part, save it and the leaderboard."""
     from featx.classify._bundle import ModelBundle
     from featx.classify._classifiers import class_scores
@@ -346,11 +367,12 @@ def _finish(run: _Run, split: Split, out: Path) -> Comparison:
 
     board = run.leaderboard()
     if not board or board[0].row.error:
-        comparison = _comparison(run, split)
+        comparison = _comparison(run)
         _write(run, comparison, out)
         raise FeatxError(f"every candidate failed (see {out / LEADERBOARD}.csv); the first: {board[0].row.error}")
     winner = board[0]
     x = run.columns(winner.spaces)
+    split = run.split  # without the images no network could read
     train, test, y = split.train, split.test, split.labels
     model = winner.pipeline.fit(x[train], y[train])
     if hasattr(model, "named_estimators_"):  # averaged: skops trusts no Bunch (a dict here), and predicting reads none
@@ -367,7 +389,7 @@ def _finish(run: _Run, split: Split, out: Path) -> Comparison:
                     title=f"featx compare: {winner.row.candidate}")
     path = out / MODEL
     files = [path, *bundle.save_with_report(path, report)]
-    comparison = _comparison(run, split, test_balanced_accuracy=scores["balanced_accuracy"],
+    comparison = _comparison(run, test_balanced_accuracy=scores["balanced_accuracy"],
                              test_accuracy=scores["accuracy"], model=path)
     written = _write(run, comparison, out)
     return Comparison(**{**comparison.__dict__, "files": (*written, *files)})
