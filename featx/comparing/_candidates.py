@@ -176,6 +176,7 @@ class Split:
                    np.sort(test))._checked(cv)
 
     def _checked(self, cv: int) -> Split:
+        """The split itself, when each class has `cv` training images (else a one-line error)."""
         if np.bincount(self.labels[self.train], minlength=len(self.classes)).min() < cv:
             raise BadInputError(f"classes with fewer training images than {cv} folds: add images or lower cv")
         return self
