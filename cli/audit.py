@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from featx.auditing._audit import AUTO, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES, REFIT_ROUNDS
+from featx.auditing._audit import AUTO, AUTO_ALL_ROWS, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES, REFIT_ROUNDS
 from featx.classify._classifiers import CLASSIFIERS
 
 from .errors import user_errors
@@ -33,7 +33,7 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--seed", type=int, default=0, show_default=True, help="featx fit's --seed; also the folds of the label check.")
 @click.option("--clf", type=click.Choice([AUTO, *CLASSIFIERS]), default=AUTO, show_default=True,
               help=f"Classifier whose out-of-fold probabilities rank the label errors; {AUTO}: the best of "
-                   f"{', '.join(CANDIDATES)} by cross-validation.")
+                   f"{', '.join(CANDIDATES)} by cross-validation ({CANDIDATES[0]} alone beyond {AUTO_ALL_ROWS:,} images).")
 @click.option("--cv", type=number_range(*RANGES["cv"]), default=5, show_default=True, help="Folds for the out-of-fold probabilities.")
 @click.option("--refit-rounds", type=number_range(*RANGES["refit_rounds"]), default=REFIT_ROUNDS, show_default=True,
               help="Times the classifier is refitted without the likely label errors found, before ranking (0: none).")

@@ -110,6 +110,15 @@ def test_the_label_check_uses_the_classifier_cross_validation_shows_best_and_say
     assert any(n.startswith("label errors ranked by knn, CV balanced accuracy") and "given by --clf" in n for n in forced.notes)
 
 
+def test_beyond_its_size_limit_auto_takes_logreg_alone_and_says_so(audited, monkeypatch):
+    """The SVMs' Platt-scaled fits grow faster than the images: beyond AUTO_ALL_ROWS, auto ranks by logreg."""
+    from featx.auditing import _audit
+
+    monkeypatch.setattr(_audit, "AUTO_ALL_ROWS", 20)
+    note = next(n for n in audit(audited[1], n_jobs=1, progress=False).notes if n.startswith("label errors ranked by"))
+    assert note.startswith("label errors ranked by logreg, CV balanced accuracy ") and "auto takes it alone beyond 20 images" in note, note
+
+
 def test_alike_label_errors_are_scored_by_models_refitted_without_them(audited, found):
     """#28: the PLANTED clearly defective cells filed as functional look alike, so the models of the folds that
     hold some of them learn that such cells are functional. By default the classifier is refitted twice without

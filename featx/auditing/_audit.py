@@ -433,6 +433,8 @@ def _outliers(files: _Files, sims: np.ndarray) -> tuple[Table, set[str]]:
 
 AUTO = "auto"
 CANDIDATES = ("logreg", "linsvm", "svm")  # what `clf="auto"` compares (docs/audit.md: knn ranked planted errors worst)
+AUTO_ALL_ROWS = 5_000  # beyond, `clf="auto"` takes logreg alone: the SVMs' fits grow faster than the images (at
+# 16,000 training rows one linsvm fit took 52-262 s, a logreg fit 15 s on average: docs/audit.md "Scale")
 REFIT_ROUNDS = 2  # prune-and-refit rounds of the label check (docs/audit.md: planted errors found, by rounds)
 
 
@@ -508,10 +510,13 @@ class Choice:
     compared: dict[str, float]
     estimator: object = None  # the pipeline with the regularisation chosen, refitted by `prune_and_refit`
     pruned: list[int] = field(default_factory=list)  # images left out of the training folds, per refit round
+    auto: bool = False  # chosen by clf="auto"
 
     def describe(self) -> str:
         others = ", ".join(f"{name} {score:.3f}" for name, score in self.compared.items() if name != self.clf)
-        how = f"best of {len(self.compared)} by CV balanced accuracy ({others})" if others else "given by --clf"
+        how = (f"best of {len(self.compared)} by CV balanced accuracy ({others})" if others else
+               f"auto takes it alone beyond {AUTO_ALL_ROWS:,} images (--clf forces another)" if self.auto else
+               "given by --clf")
         times = {1: "once", 2: "twice"}.get(len(self.pruned), f"{len(self.pruned)} times")
         refits = f"; refitted {times} without its likely label errors ({', then '.join(map(str, self.pruned))} images)" if self.pruned else ""
         return f"{self.clf}, CV balanced accuracy {self.score:.3f}; {how}{refits}"
@@ -519,11 +524,12 @@ class Choice:
 
 def choose_classifier(x: np.ndarray, y: np.ndarray, clf: str = AUTO, cv: int = 5, seed: int = 0, n_jobs: int | None = None,
                       step: Callable[[str], None] = lambda line: None) -> Choice:
-    """Out-of-fold probabilities of `clf`, or with `clf="auto"` of each of CANDIDATES, keeping the one of the
-    highest CV balanced accuracy (ties: the first). Measured on planted errors (docs/audit.md): the best
-    classifier differs between data sets (logreg ranked 6 of 15 planted ELPV errors in the top 45, svm 11)."""
+    """Out-of-fold probabilities of `clf`, or with `clf="auto"` of each of CANDIDATES (beyond AUTO_ALL_ROWS
+    images, logreg alone), keeping the one of the highest CV balanced accuracy (ties: the first). Measured on
+    planted errors (docs/audit.md): the best classifier differs between data sets (logreg ranked 6 of 15 planted
+    ELPV errors in the top 45, svm 11)."""
     scores, best = {}, None
-    for name in CANDIDATES if clf == AUTO else (clf,):
+    for name in (clf,) if clf != AUTO else CANDIDATES if len(y) <= AUTO_ALL_ROWS else CANDIDATES[:1]:
         step(f"label errors: out-of-fold probabilities of {name} on {len(y)} images ({cv} folds)")
         try:
             estimator = searched(x, y, name, cv, seed, n_jobs)
@@ -534,7 +540,7 @@ def choose_classifier(x: np.ndarray, y: np.ndarray, clf: str = AUTO, cv: int = 5
         probs = refit(estimator, x, y, None, cv, seed, n_jobs)
         scores[name] = cv_score(y, probs)
         if best is None or scores[name] > best.score:
-            best = Choice(name, scores[name], probs, scores, estimator)
+            best = Choice(name, scores[name], probs, scores, estimator, auto=clf == AUTO)
     return best
 
 
