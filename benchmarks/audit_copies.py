@@ -12,7 +12,6 @@ Only the near-duplicate step runs (no label check). --base-store: a store of aud
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import tempfile

@@ -91,8 +91,8 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
     figure = _figure(points, groups, method)
     payload = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the script
     sampled = f"; a random sample of {len(keep):,} of its {len(rows):,} files" if len(keep) < len(rows) else ""
-    body = (f'<p><input id="search" type="search" placeholder="file name"> <span id="matches"></span> '
-            f'<span id="count"></span></p>'
+    body = ('<p><input id="search" type="search" placeholder="file name"> <span id="matches"></span> '
+            '<span id="count"></span></p>'
             + figure.to_html(include_plotlyjs=True, full_html=False, div_id="map", config={"scrollZoom": True})
             + '<div id="hover" hidden><img alt="thumbnail"><div class="path"></div><div class="label"></div></div>'
             + f"<script>{SCRIPT % payload}</script>")
