@@ -12,7 +12,7 @@ The folders hold symbolic links to the installed ELPV files (the copies are real
 cells are read from --base-store when given (a store of write_elpv_folder's images, default backbone), so
 only the copies are extracted.
 
-    python benchmarks/audit_elpv.py [--base-store STORE] [--work DIR] [--errors 50] [--copies 50]
+    python benchmarks/audit_elpv.py [--base-store STORE] [--work DIR] [--errors 50] [--copies 50] [--clf auto,svm]
 """
 from __future__ import annotations
 
@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--html", action="store_true", help="Also write each audit's folder (CSVs, page) under --work.")
+    parser.add_argument("--clf", default="auto", help="Comma-separated: the planted folder is audited with each "
+                        "(the published one with the first).")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="featx-audit-elpv-"))
     elpv, rng = load_elpv(), np.random.default_rng(args.seed)
@@ -110,7 +112,8 @@ def main() -> None:
     link_folder(published, {i: classes[t] for i, t in enumerate(elpv.target)}, elpv.filenames)
     print(featx.extract(published, store=store, progress=False).summary())
     start = time.perf_counter()
-    result = audit(store, data=published, n_jobs=args.n_jobs)
+    clfs = args.clf.split(",")
+    result = audit(store, data=published, clf=clfs[0], n_jobs=args.n_jobs)
     print(f"\n== ELPV as published ({time.perf_counter() - start:.0f} s)")
     report_counts(result, classes)
     if args.html:
@@ -131,17 +134,23 @@ def main() -> None:
             path.write_bytes(data)
             copied[str(path)] = str(source)
     print(featx.extract(planted, store=store, progress=False).summary())
-    start = time.perf_counter()
-    result = audit(store, data=planted, n_jobs=args.n_jobs)
-    print(f"\n== ELPV with {args.errors} defective cells filed as functional and {len(copied)} copies "
-          f"of {args.copies} cells under other classes ({time.perf_counter() - start:.0f} s)")
-    report_counts(result, classes)
-    if args.html:
-        result.write(work / "audit-planted")
-    wrong = {os.path.abspath(planted / classes[0] / Path(elpv.filenames[i]).name) for i in moved}
+    for clf in clfs:
+        start = time.perf_counter()
+        result = audit(store, data=planted, clf=clf, n_jobs=args.n_jobs)
+        print(f"\n== ELPV with {args.errors} defective cells filed as functional and {len(copied)} copies "
+              f"of {args.copies} cells under other classes, --clf {clf} ({time.perf_counter() - start:.0f} s)")
+        report_counts(result, classes)
+        if args.html:
+            result.write(work / f"audit-planted-{clf}")
+        report_planted(result, planted, classes, [elpv.filenames[i] for i in moved], copied)
+
+
+def report_planted(result, planted: Path, classes: list[str], moved: list[str], copied: dict[str, str]) -> None:
+    """Recall of the planted label errors in the ranking's top k and among cleanlab's issues, and of the copies."""
+    wrong = {os.path.abspath(planted / classes[0] / Path(path).name) for path in moved}
     ranked = [os.path.abspath(r[1]) for r in result.tables["label_errors"].rows]
     flagged = {os.path.abspath(r[1]) for r in result.tables["label_errors"].rows if r[6]}
-    for k in (args.errors, 2 * args.errors, 5 * args.errors):
+    for k in (len(wrong), 2 * len(wrong), 5 * len(wrong)):
         print(f"planted label errors in the top {k}: {len(wrong & set(ranked[:k])) / len(wrong):.1%}")
     print(f"planted label errors flagged by cleanlab: {len(wrong & flagged) / len(wrong):.1%} "
           f"({len(flagged)} flagged in all)")

@@ -5,7 +5,8 @@ The set: --functional functional and --defective defective ELPV cells (defect pr
 clearly defective cells of audit_elpv.clearly_defective left out), plus --errors clearly defective cells
 filed as functional, drawn once per --seeds. For each classifier `featx audit --clf auto` compares, and for
 "auto" (the one of the best CV balanced accuracy), the out-of-fold probabilities rank the images by cleanlab's
-self-confidence, as they are and after 1 and 2 rounds of prune-and-refit (`prune_and_refit`: the models are
+self-confidence, plain and "adjusted" (cleanlab's adjust_pred_probs: each class's mean self-confidence subtracted,
+for class imbalance), as they are and after 1 and 2 rounds of prune-and-refit (`prune_and_refit`: the models are
 refitted without cleanlab's likely errors); also the k-nearest-neighbour label disagreement (share of an image's
 --k nearest neighbours, cosine on standardised features, with its own label), alone and averaged with auto's
 self-confidence. Printed: per draw and mean, how many planted errors are in the top 1x and 3x the number planted.
@@ -68,16 +69,19 @@ def knn_agreement(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
 
 def scores(x: np.ndarray, y: np.ndarray, seed: int, k: int, n_jobs: int) -> dict[str, np.ndarray]:
     """Option -> label quality of each image (lowest: most likely an error)."""
+    from cleanlab.rank import get_label_quality_scores
+
     found, cv = {}, {}
     for clf in CANDIDATES:
         choice = choose_classifier(x, y, clf, 5, seed, n_jobs)
         cv[clf] = choice.score
         for rounds in range(3):
             found[f"{clf} refit {rounds}"] = choice.probs[np.arange(len(y)), y]
+            found[f"{clf} refit {rounds} adjusted"] = get_label_quality_scores(y, choice.probs, adjust_pred_probs=True)
             if rounds < 2:
                 prune_and_refit(choice, x, y, 1, 5, seed, n_jobs)
     best = max(CANDIDATES, key=lambda c: cv[c])  # choose_classifier's rule (ties: the first)
-    found.update({f"{AUTO} refit {r}": found[f"{best} refit {r}"] for r in range(3)})
+    found.update({f"{AUTO} refit {r}{a}": found[f"{best} refit {r}{a}"] for r in range(3) for a in ("", " adjusted")})
     found[f"knn {k}"] = knn_agreement(x, y, k)
     found[f"{AUTO} + knn {k}"] = (found[f"{AUTO} refit 0"] + found[f"knn {k}"]) / 2
     found[f"{AUTO} refit 2 + knn {k}"] = (found[f"{AUTO} refit 2"] + found[f"knn {k}"]) / 2
@@ -113,7 +117,7 @@ def main() -> None:
     print(f"planted errors in the top {args.errors} / {3 * args.errors}, per draw (seeds {args.seeds}), and mean")
     for option, found in table.items():
         means = np.mean(found, axis=0)
-        print(f"{option:22s} {'  '.join(f'{a:2d}/{b:2d}' for a, b in found)}   mean {means[0]:.1f} / {means[1]:.1f}")
+        print(f"{option:31s} {'  '.join(f'{a:2d}/{b:2d}' for a, b in found)}   mean {means[0]:.1f} / {means[1]:.1f}")
 
 
 if __name__ == "__main__":
