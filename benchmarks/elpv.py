@@ -11,7 +11,7 @@ Prints, per configuration, mean ± std over seeds of the 4-class accuracy, the b
 binary accuracy (defective if probability >= 0.5) and the CV accuracy, next to the paper's numbers.
 
 `--compare`: per seed, `featx.compare` on the same split (the test part given as a CSV): EfficientNet-Lite0/1/2
-frozen at 300 px, GeM-pooled late stages, with and without the 8 symmetries, plus Lite0 fine-tuned on each seed's
+(`--models`) frozen at 300 px, GeM-pooled late stages, with and without the 8 symmetries, plus Lite0 fine-tuned on each seed's
 training part with `featx finetune`'s defaults (trained into `--out` when missing, reused after; at its own 224 px), an
 RBF SVM each, and the fusions of the `--fuse` best; the winner is
 chosen by CV alone, then scored once on the test part. Prints each seed's leaderboard and the winners' mean.
@@ -218,14 +218,13 @@ def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], trai
 
 
 def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strata: np.ndarray, seeds: list[int],
-                 folder: Path, fuse: int, quick: bool) -> None:
+                 folder: Path, fuse: int, quick: bool, models: list[str]) -> None:
     """featx.compare per seed on the benchmark's split; each leaderboard, then the winners' test scores."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "elpv.csv"
     with open(data, "w", newline="") as f:
         csv.writer(f).writerows(zip(filenames, (classes[label] for label in y)))
-    candidates = {"models": ["efficientnet_lite0"] if quick else ["efficientnet_lite0", "efficientnet_lite1",
-                                                                  "efficientnet_lite2"],
+    candidates = {"models": ["efficientnet_lite0"] if quick else models,
                   "image_sizes": [64 if quick else 300], "layers": [",".join(LATE)], "poolings": ["gem"],
                   "ttas": ["none"] if quick else ["none", "d4"], "clfs": ["svm"]}
     winners = []
@@ -265,6 +264,8 @@ def main() -> None:
                         help="--finetune: a FinetuneConfig field, e.g. epochs=11 image_size=160 (repeatable).")
     parser.add_argument("--compare", action="store_true", help="featx.compare per seed (see above).")
     parser.add_argument("--fuse", type=int, default=3, help="--compare: fuse the K best feature spaces.")
+    parser.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
+                        help="--compare: the frozen backbones compared (a rerun with more extracts only the new ones).")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = [c for c in CONFIGS if args.configs is None or c.name in args.configs.split(",")]
@@ -294,7 +295,8 @@ def main() -> None:
                   + f" {np.mean([r['epochs'] for r in runs]):.1f} | {np.mean([r['seconds_per_epoch'] for r in runs]):.0f} |")
         return
     if args.compare:
-        compare_rows(filenames, y, data.target_names, strata, seeds, Path(args.out), args.fuse, args.quick)
+        compare_rows(filenames, y, data.target_names, strata, seeds, Path(args.out), args.fuse, args.quick,
+                     args.models.split(","))
         return
     extracted: dict[FeatureSet, tuple[np.ndarray, np.ndarray]] = {}  # features, column names
     rows = []
