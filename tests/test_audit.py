@@ -120,6 +120,23 @@ def test_beyond_its_size_limit_auto_takes_logreg_alone_and_says_so(audited, monk
     assert note.startswith("label errors ranked by logreg, CV balanced accuracy ") and "auto takes it alone beyond 20 images" in note, note
 
 
+def test_auto_says_why_it_compared_one_when_the_other_cannot_be_calibrated(audited, monkeypatch):
+    """Too few images per class to Platt-scale linsvm: auto ranks by logreg and says why (not "beyond N images")."""
+    from featx.auditing import _audit
+    from featx.errors import BadInputError
+
+    real = _audit.searched
+
+    def searched(x, y, clf, *rest):
+        if clf == "linsvm":
+            raise BadInputError("LinearSVC gives probabilities by Platt scaling, which needs more images per class than 2")
+        return real(x, y, clf, *rest)
+
+    monkeypatch.setattr(_audit, "searched", searched)
+    note = next(n for n in audit(audited[1], n_jobs=1, progress=False).notes if n.startswith("label errors ranked by"))
+    assert note.startswith("label errors ranked by logreg") and "cannot be Platt-scaled with so few images" in note, note
+
+
 def test_a_small_ambiguous_class_does_not_crowd_the_planted_errors_out_of_the_top(audited, tmp_path):
     """With classes of unequal size, a small class's images get low probabilities of their label whatever their
     label: the ranking subtracts each class's mean self-confidence first (cleanlab's adjust_pred_probs). Measured

@@ -510,13 +510,11 @@ class Choice:
     compared: dict[str, float]
     estimator: object = None  # the pipeline with the regularisation chosen, refitted by `prune_and_refit`
     pruned: list[int] = field(default_factory=list)  # images left out of the training folds, per refit round
-    auto: bool = False  # chosen by clf="auto"
+    alone: str = "given by --clf"  # why no other was compared
 
     def describe(self) -> str:
         others = ", ".join(f"{name} {score:.3f}" for name, score in self.compared.items() if name != self.clf)
-        how = (f"best of {len(self.compared)} by CV balanced accuracy ({others})" if others else
-               f"auto takes it alone beyond {AUTO_ALL_ROWS:,} images (--clf forces another)" if self.auto else
-               "given by --clf")
+        how = f"best of {len(self.compared)} by CV balanced accuracy ({others})" if others else self.alone
         times = {1: "once", 2: "twice"}.get(len(self.pruned), f"{len(self.pruned)} times")
         refits = f"; refitted {times} without its likely label errors ({', then '.join(map(str, self.pruned))} images)" if self.pruned else ""
         return f"{self.clf}, CV balanced accuracy {self.score:.3f}; {how}{refits}"
@@ -528,7 +526,8 @@ def choose_classifier(x: np.ndarray, y: np.ndarray, clf: str = AUTO, cv: int = 5
     images, logreg alone), keeping the one of the highest CV balanced accuracy (ties: the first). Measured on
     planted errors (docs/audit.md): the best classifier differs between draws and data sets."""
     scores, best = {}, None
-    for name in (clf,) if clf != AUTO else CANDIDATES if len(y) <= AUTO_ALL_ROWS else CANDIDATES[:1]:
+    names, alone = _compared(clf, len(y))
+    for name in names:
         step(f"label errors: out-of-fold probabilities of {name} on {len(y)} images ({cv} folds)")
         try:
             estimator = searched(x, y, name, cv, seed, n_jobs)
@@ -539,8 +538,17 @@ def choose_classifier(x: np.ndarray, y: np.ndarray, clf: str = AUTO, cv: int = 5
         probs = refit(estimator, x, y, None, cv, seed, n_jobs)
         scores[name] = cv_score(y, probs)
         if best is None or scores[name] > best.score:
-            best = Choice(name, scores[name], probs, scores, estimator, auto=clf == AUTO)
+            best = Choice(name, scores[name], probs, scores, estimator, alone=alone)
     return best
+
+
+def _compared(clf: str, n_images: int) -> tuple[tuple[str, ...], str]:
+    """The classifiers `choose_classifier` compares, and why one is alone when it is."""
+    if clf != AUTO:
+        return (clf,), "given by --clf"
+    if n_images > AUTO_ALL_ROWS:
+        return CANDIDATES[:1], f"auto takes it alone beyond {AUTO_ALL_ROWS:,} images (--clf forces another)"
+    return CANDIDATES, "the others cannot be Platt-scaled with so few images per class"
 
 
 def prune_and_refit(choice: Choice, x: np.ndarray, y: np.ndarray, rounds: int = REFIT_ROUNDS, cv: int = 5, seed: int = 0,
