@@ -218,7 +218,7 @@ def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], trai
 
 
 def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strata: np.ndarray, seeds: list[int],
-                 folder: Path, fuse: int, quick: bool, models: list[str]) -> None:
+                 folder: Path, fuse: int, quick: bool, models: list[str], scoring: str) -> None:
     """featx.compare per seed on the benchmark's split; each leaderboard, then the winners' test scores."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "elpv.csv"
@@ -227,7 +227,7 @@ def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strat
     candidates = {"models": ["efficientnet_lite0"] if quick else models,
                   "image_sizes": [64 if quick else 300], "layers": [",".join(LATE)], "poolings": ["gem"],
                   "ttas": ["none"] if quick else ["none", "d4"], "clfs": ["svm"]}
-    winners = []
+    winners, board = [], {}
     for seed in seeds:
         train, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=strata, random_state=seed)
         test_csv, train_csv = folder / f"test-{seed}.csv", folder / f"train-{seed}.csv"
@@ -242,13 +242,22 @@ def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strat
                   flush=True)
         tuned = [tuned] if tuned.is_file() else []
         result = featx.compare(data, **candidates, weights=tuned, fuse=fuse, split_csv=test_csv, seed=seed, n_jobs=-1,
-                               out=folder / f"compare-seed{seed}", progress=False)
+                               scoring=scoring, out=folder / f"compare-seed{seed}-{scoring}", progress=False)
         print(f"seed {seed}:\n{result.table()}", flush=True)
         winners.append((result.winner.candidate, result.test_accuracy, result.test_balanced_accuracy, result.winner.cv_mean))
+        for rank, row in enumerate(result.rows, 1):  # each seed's fine-tuned file under one name
+            board.setdefault(row.candidate.replace(f"-seed{seed}.", "-seedN."), []).append((rank, row))
     accuracy = 100 * np.array([w[1] for w in winners])
+    print(f"\nevery candidate over the seeds (CV {scoring} chooses; test figures for the record):")
+    print(f"| candidate | mean rank | CV {scoring} | test accuracy | test balanced accuracy |\n|---|---|---|---|---|")
+    for name, rows in sorted(board.items(), key=lambda item: np.mean([rank for rank, _ in item[1]])):
+        values = {k: 100 * np.array([getattr(row, k) for _, row in rows], dtype=float)
+                  for k in ("cv_mean", "test_accuracy", "test_balanced_accuracy")}
+        print(f"| {name} | {np.mean([rank for rank, _ in rows]):.1f} | "
+              + " | ".join(f"{v.mean():.2f} ± {v.std():.2f}" for v in values.values()) + " |")
     print(f"\nwinners (chosen by CV): {[w[0] for w in winners]}")
     print(f"| featx compare winner | {accuracy.mean():.2f} ± {accuracy.std():.2f} | "
-          f"{100 * np.mean([w[2] for w in winners]):.2f} | | {100 * np.mean([w[3] for w in winners]):.2f} (balanced) |")
+          f"{100 * np.mean([w[2] for w in winners]):.2f} | | {100 * np.mean([w[3] for w in winners]):.2f} (CV {scoring}) |")
     for name, value in PAPER.items():
         print(f"| {name} (paper) | {value:.2f} | | | |")
 
@@ -264,6 +273,8 @@ def main() -> None:
                         help="--finetune: a FinetuneConfig field, e.g. epochs=11 image_size=160 (repeatable).")
     parser.add_argument("--compare", action="store_true", help="featx.compare per seed (see above).")
     parser.add_argument("--fuse", type=int, default=3, help="--compare: fuse the K best feature spaces.")
+    parser.add_argument("--scoring", default="accuracy", choices=("accuracy", "balanced_accuracy"),
+                        help="--compare: what CV chooses by (the paper reports accuracy).")
     parser.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
                         help="--compare: the frozen backbones compared (a rerun with more extracts only the new ones).")
     args = parser.parse_args()
@@ -296,7 +307,7 @@ def main() -> None:
         return
     if args.compare:
         compare_rows(filenames, y, data.target_names, strata, seeds, Path(args.out), args.fuse, args.quick,
-                     args.models.split(","))
+                     args.models.split(","), args.scoring)
         return
     extracted: dict[FeatureSet, tuple[np.ndarray, np.ndarray]] = {}  # features, column names
     rows = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from featx.classify._classifiers import CLASSIFIERS
-from featx.names import POOLINGS, TTAS
+from featx.names import POOLINGS, SCORINGS, TTAS
 
 from . import options
 from .errors import user_errors
@@ -38,6 +38,8 @@ def _names(valid=None, convert=str):
 @click.option("--clf", "clfs", callback=_names(list(CLASSIFIERS)), help="Classifiers, comma-separated.")
 @click.option("--fuse", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also fuse the K best feature spaces (concatenated, and probabilities averaged).")
+@click.option("--scoring", type=click.Choice(SCORINGS), default=SCORINGS[0], show_default=True,
+              help="What cross-validation ranks by (balanced: each class counts the same).")
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True)
 @click.option("--split-csv", type=click.Path(exists=True, dir_okay=False), help="The test part: a CSV of its files (instead of --test-size).")
 @click.option("--group-pattern", help="A regex on each path naming its group (first group or match): the split is stratified by class and group.")
@@ -47,7 +49,7 @@ def _names(valid=None, convert=str):
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="featx-compare", show_default=True)
 @options.apply(options.engine, options.device, options.quiet)
 @user_errors
-def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fuse, test_size, split_csv,
+def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fuse, scoring, test_size, split_csv,
             group_pattern, cv, seed, n_jobs, out, engine, device, quiet):
     """Which backbone, layers, pooling, image size, views and classifier suit the labelled images in DATA.
 
@@ -61,7 +63,7 @@ def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fu
                                              ("ttas", ttas), ("clfs", clfs)] if value is not None}
     if layers is not None:
         chosen["layers"] = [None if v == "default" else v for v in layers.split(";")]
-    comparison = run(list(data), **chosen, weights=list(weights), fuse=fuse, test_size=test_size, split_csv=split_csv,
+    comparison = run(list(data), **chosen, weights=list(weights), fuse=fuse, scoring=scoring, test_size=test_size, split_csv=split_csv,
                      group=group_pattern, cv=cv, seed=seed, n_jobs=n_jobs, out=out, engine=engine, device=device,
                      progress=not quiet, log=lambda line: click.echo(line, err=True))
     click.echo(comparison.table())

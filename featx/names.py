@@ -22,6 +22,7 @@ DTYPES = ("float32", "float16")
 DECODES = ("full", "reduced")  # full: every pixel (the first stores' mode: docs/compatibility.md); reduced: large images at a reduced size first
 MODEL_FORMATS = ("skops", "joblib")
 CLASS_WEIGHTS = ("balanced",)
+SCORINGS = ("balanced_accuracy", "accuracy")  # what cross-validation maximises; balanced: each class counts the same
 AUGMENTS = ("d4", "flip", "none")  # fine-tuning: d4, the 8 symmetries of the square; flip, a horizontal mirror
 SCHEDULES = ("onecycle", "cosine")  # fine-tuning learning-rate schedules
 DEFAULT_BATCH_SIZE = 64

@@ -84,9 +84,55 @@ def test_the_test_part_does_not_change_the_choice(compared, elpv_folder, tmp_pat
         data = tmp_path / f"data-{shuffle}.csv"
         data.write_text("".join(f"{p},{label}\n" for p, label in labels.items()))
         boards.append(featx.compare(data, split_csv=tmp_path / "test.csv", out=tmp_path / f"out-{shuffle}", **SETTINGS))
-    assert [row.__dict__ for row in boards[0].rows] == [{**row.__dict__, "fit_seconds": boards[0].rows[i].fit_seconds}
-                                                        for i, row in enumerate(boards[1].rows)]
-    assert boards[0].n_test == boards[1].n_test == len(test)
+    chosen = [[(r.candidate, r.cv_mean, r.cv_std, r.dim, r.error) for r in board.rows] for board in boards]
+    assert chosen[0] == chosen[1] and boards[0].n_test == boards[1].n_test == len(test)
+    tested = [[(r.test_balanced_accuracy, r.test_accuracy) for r in board.rows] for board in boards]
+    assert tested[0] != tested[1]  # the test columns are scored on the test labels, after the choice
+
+
+def test_every_candidate_is_scored_on_the_test_part_after_the_choice(tmp_path, monkeypatch):
+    """48 cells (12 test images: the candidates' test scores differ), each single candidate's test scores
+    checked against a refit by hand on its store's features and the same split."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    from featx.classify._classifiers import get_classifier
+    from featx.classify._fitting import search
+    from featx.comparing._candidates import Split
+    from featx.datasets import write_elpv_folder
+    from featx.images._inputs import find_images
+
+    cells = write_elpv_folder(tmp_path / "cells", per_class=12)
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    comparison = featx.compare(cells, out=tmp_path / "out", **{**SETTINGS, "image_sizes": [32, 64]})
+    assert all(r.test_accuracy is not None and 0 <= r.test_balanced_accuracy <= 1 for r in comparison.rows)
+    winner = comparison.winner
+    assert (winner.test_accuracy, winner.test_balanced_accuracy) == (comparison.test_accuracy, comparison.test_balanced_accuracy)
+    assert comparison.table().splitlines()[0].split()[-4:] == ["test", "bal.", "test", "acc."]
+    with open(tmp_path / "out" / "leaderboard.csv") as f:
+        saved = {row["candidate"]: float(row["test_accuracy"]) for row in csv.DictReader(f)}
+    assert saved == {r.candidate: r.test_accuracy for r in comparison.rows}
+    split = Split.of(find_images(cells), 0.25, 0, cv=2)
+    y, checked = split.labels, set()
+    for row in comparison.rows:
+        if " / " in row.candidate and "(" not in row.candidate:  # a single space
+            x = featx.PretrainedFeatures(image_size=int(row.candidate.split()[1][:-2])).fit_transform(list(split.paths))
+            pipeline = search(x[split.train], y[split.train], get_classifier("logreg"), None, split.folds(2, 0), 0)[0]
+            predicted = pipeline.fit(x[split.train], y[split.train]).predict(x[split.test])
+            assert row.test_accuracy == pytest.approx(accuracy_score(y[split.test], predicted))
+            assert row.test_balanced_accuracy == pytest.approx(balanced_accuracy_score(y[split.test], predicted))
+            checked.add(row.test_accuracy)
+    assert len(checked) == 2  # two candidates, two different test scores
+
+
+def test_scoring_accuracy_ranks_by_plain_accuracy(compared, elpv_folder, tmp_path, monkeypatch):
+    comparison, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    plain = featx.compare(elpv_folder, out=tmp_path / "out", scoring="accuracy", **SETTINGS)
+    assert plain.scoring == "accuracy" and "CV accuracy" in plain.table().splitlines()[0]
+    assert {r.candidate for r in plain.rows} == {r.candidate for r in comparison.rows}
+    assert [r.cv_mean for r in plain.rows] != [r.cv_mean for r in comparison.rows]
+    with pytest.raises(featx.errors.UnknownNameError, match="scoring"):
+        featx.compare(elpv_folder, out=tmp_path / "bad", scoring="f1", **SETTINGS)
 
 
 def predicted_probabilities(model: Path, data: Path) -> dict[str, np.ndarray]:
@@ -247,3 +293,33 @@ def test_an_averaged_fusion_with_a_linsvm_member_is_scored_saved_and_loaded(tmp_
     assert averaged.candidate.startswith("average(") and not averaged.error and averaged.cv_mean > 0.25
     predictions, _ = featx.load_model(comparison.model).predict(sorted(elpv_folder.glob("*/*.png"))[:3])
     assert predictions.score_kind == "probability" and np.allclose(predictions.scores.sum(1), 1)
+
+
+def test_a_network_fine_tuned_with_a_validation_part_is_cross_validated_on_that_part_only(elpv_folder, tmp_path, monkeypatch):
+    """Its network learned the labels of the other training images: CV holds out only the validation part (whose
+    images stay in every training fold), for every candidate alike."""
+    from featx.backbones._weights import safetensors_metadata
+    from featx.comparing._candidates import Split, unseen
+    from featx.images._inputs import find_images
+
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=0, cv=2)
+    listing = tmp_path / "train.csv"
+    with open(listing, "w", newline="") as f:
+        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", image_size=32, freeze_epochs=1, epochs=0,
+                           batch_size=8, val_size=0.55, workers=0, progress=False).path
+    metadata = safetensors_metadata(tuned)
+    validated = set(metadata["validated_on"])
+    assert len(validated) == metadata["n_val"] == 8 and validated < set(metadata["trained_on"])
+    held = unseen([str(tuned)], split, cv=2)
+    assert {split.keys[i] for i in split.train[held]} == validated
+    folds = split.folds(2, 0, held)
+    assert sorted(np.concatenate([test for _, test in folds])) == list(np.flatnonzero(held))
+    assert all(sorted(train) == sorted(set(range(len(split.train))) - set(test)) for train, test in folds)
+    lines = []
+    comparison = featx.compare(elpv_folder, weights=[tuned], image_sizes=[32], clfs=["logreg"], cv=2, progress=False,
+                               engine="torch", out=tmp_path / "out", log=lines.append)
+    assert (comparison.n_train, comparison.n_scored) == (15, 8) and len(comparison.rows) == 2
+    assert any(f"{tuned} learned the labels of 7 training images" in line and "only the 8 others" in line for line in lines)
+    assert not any("optimistic" in line for line in lines)

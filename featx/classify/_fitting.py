@@ -17,11 +17,11 @@ from featx.classify._bundle import ModelBundle
 from featx.classify._classifiers import Classifier, RBFGram, class_scores, get_classifier
 from featx.errors import BadInputError, ParameterError, UnknownNameError
 from featx.features._store import FeatureStore
-from featx.names import CLASS_WEIGHTS
+from featx.names import CLASS_WEIGHTS, SCORINGS
 from featx.reports._figures import map_rows
 from featx.reports._report import Outcomes, Report, metrics
 
-SCORING = "balanced_accuracy"
+SCORING = SCORINGS[0]
 BLOCK_BYTES = 64 << 20  # features read per step when streaming
 TEST, WHOLE = -2, -1  # streaming: the fold of test samples; the model trained on every training fold
 
@@ -112,10 +112,12 @@ def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None
 
 
 def search(x: np.ndarray, y: np.ndarray, clf: Classifier, class_weight: dict | None, folds: int | list,
-           seed: int, n_jobs: int | None = None, scale: object = None) -> tuple[object, object, list[tuple[object, float, float]]]:
+           seed: int, n_jobs: int | None = None, scale: object = None,
+           scoring: str = SCORING) -> tuple[object, object, list[tuple[object, float, float]]]:
     """Stratified K-fold grid search of `clf`'s parameter on (x, y): (pipeline set to the best value, not yet
     fitted; the best value; (value, mean, std) per grid value). `folds`: a number of folds or the (train, test)
-    index pairs (the same folds for several searches); `scale`: the first step (default: a StandardScaler)."""
+    index pairs (the same folds for several searches); `scale`: the first step (default: a StandardScaler);
+    `scoring`: one of `names.SCORINGS`."""
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
@@ -131,7 +133,7 @@ def search(x: np.ndarray, y: np.ndarray, clf: Classifier, class_weight: dict | N
         searched = Pipeline([("scale", clone(scale)), ("gram", RBFGram()), ("clf", kernel_clf)])
     if isinstance(folds, int):
         folds = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    grid_search = GridSearchCV(searched, {f"clf__{clf.param}": grid}, scoring=SCORING, n_jobs=n_jobs, refit=False, cv=folds)
+    grid_search = GridSearchCV(searched, {f"clf__{clf.param}": grid}, scoring=scoring, n_jobs=n_jobs, refit=False, cv=folds)
     grid_search.fit(x, y)
     results = grid_search.cv_results_
     scores = [(value, float(mean), float(std))

@@ -97,16 +97,27 @@ def _fine_tuned(weights, models: list[str]) -> list[tuple[str, int | None]]:
     return [(model, None) for model in models]
 
 
-def trained_on(weights: str) -> set[str]:
-    """Content keys of the images a fine-tuned file was trained or validated on (empty: none recorded)."""
+def _recorded(weights: str, key: str) -> set[str]:
+    """The content keys a fine-tuned file's metadata lists under `key` (empty: none recorded)."""
     from featx.backbones._weights import is_safetensors, safetensors_metadata
 
     if not is_safetensors(weights):
         return set()
     try:
-        return set(safetensors_metadata(weights).get("trained_on", ()))
+        return set(safetensors_metadata(weights).get(key, ()))
     except FeatxError:
         return set()
+
+
+def trained_on(weights: str) -> set[str]:
+    """Content keys of the images a fine-tuned file was trained or validated on (empty: none recorded)."""
+    return _recorded(weights, "trained_on")
+
+
+def learned_from(weights: str) -> set[str]:
+    """Content keys of the images whose labels a fine-tuned file's network was trained on: those it saw, less its
+    validation part, which only picked the epoch (older files record no validation part: all of it counts)."""
+    return trained_on(weights) - _recorded(weights, "validated_on")
 
 
 def group_of(group: str | Callable[[str], str] | None) -> Callable[[str], str] | None:
@@ -188,29 +199,40 @@ class Split:
                      self.labels[keep], self.classes, position[self.train[keep[self.train]]],
                      position[self.test[keep[self.test]]])._checked(cv)
 
-    def folds(self, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The CV folds of the training part (indices into it), the same for every candidate."""
+    def folds(self, cv: int, seed: int, scored: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The CV folds of the training part (indices into it), the same for every candidate. `scored` (a mask
+        over the training part): only those images are held out, in `cv` stratified folds; the others are in
+        every training fold."""
         from sklearn.model_selection import StratifiedKFold
 
         y = self.labels[self.train]
-        return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+        held = np.arange(len(y)) if scored is None else np.flatnonzero(scored)
+        folds = StratifiedKFold(cv, shuffle=True, random_state=seed).split(held, y[held])
+        return [(np.setdiff1d(np.arange(len(y)), held[test]), held[test]) for _, test in folds]
 
 
-def _seen(weights: Sequence[str | None], split: Split, part: np.ndarray) -> dict[str, int]:
-    """How many images of `part` of the split each fine-tuned file was trained or validated on (files with any)."""
-    keys = {split.keys[i] for i in part}
-    counts = {str(file): len(trained_on(str(file)) & keys) for file in weights if file is not None}
-    return {file: n for file, n in counts.items() if n}
+def unseen(weights: Sequence[str | None], split: Split, cv: int) -> np.ndarray | None:
+    """A mask over the training part of the images no fine-tuned file learned from, when some did and each class
+    keeps `cv` images (cross-validation scores on those only: a network knows the labels of the others, so a
+    score on them is optimistic); else None."""
+    learned = set().union(*(learned_from(str(w)) for w in weights if w is not None))
+    mask = np.array([split.keys[i] not in learned for i in split.train], dtype=bool)
+    counts = np.bincount(split.labels[split.train][mask], minlength=len(split.classes))
+    return mask if not mask.all() and counts.min() >= cv else None
 
 
 def seen_in_training(weights: Sequence[str | None], split: Split) -> dict[str, int]:
-    """How many images of the training part each fine-tuned file was trained or validated on (files with any):
-    its network knows their labels, so its cross-validated score, and a fusion's with it, is optimistic."""
-    return _seen(weights, split, split.train)
+    """How many images of the training part each fine-tuned file learned from (files with any): its network
+    knows their labels, so cross-validation on them is optimistic."""
+    keys = {split.keys[i] for i in split.train}
+    counts = {str(file): len(learned_from(str(file)) & keys) for file in weights if file is not None}
+    return {file: n for file, n in counts.items() if n}
 
 
 def check_no_leak(weights: Sequence[str | None], split: Split) -> None:
     """Refuse weights fine-tuned on any image of the test part (one line naming the file)."""
-    for file, n in _seen(weights, split, split.test).items():
-        raise BadInputError(f"{file} was fine-tuned on {n} image(s) of the test part: its scores would "
+    keys = {split.keys[i] for i in split.test}
+    for file in (str(w) for w in weights if w is not None):
+        if n := len(trained_on(file) & keys):
+            raise BadInputError(f"{file} was fine-tuned on {n} image(s) of the test part: its scores would "
                             "be optimistic; fine-tune on the training part only, or use another split")

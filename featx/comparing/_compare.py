@@ -8,14 +8,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak, seen_in_training
-from featx.errors import FeatxError, Interrupted, ParameterError
-from featx.names import DEFAULT_MODEL
+from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak, seen_in_training, unseen
+from featx.errors import FeatxError, Interrupted, ParameterError, UnknownNameError
+from featx.names import DEFAULT_MODEL, SCORINGS
 
 MODEL = "model.skops"  # the winner, in the --out folder
 LEADERBOARD = "leaderboard"  # .csv, .json, .html in the --out folder
@@ -23,9 +23,10 @@ LEADERBOARD = "leaderboard"  # .csv, .json, .html in the --out folder
 
 @dataclass(frozen=True)
 class Row:
-    """A candidate's line of the leaderboard: CV balanced accuracy on the training part (mean, std over the
-    folds), feature dimension, extraction rate (None: nothing was extracted in this run), fit seconds; or why
-    it failed."""
+    """A candidate's line of the leaderboard: CV score on the training part (mean, std over the folds; the
+    comparison's scoring), feature dimension, extraction rate (None: nothing was extracted in this run), fit
+    seconds, its scores on the test part once the winner is chosen (refitted on the training part; None when
+    the run stopped before); or why it failed."""
 
     candidate: str
     cv_mean: float = float("nan")
@@ -34,6 +35,8 @@ class Row:
     images_per_s: float | None = None
     fit_seconds: float = 0.0
     error: str = ""
+    test_balanced_accuracy: float | None = None
+    test_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Comparison:
     n_train: int
     n_test: int
     n_extracted: int  # images computed in this run, all candidates together (0 on a rerun)
+    scoring: str = SCORINGS[0]
+    n_scored: int = 0  # training images the CV scores are computed on (fewer than n_train: see `unseen`)
     test_balanced_accuracy: float | None = None
     test_accuracy: float | None = None
     model: Path | None = None
@@ -61,16 +66,20 @@ class Comparison:
         return ranked[1] if len(ranked) > 1 else None
 
     def table(self) -> str:
-        """The leaderboard as aligned text."""
+        """The leaderboard as aligned text; the test columns, scored after the choice, are not used to choose."""
         width = max([len(r.candidate) for r in self.rows] + [9])
-        lines = [f"{'#':>2}  {'candidate':<{width}}  {'CV bal. acc.':>15}  {'dim':>6}  {'images/s':>8}  {'fit s':>6}"]
+        cv = "CV " + {"balanced_accuracy": "bal. acc."}.get(self.scoring, self.scoring)
+        lines = [f"{'#':>2}  {'candidate':<{width}}  {cv:>15}  {'dim':>6}  {'images/s':>8}  {'fit s':>6}  "
+                 f"{'test bal.':>9}  {'test acc.':>9}"]
         for i, r in enumerate(self.rows, 1):
             if r.error:
                 lines.append(f"{i:>2}  {r.candidate:<{width}}  failed: {r.error}")
                 continue
             rate = f"{r.images_per_s:.1f}" if r.images_per_s else "cached"
+            tested = "".join(f"  {v:>9.3f}" if v is not None else f"  {'-':>9}"
+                             for v in (r.test_balanced_accuracy, r.test_accuracy))
             lines.append(f"{i:>2}  {r.candidate:<{width}}  {r.cv_mean:.3f} ± {r.cv_std:.3f}  {r.dim:>6}  {rate:>8}  "
-                         f"{r.fit_seconds:>6.1f}")
+                         f"{r.fit_seconds:>6.1f}{tested}")
         if self.test_accuracy is not None:
             lines.append(f"winner on the test part ({self.n_test} images, scored once): balanced accuracy "
                          f"{self.test_balanced_accuracy:.3f}, accuracy {self.test_accuracy:.3f}")
@@ -95,9 +104,11 @@ class _Scored:
 class _Run:
     """One comparison's state: the split, its folds, each space's features and rate, the scored candidates."""
 
-    def __init__(self, split: Split, cv: int, seed: int, n_jobs, device: str, engine: str, progress: bool, log) -> None:
-        self.split, self.cv, self.folds, self.seed, self.n_jobs = split, cv, split.folds(cv, seed), seed, n_jobs
+    def __init__(self, split: Split, weights: list[str], cv: int, seed: int, scoring: str, n_jobs, device: str,
+                 engine: str, progress: bool, log) -> None:
+        self.weights, self.cv, self.seed, self.scoring, self.n_jobs = weights, cv, seed, scoring, n_jobs
         self.device, self.engine, self.progress, self.log = device, engine, progress, log
+        self.use(split)
         self.features: dict[Candidate, np.ndarray | FeatxError] = {}
         self.rates: dict[Candidate, float | None] = {}
         self.stores: dict[Candidate, Path] = {}
@@ -105,6 +116,12 @@ class _Run:
         self.pixel_rate: float | None = None  # views x pixels per second measured so far
         self.n_extracted = 0
         self.scored: list[_Scored] = []
+
+    def use(self, split: Split) -> None:
+        """Compare on `split`: its folds, held out among the training images no fine-tuned network learned from
+        when some learned from any (`unseen`)."""
+        self.split, self.held = split, unseen(self.weights, split, self.cv)
+        self.folds = split.folds(self.cv, self.seed, self.held)
 
     # ---- features ----------------------------------------------------------------------------------------
     def extract(self, space: Candidate, images) -> np.ndarray:
@@ -164,8 +181,7 @@ class _Run:
                  f"{' ...' if len(failed) > 3 else ''}")
         keep = np.ones(len(found), dtype=bool)
         keep[list(failed)] = False
-        self.split = self.split.without(keep, self.cv)
-        self.folds = self.split.folds(self.cv, self.seed)
+        self.use(self.split.without(keep, self.cv))
         return x[keep], found[keep]
 
     def _pending(self, store: Path) -> int:
@@ -193,7 +209,7 @@ class _Run:
         start = time.perf_counter()
         with threadpool_limits(limits=1, user_api="blas"):  # as in fit: parallel CV fits, one BLAS thread each
             pipeline, best, scores = search(x[self.split.train], y[self.split.train], clf, None, self.folds, self.seed,
-                                            self.n_jobs, scale)
+                                            self.n_jobs, scale, self.scoring)
         mean, std = next((m, s) for v, m, s in scores if v == best)
         rates = [self.rates.get(s) for s in spaces]
         rate = 1 / sum(1 / r for r in rates) if all(rates) else None  # every space extracted, one after another
@@ -215,11 +231,10 @@ class _Run:
 
     def averaged(self, best: list[_Scored]) -> _Scored:
         """The average of the best candidates' class probabilities, cross-validated on the same folds."""
+        from joblib import Parallel, delayed
         from sklearn.base import clone
         from sklearn.compose import ColumnTransformer
         from sklearn.ensemble import VotingClassifier
-        from sklearn.metrics import balanced_accuracy_score
-        from sklearn.model_selection import cross_val_predict
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
         from threadpoolctl import threadpool_limits
@@ -240,9 +255,11 @@ class _Run:
         x = self.columns(spaces)[self.split.train]
         start = time.perf_counter()
         with threadpool_limits(limits=1, user_api="blas"):
-            probability = np.mean([cross_val_predict(m, x, y, cv=self.folds, method="predict_proba", n_jobs=self.n_jobs)
-                                   for _, m in members], axis=0)
-        per_fold = [balanced_accuracy_score(y[held], probability[held].argmax(1)) for _, held in self.folds]
+            per_member = Parallel(n_jobs=self.n_jobs)(delayed(_held_out_probabilities)(m, x, y, fold)
+                                                       for _, m in members for fold in self.folds)
+        metric = _metric(self.scoring)
+        per_fold = [metric(y[held], np.mean(per_member[i :: len(self.folds)], axis=0).argmax(1))
+                    for i, (_, held) in enumerate(self.folds)]
         rates = [self.rates.get(s) for s in spaces]
         row = Row("average(" + " + ".join(b.row.candidate for b in best) + ")", float(np.mean(per_fold)),
                   float(np.std(per_fold)), x.shape[1], 1 / sum(1 / r for r in rates) if all(rates) else None,
@@ -277,6 +294,28 @@ class _Run:
         """Best CV mean first, failed last."""
         return sorted(self.scored, key=lambda s: (bool(s.row.error), -np.nan_to_num(s.row.cv_mean, nan=-1)))
 
+    def tested(self, scored: _Scored) -> tuple[object, np.ndarray]:
+        """A candidate refitted on the whole training part, and its predictions on the test part."""
+        from sklearn.base import clone
+
+        x, split = self.columns(scored.spaces), self.split
+        model = clone(scored.pipeline).fit(x[split.train], split.labels[split.train])
+        return model, model.predict(x[split.test])
+
+
+def _held_out_probabilities(member, x: np.ndarray, y: np.ndarray, fold: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """`member` fitted on a fold's training images: its class probabilities on the fold's held-out ones."""
+    from sklearn.base import clone
+
+    train, held = fold
+    return clone(member).fit(x[train], y[train]).predict_proba(x[held])
+
+
+def _metric(scoring: str) -> Callable:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    return {"balanced_accuracy": balanced_accuracy_score, "accuracy": accuracy_score}[scoring]
+
 
 def compare(
     data: str | os.PathLike | Sequence[str | os.PathLike],
@@ -289,6 +328,7 @@ def compare(
     weights: str | os.PathLike | Sequence[str | os.PathLike] = (),
     clfs: str | Sequence[str] = ("logreg",),
     fuse: int = 0,
+    scoring: str = SCORINGS[0],
     test_size: float = 0.25,
     split_csv: str | os.PathLike | None = None,
     group: str | Callable[[str], str] | None = None,
@@ -306,10 +346,12 @@ def compare(
 
     One stratified split (by class, and `group` of each file: a function of its path or a regex; or the
     files of `split_csv` as the test part); each candidate space is extracted once into its default store
-    and cross-validated (balanced accuracy, `cv` folds, the same for all) on the training part; `fuse=K` adds
-    the K best spaces concatenated and their probabilities averaged. The best by CV is refitted on the training
-    part, scored once on the test part and saved as OUT/model.skops (`featx predict` runs it); the leaderboard
-    goes to OUT/leaderboard.{csv,json,html}. Ctrl-C writes the leaderboard of the candidates scored so far.
+    and cross-validated (`scoring`, one of `names.SCORINGS`; `cv` folds, the same for all) on the training
+    part, held out among the images no fine-tuned `weights` learned from when some did (`unseen`); `fuse=K`
+    adds the K best spaces concatenated and their probabilities averaged. The best by CV is refitted on the
+    training part and saved as OUT/model.skops (`featx predict` runs it); then every candidate is refitted and
+    scored on the test part, for the record; the leaderboard goes to OUT/leaderboard.{csv,json,html}. Ctrl-C
+    writes the leaderboard of the candidates scored so far.
     """
     from featx.images._inputs import find_images
     from featx.outputs import check_output
@@ -317,6 +359,8 @@ def compare(
     log = log or (lambda line: print(line, file=sys.stderr))
     if cv < 2:
         raise ParameterError(f"cv must be at least 2, not {cv}")
+    if scoring not in SCORINGS:
+        raise UnknownNameError("scoring", scoring, SCORINGS)
     if split_csv is None and not 0 < test_size < 1:
         raise ParameterError(f"test size must be between 0 and 1, not {test_size}")
     out = check_output(out, "--out", folder=True)
@@ -325,12 +369,16 @@ def compare(
     split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv)
     tuned = sorted({c.weights for c in listed if c.weights})
     check_no_leak(tuned, split)
-    for file, n in seen_in_training(tuned, split).items():
+    run = _Run(split, tuned, cv, seed, scoring, n_jobs, device, engine, progress, log)
+    seen = seen_in_training(tuned, split)
+    if run.held is not None:
+        log(f"note: {', '.join(seen)} learned the labels of {len(split.train) - run.held.sum()} training images: "
+            f"cross-validation holds out only the {run.held.sum()} others (in every training fold, those are never scored)")
+    for file, n in seen.items() if run.held is None else ():
         log(f"note: {file} was fine-tuned on {n} of the {len(split.train)} training images: its CV score, and a "
             "fusion's with it, is optimistic (its test score is not)")
     log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
         f"test part: {len(split.test)} images, not used to choose")
-    run = _Run(split, cv, seed, n_jobs, device, engine, progress, log)
     from featx.features._extraction import progress_bar
 
     try:
@@ -355,12 +403,16 @@ def compare(
 
 def _comparison(run: _Run, **more) -> Comparison:
     split = run.split
+    scored = len(split.train) if run.held is None else int(run.held.sum())
     return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
-                      run.n_extracted, **more)
+                      run.n_extracted, run.scoring, scored, **more)
 
 
 def _finish(run: _Run, out: Path) -> Comparison:
-    """Refit the winner on the training part, score it once on the test part, save it and the leaderboard."""
+    """Refit the winner on the training part, score it once on the test part, save it; then every other
+    candidate refitted and scored on the test part, for the record; the leaderboard."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
     from featx.classify._bundle import ModelBundle
     from featx.classify._classifiers import class_scores
     from featx.reports._report import Outcomes, Report, metrics
@@ -374,21 +426,25 @@ def _finish(run: _Run, out: Path) -> Comparison:
     x = run.columns(winner.spaces)
     split = run.split  # without the images no network could read
     train, test, y = split.train, split.test, split.labels
-    model = winner.pipeline.fit(x[train], y[train])
+    model, predicted = run.tested(winner)
     if hasattr(model, "named_estimators_"):  # averaged: skops trusts no Bunch (a dict here), and predicting reads none
         model.named_estimators_ = dict(model.named_estimators_)
-    predicted = model.predict(x[test])
     classes = list(split.classes)
     scores = metrics(y[test], predicted, classes)
     bundle = ModelBundle(model, classes, run.space_json[winner.spaces[0]], "float32",
                          _info(run, winner), extra_spaces=tuple(run.space_json[s] for s in winner.spaces[1:]))
-    details = {**winner.chosen, "candidate": winner.row.candidate, "cv_mean": winner.row.cv_mean,
+    details = {**winner.chosen, "candidate": winner.row.candidate, "scoring": run.scoring, "cv_mean": winner.row.cv_mean,
                "cv_std": winner.row.cv_std, "n_train": len(train), "n_test": len(test)}
     report = Report(classes, scores, details, (x[test], y[test]),
                     Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
                     title=f"featx compare: {winner.row.candidate}")
     path = out / MODEL
     files = [path, *bundle.save_with_report(path, report)]
+    for scored in board:  # chosen already: the others' test scores are for the record
+        if not scored.row.error:
+            tested = predicted if scored is winner else run.tested(scored)[1]
+            scored.row = replace(scored.row, test_balanced_accuracy=float(balanced_accuracy_score(y[test], tested)),
+                                 test_accuracy=float(accuracy_score(y[test], tested)))
     comparison = _comparison(run, test_balanced_accuracy=scores["balanced_accuracy"],
                              test_accuracy=scores["accuracy"], model=path)
     written = _write(run, comparison, out)
@@ -426,14 +482,20 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
         f.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
     ok = [r for r in comparison.rows if not r.error]
     rows = [(i, r.candidate, "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
-              f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}")
+              f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}",
+              *("-" if v is None else f"{v:.3f}" for v in (r.test_balanced_accuracy, r.test_accuracy)))
              for i, r in enumerate(comparison.rows, 1)]
-    sections = [section("Leaderboard", table(["#", "candidate", "CV balanced accuracy", "dim", "images/s", "fit s"], rows))]
+    header = ["#", "candidate", f"CV {comparison.scoring.replace('_', ' ')}", "dim", "images/s", "fit s",
+              "test balanced accuracy", "test accuracy"]
+    sections = [section("Leaderboard", table(header, rows)),
+                section("Test scores", paragraph("The winner is chosen by CV alone; the test scores, computed "
+                                                 "afterwards, are for the record and choose nothing."))]
     if ok:
         figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok])
         sections.append(section("CV scores", figures({"cv": png(figure)})))
     if comparison.test_accuracy is not None:
         sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
-    subtitle = f"{comparison.n_train} training images, {comparison.n_test} test images, {len(comparison.classes)} classes"
+    subtitle = (f"{comparison.n_train} training images (CV scored on {comparison.n_scored}), {comparison.n_test} test images, "
+                f"{len(comparison.classes)} classes")
     write(paths[2], page("featx compare", sections, subtitle))
     return paths
