@@ -217,6 +217,34 @@ def finetune_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], trai
     return rows
 
 
+def record_validation_part(tuned: Path, train_csv: Path) -> None:
+    """A file fine-tuned before featx recorded its validation part (`validated_on`): that part drawn again by the
+    same split code from the same images (their data hash checked), written into its metadata, so that compare
+    cross-validates on it. The file's hash, hence its feature stores, change: they are extracted once more."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from featx.finetuning._data import TrainingImages
+    from featx.images._content import content_keys
+    from featx.images._inputs import find_images
+
+    with safe_open(str(tuned), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    recorded = json.loads(metadata["featx"])
+    if "validated_on" in recorded:
+        return
+    images = find_images(train_csv)
+    keys = [hashed.key for hashed in content_keys(images.paths)]
+    pool = TrainingImages(list(images.paths), keys, images.labels, list(images.classes), None, None, None)
+    pool.split(recorded["config"]["val_size"], recorded["config"]["seed"])
+    assert pool.data_hash() == recorded["data_hash"] and len(pool.val) == recorded["n_val"], tuned
+    recorded["validated_on"] = sorted({keys[i] for i in pool.val} - {keys[i] for i in pool.train})
+    save_file(tensors, str(tuned), metadata={**metadata, "featx": json.dumps(recorded)})
+    print(f"{tuned}: its validation part ({len(recorded['validated_on'])} images) recorded", flush=True)
+
+
 def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strata: np.ndarray, seeds: list[int],
                  folder: Path, fuse: int, quick: bool, models: list[str], scoring: str) -> None:
     """featx.compare per seed on the benchmark's split; each leaderboard, then the winners' test scores."""
@@ -240,6 +268,8 @@ def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strat
             result = featx.finetune(train_csv, out=tuned, seed=seed, resume=True, progress=False, log=print)
             print(f"seed {seed}: fine-tuned in {time.perf_counter() - started:.0f} s, kept epoch {result.best_epoch}",
                   flush=True)
+        if tuned.is_file():
+            record_validation_part(tuned, train_csv)
         tuned = [tuned] if tuned.is_file() else []
         result = featx.compare(data, **candidates, weights=tuned, fuse=fuse, split_csv=test_csv, seed=seed, n_jobs=-1,
                                scoring=scoring, out=folder / f"compare-seed{seed}-{scoring}", progress=False)
