@@ -246,10 +246,8 @@ class _Run:
         members = []
         for i, (b, cols) in enumerate(zip(best, self._blocks(spaces))):
             clf = clone(b.pipeline.named_steps["clf"])
-            if "probability" in clf.get_params():
-                clf.set_params(probability=True)  # SVC: Platt scaling, so that members' probabilities average
-            if not hasattr(clf, "predict_proba"):
-                clf = platt_scaled(clf, y, len(self.folds))  # linsvm
+            if not hasattr(clf, "predict_proba"):  # svm, linsvm: Platt-scaled (SVC's own probability=True is deprecated)
+                clf = platt_scaled(clf, y, len(self.folds))
             members.append((f"member{i}", Pipeline([("scale", ColumnTransformer([("space", StandardScaler(), cols)])),
                                                     ("clf", clf)])))
         x = self.columns(spaces)[self.split.train]
