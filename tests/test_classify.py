@@ -330,3 +330,27 @@ def test_svm_selection_on_shared_kernels_scores_as_libsvm_rbf(elpv):
     svc = bundle.pipeline[-1]
     assert isinstance(svc, SVC) and svc.kernel == "rbf" and svc.C == plain.best_params_["clf__C"]
     assert (bundle.pipeline.predict(x) == plain.best_estimator_.predict(x)).all()
+
+
+def test_grid_values_that_stop_before_converging_are_scored_quietly_and_the_chosen_fit_still_warns(elpv_folder):
+    """linsvm capped at 3 iterations on real ELPV cells (16 x 16 grey pixels): no ConvergenceWarning from the
+    grid search, one from fitting the chosen value."""
+    import warnings
+
+    from PIL import Image
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    from featx.classify._fitting import search
+
+    files = sorted(elpv_folder.glob("*/*.png"))
+    x = np.array([np.asarray(Image.open(f).convert("L").resize((16, 16)), dtype=np.float32).ravel() for f in files])
+    y = np.unique([f.parent.name for f in files], return_inverse=True)[1]
+    capped = dataclasses.replace(CLASSIFIERS["linsvm"], make=lambda weights, seed: LinearSVC(dual=True, max_iter=3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline, _, scores = search(x, y, capped, None, 2, 0, n_jobs=1)
+    assert len(scores) == len(CLASSIFIERS["linsvm"].grid)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    with pytest.warns(ConvergenceWarning):
+        pipeline.fit(x, y)

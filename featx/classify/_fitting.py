@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,7 @@ def search(x: np.ndarray, y: np.ndarray, clf: Classifier, class_weight: dict | N
     index pairs (the same folds for several searches); `scale`: the first step (default: a StandardScaler);
     `scoring`: one of `names.SCORINGS`."""
     from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -134,7 +136,9 @@ def search(x: np.ndarray, y: np.ndarray, clf: Classifier, class_weight: dict | N
     if isinstance(folds, int):
         folds = StratifiedKFold(folds, shuffle=True, random_state=seed)
     grid_search = GridSearchCV(searched, {f"clf__{clf.param}": grid}, scoring=scoring, n_jobs=n_jobs, refit=False, cv=folds)
-    grid_search.fit(x, y)
+    with warnings.catch_warnings():  # a value that stops before converging is scored as it is (linsvm at C = 1 on
+        warnings.simplefilter("ignore", ConvergenceWarning)  # ELPV); the fit of the chosen value still warns
+        grid_search.fit(x, y)
     results = grid_search.cv_results_
     scores = [(value, float(mean), float(std))
               for value, mean, std in zip(grid, results["mean_test_score"], results["std_test_score"])]
