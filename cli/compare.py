@@ -55,7 +55,8 @@ def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fu
 
     Every combination is extracted once into its default store, cross-validated on the same folds of the same
     training part, ranked; the best (or a fusion of the --fuse best) is refitted, scored once on the test part
-    and saved as OUT/model.skops for featx predict and featx evaluate. Leaderboard: OUT/leaderboard.{csv,json,html}.
+    and saved as OUT/model.skops for featx predict and featx evaluate; then every candidate is scored on the test
+    part for the record (those columns choose nothing). Leaderboard: OUT/leaderboard.{csv,json,html}.
     """
     from featx.comparing._compare import compare as run
 

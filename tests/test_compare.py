@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,7 @@ def test_every_candidate_is_scored_on_the_test_part_after_the_choice(tmp_path, m
     """48 cells (12 test images: the candidates' test scores differ), each single candidate's test scores
     checked against a refit by hand on its store's features and the same split."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.model_selection import cross_val_predict
 
     from featx.classify._classifiers import get_classifier
     from featx.classify._fitting import search
@@ -112,7 +114,7 @@ def test_every_candidate_is_scored_on_the_test_part_after_the_choice(tmp_path, m
         saved = {row["candidate"]: float(row["test_accuracy"]) for row in csv.DictReader(f)}
     assert saved == {r.candidate: r.test_accuracy for r in comparison.rows}
     split = Split.of(find_images(cells), 0.25, 0, cv=2)
-    y, checked = split.labels, set()
+    y, checked, members = split.labels, set(), []
     for row in comparison.rows:
         if " / " in row.candidate and "(" not in row.candidate:  # a single space
             x = featx.PretrainedFeatures(image_size=int(row.candidate.split()[1][:-2])).fit_transform(list(split.paths))
@@ -121,7 +123,14 @@ def test_every_candidate_is_scored_on_the_test_part_after_the_choice(tmp_path, m
             assert row.test_accuracy == pytest.approx(accuracy_score(y[split.test], predicted))
             assert row.test_balanced_accuracy == pytest.approx(balanced_accuracy_score(y[split.test], predicted))
             checked.add(row.test_accuracy)
+            members.append(cross_val_predict(pipeline, x[split.train], y[split.train], cv=split.folds(2, 0),
+                                             method="predict_proba"))
     assert len(checked) == 2  # two candidates, two different test scores
+    # the averaged fusion's CV: the members' out-of-fold probabilities averaged, scored per fold
+    averaged = next(r for r in comparison.rows if r.candidate.startswith("average("))
+    probability = (members[0] + members[1]) / 2
+    folds = [balanced_accuracy_score(y[split.train][held], probability[held].argmax(1)) for _, held in split.folds(2, 0)]
+    assert averaged.cv_mean == pytest.approx(np.mean(folds)) and averaged.cv_std == pytest.approx(np.std(folds))
 
 
 def test_scoring_accuracy_ranks_by_plain_accuracy(compared, elpv_folder, tmp_path, monkeypatch):
@@ -131,6 +140,13 @@ def test_scoring_accuracy_ranks_by_plain_accuracy(compared, elpv_folder, tmp_pat
     assert plain.scoring == "accuracy" and "CV accuracy" in plain.table().splitlines()[0]
     assert {r.candidate for r in plain.rows} == {r.candidate for r in comparison.rows}
     assert [r.cv_mean for r in plain.rows] != [r.cv_mean for r in comparison.rows]
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--image-size", "32,48", "--clf", "logreg", "--fuse", "2",
+                                       "--cv", "2", "--engine", "torch", "-q", "--scoring", "accuracy",
+                                       "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "CV accuracy" in result.stdout.splitlines()[0]
+    ranked = [re.findall(r"^ *\d+  (.+?) +(\d\.\d{3} ± \d\.\d{3}) ", text, re.M) for text in (plain.table(), result.stdout)]
+    assert len(ranked[0]) == 4 and ranked[0] == ranked[1]
     with pytest.raises(featx.errors.UnknownNameError, match="scoring"):
         featx.compare(elpv_folder, out=tmp_path / "bad", scoring="f1", **SETTINGS)
 
@@ -278,9 +294,10 @@ def test_a_network_fine_tuned_on_the_training_part_is_accepted_and_its_cv_called
     assert seen_in_training([str(tuned), None], split) == {str(tuned): len(split.train)}
 
 
-def test_an_averaged_fusion_with_a_linsvm_member_is_scored_saved_and_loaded(tmp_path, monkeypatch):
-    """linsvm gives no probabilities: it is Platt-scaled in the average (the fusion failed before), and the
-    saved winner loads through skops's trust check."""
+@pytest.mark.parametrize("clf", ["linsvm", "svm"])
+def test_an_averaged_fusion_with_a_platt_scaled_member_is_scored_saved_and_loaded(tmp_path, monkeypatch, clf):
+    """linsvm and svm give no probabilities: they are Platt-scaled in the average (the linsvm fusion failed
+    before; svm used SVC's deprecated probability=True), and the saved winner loads through skops's trust check."""
     from featx.datasets import write_elpv_folder
 
     elpv_folder = write_elpv_folder(tmp_path / "cells", per_class=12)  # Platt scaling: 3 inner folds per fit
@@ -288,11 +305,27 @@ def test_an_averaged_fusion_with_a_linsvm_member_is_scored_saved_and_loaded(tmp_
     board = _compare._Run.leaderboard
     monkeypatch.setattr(_compare._Run, "leaderboard",  # the average first, to save it as the winner
                         lambda run: sorted(board(run), key=lambda s: not s.row.candidate.startswith("average")))
-    comparison = featx.compare(elpv_folder, **{**SETTINGS, "clfs": ["linsvm"]}, out=tmp_path / "out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # such as SVC's: "The `probability` parameter was deprecated"
+        comparison = featx.compare(elpv_folder, **{**SETTINGS, "clfs": [clf]}, out=tmp_path / "out")
     averaged = comparison.rows[0]
-    assert averaged.candidate.startswith("average(") and not averaged.error and averaged.cv_mean > 0.25
+    assert averaged.candidate.startswith("average(") and not averaged.error and 0 < averaged.cv_mean <= 1
     predictions, _ = featx.load_model(comparison.model).predict(sorted(elpv_folder.glob("*/*.png"))[:3])
     assert predictions.score_kind == "probability" and np.allclose(predictions.scores.sum(1), 1)
+
+
+def test_without_fine_tuned_networks_the_folds_are_stratified_k_fold_of_the_training_part(elpv_folder):
+    from sklearn.model_selection import StratifiedKFold
+
+    from featx.comparing._candidates import Split
+    from featx.images._inputs import find_images
+
+    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=1, cv=3)
+    y = split.labels[split.train]
+    expected = StratifiedKFold(3, shuffle=True, random_state=1).split(np.zeros(len(y)), y)
+    for (train, held), (train_expected, held_expected) in zip(split.folds(3, 1), expected, strict=True):
+        np.testing.assert_array_equal(train, train_expected)
+        np.testing.assert_array_equal(held, held_expected)
 
 
 def test_a_network_fine_tuned_with_a_validation_part_is_cross_validated_on_that_part_only(elpv_folder, tmp_path, monkeypatch):

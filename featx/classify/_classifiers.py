@@ -103,10 +103,11 @@ def get_classifier(name: str) -> Classifier:
     return CLASSIFIERS[name]
 
 
-def platt_scaled(model: ClassifierMixin, y: np.ndarray, cv: int) -> ClassifierMixin:
+def platt_scaled(model: ClassifierMixin, y: np.ndarray, cv: int, ensemble: bool = True) -> ClassifierMixin:
     """`model` (one without probabilities: linsvm, svm) with class probabilities by Platt scaling over inner
     folds, when fitted within `cv`-fold cross-validation on labels `y`: at most 3, at most the images per class
-    of an outer fit."""
+    of an outer fit. `ensemble=False`: one model fitted on all the images, its sigmoid on the inner folds'
+    decisions (what SVC(probability=True) did); else the average of the inner folds' calibrated models."""
     from sklearn.calibration import CalibratedClassifierCV
 
     fewest = int(np.bincount(y).min())
@@ -114,7 +115,7 @@ def platt_scaled(model: ClassifierMixin, y: np.ndarray, cv: int) -> ClassifierMi
     if inner < 2:
         raise BadInputError(f"{type(model).__name__} gives probabilities by Platt scaling, which needs more images "
                             f"per class than {fewest}")
-    return CalibratedClassifierCV(model, cv=inner)
+    return CalibratedClassifierCV(model, cv=inner, ensemble=ensemble)
 
 
 def class_scores(model: BaseEstimator, x: np.ndarray) -> tuple[np.ndarray, str]:

@@ -48,12 +48,12 @@ class Comparison:
     n_train: int
     n_test: int
     n_extracted: int  # images computed in this run, all candidates together (0 on a rerun)
-    scoring: str = SCORINGS[0]
-    n_scored: int = 0  # training images the CV scores are computed on (fewer than n_train: see `unseen`)
     test_balanced_accuracy: float | None = None
     test_accuracy: float | None = None
     model: Path | None = None
     files: tuple[Path, ...] = ()
+    scoring: str = SCORINGS[0]
+    n_scored: int | None = None  # training images the CV scores are computed on (fewer than n_train: see `unseen`)
 
     @property
     def winner(self) -> Row:
@@ -119,9 +119,16 @@ class _Run:
 
     def use(self, split: Split) -> None:
         """Compare on `split`: its folds, held out among the training images no fine-tuned network learned from
-        when some learned from any (`unseen`)."""
+        when some learned from any (`unseen`); a note says which, or that a CV score is optimistic."""
         self.split, self.held = split, unseen(self.weights, split, self.cv)
         self.folds = split.folds(self.cv, self.seed, self.held)
+        seen, n = seen_in_training(self.weights, split), len(split.train)
+        if seen and self.held is not None:
+            self.log(f"note: {', '.join(seen)} learned the labels of {n - self.held.sum()} training images: cross-"
+                     f"validation holds out only the {self.held.sum()} others (those sit in every training fold)")
+        for file, k in seen.items() if self.held is None else ():
+            self.log(f"note: {file} was fine-tuned on {k} of the {n} training images: its CV score, and a fusion's "
+                     "with it, is optimistic (its test score is not)")
 
     # ---- features ----------------------------------------------------------------------------------------
     def extract(self, space: Candidate, images) -> np.ndarray:
@@ -231,11 +238,11 @@ class _Run:
 
     def averaged(self, best: list[_Scored]) -> _Scored:
         """The average of the best candidates' class probabilities, cross-validated on the same folds."""
-        from joblib import Parallel, delayed
         from sklearn.base import clone
         from sklearn.compose import ColumnTransformer
         from sklearn.ensemble import VotingClassifier
         from sklearn.pipeline import Pipeline
+        from sklearn.utils.parallel import Parallel, delayed  # scikit-learn's: its config and warning filters go along
         from sklearn.preprocessing import StandardScaler
         from threadpoolctl import threadpool_limits
 
@@ -246,8 +253,8 @@ class _Run:
         members = []
         for i, (b, cols) in enumerate(zip(best, self._blocks(spaces))):
             clf = clone(b.pipeline.named_steps["clf"])
-            if not hasattr(clf, "predict_proba"):  # svm, linsvm: Platt-scaled (SVC's own probability=True is deprecated)
-                clf = platt_scaled(clf, y, len(self.folds))
+            if not hasattr(clf, "predict_proba"):  # svm, linsvm: Platt-scaled as SVC(probability=True) did, deprecated
+                clf = platt_scaled(clf, y, len(self.folds), ensemble=False)
             members.append((f"member{i}", Pipeline([("scale", ColumnTransformer([("space", StandardScaler(), cols)])),
                                                     ("clf", clf)])))
         x = self.columns(spaces)[self.split.train]
@@ -310,6 +317,7 @@ def _held_out_probabilities(member, x: np.ndarray, y: np.ndarray, fold: tuple[np
 
 
 def _metric(scoring: str) -> Callable:
+    """The metric of `scoring` on (labels, predictions), for the averaged fusion's probabilities."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
     return {"balanced_accuracy": balanced_accuracy_score, "accuracy": accuracy_score}[scoring]
@@ -368,13 +376,6 @@ def compare(
     tuned = sorted({c.weights for c in listed if c.weights})
     check_no_leak(tuned, split)
     run = _Run(split, tuned, cv, seed, scoring, n_jobs, device, engine, progress, log)
-    seen = seen_in_training(tuned, split)
-    if run.held is not None:
-        log(f"note: {', '.join(seen)} learned the labels of {len(split.train) - run.held.sum()} training images: "
-            f"cross-validation holds out only the {run.held.sum()} others (in every training fold, those are never scored)")
-    for file, n in seen.items() if run.held is None else ():
-        log(f"note: {file} was fine-tuned on {n} of the {len(split.train)} training images: its CV score, and a "
-            "fusion's with it, is optimistic (its test score is not)")
     log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
         f"test part: {len(split.test)} images, not used to choose")
     from featx.features._extraction import progress_bar
@@ -403,7 +404,7 @@ def _comparison(run: _Run, **more) -> Comparison:
     split = run.split
     scored = len(split.train) if run.held is None else int(run.held.sum())
     return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
-                      run.n_extracted, run.scoring, scored, **more)
+                      run.n_extracted, scoring=run.scoring, n_scored=scored, **more)
 
 
 def _finish(run: _Run, out: Path) -> Comparison:
@@ -438,15 +439,31 @@ def _finish(run: _Run, out: Path) -> Comparison:
                     title=f"featx compare: {winner.row.candidate}")
     path = out / MODEL
     files = [path, *bundle.save_with_report(path, report)]
-    for scored in board:  # chosen already: the others' test scores are for the record
-        if not scored.row.error:
-            tested = predicted if scored is winner else run.tested(scored)[1]
-            scored.row = replace(scored.row, test_balanced_accuracy=float(balanced_accuracy_score(y[test], tested)),
-                                 test_accuracy=float(accuracy_score(y[test], tested)))
-    comparison = _comparison(run, test_balanced_accuracy=scores["balanced_accuracy"],
-                             test_accuracy=scores["accuracy"], model=path)
-    written = _write(run, comparison, out)
-    return Comparison(**{**comparison.__dict__, "files": (*written, *files)})
+
+    def written() -> Comparison:
+        comparison = _comparison(run, test_balanced_accuracy=scores["balanced_accuracy"],
+                                 test_accuracy=scores["accuracy"], model=path)
+        return replace(comparison, files=(*_write(run, comparison, out), *files))
+
+    def record(scored: _Scored, tested: np.ndarray) -> None:
+        scored.row = replace(scored.row, test_balanced_accuracy=float(balanced_accuracy_score(y[test], tested)),
+                             test_accuracy=float(accuracy_score(y[test], tested)))
+
+    record(winner, predicted)
+    written()
+    others = [s for s in board[1:] if not s.row.error]
+    run.log(f"scoring the {len(others)} other candidates on the test part, for the record (the winner is chosen)")
+    try:
+        for scored in others:
+            try:
+                record(scored, run.tested(scored)[1])
+            except (FeatxError, ValueError) as exc:  # its CV fits went through; a refit that fails leaves "-"
+                run.log(f"  {scored.row.candidate}: not scored on the test part: {exc}")
+    except KeyboardInterrupt:
+        written()
+        raise Interrupted(f"interrupted: {path} is saved; the leaderboard in {out / LEADERBOARD}.csv has the test "
+                          "scores computed so far") from None
+    return written()
 
 
 def _info(run: _Run, winner: _Scored) -> dict:
@@ -489,7 +506,8 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
                 section("Test scores", paragraph("The winner is chosen by CV alone; the test scores, computed "
                                                  "afterwards, are for the record and choose nothing."))]
     if ok:
-        figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok])
+        figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok],
+                               f"CV {comparison.scoring.replace('_', ' ')}")
         sections.append(section("CV scores", figures({"cv": png(figure)})))
     if comparison.test_accuracy is not None:
         sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))

@@ -59,6 +59,10 @@ class TrainingImages:
         train, val = train_test_split(everything, test_size=n_val, stratify=self.labels, random_state=seed)
         self.train, self.val = np.sort(train), np.sort(val)
 
+    def validated_keys(self) -> list[str]:
+        """Content keys of the validation part, less any also trained on (a copy in both parts)."""
+        return sorted({self.keys[i] for i in self.val} - {self.keys[i] for i in self.train})
+
     def data_hash(self) -> str:
         """sha256 of the training data: the sorted (content key, class name) pairs; paths do not count."""
         lines = sorted(f"{key}\t{self.classes[label]}" for key, label in zip(self.keys, self.labels))

@@ -95,8 +95,7 @@ def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSour
         "data_hash": state.fingerprint["data"],
         "n_train": len(pool.train), "n_val": len(pool.val), "featx": __version__,
         "trained_on": sorted(set(pool.keys)),  # content keys trained or validated on: compare refuses a test part among them
-        # only picked the epoch (a copy trained on does not count): compare cross-validates on them
-        "validated_on": sorted({pool.keys[i] for i in pool.val} - {pool.keys[i] for i in pool.train}),
+        "validated_on": pool.validated_keys(),  # only picked the epoch: compare cross-validates on them
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().clone() for k, v in state.best.items()}

@@ -84,14 +84,14 @@ def feature_map_figure(features: np.ndarray, labels: np.ndarray, classes: list[s
     return figure
 
 
-def scores_figure(names: list[str], means: list[float], stds: list[float]) -> Figure:
-    """Horizontal bars of scores with their spread (error bars), the first name on top."""
+def scores_figure(names: list[str], means: list[float], stds: list[float], label: str) -> Figure:
+    """Horizontal bars of scores (`label`) with their spread (error bars), the first name on top."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 1.2 + 0.35 * len(names)))
     ax = figure.subplots()
     ax.barh(range(len(names)), means, xerr=stds, color="tab:blue", capsize=3)
-    ax.set(yticks=range(len(names)), xlabel="CV balanced accuracy", xlim=(max(0.0, min(means) - 2 * max(stds) - 0.05), 1))
+    ax.set(yticks=range(len(names)), xlabel=label, xlim=(max(0.0, min(means) - 2 * max(stds) - 0.05), 1))
     ax.set_yticklabels(names, fontsize="small")
     ax.invert_yaxis()
     figure.tight_layout()
