@@ -354,3 +354,21 @@ def test_grid_values_that_stop_before_converging_are_scored_quietly_and_the_chos
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     with pytest.warns(ConvergenceWarning):
         pipeline.fit(x, y)
+
+
+def test_platt_scaling_folds_mix_the_groups_that_files_come_in():
+    """Rows come in file order, and files in groups (here ELPV's monocrystalline cells, then the polycrystalline
+    ones): inner folds in that order held out one group at a time, and an SVM's sigmoid then gave one class to
+    every test cell (docs/benchmarks.md); shuffled, each fold holds both groups."""
+    from sklearn.svm import SVC
+
+    from featx.classify._classifiers import platt_scaled
+    from featx.datasets import load_elpv
+
+    elpv = load_elpv()
+    rows = np.flatnonzero(np.isin(elpv.target, (0, 3)))[::8]
+    rows = rows[np.argsort(elpv.cell_type[rows] != "mono", kind="stable")]  # a folder of each type, mono first
+    kinds, y = elpv.cell_type[rows], (elpv.target[rows] == 3).astype(int)
+    calibrated = platt_scaled(SVC(), y, cv=5, seed=0)
+    for _, held in calibrated.cv.split(np.zeros(len(y)), y):
+        assert 0.2 < np.mean(kinds[held] == "mono") < 0.6  # 41% of all

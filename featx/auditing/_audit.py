@@ -457,7 +457,7 @@ def searched(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, see
     with threadpool_limits(limits=1, user_api="blas"):  # as in featx fit: parallel fits, not threads
         pipeline, _, _ = search(x, y, get_classifier(clf), None, cv, seed, n_jobs)  # its folds are _folds(cv, seed)
     if not hasattr(pipeline.named_steps["clf"], "predict_proba"):
-        pipeline.steps[-1] = ("clf", platt_scaled(pipeline.named_steps["clf"], y, cv))
+        pipeline.steps[-1] = ("clf", platt_scaled(pipeline.named_steps["clf"], y, cv, seed))
     return pipeline
 
 
@@ -476,7 +476,7 @@ def refit(estimator: Pipeline, x: np.ndarray, y: np.ndarray, keep: np.ndarray | 
     from threadpoolctl import threadpool_limits
 
     last = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-    need = last.cv if isinstance(last, CalibratedClassifierCV) else 1  # a Platt-scaled classifier's inner folds
+    need = last.cv.get_n_splits() if isinstance(last, CalibratedClassifierCV) else 1  # a Platt-scaled one's inner folds
     n_classes = int(y.max()) + 1
 
     def fold(train, test):

@@ -50,7 +50,8 @@ FORMAT = "featx-model/1"
 # and such a member). Exact names, never prefixes: "numpy." admitted numpy.testing._private.utils.runstring,
 # which a crafted file called to run any code.
 TRUSTED_TYPES = ("sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree",
-                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")
+                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
+                 "sklearn.model_selection._split.StratifiedKFold")  # the Platt scaling's shuffled inner folds
 
 
 @dataclass

@@ -254,7 +254,7 @@ class _Run:
         for i, (b, cols) in enumerate(zip(best, self._blocks(spaces))):
             clf = clone(b.pipeline.named_steps["clf"])
             if not hasattr(clf, "predict_proba"):  # svm, linsvm: Platt-scaled as SVC(probability=True) did, deprecated
-                clf = platt_scaled(clf, y, len(self.folds), ensemble=False)
+                clf = platt_scaled(clf, y, len(self.folds), self.seed, ensemble=False)
             members.append((f"member{i}", Pipeline([("scale", ColumnTransformer([("space", StandardScaler(), cols)])),
                                                     ("clf", clf)])))
         x = self.columns(spaces)[self.split.train]
