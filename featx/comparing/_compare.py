@@ -242,8 +242,8 @@ class _Run:
         from sklearn.compose import ColumnTransformer
         from sklearn.ensemble import VotingClassifier
         from sklearn.pipeline import Pipeline
-        from sklearn.utils.parallel import Parallel, delayed  # scikit-learn's: its config and warning filters go along
         from sklearn.preprocessing import StandardScaler
+        from sklearn.utils.parallel import Parallel, delayed  # scikit-learn's: its config and warning filters go along
         from threadpoolctl import threadpool_limits
 
         from featx.classify._classifiers import platt_scaled
