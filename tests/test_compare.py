@@ -356,3 +356,30 @@ def test_a_network_fine_tuned_with_a_validation_part_is_cross_validated_on_that_
     assert (comparison.n_train, comparison.n_scored) == (15, 8) and len(comparison.rows) == 2
     assert any(f"{tuned} learned the labels of 7 training images" in line and "only the 8 others" in line for line in lines)
     assert not any("optimistic" in line for line in lines)
+
+
+def test_fine_tuned_files_of_earlier_versions_count_every_recorded_image_as_learned_from(elpv_folder, tmp_path):
+    """A file of main before #27 records no images (tests/data/main-ec68bad): nothing to check or hold out; one of
+    session 13 records trained_on without validated_on: every image it lists counts as learned from."""
+    import json as json_
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from featx.comparing._candidates import Split, learned_from, seen_in_training, unseen
+    from featx.images._inputs import find_images
+
+    old = Path(__file__).parent / "data" / "main-ec68bad" / "finetuned.safetensors"
+    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=0, cv=2)
+    assert learned_from(str(old)) == set() and unseen([str(old)], split, 2) is None
+    assert seen_in_training([str(old)], split) == {}
+    with safe_open(str(old), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    recorded = json_.loads(metadata["featx"])
+    training = sorted(split.keys[i] for i in split.train)
+    recorded["trained_on"] = training  # as featx wrote it in session 13: the training and validation parts together
+    session13 = tmp_path / "session13.safetensors"
+    save_file(tensors, str(session13), metadata={**metadata, "featx": json_.dumps(recorded)})
+    assert learned_from(str(session13)) == set(training)
+    assert unseen([str(session13)], split, 2) is None  # no image left to hold out: CV on all, called optimistic
+    assert seen_in_training([str(session13)], split) == {str(session13): len(split.train)}
