@@ -235,4 +235,4 @@ def check_no_leak(weights: Sequence[str | None], split: Split) -> None:
     for file in (str(w) for w in weights if w is not None):
         if n := len(trained_on(file) & keys):
             raise BadInputError(f"{file} was fine-tuned on {n} image(s) of the test part: its scores would "
-                            "be optimistic; fine-tune on the training part only, or use another split")
+                                "be optimistic; fine-tune on the training part only, or use another split")

@@ -500,14 +500,13 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
               f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}",
               *("-" if v is None else f"{v:.3f}" for v in (r.test_balanced_accuracy, r.test_accuracy)))
              for i, r in enumerate(comparison.rows, 1)]
-    header = ["#", "candidate", f"CV {comparison.scoring.replace('_', ' ')}", "dim", "images/s", "fit s",
-              "test balanced accuracy", "test accuracy"]
+    cv_label = f"CV {comparison.scoring.replace('_', ' ')}"
+    header = ["#", "candidate", cv_label, "dim", "images/s", "fit s", "test balanced accuracy", "test accuracy"]
     sections = [section("Leaderboard", table(header, rows)),
                 section("Test scores", paragraph("The winner is chosen by CV alone; the test scores, computed "
                                                  "afterwards, are for the record and choose nothing."))]
     if ok:
-        figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok],
-                               f"CV {comparison.scoring.replace('_', ' ')}")
+        figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
         sections.append(section("CV scores", figures({"cv": png(figure)})))
     if comparison.test_accuracy is not None:
         sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
