@@ -40,12 +40,15 @@ def config_options(command: Callable) -> Callable:
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The fine-tuned network (.safetensors).")
 @config_options
 @click.option("--resume", is_flag=True, help="Continue from OUT.ckpt, the checkpoint written after every epoch.")
+@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True, metavar="K",
+              help="Also K networks, each trained without one of K folds (OUT's name + .foldk-of-K): featx compare "
+                   "then cross-validates OUT's features on every image, each fold's from the network that never saw it.")
 @click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
 @options.workers
 @options.device
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 @user_errors
-def finetune(data, model, weights, out, resume, label_pattern, workers, device, quiet, **config):
+def finetune(data, model, weights, out, resume, folds, label_pattern, workers, device, quiet, **config):
     """Fine-tune MODEL on the labelled images in DATA (class folders, CSV files of path,label) and save it to OUT.
 
     First the new head alone, then all layers with lower learning rates for earlier stages; the best epoch on
@@ -59,7 +62,7 @@ def finetune(data, model, weights, out, resume, label_pattern, workers, device, 
     check_output(out, "--out")  # and its checkpoint beside it, written after every epoch
     try:
         result = run(list(data), model, out, weights=weights, resume=resume, label_pattern=label_pattern,
-                     workers=workers, device=device, progress=not quiet, **config)
+                     workers=workers, device=device, progress=not quiet, folds=folds, **config)
     except KeyboardInterrupt:  # each finished epoch's checkpoint is written atomically: --resume goes on from it
         raise FinetuneInterrupted(checkpoint_path(Path(out))) from None
     best = result.history[result.best_epoch - 1]

@@ -383,3 +383,74 @@ def test_fine_tuned_files_of_earlier_versions_count_every_recorded_image_as_lear
     assert learned_from(str(session13)) == set(training)
     assert unseen([str(session13)], split, 2) is None  # no image left to hold out: CV on all, called optimistic
     assert seen_in_training([str(session13)], split) == {str(session13): len(split.train)}
+
+
+def test_cross_fitted_fold_networks_score_every_training_image_each_fold_by_the_network_that_never_saw_it(
+        elpv_folder, tmp_path, monkeypatch):
+    """`featx finetune --folds 2` beside the network: compare cross-validates on all the training images; fold k's
+    features come from the network trained without fold k (its classifier trains on that network's features of
+    the other fold), so the fine-tuned candidate's CV score is the best over the grid of exactly that."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from featx.backbones._weights import safetensors_metadata
+    from featx.classify import _fitting
+    from featx.classify._classifiers import get_classifier
+    from featx.comparing._candidates import Split
+    from featx.backbones._weights import fold_path
+    from featx.images._inputs import find_images
+
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=0, cv=2)
+    listing = tmp_path / "train.csv"
+    with open(listing, "w", newline="") as f:
+        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    recipe = {"image_size": 32, "freeze_epochs": 0, "epochs": 2, "batch_size": 4, "val_size": 0, "workers": 0,
+              "progress": False}  # the body learns: each network's features its own
+    tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", folds=2, **recipe).path
+    files = [fold_path(tuned, k, 2) for k in (1, 2)]
+    train_keys = [split.keys[i] for i in split.train]
+    left_out = [np.array([key not in safetensors_metadata(f)["trained_on"] for key in train_keys]) for f in files]
+    assert [safetensors_metadata(f)["fold"] for f in files] == [[1, 2], [2, 2]]
+    assert (np.sum(left_out, axis=0) == 1).all()  # each training image left out by exactly one fold network
+    for held in left_out:  # stratified: each class in each fold
+        assert set(split.labels[split.train][held]) == set(range(len(split.classes)))
+    stamps = [f.stat().st_mtime_ns for f in (tuned, *files)]
+    lines = []
+    featx.finetune(listing, out=tuned, folds=2, log=lines.append, **recipe)  # a rerun trains nothing
+    assert [f.stat().st_mtime_ns for f in (tuned, *files)] == stamps and sum("kept" in line for line in lines) == 3
+
+    searched, search_ = [], _fitting.search
+    monkeypatch.setattr(_fitting, "search", lambda x, y, *rest: searched.append((x, y, rest[2])) or search_(x, y, *rest))
+    lines = []
+    comparison = featx.compare(elpv_folder, weights=[tuned], image_sizes=[32], clfs=["logreg"], cv=2, progress=False,
+                               engine="torch", out=tmp_path / "out", log=lines.append)
+    assert comparison.n_scored == comparison.n_train == 15
+    assert any("each fold's features from the network trained without that fold" in line for line in lines)
+    row = next(r for r in comparison.rows if "tuned.safetensors" in r.candidate)
+    y = split.labels[split.train]
+    per_network = [featx.PretrainedFeatures(weights=f, image_size=32).fit_transform([split.paths[i] for i in split.train])
+                   for f in files]
+    assert not np.allclose(per_network[0], per_network[1], atol=1e-3)
+    x, _, folds = next(s for s in searched if s[0].shape[0] > len(y))  # the fine-tuned space's: a block per fold
+    for (fit, held), features, left in zip(folds, per_network, left_out, strict=True):
+        np.testing.assert_allclose(x[held], features[left], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(x[fit], features[~left], rtol=1e-5, atol=1e-5)
+    clf = get_classifier("logreg")
+    by_value = []
+    for value in clf.usable_grid(min(len(y) - h.sum() for h in left_out)):
+        scores = []
+        for features, held in zip(per_network, left_out):
+            pipeline = Pipeline([("scale", StandardScaler()), ("clf", clf.make(None, 0).set_params(**{clf.param: value}))])
+            fitted = pipeline.fit(features[~held], y[~held])
+            scores.append(balanced_accuracy_score(y[held], fitted.predict(features[held])))
+        by_value.append(np.mean(scores))
+    assert row.cv_mean == pytest.approx(max(by_value), abs=1e-9)
+
+    files[1].unlink()  # a fold network missing: CV on the training part as before, called optimistic, and why
+    lines = []
+    featx.compare(elpv_folder, weights=[tuned], image_sizes=[32], clfs=["logreg"], cv=2, progress=False,
+                  engine="torch", out=tmp_path / "out2", log=lines.append)
+    assert any(f"{tuned} has no 2 fold networks" in line for line in lines)
+    assert any("optimistic" in line for line in lines)

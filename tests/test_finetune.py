@@ -282,3 +282,27 @@ def test_fine_tuned_features_leave_no_onnx_graph_behind(trained, cells, tmp_path
                            workers=0, progress=False)
     assert report.n_extracted == 32
     assert not list(private_cache.rglob("*.onnx")) and not list((tmp_path / "tmp").iterdir())
+
+
+def test_folds_train_a_network_without_each_fold_and_keep_the_one_trained_before(trained, cells, tmp_path):
+    """`--folds 2`: the network fine-tuned before with the same data and settings is kept, not trained again; two
+    more, each without one stratified fold (for featx compare's cross-fitted CV); `--folds 1` is one line."""
+    from featx.backbones._weights import fold_path
+
+    out = tmp_path / "cells.safetensors"
+    shutil.copy(trained.path, out)
+    stamp = out.stat().st_mtime_ns
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(out), "--folds", "2", "--workers", "0", "-q",
+                                       *options])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mtime_ns == stamp
+    seen = []
+    for k in (1, 2):
+        meta = load_finetuned(fold_path(out, k, 2)).metadata
+        assert meta["fold"] == [k, 2] and meta["n_train"] + meta["n_val"] == 16 and meta["config"]["epochs"] == 2
+        seen.append(set(meta["trained_on"]))
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 32  # each image left out by one fold network
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(out), "--folds", "1"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "folds must be 0 (none) or at least 2" in errors[0]

@@ -113,6 +113,13 @@ def is_safetensors(path: str | os.PathLike) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20)
 
 
+def fold_path(finetuned: str | os.PathLike, k: int, folds: int) -> Path:
+    """The network `featx finetune --folds` trained without fold `k` of `folds` (1-based) beside `finetuned`:
+    NAME.fold2-of-5.safetensors."""
+    finetuned = Path(finetuned)
+    return finetuned.with_name(f"{finetuned.stem}.fold{k}-of-{folds}{finetuned.suffix}")
+
+
 def safetensors_metadata(path: str | os.PathLike) -> dict:
     """The "featx" JSON metadata of a safetensors file ({} when absent); a FeatxError if it cannot be read."""
     from safetensors import safe_open

@@ -221,6 +221,49 @@ def unseen(weights: Sequence[str | None], split: Split, cv: int) -> np.ndarray |
     return mask if not mask.all() and counts.min() >= cv else None
 
 
+def fold_files(weights: str, cv: int) -> list[str]:
+    """Those of the `cv` networks `featx finetune --folds` trained beside `weights` (each without one fold of its
+    images; `fold_path`) that are there, in fold order."""
+    from featx.backbones._weights import fold_path
+
+    return [str(f) for f in (fold_path(weights, k, cv) for k in range(1, cv + 1)) if f.is_file()]
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """Cross-fitted fine-tuned files: for each file that learned from training images, the networks each trained
+    without one fold (`fold_files`), and those folds (indices into the training part, as `Split.folds`): fold k's
+    images get their features from network k, which never saw them, so every training image is scored."""
+
+    files: dict[str, tuple[str, ...]]
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @classmethod
+    def of(cls, weights: Sequence[str | None], split: Split, cv: int) -> tuple[CrossFit | None, str]:
+        """The cross-fit of the files that learned from training images, or None and why not ("" when no file
+        learned from any, or none has fold files)."""
+        learned = list(seen_in_training(weights, split))
+        files = {w: tuple(fold_files(w, cv)) for w in learned}
+        if not learned or not any(files.values()):
+            return None, ""
+        if missing := [w for w, found in files.items() if len(found) < cv]:
+            return None, (f"{missing[0]} has no {cv} fold networks beside it (featx finetune --folds {cv}): the CV "
+                          "scores are not cross-fitted")
+        train_keys = [split.keys[i] for i in split.train]
+        partitions = set()
+        for w, folds in files.items():
+            held = [np.array([key not in trained_on(f) for key in train_keys]) for f in folds]
+            if not (np.sum(held, axis=0) == 1).all():
+                return None, (f"the fold networks of {w} were not trained on this training part (each image must be "
+                              "left out by exactly one)")
+            partitions.add(tuple(tuple(np.flatnonzero(h)) for h in held))
+        if len(partitions) > 1:
+            return None, "the fold networks of " + ", ".join(files) + " left out different folds"
+        everything = np.arange(len(train_keys))
+        held = [np.array(fold) for fold in partitions.pop()]
+        return cls(files, tuple((np.setdiff1d(everything, fold), fold) for fold in held)), ""
+
+
 def seen_in_training(weights: Sequence[str | None], split: Split) -> dict[str, int]:
     """How many images of the training part each fine-tuned file learned from (files with any): its network
     knows their labels, so cross-validation on them is optimistic."""

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.comparing._candidates import Candidate, Split, candidates, check_no_leak, seen_in_training, unseen
+from featx.comparing._candidates import (Candidate, CrossFit, Split, candidates, check_no_leak, fold_files,
+                                        seen_in_training, unseen)
 from featx.errors import FeatxError, Interrupted, ParameterError, UnknownNameError
 from featx.names import DEFAULT_MODEL, SCORINGS
 
@@ -118,9 +119,19 @@ class _Run:
         self.scored: list[_Scored] = []
 
     def use(self, split: Split) -> None:
-        """Compare on `split`: its folds, held out among the training images no fine-tuned network learned from
-        when some learned from any (`unseen`); a note says which, or that a CV score is optimistic."""
-        self.split, self.held = split, unseen(self.weights, split, self.cv)
+        """Compare on `split`: its folds; when fine-tuned networks learned from training images, those of their
+        fold networks (`CrossFit`), else held out among the images none learned from (`unseen`); a note says
+        which, or that a CV score is optimistic."""
+        self.split = split
+        self.cross, why = CrossFit.of(self.weights, split, self.cv)
+        if why:
+            self.log(f"note: {why}")
+        if self.cross is not None:
+            self.held, self.folds = None, list(self.cross.folds)
+            self.log(f"note: {', '.join(self.cross.files)} learned the labels of training images: cross-validation "
+                     "takes each fold's features from the network trained without that fold")
+            return
+        self.held = unseen(self.weights, split, self.cv)
         self.folds = split.folds(self.cv, self.seed, self.held)
         seen, n = seen_in_training(self.weights, split), len(split.train)
         if seen and self.held is not None:
@@ -133,7 +144,20 @@ class _Run:
     # ---- features ----------------------------------------------------------------------------------------
     def extract(self, space: Candidate, images) -> np.ndarray:
         """The features of the split's images in `space`, extracted into its default store (only those not
-        there yet); the time it will take is said first."""
+        there yet), and of the training part in its fold networks' spaces when cross-fitted; the time it will
+        take is said first."""
+        x = self._extract(space, images)
+        for fold_space in self.fold_spaces(space):
+            self._extract(fold_space, images, training=True)
+        return x
+
+    def fold_spaces(self, space: Candidate) -> list[Candidate]:
+        """`space` in each fold network of its weights, fold by fold ([] unless cross-fitted)."""
+        files = self.cross.files.get(space.weights, ()) if self.cross is not None else ()
+        return [replace(space, weights=file) for file in files]
+
+    def _extract(self, space: Candidate, images, training: bool = False) -> np.ndarray:
+        """`extract` of one space: the split's images, or its training part only."""
         from featx.features._extraction import extract_files
         from featx.features._extractor import Extractor, settle_space
         from featx.features._store import FeatureStore
@@ -147,7 +171,10 @@ class _Run:
                                                       space.image_size, space.tta, self.device, self.engine),
                                      None, None, "float32")
             path = extractor.space.store_path()
-            pending = self._pending(path)
+            wanted = [self.split.paths[i] for i in self.split.train] if training else list(self.split.paths)
+            if training:
+                images = replace(images, paths=wanted, labels=self.split.labels[self.split.train], given=[], given_rows=[])
+            pending = self._pending(path, training)
             pixels = space.views * extractor.space.crop ** 2
             if not pending:
                 self.log(f"  {space.name}: nothing to extract ({path} holds every image)")
@@ -157,7 +184,7 @@ class _Run:
                 self.log(f"  {space.name}: {pending} images x {space.views} view(s) to extract, {cost}")
             done = extract_files(images, extractor, progress=self.progress)
             with FeatureStore.open(done.store) as opened:
-                x, found = opened.features_for(list(self.split.paths))
+                x, found = opened.features_for(wanted)
                 if not found.all() and not any(isinstance(f, np.ndarray) for f in self.features.values()):
                     x, found = self._leave_out(opened.failures(), x, found)
             if not found.all():
@@ -191,18 +218,34 @@ class _Run:
         self.use(self.split.without(keep, self.cv))
         return x[keep], found[keep]
 
-    def _pending(self, store: Path) -> int:
-        """How many of the split's images the store does not hold yet."""
+    def _pending(self, store: Path, training: bool = False) -> int:
+        """How many of the split's images (or of its training part) the store does not hold yet."""
         from featx.features._store import FeatureStore
 
+        keys = [self.split.keys[i] for i in self.split.train] if training else self.split.keys
         if not store.exists():
-            return len(self.split.keys)
+            return len(keys)
         with FeatureStore.open(store) as opened:
             held = set(opened.keys())
-        return sum(key not in held for key in self.split.keys)
+        return sum(key not in held for key in keys)
 
     def columns(self, spaces: Sequence[Candidate]) -> np.ndarray:
         return np.hstack([self.features[s] for s in spaces])
+
+    def cv_data(self, spaces: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray, list]:
+        """The training part's features of `spaces` side by side, its labels and the folds. With a cross-fitted
+        space: one block of rows per fold, fold k's features from fold network k (the others' as they are), each
+        fold indexing its own block: its classifier trains on network k's features of the other folds, as the
+        final one trains on the whole network's features of the training part."""
+        train, y = self.split.train, self.split.labels[self.split.train]
+        if not any(self.fold_spaces(s) for s in spaces):
+            return self.columns(spaces)[train], y, self.folds
+        n, blocks = len(train), []
+        for k in range(len(self.folds)):
+            blocks.append(np.hstack([self.features[self.fold_spaces(s)[k]] if self.fold_spaces(s) else self.features[s][train]
+                                     for s in spaces]))
+        folds = [(k * n + fit, k * n + held) for k, (fit, held) in enumerate(self.folds)]
+        return np.vstack(blocks), np.tile(y, len(blocks)), folds
 
     # ---- scoring -----------------------------------------------------------------------------------------
     def search(self, name: str, spaces: Sequence[Candidate], clf_name: str, scale=None) -> _Scored:
@@ -212,11 +255,10 @@ class _Run:
         from featx.classify._classifiers import get_classifier
         from featx.classify._fitting import search
 
-        clf, x, y = get_classifier(clf_name), self.columns(spaces), self.split.labels
+        clf, (x, y, folds) = get_classifier(clf_name), self.cv_data(spaces)
         start = time.perf_counter()
         with threadpool_limits(limits=1, user_api="blas"):  # as in fit: parallel CV fits, one BLAS thread each
-            pipeline, best, scores = search(x[self.split.train], y[self.split.train], clf, None, self.folds, self.seed,
-                                            self.n_jobs, scale, self.scoring)
+            pipeline, best, scores = search(x, y, clf, None, folds, self.seed, self.n_jobs, scale, self.scoring)
         mean, std = next((m, s) for v, m, s in scores if v == best)
         rates = [self.rates.get(s) for s in spaces]
         rate = 1 / sum(1 / r for r in rates) if all(rates) else None  # every space extracted, one after another
@@ -249,22 +291,21 @@ class _Run:
         from featx.classify._classifiers import platt_scaled
 
         spaces = [b.spaces[0] for b in best]
-        y = self.split.labels[self.split.train]
+        x, y, folds = self.cv_data(spaces)
         members = []
         for i, (b, cols) in enumerate(zip(best, self._blocks(spaces))):
             clf = clone(b.pipeline.named_steps["clf"])
             if not hasattr(clf, "predict_proba"):  # svm, linsvm: Platt-scaled as SVC(probability=True) did, deprecated
-                clf = platt_scaled(clf, y, len(self.folds), self.seed, ensemble=False)
+                clf = platt_scaled(clf, self.split.labels[self.split.train], len(folds), self.seed, ensemble=False)
             members.append((f"member{i}", Pipeline([("scale", ColumnTransformer([("space", StandardScaler(), cols)])),
                                                     ("clf", clf)])))
-        x = self.columns(spaces)[self.split.train]
         start = time.perf_counter()
         with threadpool_limits(limits=1, user_api="blas"):
             per_member = Parallel(n_jobs=self.n_jobs)(delayed(_held_out_probabilities)(m, x, y, fold)
-                                                       for _, m in members for fold in self.folds)
+                                                       for _, m in members for fold in folds)
         metric = _metric(self.scoring)
-        per_fold = [metric(y[held], np.mean(per_member[i :: len(self.folds)], axis=0).argmax(1))
-                    for i, (_, held) in enumerate(self.folds)]
+        per_fold = [metric(y[held], np.mean(per_member[i :: len(folds)], axis=0).argmax(1))
+                    for i, (_, held) in enumerate(folds)]
         rates = [self.rates.get(s) for s in spaces]
         row = Row("average(" + " + ".join(b.row.candidate for b in best) + ")", float(np.mean(per_fold)),
                   float(np.std(per_fold)), x.shape[1], 1 / sum(1 / r for r in rates) if all(rates) else None,
@@ -374,7 +415,7 @@ def compare(
     images = find_images(data, label_pattern)
     split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv)
     tuned = sorted({c.weights for c in listed if c.weights})
-    check_no_leak(tuned, split)
+    check_no_leak([*tuned, *(f for w in tuned for f in fold_files(w, cv))], split)
     run = _Run(split, tuned, cv, seed, scoring, n_jobs, device, engine, progress, log)
     log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
         f"test part: {len(split.test)} images, not used to choose")

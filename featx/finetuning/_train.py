@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -15,12 +15,14 @@ from featx import __version__
 from featx.backbones._device import resolve_device
 from featx.backbones._preprocessing import Preprocessing
 from featx.backbones._registry import Backbone, get_backbone
-from featx.backbones._weights import FINETUNED_FORMAT, WeightsSource
+from featx.backbones._weights import FINETUNED_FORMAT, WeightsSource, fold_path
+from featx.errors import FeatxError, ParameterError
 from featx.finetuning._config import FinetuneConfig, FinetuneResult  # pickles may name _train.FinetuneConfig
 from featx.finetuning._data import TrainingImages, check_labels, load_training_images
 from featx.finetuning._loop import Trainer, TrainState, checkpoint_path
 from featx.finetuning._model import Trainee, ordinal_ranks
-from featx.images._inputs import find_images
+from featx.images._content import content_keys
+from featx.images._inputs import ImageList, find_images
 from featx.names import DEFAULT_MODEL
 from featx.outputs import atomic_path
 
@@ -38,6 +40,7 @@ def finetune(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    folds: int = 0,
     **options: object,
 ) -> FinetuneResult:
     """Fine-tune `model` on the labelled images of `data` (read as `featx extract` reads them) into `out`.
@@ -47,9 +50,13 @@ def finetune(
     under the metadata key "featx", the base model, classes, preprocessing, configuration, validation curve
     and a hash of the training data; `featx extract --weights out` and `PretrainedFeatures(weights=out)` read
     it. `resume`: continue from `out`.ckpt, the checkpoint written after every epoch. `log`: one line per
-    epoch (default: standard error when `progress`).
+    epoch (default: standard error when `progress`). `folds` = K >= 2: then K more networks, each trained without
+    one of K stratified folds of the images (`fold_path(out, k, K)`), from which `featx compare` cross-validates
+    `out`'s features on every image. A file already fine-tuned on the same data and configuration is kept.
     """
     config = FinetuneConfig.of(config, **options)
+    if folds == 1 or folds < 0:
+        raise ParameterError(f"folds must be 0 (none) or at least 2, not {folds}")
     log = log or ((lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None))
     out = Path(out)
     backbone = get_backbone(model)
@@ -60,17 +67,65 @@ def finetune(
         ordinal_ranks(config.ordinal, images.classes)
     own = backbone.preprocessing()
     pre = own.at_size(config.image_size or own.crop)  # the whole image: the weights' crop would cut its edges
+    result = _one(images, out, backbone, source, pre, config, resume, workers, device, progress, log)
+    for k in range(1, folds + 1):
+        log(f"fold {k} of {folds}: trained without it")
+        _one(without_fold(images, k, folds, config.seed), fold_path(out, k, folds), backbone, source, pre, config,
+             True, workers, device, progress, log, fold=(k, folds))
+    return result
+
+
+def without_fold(images: ImageList, k: int, folds: int, seed: int) -> ImageList:
+    """`images` less fold `k` of `folds` (1-based): stratified folds of their distinct contents, drawn by `seed`
+    (copies of one content fall in one fold; an unreadable file stays, to be skipped as usual)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    keys = [hashed.key for hashed in content_keys(images.paths)]
+    distinct = list(dict.fromkeys(key for key in keys if key is not None))
+    label = {key: images.labels[i] for i, key in enumerate(keys) if key is not None}
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(distinct, [label[key] for key in distinct])
+    left_out = {distinct[i] for i in list(split)[k - 1][1]}
+    kept = [i for i, key in enumerate(keys) if key not in left_out]
+    return replace(images, paths=[images.paths[i] for i in kept], labels=images.labels[kept], given=[], given_rows=[])
+
+
+def _one(images: ImageList, out: Path, backbone: Backbone, source: WeightsSource, pre: Preprocessing,
+         config: FinetuneConfig, resume: bool, workers: int | None, device: str, progress: bool,
+         log: Callable[[str], None], fold: tuple[int, int] | None = None) -> FinetuneResult:
+    """One network fine-tuned on `images` into `out`, or `out` kept when it was fine-tuned on the same data with
+    the same configuration."""
     trainee = _build(backbone, source, len(images.classes), pre, device, config)  # before decoding: fails fast
     kept = f"layers up to {trainee.frozen_until} keep their pretrained weights" if trainee.frozen_until else "every layer learns"
     log(f"{backbone.name} at {pre.crop} px; {kept}")
     pool, failures = load_training_images(images, pre, workers, progress, log)
     pool.split(config.val_size, config.seed)
     fingerprint = {"data": pool.data_hash(), "model": backbone.name, "weights": source.id, "config": asdict(config)}
+    if (done := _trained_before(out, fingerprint)) is not None:
+        log(f"{out}: fine-tuned before on the same data with the same configuration: kept")
+        return replace(done, failures=failures)
     trainer = Trainer(trainee, pool, config, checkpoint_path(out), log, progress)
     state = trainer.train(trainer.start(fingerprint, resume))
-    _write(out, state, backbone, source, pre, config, pool, trainee.frozen_until)
+    _write(out, state, backbone, source, pre, config, pool, trainee.frozen_until, fold)
     checkpoint_path(out).unlink(missing_ok=True)
     return FinetuneResult(out, state.history, state.best_epoch, list(images.classes), failures)
+
+
+def _trained_before(out: Path, fingerprint: dict) -> FinetuneResult | None:
+    """`out`'s result when it holds a network fine-tuned with `fingerprint` (fields newer than the file count at
+    their defaults), else None."""
+    from featx.backbones._weights import is_safetensors, safetensors_metadata
+
+    if not out.is_file() or not is_safetensors(out):
+        return None
+    try:
+        recorded = safetensors_metadata(out)
+    except FeatxError:
+        return None
+    made = {"data": recorded.get("data_hash"), "model": recorded.get("model"), "weights": recorded.get("base_weights"),
+            "config": {**asdict(FinetuneConfig()), **recorded.get("config", {})}}
+    if made != fingerprint:
+        return None
+    return FinetuneResult(out, recorded["history"], recorded["best_epoch"], recorded["classes"])
 
 
 def _build(backbone: Backbone, source: WeightsSource, n_classes: int, pre: Preprocessing, device: str,
@@ -84,7 +139,8 @@ def _build(backbone: Backbone, source: WeightsSource, n_classes: int, pre: Prepr
 
 
 def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSource, pre: Preprocessing,
-           config: FinetuneConfig, pool: TrainingImages, frozen_until: str | None) -> None:
+           config: FinetuneConfig, pool: TrainingImages, frozen_until: str | None,
+           fold: tuple[int, int] | None = None) -> None:
     """The best epoch's weights as a safetensors file, what made them in its metadata (key "featx")."""
     from safetensors.torch import save_file
 
@@ -96,6 +152,7 @@ def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSour
         "n_train": len(pool.train), "n_val": len(pool.val), "featx": __version__,
         "trained_on": sorted(set(pool.keys)),  # content keys trained or validated on: compare refuses a test part among them
         "validated_on": pool.validated_keys(),  # only picked the epoch: compare cross-validates on them
+        **({"fold": list(fold)} if fold else {}),  # trained without fold k of K: compare's CV features for it
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().clone() for k, v in state.best.items()}
