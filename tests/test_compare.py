@@ -428,6 +428,9 @@ def test_cross_fitted_fold_networks_score_every_training_image_each_fold_by_the_
                                engine="torch", out=tmp_path / "out", log=lines.append)
     assert comparison.n_scored == comparison.n_train == 15
     assert any("each fold's features from the network trained without that fold" in line for line in lines)
+    recorded = json.loads((tmp_path / "out" / "leaderboard.json").read_text())["notes"]
+    assert recorded == list(comparison.notes) and "trained without that fold" in recorded[0]
+    assert "trained without that fold" in (tmp_path / "out" / "leaderboard.html").read_text()
     row = next(r for r in comparison.rows if "tuned.safetensors" in r.candidate)
     y = split.labels[split.train]
     per_network = [featx.PretrainedFeatures(weights=f, image_size=32).fit_transform([split.paths[i] for i in split.train])

@@ -55,6 +55,7 @@ class Comparison:
     files: tuple[Path, ...] = ()
     scoring: str = SCORINGS[0]
     n_scored: int | None = None  # training images the CV scores are computed on (fewer than n_train: see `unseen`)
+    notes: tuple[str, ...] = ()  # how fine-tuned networks were cross-validated (cross-fitted, held out, optimistic)
 
     @property
     def winner(self) -> Row:
@@ -124,22 +125,24 @@ class _Run:
         which, or that a CV score is optimistic."""
         self.split = split
         self.cross, why = CrossFit.of(self.weights, split, self.cv)
-        if why:
-            self.log(f"note: {why}")
+        self.notes = [why] if why else []
         if self.cross is not None:
             self.held, self.folds = None, list(self.cross.folds)
-            self.log(f"note: {', '.join(self.cross.files)} learned the labels of training images: cross-validation "
-                     "takes each fold's features from the network trained without that fold")
-            return
-        self.held = unseen(self.weights, split, self.cv)
-        self.folds = split.folds(self.cv, self.seed, self.held)
-        seen, n = seen_in_training(self.weights, split), len(split.train)
-        if seen and self.held is not None:
-            self.log(f"note: {', '.join(seen)} learned the labels of {n - self.held.sum()} training images: cross-"
-                     f"validation holds out only the {self.held.sum()} others (those sit in every training fold)")
-        for file, k in seen.items() if self.held is None else ():
-            self.log(f"note: {file} was fine-tuned on {k} of the {n} training images: its CV score, and a fusion's "
-                     "with it, is optimistic (its test score is not)")
+            self.notes.append(f"{', '.join(self.cross.files)} learned the labels of training images: cross-"
+                              "validation takes each fold's features from the network trained without that fold")
+        else:
+            self.held = unseen(self.weights, split, self.cv)
+            self.folds = split.folds(self.cv, self.seed, self.held)
+            seen, n = seen_in_training(self.weights, split), len(split.train)
+            if seen and self.held is not None:
+                self.notes.append(f"{', '.join(seen)} learned the labels of {n - self.held.sum()} training images: "
+                                  f"cross-validation holds out only the {self.held.sum()} others (those sit in every "
+                                  "training fold)")
+            self.notes += [f"{file} was fine-tuned on {k} of the {n} training images: its CV score, and a fusion's "
+                           "with it, is optimistic (its test score is not)" for file, k in seen.items()
+                           if self.held is None]
+        for note in self.notes:
+            self.log(f"note: {note}")
 
     # ---- features ----------------------------------------------------------------------------------------
     def extract(self, space: Candidate, images) -> np.ndarray:
@@ -445,7 +448,7 @@ def _comparison(run: _Run, **more) -> Comparison:
     split = run.split
     scored = len(split.train) if run.held is None else int(run.held.sum())
     return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
-                      run.n_extracted, scoring=run.scoring, n_scored=scored, **more)
+                      run.n_extracted, scoring=run.scoring, n_scored=scored, notes=tuple(run.notes), **more)
 
 
 def _finish(run: _Run, out: Path) -> Comparison:
@@ -546,6 +549,8 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
     sections = [section("Leaderboard", table(header, rows)),
                 section("Test scores", paragraph("The winner is chosen by CV alone; the test scores, computed "
                                                  "afterwards, are for the record and choose nothing."))]
+    if comparison.notes:
+        sections.append(section("Cross-validation", *(paragraph(note) for note in comparison.notes)))
     if ok:
         figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
         sections.append(section("CV scores", figures({"cv": png(figure)})))
