@@ -424,14 +424,16 @@ def test_cross_fitted_fold_networks_score_every_training_image_each_fold_by_the_
     searched, search_ = [], _fitting.search
     monkeypatch.setattr(_fitting, "search", lambda x, y, *rest: searched.append((x, y, rest[2])) or search_(x, y, *rest))
     lines = []
-    comparison = featx.compare(elpv_folder, weights=[tuned], image_sizes=[32], clfs=["logreg"], cv=2, progress=False,
-                               engine="torch", out=tmp_path / "out", log=lines.append)
+    comparison = featx.compare(elpv_folder, weights=[tuned], image_sizes=[32], clfs=["logreg"], cv=2, fuse=2,
+                               progress=False, engine="torch", out=tmp_path / "out", log=lines.append)
     assert comparison.n_scored == comparison.n_train == 15
+    averaged = next(r for r in comparison.rows if r.candidate.startswith("average("))
+    assert not averaged.error and 0 <= averaged.cv_mean <= 1
     assert any("each fold's features from the network trained without that fold" in line for line in lines)
     recorded = json.loads((tmp_path / "out" / "leaderboard.json").read_text())["notes"]
     assert recorded == list(comparison.notes) and "trained without that fold" in recorded[0]
     assert "trained without that fold" in (tmp_path / "out" / "leaderboard.html").read_text()
-    row = next(r for r in comparison.rows if "tuned.safetensors" in r.candidate)
+    row = next(r for r in comparison.rows if r.candidate.startswith("efficientnet_lite0[tuned.safetensors]"))
     y = split.labels[split.train]
     per_network = [featx.PretrainedFeatures(weights=f, image_size=32).fit_transform([split.paths[i] for i in split.train])
                    for f in files]
@@ -440,6 +442,8 @@ def test_cross_fitted_fold_networks_score_every_training_image_each_fold_by_the_
     for (fit, held), features, left in zip(folds, per_network, left_out, strict=True):
         np.testing.assert_allclose(x[held], features[left], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(x[fit], features[~left], rtol=1e-5, atol=1e-5)
+    frozen_folds = next(s[2] for s in searched if s[0].shape[0] == len(y))  # the frozen space: the same folds
+    assert [list(held) for _, held in frozen_folds] == [list(np.flatnonzero(left)) for left in left_out]
     clf = get_classifier("logreg")
     by_value = []
     for value in clf.usable_grid(min(len(y) - h.sum() for h in left_out)):

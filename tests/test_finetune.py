@@ -303,6 +303,14 @@ def test_folds_train_a_network_without_each_fold_and_keep_the_one_trained_before
         assert meta["fold"] == [k, 2] and meta["n_train"] + meta["n_val"] == 16 and meta["config"]["epochs"] == 2
         seen.append(set(meta["trained_on"]))
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 32  # each image left out by one fold network
-    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(out), "--folds", "1"])
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert result.exit_code == 2 and len(errors) == 1 and "folds must be 0 (none) or at least 2" in errors[0]
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(out), "--folds", "2", "--workers", "0", "-q",
+                                       *options, "--label-smoothing", "0.05"])  # another setting: trained again
+    assert result.exit_code == 0 and out.stat().st_mtime_ns != stamp
+    assert load_finetuned(fold_path(out, 1, 2)).metadata["config"]["label_smoothing"] == 0.05
+    for folds, message, status in (("1", "folds must be 0 (none) or at least 2", 2),
+                                   ("9", "class 'defective' has 8 distinct readable image(s): fewer than the 9 folds", 1)):
+        fresh = tmp_path / f"folds{folds}.safetensors"  # refused before any training
+        result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(fresh), "--folds", folds])
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert result.exit_code == status and len(errors) == 1 and message in errors[0], result.output
+        assert not fresh.exists()

@@ -233,35 +233,55 @@ def fold_files(weights: str, cv: int) -> list[str]:
 class CrossFit:
     """Cross-fitted fine-tuned files: for each file that learned from training images, the networks each trained
     without one fold (`fold_files`), and those folds (indices into the training part, as `Split.folds`): fold k's
-    images get their features from network k, which never saw them, so every training image is scored."""
+    images get their features from network k, which never saw them. `scored` (a mask over the training part):
+    the images one network left out; those none was fine-tuned on (unreadable to it) sit in every training fold."""
 
     files: dict[str, tuple[str, ...]]
     folds: tuple[tuple[np.ndarray, np.ndarray], ...]
+    scored: np.ndarray
 
     @classmethod
     def of(cls, weights: Sequence[str | None], split: Split, cv: int) -> tuple[CrossFit | None, str]:
         """The cross-fit of the files that learned from training images, or None and why not ("" when no file
-        learned from any, or none has fold files)."""
+        learned from any, or none has fold networks)."""
+        from featx.backbones._weights import safetensors_metadata
+
         learned = list(seen_in_training(weights, split))
         files = {w: tuple(fold_files(w, cv)) for w in learned}
-        if not learned or not any(files.values()):
+        if not any(files.values()) and not any(_any_folds(w) for w in learned):
             return None, ""
         if missing := [w for w, found in files.items() if len(found) < cv]:
-            return None, (f"{missing[0]} has no {cv} fold networks beside it (featx finetune --folds {cv}): the CV "
-                          "scores are not cross-fitted")
-        train_keys = [split.keys[i] for i in split.train]
+            others = ", ".join(Path(f).name for f in _any_folds(missing[0])) or "none"
+            return None, (f"{missing[0]} has no {cv} fold networks beside it (featx finetune --folds {cv}; found: "
+                          f"{others}): the CV scores are not cross-fitted")
+        train_keys, y = [split.keys[i] for i in split.train], split.labels[split.train]
         partitions = set()
-        for w, folds in files.items():
-            held = [np.array([key not in trained_on(f) for key in train_keys]) for f in folds]
-            if not (np.sum(held, axis=0) == 1).all():
-                return None, (f"the fold networks of {w} were not trained on this training part (each image must be "
-                              "left out by exactly one)")
-            partitions.add(tuple(tuple(np.flatnonzero(h)) for h in held))
+        for w, found in files.items():
+            recorded = [safetensors_metadata(f) for f in found]
+            if [r.get("fold") for r in recorded] != [[k, cv] for k in range(1, cv + 1)]:
+                return None, f"the fold networks of {w} do not record folds 1 to {cv} of {cv} (renamed?)"
+            held = np.array([[key not in seen for key in train_keys] for seen in (set(r.get("trained_on", ())) for r in recorded)])
+            count = held.sum(axis=0)  # 1: left out by one network; cv: by all (not fine-tuned on: unreadable to it)
+            if not ((count == 1) | (count == cv)).all() or not (count == 1).any():
+                return None, f"the fold networks of {w} were not fine-tuned on this training part"
+            partitions.add(tuple(tuple(np.flatnonzero(h & (count == 1))) for h in held))
         if len(partitions) > 1:
             return None, "the fold networks of " + ", ".join(files) + " left out different folds"
-        everything = np.arange(len(train_keys))
-        held = [np.array(fold) for fold in partitions.pop()]
-        return cls(files, tuple((np.setdiff1d(everything, fold), fold) for fold in held)), ""
+        held = [np.array(fold, dtype=np.int64) for fold in partitions.pop()]
+        folds = tuple((np.setdiff1d(np.arange(len(y)), fold), fold) for fold in held)
+        if any(len(np.unique(y[fit])) < len(split.classes) for fit, _ in folds):
+            return None, "a fold of the fold networks leaves a class out of its training part"
+        scored = np.zeros(len(y), dtype=bool)
+        scored[np.concatenate(held)] = True
+        return cls(files, folds, scored), ""
+
+
+def _any_folds(weights: str) -> list[Path]:
+    """Every fold network beside `weights`, whatever its number of folds."""
+    import glob
+
+    path = Path(weights)
+    return sorted(path.parent.glob(f"{glob.escape(path.stem)}.fold*-of-*{path.suffix}"))
 
 
 def seen_in_training(weights: Sequence[str | None], split: Split) -> dict[str, int]:

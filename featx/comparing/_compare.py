@@ -127,7 +127,8 @@ class _Run:
         self.cross, why = CrossFit.of(self.weights, split, self.cv)
         self.notes = [why] if why else []
         if self.cross is not None:
-            self.held, self.folds = None, list(self.cross.folds)
+            self.held = None if self.cross.scored.all() else self.cross.scored
+            self.folds = list(self.cross.folds)
             self.notes.append(f"{', '.join(self.cross.files)} learned the labels of training images: cross-"
                               "validation takes each fold's features from the network trained without that fold")
         else:
@@ -176,7 +177,8 @@ class _Run:
             path = extractor.space.store_path()
             wanted = [self.split.paths[i] for i in self.split.train] if training else list(self.split.paths)
             if training:
-                images = replace(images, paths=wanted, labels=self.split.labels[self.split.train], given=[], given_rows=[])
+                row = {path: i for i, path in enumerate(images.paths)}
+                images = images.take([row[path] for path in wanted])
             pending = self._pending(path, training)
             pixels = space.views * extractor.space.crop ** 2
             if not pending:
@@ -243,10 +245,9 @@ class _Run:
         train, y = self.split.train, self.split.labels[self.split.train]
         if not any(self.fold_spaces(s) for s in spaces):
             return self.columns(spaces)[train], y, self.folds
-        n, blocks = len(train), []
-        for k in range(len(self.folds)):
-            blocks.append(np.hstack([self.features[self.fold_spaces(s)[k]] if self.fold_spaces(s) else self.features[s][train]
-                                     for s in spaces]))
+        n, per_fold = len(train), [self.fold_spaces(s) or [s] * len(self.folds) for s in spaces]
+        blocks = [np.hstack([self.features[each[k]] if each[k] != s else self.features[s][train]
+                             for s, each in zip(spaces, per_fold)]) for k in range(len(self.folds))]
         folds = [(k * n + fit, k * n + held) for k, (fit, held) in enumerate(self.folds)]
         return np.vstack(blocks), np.tile(y, len(blocks)), folds
 

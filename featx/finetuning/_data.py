@@ -64,9 +64,13 @@ class TrainingImages:
         return sorted({self.keys[i] for i in self.val} - {self.keys[i] for i in self.train})
 
     def data_hash(self) -> str:
-        """sha256 of the training data: the sorted (content key, class name) pairs; paths do not count."""
-        lines = sorted(f"{key}\t{self.classes[label]}" for key, label in zip(self.keys, self.labels))
-        return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        return data_hash(self.keys, self.labels, self.classes)
+
+
+def data_hash(keys: Sequence[str], labels: np.ndarray, classes: Sequence[str]) -> str:
+    """sha256 of training data: the sorted (content key, class name) pairs; paths do not count."""
+    lines = sorted(f"{key}\t{classes[label]}" for key, label in zip(keys, labels))
+    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def decoded_batches(paths: Sequence[str], preprocessing: Preprocessing, workers: int | None, batch_size: int,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from featx import __version__
@@ -16,9 +17,9 @@ from featx.backbones._device import resolve_device
 from featx.backbones._preprocessing import Preprocessing
 from featx.backbones._registry import Backbone, get_backbone
 from featx.backbones._weights import FINETUNED_FORMAT, WeightsSource, fold_path
-from featx.errors import FeatxError, ParameterError
+from featx.errors import BadInputError, FeatxError, FinetuneInterrupted, ParameterError
 from featx.finetuning._config import FinetuneConfig, FinetuneResult  # pickles may name _train.FinetuneConfig
-from featx.finetuning._data import TrainingImages, check_labels, load_training_images
+from featx.finetuning._data import TrainingImages, check_labels, data_hash, load_training_images
 from featx.finetuning._loop import Trainer, TrainState, checkpoint_path
 from featx.finetuning._model import Trainee, ordinal_ranks
 from featx.images._content import content_keys
@@ -67,41 +68,56 @@ def finetune(
         ordinal_ranks(config.ordinal, images.classes)
     own = backbone.preprocessing()
     pre = own.at_size(config.image_size or own.crop)  # the whole image: the weights' crop would cut its edges
+    parts = without_each_fold(images, folds, config.seed) if folds else []  # a class too small: before any training
     result = _one(images, out, backbone, source, pre, config, resume, workers, device, progress, log)
-    for k in range(1, folds + 1):
+    for k, part in enumerate(parts, 1):
         log(f"fold {k} of {folds}: trained without it")
-        _one(without_fold(images, k, folds, config.seed), fold_path(out, k, folds), backbone, source, pre, config,
-             True, workers, device, progress, log, fold=(k, folds))
+        path = fold_path(out, k, folds)
+        try:
+            _one(part, path, backbone, source, pre, config, resume, workers, device, progress, log, fold=(k, folds))
+        except KeyboardInterrupt:  # the fold's own checkpoint, not OUT's
+            raise FinetuneInterrupted(checkpoint_path(path)) from None
     return result
 
 
-def without_fold(images: ImageList, k: int, folds: int, seed: int) -> ImageList:
-    """`images` less fold `k` of `folds` (1-based): stratified folds of their distinct contents, drawn by `seed`
-    (copies of one content fall in one fold; an unreadable file stays, to be skipped as usual)."""
+def without_each_fold(images: ImageList, folds: int, seed: int) -> list[ImageList]:
+    """`images` less each of `folds` stratified folds of their distinct contents, drawn by `seed` (copies of one
+    content fall in one fold; an unreadable file stays, to be skipped as usual); a one-line error when a class
+    has fewer distinct images than folds."""
     from sklearn.model_selection import StratifiedKFold
 
     keys = [hashed.key for hashed in content_keys(images.paths)]
     distinct = list(dict.fromkeys(key for key in keys if key is not None))
     label = {key: images.labels[i] for i, key in enumerate(keys) if key is not None}
-    split = StratifiedKFold(folds, shuffle=True, random_state=seed).split(distinct, [label[key] for key in distinct])
-    left_out = {distinct[i] for i in list(split)[k - 1][1]}
-    kept = [i for i, key in enumerate(keys) if key not in left_out]
-    return replace(images, paths=[images.paths[i] for i in kept], labels=images.labels[kept], given=[], given_rows=[])
+    labels = np.array([label[key] for key in distinct], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(images.classes))
+    if counts.min() < folds:
+        raise BadInputError(f"class {images.classes[int(counts.argmin())]!r} has {counts.min()} distinct readable "
+                            f"image(s): fewer than the {folds} folds")
+    parts = []
+    for _, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(distinct, labels):
+        left_out = {distinct[i] for i in held}
+        parts.append(images.take([i for i, key in enumerate(keys) if key not in left_out]))
+    return parts
 
 
 def _one(images: ImageList, out: Path, backbone: Backbone, source: WeightsSource, pre: Preprocessing,
          config: FinetuneConfig, resume: bool, workers: int | None, device: str, progress: bool,
          log: Callable[[str], None], fold: tuple[int, int] | None = None) -> FinetuneResult:
     """One network fine-tuned on `images` into `out`, or `out` kept when it was fine-tuned on the same data with
-    the same configuration."""
+    the same configuration (checked before decoding, and after when some files could not be decoded)."""
     trainee = _build(backbone, source, len(images.classes), pre, device, config)  # before decoding: fails fast
+    made = {"preprocessing": pre.as_dict(), "frozen_until": trainee.frozen_until}
+    keys = [hashed.key for hashed in content_keys(images.paths)]
+    if None not in keys and (done := _kept(out, data_hash(keys, images.labels, images.classes), backbone, source,
+                                           config, made, log)):
+        return done
     kept = f"layers up to {trainee.frozen_until} keep their pretrained weights" if trainee.frozen_until else "every layer learns"
     log(f"{backbone.name} at {pre.crop} px; {kept}")
     pool, failures = load_training_images(images, pre, workers, progress, log)
     pool.split(config.val_size, config.seed)
     fingerprint = {"data": pool.data_hash(), "model": backbone.name, "weights": source.id, "config": asdict(config)}
-    if (done := _trained_before(out, fingerprint)) is not None:
-        log(f"{out}: fine-tuned before on the same data with the same configuration: kept")
+    if done := _kept(out, pool.data_hash(), backbone, source, config, made, log):
         return replace(done, failures=failures)
     trainer = Trainer(trainee, pool, config, checkpoint_path(out), log, progress)
     state = trainer.train(trainer.start(fingerprint, resume))
@@ -110,9 +126,11 @@ def _one(images: ImageList, out: Path, backbone: Backbone, source: WeightsSource
     return FinetuneResult(out, state.history, state.best_epoch, list(images.classes), failures)
 
 
-def _trained_before(out: Path, fingerprint: dict) -> FinetuneResult | None:
-    """`out`'s result when it holds a network fine-tuned with `fingerprint` (fields newer than the file count at
-    their defaults), else None."""
+def _kept(out: Path, data: str, backbone: Backbone, source: WeightsSource, config: FinetuneConfig, made: dict,
+          log: Callable[[str], None]) -> FinetuneResult | None:
+    """`out`'s result when it holds a network fine-tuned on the data of hash `data` from the same weights with the
+    same configuration, preprocessing and frozen layers (`made`), exactly (a file whose configuration lacks a
+    field added since is trained again); else None."""
     from featx.backbones._weights import is_safetensors, safetensors_metadata
 
     if not out.is_file() or not is_safetensors(out):
@@ -121,10 +139,10 @@ def _trained_before(out: Path, fingerprint: dict) -> FinetuneResult | None:
         recorded = safetensors_metadata(out)
     except FeatxError:
         return None
-    made = {"data": recorded.get("data_hash"), "model": recorded.get("model"), "weights": recorded.get("base_weights"),
-            "config": {**asdict(FinetuneConfig()), **recorded.get("config", {})}}
-    if made != fingerprint:
+    wanted = {"data_hash": data, "model": backbone.name, "base_weights": source.id, "config": asdict(config), **made}
+    if any(recorded.get(key) != value for key, value in wanted.items()):
         return None
+    log(f"{out}: fine-tuned before on the same data with the same configuration: kept")
     return FinetuneResult(out, recorded["history"], recorded["best_epoch"], recorded["classes"])
 
 

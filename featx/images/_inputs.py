@@ -6,7 +6,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,11 @@ class ImageList:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def take(self, rows: Sequence[int]) -> ImageList:
+        """The images at `rows`, with their labels (the inputs as given are not carried over)."""
+        return replace(self, paths=[self.paths[i] for i in rows], labels=self.labels[np.asarray(rows, dtype=np.int64)],
+                       given=[], given_rows=[])
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
