@@ -461,3 +461,28 @@ def test_cross_fitted_fold_networks_score_every_training_image_each_fold_by_the_
                   engine="torch", out=tmp_path / "out2", log=lines.append)
     assert any(f"{tuned} has no 2 fold networks" in line for line in lines)
     assert any("optimistic" in line for line in lines)
+
+
+def test_a_fold_network_fine_tuned_on_a_test_image_is_refused_by_name(elpv_folder, tmp_path, monkeypatch):
+    """The fold networks' features enter the CV: one that saw a test image is refused as the network itself is."""
+    import shutil
+
+    from featx.backbones._weights import fold_path
+    from featx.comparing._candidates import Split
+    from featx.errors import BadInputError
+    from featx.images._inputs import find_images
+
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=0, cv=2)
+    listing = tmp_path / "train.csv"
+    with open(listing, "w", newline="") as f:
+        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    recipe = {"image_size": 32, "freeze_epochs": 1, "epochs": 0, "batch_size": 8, "val_size": 0, "workers": 0,
+              "progress": False}
+    tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", **recipe).path
+    everything = featx.finetune(elpv_folder, out=tmp_path / "all.safetensors", folds=2, **recipe).path
+    for k in (1, 2):  # fold networks that saw some of the test part, beside a network that did not
+        shutil.copy(fold_path(everything, k, 2), fold_path(tuned, k, 2))
+    with pytest.raises(BadInputError, match=r"tuned\.fold1-of-2\.safetensors was fine-tuned on \d+ image\(s\) of the test part"):
+        featx.compare(elpv_folder, weights=[tuned], image_sizes=[32], clfs=["logreg"], cv=2, progress=False,
+                      engine="torch", out=tmp_path / "out")
