@@ -37,6 +37,18 @@ def names(comparison) -> list[str]:
     return [row.candidate for row in comparison.rows]
 
 
+def training_listing(folder: Path, tmp_path: Path):
+    """The split compare draws of `folder` (seed 0, 2 folds) and a CSV of its training part, to fine-tune on."""
+    from featx.comparing._candidates import Split
+    from featx.images._inputs import find_images
+
+    split = Split.of(find_images(folder), test_size=0.25, seed=0, cv=2)
+    listing = tmp_path / "train.csv"
+    with open(listing, "w", newline="") as f:
+        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    return split, listing
+
+
 def test_leaderboard_lists_each_candidate_and_the_fusions_best_first(compared):
     comparison, _, lines = compared
     singles = [name for name in names(comparison) if name in SINGLES]
@@ -280,14 +292,9 @@ def test_the_command_gives_the_same_leaderboard(compared, elpv_folder, tmp_path,
 
 
 def test_a_network_fine_tuned_on_the_training_part_is_accepted_and_its_cv_called_optimistic(elpv_folder, tmp_path):
-    from featx.comparing._candidates import Split, check_no_leak, seen_in_training
-    from featx.images._inputs import find_images
+    from featx.comparing._candidates import check_no_leak, seen_in_training
 
-    images = find_images(elpv_folder)
-    split = Split.of(images, test_size=0.25, seed=0, cv=2)
-    listing = tmp_path / "train.csv"
-    with open(listing, "w", newline="") as f:
-        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    split, listing = training_listing(elpv_folder, tmp_path)
     tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", image_size=32, freeze_epochs=1, epochs=0,
                            batch_size=8, val_size=0, workers=0, progress=False).path
     check_no_leak([str(tuned)], split)  # trained on the training part only: accepted
@@ -332,14 +339,10 @@ def test_a_network_fine_tuned_with_a_validation_part_is_cross_validated_on_that_
     """Its network learned the labels of the other training images: CV holds out only the validation part (whose
     images stay in every training fold), for every candidate alike."""
     from featx.backbones._weights import safetensors_metadata
-    from featx.comparing._candidates import Split, unseen
-    from featx.images._inputs import find_images
+    from featx.comparing._candidates import unseen
 
     monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
-    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=0, cv=2)
-    listing = tmp_path / "train.csv"
-    with open(listing, "w", newline="") as f:
-        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    split, listing = training_listing(elpv_folder, tmp_path)
     tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", image_size=32, freeze_epochs=1, epochs=0,
                            batch_size=8, val_size=0.55, workers=0, progress=False).path
     metadata = safetensors_metadata(tuned)
@@ -394,18 +397,12 @@ def test_cross_fitted_fold_networks_score_every_training_image_each_fold_by_the_
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from featx.backbones._weights import safetensors_metadata
+    from featx.backbones._weights import fold_path, safetensors_metadata
     from featx.classify import _fitting
     from featx.classify._classifiers import get_classifier
-    from featx.comparing._candidates import Split
-    from featx.backbones._weights import fold_path
-    from featx.images._inputs import find_images
 
     monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
-    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=0, cv=2)
-    listing = tmp_path / "train.csv"
-    with open(listing, "w", newline="") as f:
-        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    split, listing = training_listing(elpv_folder, tmp_path)
     recipe = {"image_size": 32, "freeze_epochs": 0, "epochs": 2, "batch_size": 4, "val_size": 0, "workers": 0,
               "progress": False}  # the body learns: each network's features its own
     tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", folds=2, **recipe).path
@@ -468,15 +465,10 @@ def test_a_fold_network_fine_tuned_on_a_test_image_is_refused_by_name(elpv_folde
     import shutil
 
     from featx.backbones._weights import fold_path
-    from featx.comparing._candidates import Split
     from featx.errors import BadInputError
-    from featx.images._inputs import find_images
 
     monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
-    split = Split.of(find_images(elpv_folder), test_size=0.25, seed=0, cv=2)
-    listing = tmp_path / "train.csv"
-    with open(listing, "w", newline="") as f:
-        csv.writer(f).writerows([split.paths[i], split.classes[split.labels[i]]] for i in split.train)
+    split, listing = training_listing(elpv_folder, tmp_path)
     recipe = {"image_size": 32, "freeze_epochs": 1, "epochs": 0, "batch_size": 8, "val_size": 0, "workers": 0,
               "progress": False}
     tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", **recipe).path
