@@ -120,6 +120,14 @@ def fold_path(finetuned: str | os.PathLike, k: int, folds: int) -> Path:
     return finetuned.with_name(f"{finetuned.stem}.fold{k}-of-{folds}{finetuned.suffix}")
 
 
+def fold_paths(finetuned: str | os.PathLike) -> list[Path]:
+    """Every fold network beside `finetuned`, whatever its number of folds (`fold_path`'s names)."""
+    import glob
+
+    finetuned = Path(finetuned)
+    return sorted(finetuned.parent.glob(f"{glob.escape(finetuned.stem)}.fold*-of-*{finetuned.suffix}"))
+
+
 def safetensors_metadata(path: str | os.PathLike) -> dict:
     """The "featx" JSON metadata of a safetensors file ({} when absent); a FeatxError if it cannot be read."""
     from safetensors import safe_open

@@ -244,14 +244,14 @@ class CrossFit:
     def of(cls, weights: Sequence[str | None], split: Split, cv: int) -> tuple[CrossFit | None, str]:
         """The cross-fit of the files that learned from training images, or None and why not ("" when no file
         learned from any, or none has fold networks)."""
-        from featx.backbones._weights import safetensors_metadata
+        from featx.backbones._weights import fold_paths, safetensors_metadata
 
         learned = list(seen_in_training(weights, split))
         files = {w: tuple(fold_files(w, cv)) for w in learned}
-        if not any(files.values()) and not any(_any_folds(w) for w in learned):
+        if not any(files.values()) and not any(fold_paths(w) for w in learned):
             return None, ""
         if missing := [w for w, found in files.items() if len(found) < cv]:
-            others = ", ".join(Path(f).name for f in _any_folds(missing[0])) or "none"
+            others = ", ".join(f.name for f in fold_paths(missing[0])) or "none"
             return None, (f"{missing[0]} has no {cv} fold networks beside it (featx finetune --folds {cv}; found: "
                           f"{others}): the CV scores are not cross-fitted")
         train_keys, y = [split.keys[i] for i in split.train], split.labels[split.train]
@@ -274,14 +274,6 @@ class CrossFit:
         scored = np.zeros(len(y), dtype=bool)
         scored[np.concatenate(held)] = True
         return cls(files, folds, scored), ""
-
-
-def _any_folds(weights: str) -> list[Path]:
-    """Every fold network beside `weights`, whatever its number of folds."""
-    import glob
-
-    path = Path(weights)
-    return sorted(path.parent.glob(f"{glob.escape(path.stem)}.fold*-of-*{path.suffix}"))
 
 
 def seen_in_training(weights: Sequence[str | None], split: Split) -> dict[str, int]:

@@ -117,7 +117,7 @@ def _one(images: ImageList, out: Path, backbone: Backbone, source: WeightsSource
     pool, failures = load_training_images(images, pre, workers, progress, log)
     pool.split(config.val_size, config.seed)
     fingerprint = {"data": pool.data_hash(), "model": backbone.name, "weights": source.id, "config": asdict(config)}
-    if done := _kept(out, pool.data_hash(), backbone, source, config, made, log):
+    if done := _kept(out, fingerprint["data"], backbone, source, config, made, log):
         return replace(done, failures=failures)
     trainer = Trainer(trainee, pool, config, checkpoint_path(out), log, progress)
     state = trainer.train(trainer.start(fingerprint, resume))
@@ -170,7 +170,7 @@ def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSour
         "n_train": len(pool.train), "n_val": len(pool.val), "featx": __version__,
         "trained_on": sorted(set(pool.keys)),  # content keys trained or validated on: compare refuses a test part among them
         "validated_on": pool.validated_keys(),  # only picked the epoch: compare cross-validates on them
-        **({"fold": list(fold)} if fold else {}),  # trained without fold k of K: compare's CV features for it
+        **({"fold": list(fold)} if fold else {}),  # trained without fold k of K: compare checks it (CrossFit)
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().clone() for k, v in state.best.items()}
