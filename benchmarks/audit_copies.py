@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 import featx
-from featx.auditing._audit import _near_duplicates, _read, near_threshold
+from featx.auditing._duplicates import near_duplicates, near_threshold
+from featx.auditing._files import read_files
 from featx.datasets import load_elpv
 from featx.features._neighbours import nearest
 from featx.features._store import FeatureStore
@@ -37,11 +38,11 @@ def clusters(store: Path, data, threshold: float | None = None, bits: int | None
     """Path -> cluster number of the near-duplicate clusters of `data` in `store`, and the counts (thresholds:
     the audit's adaptive ones unless given; `pixels`: the pixel check, its CPU seconds in the counts)."""
     with FeatureStore.open(store) as opened:
-        files, _ = _read(opened, data)
+        files, _ = read_files(opened, data)
     sims, index = nearest(files.features, 10)
     threshold = near_threshold(sims[:, 0]) if threshold is None else threshold
     start = time.process_time()
-    table, _, counts = _near_duplicates(files, sims, index, threshold, [""] * len(files.paths), bits, pixels)
+    table, _, counts = near_duplicates(files, sims, index, threshold, [""] * len(files.paths), bits, pixels)
     counts["seconds"] = time.process_time() - start
     return {os.path.abspath(r[1]): r[0] for r in table.rows}, counts
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import featx
-from featx.auditing._audit import AUTO, CANDIDATES, choose_classifier, prune_and_refit
+from featx.auditing._labels import AUTO, CANDIDATES, choose_classifier, prune_and_refit
 from featx.datasets import load_elpv
 
 from audit_elpv import clearly_defective, link_folder  # noqa: E402  (benchmarks/ is the script's folder)

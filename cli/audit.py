@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from featx.auditing._audit import AUTO, AUTO_ALL_ROWS, CANDIDATES, DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES, REFIT_ROUNDS
+from featx.auditing._audit import DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES
+from featx.auditing._labels import AUTO, AUTO_ALL_ROWS, CANDIDATES, REFIT_ROUNDS
 from featx.classify._classifiers import CLASSIFIERS
 
 from .errors import user_errors

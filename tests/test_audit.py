@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from featx.cli import main
 
 import featx
-from featx.auditing._audit import IMAGE_FINDINGS, audit
+from featx.auditing._audit import audit
+from featx.auditing._findings import IMAGE_FINDINGS
 from featx.datasets import load_elpv
 from featx.errors import ParameterError
 
@@ -100,7 +101,7 @@ def test_planted_label_errors_rank_above_the_correct_labels(audited, found):
 def test_the_label_check_uses_the_classifier_cross_validation_shows_best_and_says_which(audited, found):
     """#28 point 1: by default the candidates are compared by CV balanced accuracy, the best one ranks, and
     the audit says which it is and its score (the page shows the notes; the CLI prints them)."""
-    from featx.auditing._audit import CANDIDATES
+    from featx.auditing._labels import CANDIDATES
 
     note = next(n for n in found.notes if n.startswith("label errors ranked by"))
     scores = {name: float(note.split(f"{name} ")[1][:5]) for name in CANDIDATES if f"{name} " in note}
@@ -113,26 +114,26 @@ def test_the_label_check_uses_the_classifier_cross_validation_shows_best_and_say
 
 def test_beyond_its_size_limit_auto_takes_logreg_alone_and_says_so(audited, monkeypatch):
     """linsvm's fits grow faster than the images: beyond AUTO_ALL_ROWS, auto ranks by logreg."""
-    from featx.auditing import _audit
+    from featx.auditing import _labels
 
-    monkeypatch.setattr(_audit, "AUTO_ALL_ROWS", 20)
+    monkeypatch.setattr(_labels, "AUTO_ALL_ROWS", 20)
     note = next(n for n in audit(audited[1], n_jobs=1, progress=False).notes if n.startswith("label errors ranked by"))
     assert note.startswith("label errors ranked by logreg, CV balanced accuracy ") and "auto takes it alone beyond 20 images" in note, note
 
 
 def test_auto_says_why_it_compared_one_when_the_other_cannot_be_calibrated(audited, monkeypatch):
     """Too few images per class to Platt-scale linsvm: auto ranks by logreg and says why (not "beyond N images")."""
-    from featx.auditing import _audit
+    from featx.auditing import _labels
     from featx.errors import BadInputError
 
-    real = _audit.searched
+    real = _labels.searched
 
     def searched(x, y, clf, *rest):
         if clf == "linsvm":
             raise BadInputError("LinearSVC gives probabilities by Platt scaling, which needs more images per class than 2")
         return real(x, y, clf, *rest)
 
-    monkeypatch.setattr(_audit, "searched", searched)
+    monkeypatch.setattr(_labels, "searched", searched)
     note = next(n for n in audit(audited[1], n_jobs=1, progress=False).notes if n.startswith("label errors ranked by"))
     assert note.startswith("label errors ranked by logreg") and "cannot be Platt-scaled with so few images" in note, note
 
@@ -163,7 +164,7 @@ def test_alike_label_errors_are_scored_by_models_refitted_without_them(audited, 
     cleanlab's likely errors, which lowers the planted cells' out-of-fold probability of their wrong label
     (measured on this set: mean 0.222 without refitting, 0.135 after; the other cells' 0.65 and 0.69), and the
     audit says so."""
-    from featx.auditing._audit import REFIT_ROUNDS
+    from featx.auditing._labels import REFIT_ROUNDS
 
     planted = rel(audited[2]["planted"])
     p_label = [r[4] for r in found.tables["label_errors"].rows if str(Path(r[1]).resolve()) in planted]

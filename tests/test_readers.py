@@ -158,7 +158,7 @@ def test_an_audit_says_each_step_on_stderr(tmp_path):
     result = CliRunner().invoke(main, ["audit", str(store), "--cv", "2", "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     steps = [line.split(": ", 1)[1] for line in result.stderr.splitlines() if line.startswith("audit ")]
-    from featx.auditing._audit import CANDIDATES, REFIT_ROUNDS  # --clf auto: each candidate's out-of-fold probabilities, then refits
+    from featx.auditing._labels import CANDIDATES, REFIT_ROUNDS  # --clf auto: each candidate's out-of-fold probabilities, then refits
 
     refits = [s for s in steps if " refitted without " in s and s.endswith(" likely errors (2 folds)")]
     assert len(refits) == REFIT_ROUNDS, steps
