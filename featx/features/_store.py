@@ -34,19 +34,14 @@ space), `<store>.reserve`, space set aside while the writer runs, is given back 
 its counts are those of the last whole commit (they are set only after the data were flushed), the tail
 written past them is trimmed by the next writer, and the error is one line saying how many rows are kept.
 
-Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any time, also during a
-write: they see the rows committed when they opened the store (an flock on the store file keeps commits and
-reads apart; a reader holds it only for each read, so a writer waits at most for one read).
+Concurrency: see featx.features._locks.
 """
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
-import sys
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -63,10 +58,10 @@ from featx.errors import (
     FeatureSpaceMismatchError,
     FeatxError,
     MissingPathError,
-    StoreInUseError,
     StoreWarning,
     StoreWriteError,
 )
+from featx.features._locks import FileLock, WriterLock, describe
 from featx.features._space import FeatureSpace
 from featx.images._content import KEY_LENGTH, FileStat
 from featx.images._quality import STATS
@@ -100,7 +95,6 @@ _CHUNK = 4096  # entries per chunk of the other tables
 _TEXT_PARTS = ((".bytes", np.uint8, 1 << 16), (".ends", np.int64, _CHUNK))  # a text column's datasets, chunk sizes
 METADATA_BYTES = 1 << 16  # room for HDF5's own records in a commit (B-tree nodes, headers, the counts)
 FAILED, VANISHED = -1, -2  # the row of a file entry whose file failed, or is no longer on disk
-QUIET_WAIT = 1.0  # seconds a commit waits on readers before it says for whom it waits
 
 
 class FeatureSet(NamedTuple):
@@ -131,75 +125,6 @@ class StoreSummary:
     versions: dict
 
 
-class _WriterLock:
-    """`<store>.lock` while a writer runs: held exclusively, with the writer's PID inside; removed on release.
-
-    fcntl.flock rather than a library: the kernel drops it when the process dies (kill -9 included), so a
-    lock is never stale, and the PID inside lets the error name the writer. Only writers touch this file,
-    so readers create nothing. The holder removes it before letting go; a writer that locked a file just
-    removed (opened before the unlink) sees that the path no longer names its file and tries again.
-    """
-
-    def __init__(self, store: Path) -> None:
-        self.path = _WriterLock.path_of(store)
-        self.store = store
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise StoreInUseError(f"feature store {self.store} is in use by process {pid} (being written)") from None
-            try:
-                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                current = False
-            if current:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.unlink(self.path)  # while still held: no other writer can hold this file now
-            os.close(self.fd)
-            self.fd = None
-
-    @staticmethod
-    def path_of(store: Path) -> Path:
-        return store.with_name(store.name + ".lock")
-
-    @staticmethod
-    def active_writer(store: Path) -> int | None:
-        """The PID of a live process writing `store`, if any (read without touching the lock)."""
-        try:
-            pid = int(_WriterLock.path_of(store).read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return None
-        return pid if pid != os.getpid() else None
-
-    @staticmethod
-    def wait_until_written(store: Path) -> None:
-        """Block until no process writes `store`: a shared flock on the lock file is granted once its
-        writer lets go (or dies); taken and dropped at once, so the next writer is not held up."""
-        while _WriterLock.active_writer(store):
-            try:
-                fd = os.open(_WriterLock.path_of(store), os.O_RDONLY)
-            except FileNotFoundError:
-                return
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH)
-            finally:
-                os.close(fd)
-
-
 class _Reserve:
     """`<store>.reserve`: disk space set aside while a writer runs, given back when a write fails so that
     HDF5 can still flush the file to a readable state (see the module docstring); removed when it ends."""
@@ -222,84 +147,6 @@ class _Reserve:
             pass
 
 
-class _FileLock:
-    """flock on the store file itself: a writer holds it exclusively while it changes the file (open, commit,
-    close); readers hold it shared for each read. So a reader always sees the file between two commits,
-    flushed and consistent, while an extraction runs; a commit waits for the reads in progress, and says
-    once for whom when that lasts over QUIET_WAIT."""
-
-    def __init__(self, store: Path) -> None:
-        self.store = store
-        self.fd = os.open(store, os.O_RDONLY)
-        self.told = False
-
-    def lock(self, exclusive: bool) -> None:
-        if not exclusive:
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
-            return
-        deadline = time.monotonic() + QUIET_WAIT
-        while True:  # polled for a second, then blocking: a wait as short as a read stays silent
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
-        if not self.told:
-            self.told = True
-            readers = ", ".join(_describe(pid) for pid in _lock_holders(self.fd)) or "another process"
-            print(f"featx: waiting for {readers} to finish reading {self.store}", file=sys.stderr, flush=True)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """The shared lock for one read."""
-        self.lock(exclusive=False)
-        try:
-            yield
-        finally:
-            self.unlock()
-
-    def unlock(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-def _lock_holders(fd: int) -> list[int]:
-    """PIDs of the other processes holding an flock on the file of `fd`, from Linux's /proc/locks (none
-    elsewhere): lines "1: FLOCK  ADVISORY  READ  <pid> <major>:<minor>:<inode> 0 EOF"."""
-    inode = os.fstat(fd).st_ino
-    try:
-        with open("/proc/locks") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    pids = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
-            pid = int(fields[4])
-            if pid != os.getpid() and pid not in pids:
-                pids.append(pid)
-    return pids
-
-
-def _describe(pid: int) -> str:
-    """'process 123 (featx fit --clf sgd)': the PID and, where /proc tells it, the command."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            words = [os.fsdecode(w) for w in f.read().split(b"\0") if w]
-    except OSError:
-        return f"process {pid}"
-    if len(words) > 2 and os.path.basename(words[0]).startswith("python") and words[1] != "-c":
-        words = words[2:] if words[1] == "-m" else words[1:]  # the script (bin/featx) or module run
-    command = " ".join(" ".join([os.path.basename(words[0]), *words[1:]]).split())
-    return f"process {pid} ({command if len(command) <= 60 else command[:57] + '...'})"
-
-
 def _encode(texts) -> list[bytes]:
     """File and folder names are bytes on POSIX and need not be UTF-8 (Python holds the odd bytes as
     surrogates): they are stored as their bytes, so that any name round-trips."""
@@ -313,7 +160,7 @@ def _decode(values) -> list[str]:
 class FeatureStore:
     """An open store. Use `FeatureStore.open(path)` to read and `FeatureStore.create_or_open(...)` to write."""
 
-    def __init__(self, path: Path, h5: h5py.File, file_lock: _FileLock, writer: _WriterLock | None) -> None:
+    def __init__(self, path: Path, h5: h5py.File, file_lock: FileLock, writer: WriterLock | None) -> None:
         self.path, self.h5 = path, h5
         self._resolved: dict[str, dict[str, str]] = {}  # cwd -> stored path -> user path
         self._file_lock, self._writer = file_lock, writer
@@ -321,7 +168,7 @@ class FeatureStore:
         self._damaged = False  # a write failed and the file could not be flushed even with the reserve
         # a reader sees the rows committed when it opened while another process writes: the root attributes
         # (counts included) as they were then, and the features' width
-        self.writer_pid = None if writer else _WriterLock.active_writer(path)
+        self.writer_pid = None if writer else WriterLock.active_writer(path)
         self._attrs = h5.attrs if writer else dict(h5.attrs)
         self._width = h5["features"].shape[1] if writer is None and "features" in h5 else None
         self._on_disk: tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]] | None = None
@@ -339,11 +186,11 @@ class FeatureStore:
         if not path.is_file():
             raise FeatxError(f"{path} is a folder, not a feature store")
         _check_hdf5(path)
-        writer = _WriterLock.active_writer(path)
+        writer = WriterLock.active_writer(path)
         if wait and writer:
-            warnings.warn(StoreWarning(f"waiting for {_describe(writer)} to finish writing {path}"), stacklevel=2)
-            _WriterLock.wait_until_written(path)
-        file_lock = _FileLock(path)
+            warnings.warn(StoreWarning(f"waiting for {describe(writer)} to finish writing {path}"), stacklevel=2)
+            WriterLock.wait_until_written(path)
+        file_lock = FileLock(path)
         file_lock.lock(exclusive=False)
         store = cls._open(path, "r", file_lock, None, damaged)  # on failure, closes the lock's file: no lock left
         if not damaged:
@@ -351,13 +198,13 @@ class FeatureStore:
             file_lock.unlock()
         if warn and store.writer_pid:
             warnings.warn(StoreWarning(
-                f"{_describe(store.writer_pid)} is writing {path}: using the {store.count('rows')} rows it "
+                f"{describe(store.writer_pid)} is writing {path}: using the {store.count('rows')} rows it "
                 "committed so far (--wait to wait for it)"), stacklevel=2)
         return store
 
     @classmethod
     def _open(
-        cls, path: Path, mode: str, file_lock: _FileLock, writer: _WriterLock | None, damaged: bool = False
+        cls, path: Path, mode: str, file_lock: FileLock, writer: WriterLock | None, damaged: bool = False
     ) -> FeatureStore:
         """Open the HDF5 file (its locks are featx's own: HDF5's would refuse readers during a write) and
         check it is a store; release everything on failure."""
@@ -392,14 +239,14 @@ class FeatureStore:
         second writer."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _WriterLock(path)
+        writer = WriterLock(path)
         writer.acquire()
         try:
             if path.exists():
                 _check_hdf5(path)  # HDF5 would write its header into any file opened for appending
             else:
                 cls._create(path, space, dtype)
-            file_lock = _FileLock(path)
+            file_lock = FileLock(path)
         except BaseException:
             writer.release()
             raise

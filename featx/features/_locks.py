@@ -1,0 +1,163 @@
+"""The locks of a store. Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any
+time, also during a write: they see the rows committed when they opened the store (an flock on the store file
+keeps commits and reads apart; a reader holds it only for each read, so a writer waits at most for one read)."""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from featx.errors import StoreInUseError
+
+QUIET_WAIT = 1.0  # seconds a commit waits on readers before it says for whom it waits
+
+
+class WriterLock:
+    """`<store>.lock` while a writer runs: held exclusively, with the writer's PID inside; removed on release.
+
+    fcntl.flock rather than a library: the kernel drops it when the process dies (kill -9 included), so a
+    lock is never stale, and the PID inside lets the error name the writer. Only writers touch this file,
+    so readers create nothing. The holder removes it before letting go; a writer that locked a file just
+    removed (opened before the unlink) sees that the path no longer names its file and tries again.
+    """
+
+    def __init__(self, store: Path) -> None:
+        self.path = WriterLock.path_of(store)
+        self.store = store
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise StoreInUseError(f"feature store {self.store} is in use by process {pid} (being written)") from None
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.unlink(self.path)  # while still held: no other writer can hold this file now
+            os.close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def path_of(store: Path) -> Path:
+        return store.with_name(store.name + ".lock")
+
+    @staticmethod
+    def active_writer(store: Path) -> int | None:
+        """The PID of a live process writing `store`, if any (read without touching the lock)."""
+        try:
+            pid = int(WriterLock.path_of(store).read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid != os.getpid() else None
+
+    @staticmethod
+    def wait_until_written(store: Path) -> None:
+        """Block until no process writes `store`: a shared flock on the lock file is granted once its
+        writer lets go (or dies); taken and dropped at once, so the next writer is not held up."""
+        while WriterLock.active_writer(store):
+            try:
+                fd = os.open(WriterLock.path_of(store), os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            finally:
+                os.close(fd)
+
+
+class FileLock:
+    """flock on the store file itself: a writer holds it exclusively while it changes the file (open, commit,
+    close); readers hold it shared for each read. So a reader always sees the file between two commits,
+    flushed and consistent, while an extraction runs; a commit waits for the reads in progress, and says
+    once for whom when that lasts over QUIET_WAIT."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.fd = os.open(store, os.O_RDONLY)
+        self.told = False
+
+    def lock(self, exclusive: bool) -> None:
+        if not exclusive:
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
+            return
+        deadline = time.monotonic() + QUIET_WAIT
+        while True:  # polled for a second, then blocking: a wait as short as a read stays silent
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        if not self.told:
+            self.told = True
+            readers = ", ".join(describe(pid) for pid in _lock_holders(self.fd)) or "another process"
+            print(f"featx: waiting for {readers} to finish reading {self.store}", file=sys.stderr, flush=True)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The shared lock for one read."""
+        self.lock(exclusive=False)
+        try:
+            yield
+        finally:
+            self.unlock()
+
+    def unlock(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _lock_holders(fd: int) -> list[int]:
+    """PIDs of the other processes holding an flock on the file of `fd`, from Linux's /proc/locks (none
+    elsewhere): lines "1: FLOCK  ADVISORY  READ  <pid> <major>:<minor>:<inode> 0 EOF"."""
+    inode = os.fstat(fd).st_ino
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pid = int(fields[4])
+            if pid != os.getpid() and pid not in pids:
+                pids.append(pid)
+    return pids
+
+
+def describe(pid: int) -> str:
+    """'process 123 (featx fit --clf sgd)': the PID and, where /proc tells it, the command."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = [os.fsdecode(w) for w in f.read().split(b"\0") if w]
+    except OSError:
+        return f"process {pid}"
+    if len(words) > 2 and os.path.basename(words[0]).startswith("python") and words[1] != "-c":
+        words = words[2:] if words[1] == "-m" else words[1:]  # the script (bin/featx) or module run
+    command = " ".join(" ".join([os.path.basename(words[0]), *words[1:]]).split())
+    return f"process {pid} ({command if len(command) <= 60 else command[:57] + '...'})"
