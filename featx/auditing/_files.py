@@ -30,7 +30,6 @@ class Table:
             writer.writerows([f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in self.rows)
 
 
-
 @dataclass
 class Files:
     """The audited files (sorted by path) and the unique store rows they point at."""
