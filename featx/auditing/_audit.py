@@ -57,7 +57,6 @@ def _check_parameters(drop: Sequence[str], clf: str, **values) -> None:
             raise ParameterError(f"audit: {name}={value!r} is not in {interval}")
 
 
-
 @dataclass
 class Audit:
     """Findings about the files of a store. `tables` name -> Table (each written as <name>.csv); `dropped`
@@ -119,14 +118,12 @@ class Audit:
         return [*written, out / "manifest.json"]
 
 
-
 def _steps(progress: bool) -> Callable[[str], None]:
     """A line on stderr per step of an audit, with the seconds since it started (none unless `progress`)."""
     start = time.perf_counter()
     if not progress:
         return lambda line: None
     return lambda line: print(f"audit {time.perf_counter() - start:6.1f} s: {line}", file=sys.stderr, flush=True)
-
 
 
 def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: int = 0) -> dict[int, str]:

@@ -35,7 +35,6 @@ def exact_duplicates(files: Files) -> tuple[Table, set[str], int]:
     return table, flagged, conflicts
 
 
-
 def near_threshold(nearest_similarity: np.ndarray) -> float:
     """The default near-duplicate threshold: NEAR_FLOOR, raised for data sets of very alike images to a
     cosine distance of NEAR_SCALE x the median distance of an image to its nearest neighbour.

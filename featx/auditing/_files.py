@@ -88,7 +88,6 @@ def _read_quality(store: FeatureStore, files: Files, notes: list[str]) -> None:
                      f"embeddings only, no image findings for them; featx extract DATA --store {store.path} --rehash adds them")
 
 
-
 def row_labels(files: Files) -> list[str | None]:
     """The label of each row: its files' one label, "" when none has one, None when they disagree."""
     labels = []
