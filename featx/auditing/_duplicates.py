@@ -111,7 +111,7 @@ def _pixel_pairs(files: Files, sims: np.ndarray, index: np.ndarray, known: tuple
 
 
 def near_duplicates(files: Files, sims: np.ndarray, index: np.ndarray, threshold: float, split: list[str],
-                     bits_threshold: int | None = None, pixels: bool = True) -> tuple[Table, set[str], dict]:
+                    bits_threshold: int | None = None, pixels: bool = True) -> tuple[Table, set[str], dict]:
     """Clusters of rows joined (transitively) by embedding similarities at or above `threshold` or, for rows
     measured at extraction, by pHashes within `hash_threshold` bits whose embeddings are at least as similar
     as the median nearest neighbours (on ELPV this keeps 1/3 of the distinct cells sharing a hash, and the

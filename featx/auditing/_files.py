@@ -1,5 +1,5 @@
-"""The audited files of a store (paths, labels, unique rows, their features, pHashes and statistics) and
-the Table each finding is written as."""
+"""The audited files of a store (`read_files`: paths, labels, unique rows, their features, pHashes and
+statistics; `row_labels`: each row's one label) and the Table each finding is written as."""
 from __future__ import annotations
 
 import csv

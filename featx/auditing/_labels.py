@@ -153,7 +153,7 @@ def prune_and_refit(choice: Choice, x: np.ndarray, y: np.ndarray, rounds: int = 
 
 
 def label_errors(files: Files, clf: str, cv: int, seed: int, n_jobs: int | None, step: Callable[[str], None],
-                  refit_rounds: int) -> tuple[Table | None, set[str], int, list[str]]:
+                 refit_rounds: int) -> tuple[Table | None, set[str], int, list[str]]:
     """Labelled rows ranked by cleanlab's label quality (self-confidence of the out-of-fold probability of
     the given label adjusted for class imbalance, lowest first) after `refit_rounds` of `prune_and_refit`; flagged: cleanlab's issues
     (confident learning, prune by noise rate)."""

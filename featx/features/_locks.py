@@ -1,6 +1,7 @@
 """The locks of a store. Concurrency: one writer at a time (`<store>.lock`, removed when it ends); readers any
 time, also during a write: they see the rows committed when they opened the store (an flock on the store file
-keeps commits and reads apart; a reader holds it only for each read, so a writer waits at most for one read)."""
+keeps commits and reads apart; a reader holds it only for each read, so a writer waits at most for one read).
+`describe` names a process holding one, for the messages that say whom a store waits for."""
 from __future__ import annotations
 
 import fcntl
