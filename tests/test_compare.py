@@ -478,3 +478,17 @@ def test_a_fold_network_fine_tuned_on_a_test_image_is_refused_by_name(elpv_folde
     with pytest.raises(BadInputError, match=r"tuned\.fold1-of-2\.safetensors was fine-tuned on \d+ image\(s\) of the test part"):
         featx.compare(elpv_folder, weights=[tuned], image_sizes=[32], clfs=["logreg"], cv=2, progress=False,
                       engine="torch", out=tmp_path / "out")
+
+
+def test_a_winner_cv_cannot_tell_from_the_runner_up_is_said():
+    """ELPV seed 0, cross-fitted (docs/benchmarks.md): the average and the concatenation of all 8 spaces both got
+    1,603 of 1,968 training images right; their means differ by how the errors fell into the folds. One image more
+    is a difference compare can see; a failed candidate is no runner-up."""
+    from featx.comparing._compare import Row, tie_note
+
+    average, concat = Row("average(8)", 0.8145361077743765), Row("concat(8) / svm", 0.8145257746606218)
+    note = tie_note([average, concat, Row("lite0 / svm", 0.8054)], 1968)
+    assert note.startswith("CV does not separate the winner from concat(8) / svm (") and "within half an image of the 1968 scored" in note
+    assert tie_note([Row("failed", error="unreadable weights"), average, concat], 1968) == note
+    assert tie_note([average, Row("concat(8) / svm", 0.8145361077743765 - 1 / 1968)], 1968) == ""
+    assert tie_note([average, Row("failed", error="unreadable weights")], 1968) == ""

@@ -145,6 +145,11 @@ class _Run:
         for note in self.notes:
             self.log(f"note: {note}")
 
+    @property
+    def n_scored(self) -> int:
+        """The training images CV scores (all, or those no network learned from: `held`)."""
+        return len(self.split.train) if self.held is None else int(self.held.sum())
+
     # ---- features ----------------------------------------------------------------------------------------
     def extract(self, space: Candidate, images) -> np.ndarray:
         """The features of the split's images in `space`, extracted into its default store (only those not
@@ -446,10 +451,24 @@ def compare(
 
 
 def _comparison(run: _Run, **more) -> Comparison:
-    split = run.split
-    scored = len(split.train) if run.held is None else int(run.held.sum())
-    return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
-                      run.n_extracted, scoring=run.scoring, n_scored=scored, notes=tuple(run.notes), **more)
+    split, rows = run.split, tuple(s.row for s in run.leaderboard())
+    tie = tie_note(rows, run.n_scored)
+    return Comparison(rows, split.classes, len(split.train), len(split.test), run.n_extracted, scoring=run.scoring,
+                      n_scored=run.n_scored, notes=(*run.notes, *([tie] if tie else [])), **more)
+
+
+def tie_note(rows: Sequence[Row], n_scored: int) -> str:
+    """A note when CV does not separate the winner from the runner-up: their CV means differ by less than half
+    an image of the `n_scored` (scoring accuracy: both got as many images right, and differ only in how the errors
+    fell into the folds; on ELPV the average and the concatenation of all 8 spaces got the same number of
+    training images right on 3 seeds of 3, and their test scores differed by up to 1.7 points: docs/benchmarks.md);
+    "" otherwise. The choice stays the higher mean, the first listed when equal (scikit-learn's rule)."""
+    ranked = [row for row in rows if not row.error]
+    if len(ranked) < 2 or not n_scored or abs(ranked[0].cv_mean - ranked[1].cv_mean) * n_scored >= 0.5:
+        return ""
+    return (f"CV does not separate the winner from {ranked[1].candidate} (CV means within half an image "
+            f"of the {n_scored} scored: {ranked[0].cv_mean:.4f} and {ranked[1].cv_mean:.4f}); the winner is listed first. "
+            "Either may do better on new images")
 
 
 def _finish(run: _Run, out: Path) -> Comparison:
@@ -467,6 +486,8 @@ def _finish(run: _Run, out: Path) -> Comparison:
         _write(run, comparison, out)
         raise FeatxError(f"every candidate failed (see {out / LEADERBOARD}.csv); the first: {board[0].row.error}")
     winner = board[0]
+    if tie := tie_note([s.row for s in board], run.n_scored):
+        run.log(f"note: {tie}")
     x = run.columns(winner.spaces)
     split = run.split  # without the images no network could read
     train, test, y = split.train, split.test, split.labels
