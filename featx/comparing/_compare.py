@@ -451,10 +451,9 @@ def compare(
 
 
 def _comparison(run: _Run, **more) -> Comparison:
-    split, rows = run.split, tuple(s.row for s in run.leaderboard())
-    tie = tie_note(rows, run.n_scored)
-    return Comparison(rows, split.classes, len(split.train), len(split.test), run.n_extracted, scoring=run.scoring,
-                      n_scored=run.n_scored, notes=(*run.notes, *([tie] if tie else [])), **more)
+    split = run.split
+    return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
+                      run.n_extracted, scoring=run.scoring, n_scored=run.n_scored, notes=tuple(run.notes), **more)
 
 
 def tie_note(rows: Sequence[Row], n_scored: int) -> str:
@@ -486,7 +485,8 @@ def _finish(run: _Run, out: Path) -> Comparison:
         _write(run, comparison, out)
         raise FeatxError(f"every candidate failed (see {out / LEADERBOARD}.csv); the first: {board[0].row.error}")
     winner = board[0]
-    if tie := tie_note([s.row for s in board], run.n_scored):
+    if tie := tie_note([s.row for s in board], run.n_scored):  # a note of the choice, with the run's others
+        run.notes.append(tie)
         run.log(f"note: {tie}")
     x = run.columns(winner.spaces)
     split = run.split  # without the images no network could read
