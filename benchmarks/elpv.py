@@ -11,11 +11,11 @@ Prints, per configuration, mean ± std over seeds of the 4-class accuracy, the b
 binary accuracy (defective if probability >= 0.5) and the CV accuracy, next to the paper's numbers.
 
 `--compare`: per seed, `featx.compare` on the same split (the test part given as a CSV): EfficientNet-Lite0/1/2
-(`--models`) frozen at 300 px, GeM-pooled late stages, with and without the 8 symmetries, plus Lite0 fine-tuned on each seed's
-training part with `featx finetune`'s defaults (trained into `--out` when missing, reused after; at its own 224 px), an
-RBF SVM each, and the fusions of the `--fuse` best; the winner is
-chosen by CV alone, then scored once on the test part. Prints each seed's leaderboard and the winners' mean.
-`--folds 5`: the fine-tuned network's 5 fold networks too (`featx finetune --folds`, about 12 min each on 2 cores),
+(`--models`) frozen at 300 px, GeM-pooled late stages, with and without the 8 symmetries, plus the `--finetuned`
+backbones (Lite0 by default) fine-tuned on each seed's training part with `featx finetune`'s defaults (at their own
+size; trained into `--out` when missing, reused after), an RBF SVM each, and the fusions of the `--fuse` best; the
+winner is chosen by CV alone, then scored once on the test part. Prints each seed's leaderboard and the winners' mean.
+`--folds 5`: each fine-tuned network's 5 fold networks too (`featx finetune --folds`, 12-14 min each on 2 cores),
 so that compare cross-validates on every training image (cross-fitted) instead of the validation part only.
 
 `--finetune`: per seed, `featx.finetune` on the training part only (its own stratified validation part picks
@@ -252,7 +252,8 @@ def record_validation_part(tuned: Path, train_csv: Path) -> None:
 
 
 def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strata: np.ndarray, seeds: list[int],
-                 folder: Path, fuse: int, quick: bool, models: list[str], scoring: str, folds: int = 0) -> None:
+                 folder: Path, fuse: int, quick: bool, models: list[str], scoring: str, folds: int = 0,
+                 finetuned: tuple[str, ...] = ("efficientnet_lite0",)) -> None:
     """featx.compare per seed on the benchmark's split; each leaderboard, then the winners' test scores."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "elpv.csv"
@@ -268,18 +269,23 @@ def compare_rows(filenames: np.ndarray, y: np.ndarray, classes: list[str], strat
         for part, listing in ((test, test_csv), (train, train_csv)):
             with open(listing, "w", newline="") as f:
                 csv.writer(f).writerows([filenames[i], classes[y[i]]] for i in part)
-        tuned = folder / f"lite0-seed{seed}.safetensors"
-        if tuned.is_file():
-            record_validation_part(tuned, train_csv)
-        if (folds or not tuned.is_file()) and not quick:  # featx finetune's defaults, on the training part only
-            started = time.perf_counter()  # a network trained before is kept, as each fold network
-            result = featx.finetune(train_csv, out=tuned, seed=seed, folds=folds, resume=True, progress=False, log=print)
-            print(f"seed {seed}: fine-tuned in {time.perf_counter() - started:.0f} s, kept epoch {result.best_epoch}",
-                  flush=True)
-        tuned = [tuned] if tuned.is_file() else []
-        result = featx.compare(data, **candidates, weights=tuned, fuse=fuse, split_csv=test_csv, seed=seed, n_jobs=-1,
-                               scoring=scoring, out=folder / f"compare-seed{seed}-{scoring}{'-folds' if folds else ''}",
-                               progress=False)
+        weights = []
+        for model in finetuned:  # featx finetune's defaults, on the training part only
+            tuned = folder / f"{model.removeprefix('efficientnet_')}-seed{seed}.safetensors"
+            if tuned.is_file():
+                record_validation_part(tuned, train_csv)
+            if (folds or not tuned.is_file()) and not quick:  # a network trained before is kept, as each fold network
+                started = time.perf_counter()
+                result = featx.finetune(train_csv, model=model, out=tuned, seed=seed, folds=folds, resume=True,
+                                        progress=False, log=print)
+                print(f"seed {seed}: {model} fine-tuned in {time.perf_counter() - started:.0f} s, kept epoch "
+                      f"{result.best_epoch}", flush=True)
+            weights += [tuned] if tuned.is_file() else []
+        members = "" if finetuned == ("efficientnet_lite0",) else "-finetuned-" + "+".join(
+            model.removeprefix("efficientnet_") for model in finetuned)  # the first runs' folders keep their names
+        result = featx.compare(data, **candidates, weights=weights, fuse=fuse, split_csv=test_csv, seed=seed, n_jobs=-1,
+                               scoring=scoring, progress=False,
+                               out=folder / f"compare-seed{seed}-{scoring}{'-folds' if folds else ''}{members}")
         print(f"seed {seed}:\n{result.table()}", flush=True)
         winners.append((result.winner.candidate, result.test_accuracy, result.test_balanced_accuracy, result.winner.cv_mean))
         for rank, row in enumerate(result.rows, 1):  # each seed's fine-tuned file under one name
@@ -316,6 +322,8 @@ def main() -> None:
                         help="--compare: what CV chooses by (the paper reports accuracy).")
     parser.add_argument("--models", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2",
                         help="--compare: the frozen backbones compared (a rerun with more extracts only the new ones).")
+    parser.add_argument("--finetuned", default="efficientnet_lite0",
+                        help="--compare: the backbones fine-tuned on each seed's training part (file <name>-seedN).")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = [c for c in CONFIGS if args.configs is None or c.name in args.configs.split(",")]
@@ -346,7 +354,7 @@ def main() -> None:
         return
     if args.compare:
         compare_rows(filenames, y, data.target_names, strata, seeds, Path(args.out), args.fuse, args.quick,
-                     args.models.split(","), args.scoring, args.folds)
+                     args.models.split(","), args.scoring, args.folds, tuple(args.finetuned.split(",")))
         return
     extracted: dict[FeatureSet, tuple[np.ndarray, np.ndarray]] = {}  # features, column names
     rows = []
