@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from featx.backbones._registry import DEFAULT_MODEL, REGISTRY, get_backbone
+from featx.backbones._registry import REGISTRY, get_backbone
 from featx.errors import UnknownNameError, WeightsUnavailableError
 from featx.features._network import build_feature_network
 

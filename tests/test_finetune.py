@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from featx.cli import main
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 import featx

@@ -1,7 +1,6 @@
 """What a failed run leaves (#25 points 3 and 8d): no empty store, and one line for an unusable --weights file or
 a damaged store."""
 import os
-import pickle
 import zipfile
 
 import numpy as np

@@ -9,14 +9,15 @@ from featx.cli import main
 from sklearn.base import clone
 
 import featx
-from featx.backbones._registry import DEFAULT_MODEL, get_backbone
+from featx.backbones._registry import get_backbone
 from featx.classify._bundle import ModelBundle
 from featx.datasets import load_elpv
-from featx.errors import FeatxError, ParameterError, UnknownNameError
+from featx.errors import ParameterError, UnknownNameError
 from featx.features._network import build_feature_network
 from featx.features._space import FeatureSpace
 from featx.features._store import FeatureStore
 from featx.features._transformer import PretrainedFeatures
+from featx.names import DEFAULT_MODEL
 
 SMALL = {"image_size": 64, "engine": "torch", "batch_size": 8}  # the default backbone, real weights, tiny inputs
 

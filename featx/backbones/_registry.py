@@ -22,7 +22,6 @@ from featx.backbones._weights import (
     WeightsSource,
 )
 from featx.errors import UnknownNameError, WeightsMismatchError
-from featx.names import DEFAULT_MODEL
 
 if TYPE_CHECKING:  # torch, torchvision and timm load on first use: `featx models` lists the registry without them
     from torch import nn
