@@ -99,6 +99,6 @@ def _compare(folder: Path, test_csv: Path, out: Path, quiet: bool) -> None:
                      **COMPARED)
     click.echo(result.table())
     second = result.runner_up
-    margin = f", {100 * (result.winner.cv_mean - second.cv_mean):.2f} points of CV above {second.candidate}" if second else ""
-    click.echo(f"winner: {result.winner.candidate}{margin}; 4-class accuracy on the test part "
+    margin = f", {100 * (result.winner.cv_mean - second.cv_mean):.2f} points of CV above {result.label(second)}" if second else ""
+    click.echo(f"winner: {result.label(result.winner)}{margin}; 4-class accuracy on the test part "
                f"{100 * result.test_accuracy:.2f}%   (model: {result.model})")

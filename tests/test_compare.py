@@ -71,7 +71,17 @@ def test_leaderboard_lists_each_candidate_and_the_fusions_best_first(compared):
         assert [row["candidate"] for row in csv.DictReader(f)] == names(comparison)
     page = (out / "leaderboard.html").read_text()
     assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
-    assert comparison.winner.candidate in comparison.table().splitlines()[1]
+    # a fusion's members are the candidates it fuses: files keep their names, people see their ranks
+    rank = {name: i for i, name in enumerate(names(comparison), 1)}
+    fusions = [row for row in comparison.rows if row.members]
+    assert len(fusions) == 2 and all(sorted(row.members) == sorted(singles) for row in fusions)
+    assert {comparison.label(row) for row in fusions} == {
+        f"{kind}(#{rank[fusions[0].members[0]]},#{rank[fusions[0].members[1]]}){end}"
+        for kind, end in (("average", ""), ("concat", " / logreg"))}
+    lines = comparison.table().splitlines()
+    assert all(line[4:].startswith(comparison.label(row) + " ") for line, row in zip(lines[1:], comparison.rows))
+    assert all(f"<td>{comparison.label(row)}</td>" in page for row in comparison.rows)
+    assert [row["members"] for row in saved["rows"]] == [list(row.members) for row in comparison.rows]
 
 
 def test_a_rerun_extracts_nothing(compared, elpv_folder, tmp_path, monkeypatch):

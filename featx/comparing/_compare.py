@@ -27,7 +27,8 @@ class Row:
     """A candidate's line of the leaderboard: CV score on the training part (mean, std over the folds; the
     comparison's scoring), feature dimension, extraction rate (None: nothing was extracted in this run), fit
     seconds, its scores on the test part once the winner is chosen (refitted on the training part; None when
-    the run stopped before); or why it failed."""
+    the run stopped before); or why it failed. A fusion's `members`: the candidates whose spaces (concatenated)
+    or probabilities (averaged) it fuses."""
 
     candidate: str
     cv_mean: float = float("nan")
@@ -38,6 +39,17 @@ class Row:
     error: str = ""
     test_balanced_accuracy: float | None = None
     test_accuracy: float | None = None
+    members: tuple[str, ...] = ()
+
+
+def label(row: Row, rows: Sequence[Row]) -> str:
+    """`row`'s name for people: a fusion's members given by their ranks in `rows`, "concat(#3,#4,#5) / svm", as
+    its full name repeats each member's (over 1,000 characters for the 10 spaces of docs/benchmarks.md)."""
+    ranks = {r.candidate: i for i, r in enumerate(rows, 1)}
+    if not row.members or not all(m in ranks for m in row.members):
+        return row.candidate
+    kind, end = row.candidate.split("(", 1)[0], row.candidate.rindex(")")
+    return f"{kind}({','.join(f'#{ranks[m]}' for m in row.members)}){row.candidate[end + 1:]}"
 
 
 @dataclass(frozen=True)
@@ -67,20 +79,25 @@ class Comparison:
         ranked = [row for row in self.rows if not row.error]
         return ranked[1] if len(ranked) > 1 else None
 
+    def label(self, row: Row) -> str:
+        """`row`'s name for people (a fusion's members by rank: `label`)."""
+        return label(row, self.rows)
+
     def table(self) -> str:
         """The leaderboard as aligned text; the test columns, scored after the choice, are not used to choose."""
-        width = max([len(r.candidate) for r in self.rows] + [9])
+        names = [self.label(r) for r in self.rows]
+        width = max([len(name) for name in names] + [9])
         cv = "CV " + {"balanced_accuracy": "bal. acc."}.get(self.scoring, self.scoring)
         lines = [f"{'#':>2}  {'candidate':<{width}}  {cv:>15}  {'dim':>6}  {'images/s':>8}  {'fit s':>6}  "
                  f"{'test bal.':>9}  {'test acc.':>9}"]
-        for i, r in enumerate(self.rows, 1):
+        for i, (r, name) in enumerate(zip(self.rows, names), 1):
             if r.error:
-                lines.append(f"{i:>2}  {r.candidate:<{width}}  failed: {r.error}")
+                lines.append(f"{i:>2}  {name:<{width}}  failed: {r.error}")
                 continue
             rate = f"{r.images_per_s:.1f}" if r.images_per_s else "cached"
             tested = "".join(f"  {v:>9.3f}" if v is not None else f"  {'-':>9}"
                              for v in (r.test_balanced_accuracy, r.test_accuracy))
-            lines.append(f"{i:>2}  {r.candidate:<{width}}  {r.cv_mean:.3f} ± {r.cv_std:.3f}  {r.dim:>6}  {rate:>8}  "
+            lines.append(f"{i:>2}  {name:<{width}}  {r.cv_mean:.3f} ± {r.cv_std:.3f}  {r.dim:>6}  {rate:>8}  "
                          f"{r.fit_seconds:>6.1f}{tested}")
         if self.test_accuracy is not None:
             lines.append(f"winner on the test part ({self.n_test} images, scored once): balanced accuracy "
@@ -257,7 +274,8 @@ class _Run:
         return np.vstack(blocks), np.tile(y, len(blocks)), folds
 
     # ---- scoring -----------------------------------------------------------------------------------------
-    def search(self, name: str, spaces: Sequence[Candidate], clf_name: str, scale=None) -> _Scored:
+    def search(self, name: str, spaces: Sequence[Candidate], clf_name: str, scale=None,
+               members: tuple[str, ...] = ()) -> _Scored:
         """Grid search of the classifier on the spaces' features (training part, the shared folds)."""
         from threadpoolctl import threadpool_limits
 
@@ -271,7 +289,7 @@ class _Run:
         mean, std = next((m, s) for v, m, s in scores if v == best)
         rates = [self.rates.get(s) for s in spaces]
         rate = 1 / sum(1 / r for r in rates) if all(rates) else None  # every space extracted, one after another
-        row = Row(name, mean, std, x.shape[1], rate, time.perf_counter() - start)
+        row = Row(name, mean, std, x.shape[1], rate, time.perf_counter() - start, members=members)
         return _Scored(row, tuple(spaces), pipeline, {"classifier": clf_name, "hyperparameters": {clf.param: best}})
 
     def concatenated(self, best: list[_Scored]) -> _Scored:
@@ -285,7 +303,7 @@ class _Run:
         scale = ColumnTransformer([(f"space{i}", StandardScaler(), cols) for i, cols in enumerate(blocks)],
                                   transformer_weights={f"space{i}": 1 / math.sqrt(len(c)) for i, c in enumerate(blocks)})
         name = "concat(" + " + ".join(s.name for s in spaces) + f") / {best[0].chosen['classifier']}"
-        return self.search(name, spaces, best[0].chosen["classifier"], scale)
+        return self.search(name, spaces, best[0].chosen["classifier"], scale, tuple(b.row.candidate for b in best))
 
     def averaged(self, best: list[_Scored]) -> _Scored:
         """The average of the best candidates' class probabilities, cross-validated on the same folds."""
@@ -318,7 +336,7 @@ class _Run:
         rates = [self.rates.get(s) for s in spaces]
         row = Row("average(" + " + ".join(b.row.candidate for b in best) + ")", float(np.mean(per_fold)),
                   float(np.std(per_fold)), x.shape[1], 1 / sum(1 / r for r in rates) if all(rates) else None,
-                  time.perf_counter() - start)
+                  time.perf_counter() - start, members=tuple(b.row.candidate for b in best))
         return _Scored(row, tuple(spaces), VotingClassifier(members, voting="soft"),
                        {"classifier": "average", "members": [b.chosen for b in best]})
 
@@ -465,7 +483,7 @@ def tie_note(rows: Sequence[Row], n_scored: int) -> str:
     ranked = [row for row in rows if not row.error]
     if len(ranked) < 2 or not n_scored or abs(ranked[0].cv_mean - ranked[1].cv_mean) * n_scored >= 0.5:
         return ""
-    return (f"CV does not separate the winner from {ranked[1].candidate} (CV means within half an image "
+    return (f"CV does not separate the winner from {label(ranked[1], rows)} (CV means within half an image "
             f"of the {n_scored} scored: {ranked[0].cv_mean:.4f} and {ranked[1].cv_mean:.4f}); the winner is listed first. "
             "Either may do better on new images")
 
@@ -558,11 +576,12 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
     with atomic_write(paths[0], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", *fields])
-        writer.writerows([i, *asdict(r).values()] for i, r in enumerate(comparison.rows, 1))
+        writer.writerows([i, *(" + ".join(v) if isinstance(v, tuple) else v for v in asdict(r).values())]  # members
+                         for i, r in enumerate(comparison.rows, 1))
     with atomic_write(paths[1], "w") as f:
         f.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
     ok = [r for r in comparison.rows if not r.error]
-    rows = [(i, r.candidate, "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
+    rows = [(i, comparison.label(r), "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
               f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}",
               *("-" if v is None else f"{v:.3f}" for v in (r.test_balanced_accuracy, r.test_accuracy)))
              for i, r in enumerate(comparison.rows, 1)]
@@ -574,7 +593,7 @@ def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
     if comparison.notes:
         sections.append(section("Cross-validation", *(paragraph(note) for note in comparison.notes)))
     if ok:
-        figure = scores_figure([r.candidate for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
+        figure = scores_figure([comparison.label(r) for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
         sections.append(section("CV scores", figures({"cv": png(figure)})))
     if comparison.test_accuracy is not None:
         sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
