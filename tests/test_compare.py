@@ -494,7 +494,7 @@ def test_a_winner_cv_cannot_tell_from_the_runner_up_is_said():
     """ELPV seed 0, cross-fitted (docs/benchmarks.md): the average and the concatenation of all 8 spaces both got
     1,603 of 1,968 training images right; their means differ by how the errors fell into the folds. One image more
     is a difference compare can see; a failed candidate is no runner-up."""
-    from featx.comparing._compare import Row, tie_note
+    from featx.comparing._leaderboard import Row, tie_note
 
     average, concat = Row("average(8)", 0.8145361077743765), Row("concat(8) / svm", 0.8145257746606218)
     note = tie_note([average, concat, Row("lite0 / svm", 0.8054)], 1968)

@@ -3,6 +3,6 @@ May import featx.classify, featx.reports, featx.features, featx.backbones and fe
 from featx._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "compare": "._compare", "Comparison": "._compare", "Row": "._compare",
+    "compare": "._compare", "Comparison": "._leaderboard", "Row": "._leaderboard",
     "Candidate": "._candidates",
 })

@@ -2,111 +2,23 @@
 same folds of the same training part, fused, ranked; the winner refitted, scored once on the test part, saved."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from featx.comparing._candidates import (Candidate, CrossFit, Split, candidates, check_no_leak, fold_files,
                                         seen_in_training, unseen)
+from featx.comparing._leaderboard import LEADERBOARD, Comparison, Row, tie_note, write_leaderboard
 from featx.errors import FeatxError, Interrupted, ParameterError, UnknownNameError
 from featx.names import DEFAULT_MODEL, SCORINGS
 
 MODEL = "model.skops"  # the winner, in the --out folder
-LEADERBOARD = "leaderboard"  # .csv, .json, .html in the --out folder
-
-
-@dataclass(frozen=True)
-class Row:
-    """A candidate's line of the leaderboard: CV score on the training part (mean, std over the folds; the
-    comparison's scoring), feature dimension, extraction rate (None: nothing was extracted in this run), fit
-    seconds, its scores on the test part once the winner is chosen (refitted on the training part; None when
-    the run stopped before); or why it failed. A fusion's `members`: the candidates whose spaces (concatenated)
-    or probabilities (averaged) it fuses."""
-
-    candidate: str
-    cv_mean: float = float("nan")
-    cv_std: float = float("nan")
-    dim: int = 0
-    images_per_s: float | None = None
-    fit_seconds: float = 0.0
-    error: str = ""
-    test_balanced_accuracy: float | None = None
-    test_accuracy: float | None = None
-    members: tuple[str, ...] = ()
-
-
-def label(row: Row, rows: Sequence[Row]) -> str:
-    """`row`'s name for people: a fusion's members given by their ranks in `rows`, "concat(#3,#4,#5) / svm", as
-    its full name repeats each member's (over 1,000 characters for the 10 spaces of docs/benchmarks.md)."""
-    ranks = {r.candidate: i for i, r in enumerate(rows, 1)}
-    if not row.members or not all(m in ranks for m in row.members):
-        return row.candidate
-    kind, end = row.candidate.split("(", 1)[0], row.candidate.rindex(")")
-    return f"{kind}({','.join(f'#{ranks[m]}' for m in row.members)}){row.candidate[end + 1:]}"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The leaderboard (best first, failed candidates last) and the winner's single score on the test part."""
-
-    rows: tuple[Row, ...]
-    classes: tuple[str, ...]
-    n_train: int
-    n_test: int
-    n_extracted: int  # images computed in this run, all candidates together (0 on a rerun)
-    test_balanced_accuracy: float | None = None
-    test_accuracy: float | None = None
-    model: Path | None = None
-    files: tuple[Path, ...] = ()
-    scoring: str = SCORINGS[0]
-    n_scored: int | None = None  # training images the CV scores are computed on (fewer than n_train: see `unseen`)
-    notes: tuple[str, ...] = ()  # how fine-tuned networks were cross-validated (cross-fitted, held out, optimistic)
-
-    @property
-    def winner(self) -> Row:
-        return self.rows[0]
-
-    @property
-    def runner_up(self) -> Row | None:
-        """The second best candidate that did not fail, if any."""
-        ranked = [row for row in self.rows if not row.error]
-        return ranked[1] if len(ranked) > 1 else None
-
-    def label(self, row: Row) -> str:
-        """`row`'s name for people (a fusion's members by rank: `label`)."""
-        return label(row, self.rows)
-
-    def table(self) -> str:
-        """The leaderboard as aligned text; the test columns, scored after the choice, are not used to choose."""
-        names = [self.label(r) for r in self.rows]
-        width = max([len(name) for name in names] + [9])
-        cv = "CV " + {"balanced_accuracy": "bal. acc."}.get(self.scoring, self.scoring)
-        lines = [f"{'#':>2}  {'candidate':<{width}}  {cv:>15}  {'dim':>6}  {'images/s':>8}  {'fit s':>6}  "
-                 f"{'test bal.':>9}  {'test acc.':>9}"]
-        for i, (r, name) in enumerate(zip(self.rows, names), 1):
-            if r.error:
-                lines.append(f"{i:>2}  {name:<{width}}  failed: {r.error}")
-                continue
-            rate = f"{r.images_per_s:.1f}" if r.images_per_s else "cached"
-            tested = "".join(f"  {v:>9.3f}" if v is not None else f"  {'-':>9}"
-                             for v in (r.test_balanced_accuracy, r.test_accuracy))
-            lines.append(f"{i:>2}  {name:<{width}}  {r.cv_mean:.3f} ± {r.cv_std:.3f}  {r.dim:>6}  {rate:>8}  "
-                         f"{r.fit_seconds:>6.1f}{tested}")
-        if self.test_accuracy is not None:
-            lines.append(f"winner on the test part ({self.n_test} images, scored once): balanced accuracy "
-                         f"{self.test_balanced_accuracy:.3f}, accuracy {self.test_accuracy:.3f}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {**{k: v for k, v in asdict(self).items() if k not in ("rows", "model", "files")},
-                "model": str(self.model) if self.model else None, "rows": [asdict(r) for r in self.rows]}
 
 
 @dataclass
@@ -462,7 +374,7 @@ def compare(
                 bar.update()
         run.scored += run.fused(fuse)
     except (KeyboardInterrupt, Interrupted):
-        _write(run, _comparison(run), out)
+        write_leaderboard(_comparison(run), out)
         raise Interrupted(f"interrupted: the {len(run.scored)} candidates scored so far are in {out / LEADERBOARD}.csv;"
                           " the features extracted stay in their stores (a rerun does not extract them again)") from None
     return _finish(run, out)
@@ -472,20 +384,6 @@ def _comparison(run: _Run, **more) -> Comparison:
     split = run.split
     return Comparison(tuple(s.row for s in run.leaderboard()), split.classes, len(split.train), len(split.test),
                       run.n_extracted, scoring=run.scoring, n_scored=run.n_scored, notes=tuple(run.notes), **more)
-
-
-def tie_note(rows: Sequence[Row], n_scored: int) -> str:
-    """A note when CV does not separate the winner from the runner-up: their CV means differ by less than half
-    an image of the `n_scored` (scoring accuracy: both got as many images right, and differ only in how the errors
-    fell into the folds; on ELPV the average and the concatenation of all 8 spaces got the same number of
-    training images right on 3 seeds of 3, and their test scores differed by up to 1.7 points: docs/benchmarks.md);
-    "" otherwise. The choice stays the higher mean, the first listed when equal (scikit-learn's rule)."""
-    ranked = [row for row in rows if not row.error]
-    if len(ranked) < 2 or not n_scored or abs(ranked[0].cv_mean - ranked[1].cv_mean) * n_scored >= 0.5:
-        return ""
-    return (f"CV does not separate the winner from {label(ranked[1], rows)} (CV means within half an image "
-            f"of the {n_scored} scored: {ranked[0].cv_mean:.4f} and {ranked[1].cv_mean:.4f}); the winner is listed first. "
-            "Either may do better on new images")
 
 
 def _finish(run: _Run, out: Path) -> Comparison:
@@ -500,7 +398,7 @@ def _finish(run: _Run, out: Path) -> Comparison:
     board = run.leaderboard()
     if not board or board[0].row.error:
         comparison = _comparison(run)
-        _write(run, comparison, out)
+        write_leaderboard(comparison, out)
         raise FeatxError(f"every candidate failed (see {out / LEADERBOARD}.csv); the first: {board[0].row.error}")
     winner = board[0]
     if tie := tie_note([s.row for s in board], run.n_scored):  # a note of the choice, with the run's others
@@ -527,7 +425,7 @@ def _finish(run: _Run, out: Path) -> Comparison:
     def written() -> Comparison:
         comparison = _comparison(run, test_balanced_accuracy=scores["balanced_accuracy"],
                                  test_accuracy=scores["accuracy"], model=path)
-        return replace(comparison, files=(*_write(run, comparison, out), *files))
+        return replace(comparison, files=(*write_leaderboard(comparison, out), *files))
 
     def record(scored: _Scored, tested: np.ndarray) -> None:
         scored.row = replace(scored.row, test_balanced_accuracy=float(balanced_accuracy_score(y[test], tested)),
@@ -560,44 +458,3 @@ def _info(run: _Run, winner: _Scored) -> dict:
     first = {k: v for k, v in parts[0].items() if k != "width"}
     return {**winner.chosen, "featx": __version__, "compare": winner.row.candidate, **first,
             **({"parts": parts} if len(parts) > 1 else {})}
-
-
-def _write(run: _Run, comparison: Comparison, out: Path) -> list[Path]:
-    """OUT/leaderboard.csv, .json and .html (a bar chart of the CV scores with their spread)."""
-    import csv
-
-    from featx.outputs import atomic_write
-    from featx.reports._figures import png, scores_figure
-    from featx.reports._html import figures, page, paragraph, section, table, write
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{LEADERBOARD}.{ext}" for ext in ("csv", "json", "html")]
-    fields = list(Row.__dataclass_fields__)
-    with atomic_write(paths[0], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["rank", *fields])
-        writer.writerows([i, *(" + ".join(v) if isinstance(v, tuple) else v for v in asdict(r).values())]  # members
-                         for i, r in enumerate(comparison.rows, 1))
-    with atomic_write(paths[1], "w") as f:
-        f.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
-    ok = [r for r in comparison.rows if not r.error]
-    rows = [(i, comparison.label(r), "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
-              f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}",
-              *("-" if v is None else f"{v:.3f}" for v in (r.test_balanced_accuracy, r.test_accuracy)))
-             for i, r in enumerate(comparison.rows, 1)]
-    cv_label = f"CV {comparison.scoring.replace('_', ' ')}"
-    header = ["#", "candidate", cv_label, "dim", "images/s", "fit s", "test balanced accuracy", "test accuracy"]
-    sections = [section("Leaderboard", table(header, rows)),
-                section("Test scores", paragraph("The winner is chosen by CV alone; the test scores, computed "
-                                                 "afterwards, are for the record and choose nothing."))]
-    if comparison.notes:
-        sections.append(section("Cross-validation", *(paragraph(note) for note in comparison.notes)))
-    if ok:
-        figure = scores_figure([comparison.label(r) for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
-        sections.append(section("CV scores", figures({"cv": png(figure)})))
-    if comparison.test_accuracy is not None:
-        sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
-    subtitle = (f"{comparison.n_train} training images (CV scored on {comparison.n_scored}), {comparison.n_test} test images, "
-                f"{len(comparison.classes)} classes")
-    write(paths[2], page("featx compare", sections, subtitle))
-    return paths
