@@ -144,7 +144,8 @@ def write_leaderboard(comparison: Comparison, out: Path) -> list[Path]:
     if comparison.notes:
         sections.append(section("Cross-validation", *(paragraph(note) for note in comparison.notes)))
     if ok:
-        figure = scores_figure([comparison.label(r) for r in ok], [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
+        ranked = [f"#{i} {comparison.label(r)}" for i, r in enumerate(comparison.rows, 1) if not r.error]  # as the table
+        figure = scores_figure(ranked, [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
         sections.append(section("CV scores", figures({"cv": png(figure)})))
     if comparison.test_accuracy is not None:
         sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
