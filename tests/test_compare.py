@@ -82,6 +82,8 @@ def test_leaderboard_lists_each_candidate_and_the_fusions_best_first(compared):
     assert all(line[4:].startswith(comparison.label(row) + " ") for line, row in zip(lines[1:], comparison.rows))
     assert all(f"<td>{comparison.label(row)}</td>" in page for row in comparison.rows)
     assert [row["members"] for row in saved["rows"]] == [list(row.members) for row in comparison.rows]
+    report = next(f for f in comparison.files if f.suffix == ".html" and f.name != "leaderboard.html").read_text()
+    assert f"featx compare: #1 of leaderboard.html, {comparison.label(comparison.winner)}<" in report
 
 
 def test_a_rerun_extracts_nothing(compared, elpv_folder, tmp_path, monkeypatch):

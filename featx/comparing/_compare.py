@@ -14,7 +14,7 @@ import numpy as np
 
 from featx.comparing._candidates import (Candidate, CrossFit, Split, candidates, check_no_leak, fold_files,
                                         seen_in_training, unseen)
-from featx.comparing._leaderboard import LEADERBOARD, Comparison, Row, tie_note, write_leaderboard
+from featx.comparing._leaderboard import LEADERBOARD, Comparison, Row, label, tie_note, write_leaderboard
 from featx.errors import FeatxError, Interrupted, ParameterError, UnknownNameError
 from featx.names import DEFAULT_MODEL, SCORINGS
 
@@ -418,7 +418,7 @@ def _finish(run: _Run, out: Path) -> Comparison:
                "cv_std": winner.row.cv_std, "n_train": len(train), "n_test": len(test)}
     report = Report(classes, scores, details, (x[test], y[test]),
                     Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
-                    title=f"featx compare: {winner.row.candidate}")
+                    title=f"featx compare: #1 of {LEADERBOARD}.html, {label(winner.row, [s.row for s in board])}")
     path = out / MODEL
     files = [path, *bundle.save_with_report(path, report)]
 
