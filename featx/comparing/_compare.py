@@ -186,8 +186,7 @@ class _Run:
         return np.vstack(blocks), np.tile(y, len(blocks)), folds
 
     # ---- scoring -----------------------------------------------------------------------------------------
-    def search(self, name: str, spaces: Sequence[Candidate], clf_name: str, scale=None,
-               members: tuple[str, ...] = ()) -> _Scored:
+    def search(self, name: str, spaces: Sequence[Candidate], clf_name: str, scale=None) -> _Scored:
         """Grid search of the classifier on the spaces' features (training part, the shared folds)."""
         from threadpoolctl import threadpool_limits
 
@@ -201,7 +200,7 @@ class _Run:
         mean, std = next((m, s) for v, m, s in scores if v == best)
         rates = [self.rates.get(s) for s in spaces]
         rate = 1 / sum(1 / r for r in rates) if all(rates) else None  # every space extracted, one after another
-        row = Row(name, mean, std, x.shape[1], rate, time.perf_counter() - start, members=members)
+        row = Row(name, mean, std, x.shape[1], rate, time.perf_counter() - start)
         return _Scored(row, tuple(spaces), pipeline, {"classifier": clf_name, "hyperparameters": {clf.param: best}})
 
     def concatenated(self, best: list[_Scored]) -> _Scored:
@@ -215,7 +214,7 @@ class _Run:
         scale = ColumnTransformer([(f"space{i}", StandardScaler(), cols) for i, cols in enumerate(blocks)],
                                   transformer_weights={f"space{i}": 1 / math.sqrt(len(c)) for i, c in enumerate(blocks)})
         name = "concat(" + " + ".join(s.name for s in spaces) + f") / {best[0].chosen['classifier']}"
-        return self.search(name, spaces, best[0].chosen["classifier"], scale, tuple(b.row.candidate for b in best))
+        return self.search(name, spaces, best[0].chosen["classifier"], scale)
 
     def averaged(self, best: list[_Scored]) -> _Scored:
         """The average of the best candidates' class probabilities, cross-validated on the same folds."""
@@ -248,7 +247,7 @@ class _Run:
         rates = [self.rates.get(s) for s in spaces]
         row = Row("average(" + " + ".join(b.row.candidate for b in best) + ")", float(np.mean(per_fold)),
                   float(np.std(per_fold)), x.shape[1], 1 / sum(1 / r for r in rates) if all(rates) else None,
-                  time.perf_counter() - start, members=tuple(b.row.candidate for b in best))
+                  time.perf_counter() - start)
         return _Scored(row, tuple(spaces), VotingClassifier(members, voting="soft"),
                        {"classifier": "average", "members": [b.chosen for b in best]})
 
@@ -267,10 +266,12 @@ class _Run:
         best = best[:k]
         if k < 2 or len(best) < 2:
             return []
-        fusions = []
+        fusions, members = [], tuple(b.row.candidate for b in best)
         for fuse in (self.concatenated, self.averaged):
             try:
-                fusions.append(fuse(best))
+                scored = fuse(best)
+                scored.row = replace(scored.row, members=members)
+                fusions.append(scored)
             except FeatxError as exc:
                 fusions.append(_Scored(Row(f"{fuse.__name__}({len(best)} best)", error=str(exc))))
         return fusions
@@ -400,8 +401,8 @@ def _finish(run: _Run, out: Path) -> Comparison:
         comparison = _comparison(run)
         write_leaderboard(comparison, out)
         raise FeatxError(f"every candidate failed (see {out / LEADERBOARD}.csv); the first: {board[0].row.error}")
-    winner = board[0]
-    if tie := tie_note([s.row for s in board], run.n_scored):  # a note of the choice, with the run's others
+    winner, rows = board[0], [s.row for s in board]
+    if tie := tie_note(rows, run.n_scored):  # a note of the choice, with the run's others
         run.notes.append(tie)
         run.log(f"note: {tie}")
     x = run.columns(winner.spaces)
@@ -418,7 +419,7 @@ def _finish(run: _Run, out: Path) -> Comparison:
                "cv_std": winner.row.cv_std, "n_train": len(train), "n_test": len(test)}
     report = Report(classes, scores, details, (x[test], y[test]),
                     Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
-                    title=f"featx compare: #1 of {LEADERBOARD}.html, {label(winner.row, [s.row for s in board])}")
+                    title=f"featx compare: #1 of {LEADERBOARD}.html, {label(winner.row, rows)}")
     path = out / MODEL
     files = [path, *bundle.save_with_report(path, report)]
 

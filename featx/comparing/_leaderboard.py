@@ -131,11 +131,11 @@ def write_leaderboard(comparison: Comparison, out: Path) -> list[Path]:
                          for i, r in enumerate(comparison.rows, 1))
     with atomic_write(paths[1], "w") as f:
         f.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
-    ok = [r for r in comparison.rows if not r.error]
-    rows = [(i, comparison.label(r), "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
+    names = [comparison.label(r) for r in comparison.rows]
+    rows = [(i, name, "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
               f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}",
               *("-" if v is None else f"{v:.3f}" for v in (r.test_balanced_accuracy, r.test_accuracy)))
-             for i, r in enumerate(comparison.rows, 1)]
+             for i, (r, name) in enumerate(zip(comparison.rows, names), 1)]
     cv_label = f"CV {comparison.scoring.replace('_', ' ')}"
     header = ["#", "candidate", cv_label, "dim", "images/s", "fit s", "test balanced accuracy", "test accuracy"]
     sections = [section("Leaderboard", table(header, rows)),
@@ -143,9 +143,9 @@ def write_leaderboard(comparison: Comparison, out: Path) -> list[Path]:
                                                  "afterwards, are for the record and choose nothing."))]
     if comparison.notes:
         sections.append(section("Cross-validation", *(paragraph(note) for note in comparison.notes)))
+    ok = [(f"#{i} {name}", r) for i, (r, name) in enumerate(zip(comparison.rows, names), 1) if not r.error]  # as the table
     if ok:
-        ranked = [f"#{i} {comparison.label(r)}" for i, r in enumerate(comparison.rows, 1) if not r.error]  # as the table
-        figure = scores_figure(ranked, [r.cv_mean for r in ok], [r.cv_std for r in ok], cv_label)
+        figure = scores_figure([name for name, _ in ok], [r.cv_mean for _, r in ok], [r.cv_std for _, r in ok], cv_label)
         sections.append(section("CV scores", figures({"cv": png(figure)})))
     if comparison.test_accuracy is not None:
         sections.append(section("Winner", paragraph(comparison.table().splitlines()[-1])))
