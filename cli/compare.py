@@ -20,7 +20,10 @@ def _names(valid=None, convert=str):
         wrong = [v for v in items if valid is not None and v not in valid]
         if wrong:
             raise click.BadParameter(f"{', '.join(wrong)} (choose from {', '.join(valid)})")
-        return [None if v == "default" else convert(v) for v in items]
+        try:
+            return [None if v == "default" else convert(v) for v in items]
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {convert.__name__} values") from None
 
     return parse
 

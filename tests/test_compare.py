@@ -225,11 +225,17 @@ def test_a_fused_winner_holds_its_spaces_and_predicts_through_featx_predict(comp
     assert listed.output.count('"model": "efficientnet_lite0"') == 2 and "feature spaces: 2" in listed.output
 
 
-def test_an_unknown_model_is_one_line_before_any_extraction(elpv_folder, tmp_path, private_cache):
-    result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--model", "efficientnet_lite0,no_such_net",
-                                       "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
-    assert "no_such_net" in result.output and result.output.count("Error") == 1
+@pytest.mark.parametrize("args, named", [
+    (["--model", "efficientnet_lite0,no_such_net"], "no_such_net"),
+    (["--clf", ""], "list of classifiers is empty"),
+    (["--image-size", "32,abc"], "'32,abc'"),
+    (["--image-size", "0"], "image_size"),
+    (["--group-pattern", "(mono"], "(mono"),
+])
+def test_bad_lists_are_one_line_before_any_extraction(elpv_folder, tmp_path, private_cache, args, named):
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert named in result.output and result.output.count("Error") == 1 and "Traceback" not in result.output
     assert not private_cache.exists() or not any(private_cache.rglob("*.h5"))
 
 
@@ -243,6 +249,28 @@ def test_a_failing_candidate_is_reported_and_the_others_run(compared, elpv_folde
     assert [row.candidate for row in comparison.rows] == [SINGLES[0], "efficientnet_lite0[broken.pth] 32px avg / logreg"]
     assert comparison.rows[1].error and not comparison.rows[0].error and comparison.model.is_file()
     assert "failed" in comparison.table().splitlines()[2]
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    saved = json.loads((tmp_path / "out" / "leaderboard.json").read_text(), parse_constant=refuse)  # as a browser
+    assert saved["rows"][1]["cv_mean"] is None and saved["rows"][0]["cv_mean"] == comparison.rows[0].cv_mean
+
+
+def test_a_candidate_scikit_learn_cannot_fit_is_reported_and_the_others_run(compared, elpv_folder, tmp_path, monkeypatch):
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    searched = _compare._Run.search
+
+    def failing_second(run, name, *args, **kwargs):
+        if name == SINGLES[1]:
+            raise ValueError("All the 2 fits failed.")
+        return searched(run, name, *args, **kwargs)
+
+    monkeypatch.setattr(_compare._Run, "search", failing_second)
+    comparison = featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
+    assert names(comparison) == SINGLES and comparison.rows[1].error == "All the 2 fits failed."
+    assert comparison.model.is_file()
 
 
 def test_an_image_no_network_can_read_is_left_out_by_name_and_the_candidates_run(compared, elpv_copy, tmp_path, monkeypatch):
@@ -290,6 +318,21 @@ def test_ctrl_c_keeps_the_candidates_scored_so_far(compared, elpv_folder, tmp_pa
         featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
     with open(tmp_path / "out" / "leaderboard.csv") as f:
         assert [row["candidate"] for row in csv.DictReader(f)] == [SINGLES[0]]
+
+
+def test_ctrl_c_during_the_winners_refit_keeps_every_cv_score(compared, elpv_folder, tmp_path, monkeypatch):
+    comparison, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+
+    def interrupted(run, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_compare._Run, "tested", interrupted)
+    with pytest.raises(featx.errors.Interrupted, match="before .*model.skops was saved"):
+        featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
+    with open(tmp_path / "out" / "leaderboard.csv") as f:
+        assert [row["candidate"] for row in csv.DictReader(f)] == names(comparison)
+    assert not (tmp_path / "out" / "model.skops").exists()
 
 
 def test_the_command_gives_the_same_leaderboard(compared, elpv_folder, tmp_path, monkeypatch):

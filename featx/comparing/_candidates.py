@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError, UnknownNameError
+from featx.errors import BadInputError, FeatxError, ParameterError
 from featx.images._inputs import ImageList
-from featx.names import DEFAULT_MODEL, POOLINGS, TTAS
+from featx.names import DEFAULT_MODEL, validate_parameters
 
 
 @dataclass(frozen=True)
@@ -55,24 +55,24 @@ Listed = Any  # a value or a sequence of values
 
 def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Listed, ttas: Listed, weights: Listed,
                clfs: Listed) -> list[Candidate]:
-    """The product of the lists, checked before anything runs (one line for an unknown name). A weights file
-    makes candidates of the model it was fine-tuned from (its metadata), else of each model listed; a
-    fine-tuned file's candidates take the image size it was trained at, in place of `image_sizes` (its network
-    learned the images at that scale)."""
+    """The product of the lists, checked before anything runs (one line for an unknown name, a bad value or an
+    empty list). A weights file makes candidates of the model it was fine-tuned from (its metadata), else of each
+    model listed; a fine-tuned file's candidates take the image size it was trained at, in place of `image_sizes`
+    (its network learned the images at that scale)."""
     from featx.backbones._registry import get_backbone
     from featx.classify._classifiers import get_classifier
 
     models, weights = _listed(models) or [DEFAULT_MODEL], _listed(weights)
+    lists = {"layers": layers, "poolings": poolings, "image sizes": image_sizes, "views (tta)": ttas, "classifiers": clfs}
+    if empty := [name for name, values in lists.items() if not _listed(values)]:
+        raise ParameterError(f"nothing to compare: the list of {empty[0]} is empty")
     for model in models:
         get_backbone(model)
     for clf in _listed(clfs):
         get_classifier(clf)
-    for pooling in _listed(poolings):
-        if pooling not in POOLINGS:
-            raise UnknownNameError("pooling", pooling, POOLINGS)
-    for tta in _listed(ttas):
-        if tta not in TTAS:
-            raise UnknownNameError("test-time augmentation", tta, TTAS)
+    for name, values in (("pooling", poolings), ("image_size", image_sizes), ("tta", ttas)):
+        for value in _listed(values):
+            validate_parameters(**{name: value})
     bases = [(model, None, None) for model in models]
     bases += [(base, str(w), size) for w in weights if w is not None for base, size in _fine_tuned(w, models)]
     settings = list(itertools.product(_listed(layers), _listed(poolings), _listed(image_sizes), _listed(ttas),
@@ -124,7 +124,10 @@ def group_of(group: str | Callable[[str], str] | None) -> Callable[[str], str] |
     """A file's group: a function of its path, or a regular expression whose first group (or whole match) names it."""
     if group is None or callable(group):
         return group
-    pattern = re.compile(group)
+    try:
+        pattern = re.compile(group)
+    except re.error as exc:
+        raise ParameterError(f"invalid group pattern {group!r}: {exc}") from None
 
     def named(path: str) -> str:
         found = pattern.search(path)

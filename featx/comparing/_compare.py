@@ -23,8 +23,8 @@ MODEL = "model.skops"  # the winner, in the --out folder
 
 @dataclass
 class _Scored:
-    """A leaderboard entry's fitted-but-not-refitted model: `pipeline` (unfitted, its value chosen by CV) on
-    the columns of `spaces`' features side by side."""
+    """A leaderboard entry: its row, and the model CV chose for it (`pipeline`, unfitted, with the value CV
+    chose in `chosen`) on the columns of `spaces`' features side by side."""
 
     row: Row
     spaces: tuple[Candidate, ...] = ()
@@ -52,6 +52,7 @@ class _Run:
         """Compare on `split`: its folds; when fine-tuned networks learned from training images, those of their
         fold networks (`CrossFit`), else held out among the images none learned from (`unseen`); a note says
         which, or that a CV score is optimistic."""
+        said = set(getattr(self, "notes", ()))  # said when a first split was used
         self.split = split
         self.cross, why = CrossFit.of(self.weights, split, self.cv)
         self.notes = [why] if why else []
@@ -72,7 +73,8 @@ class _Run:
                            "with it, is optimistic (its test score is not)" for file, k in seen.items()
                            if self.held is None]
         for note in self.notes:
-            self.log(f"note: {note}")
+            if note not in said:
+                self.log(f"note: {note}")
 
     @property
     def n_scored(self) -> int:
@@ -109,11 +111,11 @@ class _Run:
                                                       space.image_size, space.tta, self.device, self.engine),
                                      None, None, "float32")
             path = extractor.space.store_path()
-            wanted = [self.split.paths[i] for i in self.split.train] if training else list(self.split.paths)
-            if training:
-                row = {path: i for i, path in enumerate(images.paths)}
-                images = images.take([row[path] for path in wanted])
-            pending = self._pending(path, training)
+            rows = self.split.train if training else range(len(self.split.paths))
+            wanted = [self.split.paths[i] for i in rows]
+            position = {path: i for i, path in enumerate(images.paths)}
+            images = images.take([position[path] for path in wanted])  # not the unlabelled ones, nor those left out
+            pending = self._pending(path, [self.split.keys[i] for i in rows])
             pixels = space.views * extractor.space.crop ** 2
             if not pending:
                 self.log(f"  {space.name}: nothing to extract ({path} holds every image)")
@@ -157,11 +159,10 @@ class _Run:
         self.use(self.split.without(keep, self.cv))
         return x[keep], found[keep]
 
-    def _pending(self, store: Path, training: bool = False) -> int:
-        """How many of the split's images (or of its training part) the store does not hold yet."""
+    def _pending(self, store: Path, keys: list[str]) -> int:
+        """How many of the images of content `keys` the store does not hold yet."""
         from featx.features._store import FeatureStore
 
-        keys = [self.split.keys[i] for i in self.split.train] if training else self.split.keys
         if not store.exists():
             return len(keys)
         with FeatureStore.open(store) as opened:
@@ -170,6 +171,11 @@ class _Run:
 
     def columns(self, spaces: Sequence[Candidate]) -> np.ndarray:
         return np.hstack([self.features[s] for s in spaces])
+
+    def rate(self, spaces: Sequence[Candidate]) -> float | None:
+        """Images per second of extracting every one of `spaces`, one after another (None: some were stored)."""
+        rates = [self.rates.get(s) for s in spaces]
+        return 1 / sum(1 / r for r in rates) if all(rates) else None
 
     def cv_data(self, spaces: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray, list]:
         """The training part's features of `spaces` side by side, its labels and the folds. With a cross-fitted
@@ -198,9 +204,7 @@ class _Run:
         with threadpool_limits(limits=1, user_api="blas"):  # as in fit: parallel CV fits, one BLAS thread each
             pipeline, best, scores = search(x, y, clf, None, folds, self.seed, self.n_jobs, scale, self.scoring)
         mean, std = next((m, s) for v, m, s in scores if v == best)
-        rates = [self.rates.get(s) for s in spaces]
-        rate = 1 / sum(1 / r for r in rates) if all(rates) else None  # every space extracted, one after another
-        row = Row(name, mean, std, x.shape[1], rate, time.perf_counter() - start)
+        row = Row(name, mean, std, x.shape[1], self.rate(spaces), time.perf_counter() - start)
         return _Scored(row, tuple(spaces), pipeline, {"classifier": clf_name, "hyperparameters": {clf.param: best}})
 
     def concatenated(self, best: list[_Scored]) -> _Scored:
@@ -244,10 +248,8 @@ class _Run:
         metric = _metric(self.scoring)
         per_fold = [metric(y[held], np.mean(per_member[i :: len(folds)], axis=0).argmax(1))
                     for i, (_, held) in enumerate(folds)]
-        rates = [self.rates.get(s) for s in spaces]
         row = Row("average(" + " + ".join(b.row.candidate for b in best) + ")", float(np.mean(per_fold)),
-                  float(np.std(per_fold)), x.shape[1], 1 / sum(1 / r for r in rates) if all(rates) else None,
-                  time.perf_counter() - start)
+                  float(np.std(per_fold)), x.shape[1], self.rate(spaces), time.perf_counter() - start)
         return _Scored(row, tuple(spaces), VotingClassifier(members, voting="soft"),
                        {"classifier": "average", "members": [b.chosen for b in best]})
 
@@ -272,7 +274,7 @@ class _Run:
                 scored = fuse(best)
                 scored.row = replace(scored.row, members=members)
                 fusions.append(scored)
-            except FeatxError as exc:
+            except (FeatxError, ValueError) as exc:  # ValueError: scikit-learn's (every fit failed, NaN features...)
                 fusions.append(_Scored(Row(f"{fuse.__name__}({len(best)} best)", error=str(exc))))
         return fusions
 
@@ -280,11 +282,12 @@ class _Run:
         """Best CV mean first, failed last."""
         return sorted(self.scored, key=lambda s: (bool(s.row.error), -np.nan_to_num(s.row.cv_mean, nan=-1)))
 
-    def tested(self, scored: _Scored) -> tuple[object, np.ndarray]:
-        """A candidate refitted on the whole training part, and its predictions on the test part."""
+    def tested(self, scored: _Scored, x: np.ndarray | None = None) -> tuple[object, np.ndarray]:
+        """A candidate refitted on the whole training part, and its predictions on the test part (`x`: its
+        columns, when already side by side)."""
         from sklearn.base import clone
 
-        x, split = self.columns(scored.spaces), self.split
+        x, split = self.columns(scored.spaces) if x is None else x, self.split
         model = clone(scored.pipeline).fit(x[split.train], split.labels[split.train])
         return model, model.predict(x[split.test])
 
@@ -334,11 +337,13 @@ def compare(
     One stratified split (by class, and `group` of each file: a function of its path or a regex; or the
     files of `split_csv` as the test part); each candidate space is extracted once into its default store
     and cross-validated (`scoring`, one of `names.SCORINGS`; `cv` folds, the same for all) on the training
-    part, held out among the images no fine-tuned `weights` learned from when some did (`unseen`); `fuse=K`
-    adds the K best spaces concatenated and their probabilities averaged. The best by CV is refitted on the
-    training part and saved as OUT/model.skops (`featx predict` runs it); then every candidate is refitted and
-    scored on the test part, for the record; the leaderboard goes to OUT/leaderboard.{csv,json,html}. Ctrl-C
-    writes the leaderboard of the candidates scored so far.
+    part. When fine-tuned `weights` learned from training images: cross-fitted if `featx finetune --folds`
+    left their fold networks beside them (`CrossFit`: each fold's features from the network that never saw
+    it), else held out among the images none learned from (`unseen`). `fuse=K` adds the K best spaces
+    concatenated and their probabilities averaged. The best by CV is refitted on the training part and saved as
+    OUT/model.skops (`featx predict` runs it); then every candidate is refitted and scored on the test part, for
+    the record; the leaderboard goes to OUT/leaderboard.{csv,json,html}. Ctrl-C writes the leaderboard of what
+    is scored so far.
     """
     from featx.images._inputs import find_images
     from featx.outputs import check_output
@@ -368,7 +373,7 @@ def compare(
                 try:
                     run.extract(candidate.space, images)
                     run.scored.append(run.search(candidate.name, [candidate.space], candidate.clf))
-                except FeatxError as exc:
+                except (FeatxError, ValueError) as exc:  # ValueError: scikit-learn's (every fit failed, NaN features...)
                     if isinstance(exc, Interrupted):
                         raise
                     run.scored.append(_Scored(Row(candidate.name, error=str(exc))))
@@ -376,7 +381,8 @@ def compare(
         run.scored += run.fused(fuse)
     except (KeyboardInterrupt, Interrupted):
         write_leaderboard(_comparison(run), out)
-        raise Interrupted(f"interrupted: the {len(run.scored)} candidates scored so far are in {out / LEADERBOARD}.csv;"
+        scored = sum(not s.row.error for s in run.scored)
+        raise Interrupted(f"interrupted: the {scored} candidates scored so far are in {out / LEADERBOARD}.csv;"
                           " the features extracted stay in their stores (a rerun does not extract them again)") from None
     return _finish(run, out)
 
@@ -397,31 +403,35 @@ def _finish(run: _Run, out: Path) -> Comparison:
     from featx.reports._report import Outcomes, Report, metrics
 
     board = run.leaderboard()
-    if not board or board[0].row.error:
-        comparison = _comparison(run)
-        write_leaderboard(comparison, out)
+    if board[0].row.error:
+        write_leaderboard(_comparison(run), out)
         raise FeatxError(f"every candidate failed (see {out / LEADERBOARD}.csv); the first: {board[0].row.error}")
     winner, rows = board[0], [s.row for s in board]
     if tie := tie_note(rows, run.n_scored):  # a note of the choice, with the run's others
         run.notes.append(tie)
         run.log(f"note: {tie}")
-    x = run.columns(winner.spaces)
+    write_leaderboard(_comparison(run), out)  # the CV scores, before the refits (minutes for a wide fusion)
     split = run.split  # without the images no network could read
     train, test, y = split.train, split.test, split.labels
-    model, predicted = run.tested(winner)
-    if hasattr(model, "named_estimators_"):  # averaged: skops trusts no Bunch (a dict here), and predicting reads none
-        model.named_estimators_ = dict(model.named_estimators_)
-    classes = list(split.classes)
-    scores = metrics(y[test], predicted, classes)
-    bundle = ModelBundle(model, classes, run.space_json[winner.spaces[0]], "float32",
-                         _info(run, winner), extra_spaces=tuple(run.space_json[s] for s in winner.spaces[1:]))
-    details = {**winner.chosen, "candidate": winner.row.candidate, "scoring": run.scoring, "cv_mean": winner.row.cv_mean,
-               "cv_std": winner.row.cv_std, "n_train": len(train), "n_test": len(test)}
-    report = Report(classes, scores, details, (x[test], y[test]),
-                    Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
-                    title=f"featx compare: #1 of {LEADERBOARD}.html, {label(winner.row, rows)}")
     path = out / MODEL
-    files = [path, *bundle.save_with_report(path, report)]
+    try:
+        x = run.columns(winner.spaces)
+        model, predicted = run.tested(winner, x)
+        if hasattr(model, "named_estimators_"):  # averaged: skops trusts no Bunch (a dict here), and predicting reads none
+            model.named_estimators_ = dict(model.named_estimators_)
+        classes = list(split.classes)
+        scores = metrics(y[test], predicted, classes)
+        bundle = ModelBundle(model, classes, run.space_json[winner.spaces[0]], "float32",
+                             _info(run, winner), extra_spaces=tuple(run.space_json[s] for s in winner.spaces[1:]))
+        details = {**winner.chosen, "candidate": winner.row.candidate, "scoring": run.scoring,
+                   "cv_mean": winner.row.cv_mean, "cv_std": winner.row.cv_std, "n_train": len(train), "n_test": len(test)}
+        report = Report(classes, scores, details, (x[test], y[test]),
+                        Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
+                        title=f"featx compare: #1 of {LEADERBOARD}.html, {label(winner.row, rows)}")
+        files = [path, *bundle.save_with_report(path, report)]
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted before {path} was saved: the CV scores of every candidate are in "
+                          f"{out / LEADERBOARD}.csv (a rerun extracts nothing)") from None
 
     def written() -> Comparison:
         comparison = _comparison(run, test_balanced_accuracy=scores["balanced_accuracy"],

@@ -3,6 +3,7 @@ note when CV does not separate the first two, and the leaderboard's files (CSV, 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,13 @@ class Row:
     test_balanced_accuracy: float | None = None
     test_accuracy: float | None = None
     members: tuple[str, ...] = ()
+
+    def cells(self) -> tuple[str, ...]:
+        """As people read it: CV mean ± std, dim, images/s ("cached": nothing extracted), fit seconds, the test
+        scores ("-": not scored)."""
+        rate = f"{self.images_per_s:.1f}" if self.images_per_s else "cached"
+        return (f"{self.cv_mean:.3f} ± {self.cv_std:.3f}", str(self.dim), rate, f"{self.fit_seconds:.1f}",
+                *("-" if v is None else f"{v:.3f}" for v in (self.test_balanced_accuracy, self.test_accuracy)))
 
 
 def label(row: Row, rows: Sequence[Row]) -> str:
@@ -84,19 +92,18 @@ class Comparison:
             if r.error:
                 lines.append(f"{i:>2}  {name:<{width}}  failed: {r.error}")
                 continue
-            rate = f"{r.images_per_s:.1f}" if r.images_per_s else "cached"
-            tested = "".join(f"  {v:>9.3f}" if v is not None else f"  {'-':>9}"
-                             for v in (r.test_balanced_accuracy, r.test_accuracy))
-            lines.append(f"{i:>2}  {name:<{width}}  {r.cv_mean:.3f} ± {r.cv_std:.3f}  {r.dim:>6}  {rate:>8}  "
-                         f"{r.fit_seconds:>6.1f}{tested}")
+            scores, dim, rate, fit, balanced, accuracy = r.cells()
+            lines.append(f"{i:>2}  {name:<{width}}  {scores:>15}  {dim:>6}  {rate:>8}  {fit:>6}  {balanced:>9}  {accuracy:>9}")
         if self.test_accuracy is not None:
             lines.append(f"winner on the test part ({self.n_test} images, scored once): balanced accuracy "
                          f"{self.test_balanced_accuracy:.3f}, accuracy {self.test_accuracy:.3f}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
+        """Plain values for JSON: a failed row's CV scores (NaN) are None."""
+        rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()} for r in self.rows]
         return {**{k: v for k, v in asdict(self).items() if k not in ("rows", "model", "files")},
-                "model": str(self.model) if self.model else None, "rows": [asdict(r) for r in self.rows]}
+                "model": str(self.model) if self.model else None, "rows": rows}
 
 
 def tie_note(rows: Sequence[Row], n_scored: int) -> str:
@@ -130,12 +137,10 @@ def write_leaderboard(comparison: Comparison, out: Path) -> list[Path]:
         writer.writerows([i, *(" + ".join(v) if isinstance(v, tuple) else v for v in asdict(r).values())]  # members
                          for i, r in enumerate(comparison.rows, 1))
     with atomic_write(paths[1], "w") as f:
-        f.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
+        f.write(json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n")  # strict JSON: browsers parse it
     names = [comparison.label(r) for r in comparison.rows]
-    rows = [(i, name, "failed: " + r.error if r.error else f"{r.cv_mean:.3f} ± {r.cv_std:.3f}", r.dim,
-              f"{r.images_per_s:.1f}" if r.images_per_s else "cached", f"{r.fit_seconds:.1f}",
-              *("-" if v is None else f"{v:.3f}" for v in (r.test_balanced_accuracy, r.test_accuracy)))
-             for i, (r, name) in enumerate(zip(comparison.rows, names), 1)]
+    rows = [(i, name, "failed: " + r.error if r.error else r.cells()[0], *r.cells()[1:])
+            for i, (r, name) in enumerate(zip(comparison.rows, names), 1)]
     cv_label = f"CV {comparison.scoring.replace('_', ' ')}"
     header = ["#", "candidate", cv_label, "dim", "images/s", "fit s", "test balanced accuracy", "test accuracy"]
     sections = [section("Leaderboard", table(header, rows)),
