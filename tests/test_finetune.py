@@ -143,6 +143,7 @@ def test_bad_files_are_skipped_and_reported(cells, tmp_path):
 @pytest.mark.parametrize("args, message, status", [
     (["--model", "no_such_net"], "unknown model 'no_such_net'", 2),  # a usage error
     ([], "finetune needs at least 2 classes", 1),
+    (["--seed", "-1"], "'--seed'", 2),  # scikit-learn's splits take 0 to 2**32 - 1: a traceback once every image was read
 ])
 def test_one_line_errors(cells, tmp_path, args, message, status):
     shutil.copytree(cells / "defective", tmp_path / "one" / "defective")
@@ -150,6 +151,15 @@ def test_one_line_errors(cells, tmp_path, args, message, status):
     assert result.exit_code == status
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]  # usage errors add a usage line
     assert len(errors) == 1 and message in errors[0], result.output
+
+
+def test_a_validation_part_that_leaves_too_few_to_train_on_is_one_line(cells, tmp_path):
+    """Once every image was read, scikit-learn's split raised its own ValueError: a traceback."""
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"), "--val-size", "0.97",
+                                       "--image-size", "32", "-w", "0", "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "val_size 0.97 leaves" in errors[0] and "lower val_size" in errors[0], result.output
 
 
 def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
@@ -313,3 +323,36 @@ def test_folds_train_a_network_without_each_fold_and_keep_the_one_trained_before
         errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
         assert result.exit_code == status and len(errors) == 1 and message in errors[0], result.output
         assert not fresh.exists()
+
+
+def test_a_fold_too_small_for_its_validation_split_is_refused_before_any_training(cells, tmp_path):
+    """3 images a class, 2 folds: one fold network would keep 1 of a class, which its validation split cannot
+    divide; that failed after OUT had trained, now it is one line first."""
+    for folder in sorted(p for p in cells.iterdir() if p.is_dir())[:2]:
+        (tmp_path / "small" / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:3]:
+            shutil.copy(image, tmp_path / "small" / folder.name)
+    out = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(main, ["finetune", str(tmp_path / "small"), "-o", str(out), "--folds", "2", "-q"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "without fold" in errors[0], result.output
+    assert "needs at least 2 per class" in errors[0] and not out.exists()
+
+
+def test_patience_counts_all_layer_epochs_only(cells, tmp_path, monkeypatch):
+    """The best epoch a head-only one (here the first): the run stops after `patience` all-layer epochs without a
+    better one, not after patience epochs counted from the warm-up (which stopped it after one all-layer epoch)."""
+    from featx.finetuning._loop import Trainer
+
+    accuracies = iter([0.9] + [0.5] * 20)
+    monkeypatch.setattr(Trainer, "validate", lambda self: (1.0, next(accuracies)))
+    result = featx.finetune(cells, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=3, epochs=6, patience=2,
+                            batch_size=8, val_size=0.25, workers=0, progress=False)
+    assert [row["phase"] for row in result.history] == ["head"] * 3 + ["all"] * 2 and result.best_epoch == 1
+
+
+def test_freeze_until_none_in_any_case_trains_every_layer(cells, tmp_path):
+    result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"), "--freeze-until",
+                                       "None", "--image-size", "32", "--freeze-epochs", "0", "--epochs", "1", "-w", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    assert load_finetuned(tmp_path / "m.safetensors").metadata["frozen_until"] is None

@@ -62,3 +62,16 @@ def test_a_bad_file_at_predict_time_is_named(fitted, tmp_path):
         fitted.predict([str(broken)])
     with pytest.raises(ValueError, match="got a single str; wrap it in a list"):
         fitted.predict(str(broken))
+
+
+def test_labels_with_surrounding_spaces_are_trained_and_given_back_as_they_were(cells):
+    """The labels pass through a CSV, which strips them: "good " trained as "good" and failed to be found after
+    training; labels that only spaces tell apart, or empty ones, are refused before any training."""
+    X, y = cells
+    text = np.where(y == 9, "good ", " bad")
+    fitted = FinetunedClassifier(config=FinetuneConfig(image_size=32, freeze_epochs=1, epochs=0, batch_size=8, val_size=0),
+                                 workers=0).fit(X, text)
+    assert list(fitted.classes_) == [" bad", "good "] and set(fitted.predict(X[:4])) <= {" bad", "good "}
+    for labels in (np.where(y == 9, "good", "good "), np.where(y == 9, "good", " ")):
+        with pytest.raises(ValueError, match="distinct and non-empty"):
+            FinetunedClassifier(config=CONFIG, workers=0).fit(X, labels)

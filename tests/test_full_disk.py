@@ -86,3 +86,17 @@ def test_a_full_disk_stops_in_one_line_keeps_whole_rows_and_the_rerun_completes(
     assert set(rows) == set(reference)
     same_as_clean(store, reference)
     assert {p: label for p, (_, label) in files.items()} == {p: label for p, (_, label) in reference_files.items()}
+
+
+@pytest.mark.parametrize("small_disk", [1024], indirect=True)
+def test_a_full_disk_while_fine_tuning_is_one_line_and_leaves_no_partial_file(cells, small_disk):
+    """torch's and safetensors' own writers raised a RuntimeError ("unexpected pos") and a SafetensorError on
+    ENOSPC: tracebacks. The first checkpoint (after the head's epoch) does not fit in 1 MB."""
+    out = small_disk / "m.safetensors"
+    full = subprocess.run([sys.executable, "-c", CLI, "finetune", str(cells), "-o", str(out), "--image-size", "32",
+                           "--freeze-epochs", "1", "--epochs", "0", "-w", "0", "-q"], capture_output=True, text=True)
+    assert full.returncode == 1, full.stderr
+    errors = [line for line in full.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in full.stderr, full.stderr
+    assert f"cannot write {out}.ckpt" in errors[0] and "No space left on device" in errors[0], full.stderr
+    assert not any(small_disk.iterdir())

@@ -86,9 +86,10 @@ class FinetuneConfig:
                                          "down from the peak.", kind=str, choices=SCHEDULES)
     val_size: float = _setting(0.15, "Stratified share of DATA that picks the best epoch and stops early (0: keep "
                                      "the last epoch).", kind=float, low=0, high=1, high_open=True)
-    patience: int = _setting(30, "All-layer epochs without a better validation accuracy before stopping (the best "
-                                 "epoch is kept either way).", low=1)
-    seed: int = _setting(0, "Seed of the split, the new head, the order, augmentation and dropout.")
+    patience: int = _setting(30, "All-layer epochs without a better validation score (accuracy, then loss) before "
+                                 "stopping (the best epoch is kept either way).", low=1)
+    seed: int = _setting(0, "Seed of the split, the new head, the order, augmentation and dropout.", low=0,
+                         high=2**32 - 1)  # scikit-learn's splits take no other
     freeze_until: str | None = _setting(AUTO, "Keep this layer (a module name, e.g. blocks.1) and all before it as "
                                               "pretrained: faster steps, generic early features. auto: the stages "
                                               "at 1/4 of the input's resolution or finer (Lite0: blocks.1, ResNet: "

@@ -44,7 +44,7 @@ class TrainingImages:
             yield chunk, images
 
     def split(self, val_size: float, seed: int) -> None:
-        """Stratified training and validation parts; the validation part gets at least one image of each class."""
+        """Stratified training and validation parts; each holds at least as many images as there are classes."""
         everything = np.arange(len(self.labels))
         if val_size == 0:
             self.train, self.val = everything, everything[:0]
@@ -56,6 +56,9 @@ class TrainingImages:
         from sklearn.model_selection import train_test_split
 
         n_val = max(len(self.classes), round(val_size * len(self.labels)))
+        if len(self.labels) - n_val < len(self.classes):
+            raise BadInputError(f"val_size {val_size} leaves {len(self.labels) - n_val} of {len(self.labels)} images to "
+                                f"train on, fewer than the {len(self.classes)} classes: lower val_size")
         train, val = train_test_split(everything, test_size=n_val, stratify=self.labels, random_state=seed)
         self.train, self.val = np.sort(train), np.sort(val)
 

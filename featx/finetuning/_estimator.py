@@ -68,9 +68,10 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         if len(y) != len(paths):
             raise ValueError(f"X has {len(paths)} images but y has {len(y)} labels")
         self.classes_ = np.unique(y)
-        names = [str(c) for c in self.classes_]
-        if len(set(names)) < len(names):
-            raise ValueError(f"class labels must stay distinct as text, got {names}")
+        names = [str(c).strip() for c in self.classes_]  # as the CSV below hands them to finetune
+        if len(set(names)) < len(names) or not all(names):
+            raise ValueError("class labels must stay distinct and non-empty as text without surrounding spaces, got "
+                             f"{[str(c) for c in self.classes_]}")
         with tempfile.TemporaryDirectory(prefix="featx-finetune-") as tmp:
             listing = Path(tmp) / "train.csv"
             with open(listing, "w", newline="") as f:

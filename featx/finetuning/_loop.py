@@ -13,6 +13,7 @@ is shorter than that configuration and keeps resume exact.
 """
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
@@ -51,8 +52,10 @@ class TrainState:
 
     def save(self, path: Path) -> None:
         state = {k: v for k, v in asdict(self).items() if k != "stop_after" or v is not None}
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # in memory, then written by Python: a full disk is an OSError (one line), not
+        with atomic_path(path) as tmp:  # the RuntimeError torch's own writer raises ("unexpected pos")
+            tmp.write_bytes(buffer.getbuffer())
 
     @classmethod
     def load(cls, path: Path) -> TrainState:
@@ -145,7 +148,7 @@ class Trainer:
             if state.best_key is None or key > state.best_key:
                 state.best, state.best_epoch, state.best_key = trainee.state(), epoch + 1, key
             done = epoch + 1
-            stale = done - state.best_epoch
+            stale = done - max(state.best_epoch, config.freeze_epochs)  # all-layer epochs since the best
             stop = len(self.data.val) and not frozen and stale >= config.patience and done < self.total
             left = (time.perf_counter() - started) / (done - first) * (self.total - done)
             self.log(f"epoch {done}/{self.total} ({row['phase']}): loss {loss:.4f}"

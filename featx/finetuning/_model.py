@@ -87,7 +87,7 @@ def _frozen_until(model: nn.Module, freeze_until: str | None, size: int, device:
     """The layer `freeze_until` names: None for none; for auto, the last stage (a module at most one level
     below the top) whose output is at 1/EARLY_STRIDE of the input's resolution or finer, found by one forward
     pass at `size`; None for a network without such outputs (a vision transformer)."""
-    if freeze_until in (None, NONE):
+    if freeze_until is None or freeze_until.lower() == NONE:  # the help's "none (or None)"
         return None
     if freeze_until != AUTO:
         return freeze_until

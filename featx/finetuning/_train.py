@@ -68,7 +68,7 @@ def finetune(
         ordinal_ranks(config.ordinal, images.classes)
     own = backbone.preprocessing()
     pre = own.at_size(config.image_size or own.crop)  # the whole image: the weights' crop would cut its edges
-    parts = without_each_fold(images, folds, config.seed) if folds else []  # a class too small: before any training
+    parts = without_each_fold(images, folds, config.seed, config.val_size) if folds else []  # a class too small: before any training
     result = _one(images, out, backbone, source, pre, config, resume, workers, device, progress, log)
     for k, part in enumerate(parts, 1):
         log(f"fold {k} of {folds}: trained without it")
@@ -80,10 +80,10 @@ def finetune(
     return result
 
 
-def without_each_fold(images: ImageList, folds: int, seed: int) -> list[ImageList]:
+def without_each_fold(images: ImageList, folds: int, seed: int, val_size: float = 0) -> list[ImageList]:
     """`images` less each of `folds` stratified folds of their distinct contents, drawn by `seed` (copies of one
     content fall in one fold; an unreadable file stays, to be skipped as usual); a one-line error when a class
-    has fewer distinct images than folds."""
+    has fewer distinct images than folds, or a part keeps fewer than 2 of a class for its validation split."""
     from sklearn.model_selection import StratifiedKFold
 
     keys = [hashed.key for hashed in content_keys(images.paths)]
@@ -95,7 +95,12 @@ def without_each_fold(images: ImageList, folds: int, seed: int) -> list[ImageLis
         raise BadInputError(f"class {images.classes[int(counts.argmin())]!r} has {counts.min()} distinct readable "
                             f"image(s): fewer than the {folds} folds")
     parts = []
-    for _, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(distinct, labels):
+    for k, (kept, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(distinct, labels), 1):
+        left = np.bincount(labels[kept], minlength=len(images.classes))
+        if val_size and left.min() < 2:
+            raise BadInputError(f"class {images.classes[int(left.argmin())]!r} keeps {left.min()} distinct image(s) "
+                                f"without fold {k} of {folds}: a validation split needs at least 2 per class (fewer "
+                                "folds, more images, or val_size=0)")
         left_out = {distinct[i] for i in held}
         parts.append(images.take([i for i, key in enumerate(keys) if key not in left_out]))
     return parts
@@ -160,7 +165,7 @@ def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSour
            config: FinetuneConfig, pool: TrainingImages, frozen_until: str | None,
            fold: tuple[int, int] | None = None) -> None:
     """The best epoch's weights as a safetensors file, what made them in its metadata (key "featx")."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     metadata = {
         "format": FINETUNED_FORMAT, "model": backbone.name, "base_weights": source.id, "classes": pool.classes,
@@ -174,5 +179,6 @@ def _write(out: Path, state: TrainState, backbone: Backbone, source: WeightsSour
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().clone() for k, v in state.best.items()}
-    with atomic_path(out) as tmp:
-        save_file(tensors, tmp, metadata={"featx": json.dumps(metadata)})
+    data = save(tensors, metadata={"featx": json.dumps(metadata)})  # bytes written by Python: a full disk is an
+    with atomic_path(out) as tmp:                                     # OSError, not safetensors' SafetensorError
+        tmp.write_bytes(data)
