@@ -39,6 +39,7 @@ class _Run:
                  engine: str, progress: bool, log) -> None:
         self.weights, self.cv, self.seed, self.scoring, self.n_jobs = weights, cv, seed, scoring, n_jobs
         self.device, self.engine, self.progress, self.log = device, engine, progress, log
+        self.notes: list[str] = []
         self.use(split)
         self.features: dict[Candidate, np.ndarray | FeatxError] = {}
         self.rates: dict[Candidate, float | None] = {}
@@ -52,7 +53,7 @@ class _Run:
         """Compare on `split`: its folds; when fine-tuned networks learned from training images, those of their
         fold networks (`CrossFit`), else held out among the images none learned from (`unseen`); a note says
         which, or that a CV score is optimistic."""
-        said = set(getattr(self, "notes", ()))  # said when a first split was used
+        said = set(self.notes)  # said when a first split was used
         self.split = split
         self.cross, why = CrossFit.of(self.weights, split, self.cv)
         self.notes = [why] if why else []

@@ -33,10 +33,11 @@ class Row:
     members: tuple[str, ...] = ()
 
     def cells(self) -> tuple[str, ...]:
-        """As people read it: CV mean ± std, dim, images/s ("cached": nothing extracted), fit seconds, the test
-        scores ("-": not scored)."""
+        """As people read it: CV mean ± std (or "failed: why"), dim, images/s ("cached": nothing extracted), fit
+        seconds, the test scores ("-": not scored)."""
         rate = f"{self.images_per_s:.1f}" if self.images_per_s else "cached"
-        return (f"{self.cv_mean:.3f} ± {self.cv_std:.3f}", str(self.dim), rate, f"{self.fit_seconds:.1f}",
+        scores = f"failed: {self.error}" if self.error else f"{self.cv_mean:.3f} ± {self.cv_std:.3f}"
+        return (scores, str(self.dim), rate, f"{self.fit_seconds:.1f}",
                 *("-" if v is None else f"{v:.3f}" for v in (self.test_balanced_accuracy, self.test_accuracy)))
 
 
@@ -89,10 +90,10 @@ class Comparison:
         lines = [f"{'#':>2}  {'candidate':<{width}}  {cv:>15}  {'dim':>6}  {'images/s':>8}  {'fit s':>6}  "
                  f"{'test bal.':>9}  {'test acc.':>9}"]
         for i, (r, name) in enumerate(zip(self.rows, names), 1):
-            if r.error:
-                lines.append(f"{i:>2}  {name:<{width}}  failed: {r.error}")
-                continue
             scores, dim, rate, fit, balanced, accuracy = r.cells()
+            if r.error:  # the why, whole, in place of the columns
+                lines.append(f"{i:>2}  {name:<{width}}  {scores}")
+                continue
             lines.append(f"{i:>2}  {name:<{width}}  {scores:>15}  {dim:>6}  {rate:>8}  {fit:>6}  {balanced:>9}  {accuracy:>9}")
         if self.test_accuracy is not None:
             lines.append(f"winner on the test part ({self.n_test} images, scored once): balanced accuracy "
@@ -139,8 +140,7 @@ def write_leaderboard(comparison: Comparison, out: Path) -> list[Path]:
     with atomic_write(paths[1], "w") as f:
         f.write(json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n")  # strict JSON: browsers parse it
     names = [comparison.label(r) for r in comparison.rows]
-    rows = [(i, name, "failed: " + r.error if r.error else r.cells()[0], *r.cells()[1:])
-            for i, (r, name) in enumerate(zip(comparison.rows, names), 1)]
+    rows = [(i, name, *r.cells()) for i, (r, name) in enumerate(zip(comparison.rows, names), 1)]
     cv_label = f"CV {comparison.scoring.replace('_', ' ')}"
     header = ["#", "candidate", cv_label, "dim", "images/s", "fit s", "test balanced accuracy", "test accuracy"]
     sections = [section("Leaderboard", table(header, rows)),

@@ -49,10 +49,7 @@ class TrainingImages:
         if val_size == 0:
             self.train, self.val = everything, everything[:0]
             return
-        counts = np.bincount(self.labels, minlength=len(self.classes))
-        if counts.min() < 2:
-            raise BadInputError(f"class {self.classes[int(counts.argmin())]!r} has {counts.min()} usable image(s): a "
-                                "validation split needs at least 2 per class (or val_size=0)")
+        check_validation_split(np.bincount(self.labels, minlength=len(self.classes)), self.classes, "has {} usable image(s)")
         from sklearn.model_selection import train_test_split
 
         n_val = max(len(self.classes), round(val_size * len(self.labels)))
@@ -68,6 +65,14 @@ class TrainingImages:
 
     def data_hash(self) -> str:
         return data_hash(self.keys, self.labels, self.classes)
+
+
+def check_validation_split(counts: np.ndarray, classes: Sequence[str], has: str, or_else: str = "val_size=0") -> None:
+    """A one-line error when a class has fewer than 2 images (`counts`), the fewest a stratified validation split
+    can divide; `has` says where ("has {} usable image(s)", formatted with the count), `or_else` what else to do."""
+    if counts.min() < 2:
+        raise BadInputError(f"class {classes[int(counts.argmin())]!r} {has.format(counts.min())}: a validation split "
+                            f"needs at least 2 per class (or {or_else})")
 
 
 def data_hash(keys: Sequence[str], labels: np.ndarray, classes: Sequence[str]) -> str:

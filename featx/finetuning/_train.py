@@ -19,7 +19,8 @@ from featx.backbones._registry import Backbone, get_backbone
 from featx.backbones._weights import FINETUNED_FORMAT, WeightsSource, fold_path
 from featx.errors import BadInputError, FeatxError, FinetuneInterrupted, ParameterError
 from featx.finetuning._config import FinetuneConfig, FinetuneResult  # pickles may name _train.FinetuneConfig
-from featx.finetuning._data import TrainingImages, check_labels, data_hash, load_training_images
+from featx.finetuning._data import (TrainingImages, check_labels, check_validation_split, data_hash,
+                                   load_training_images)
 from featx.finetuning._loop import Trainer, TrainState, checkpoint_path
 from featx.finetuning._model import Trainee, ordinal_ranks
 from featx.images._content import content_keys
@@ -80,7 +81,7 @@ def finetune(
     return result
 
 
-def without_each_fold(images: ImageList, folds: int, seed: int, val_size: float = 0) -> list[ImageList]:
+def without_each_fold(images: ImageList, folds: int, seed: int, val_size: float) -> list[ImageList]:
     """`images` less each of `folds` stratified folds of their distinct contents, drawn by `seed` (copies of one
     content fall in one fold; an unreadable file stays, to be skipped as usual); a one-line error when a class
     has fewer distinct images than folds, or a part keeps fewer than 2 of a class for its validation split."""
@@ -96,11 +97,10 @@ def without_each_fold(images: ImageList, folds: int, seed: int, val_size: float 
                             f"image(s): fewer than the {folds} folds")
     parts = []
     for k, (kept, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(distinct, labels), 1):
-        left = np.bincount(labels[kept], minlength=len(images.classes))
-        if val_size and left.min() < 2:
-            raise BadInputError(f"class {images.classes[int(left.argmin())]!r} keeps {left.min()} distinct image(s) "
-                                f"without fold {k} of {folds}: a validation split needs at least 2 per class (fewer "
-                                "folds, more images, or val_size=0)")
+        if val_size:
+            check_validation_split(np.bincount(labels[kept], minlength=len(images.classes)), images.classes,
+                                   f"keeps {{}} distinct image(s) without fold {k} of {folds}",
+                                   "fewer folds, more images, or val_size=0")
         left_out = {distinct[i] for i in held}
         parts.append(images.take([i for i, key in enumerate(keys) if key not in left_out]))
     return parts
