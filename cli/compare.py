@@ -46,6 +46,8 @@ def _names(valid=None, convert=str):
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True)
 @click.option("--split-csv", type=click.Path(exists=True, dir_okay=False), help="The test part: a CSV of its files (instead of --test-size).")
 @click.option("--group-pattern", help="A regex on each path naming its group (first group or match): the split is stratified by class and group.")
+@click.option("--group-column", help="A column of DATA's CSV naming each image's group (a number from 1, or a header's name; "
+                                     "ELPV's labels.csv: 3, the cell type): the split is stratified by class and group.")
 @click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
@@ -53,7 +55,7 @@ def _names(valid=None, convert=str):
 @options.apply(options.engine, options.device, options.quiet)
 @user_errors
 def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fuse, scoring, test_size, split_csv,
-            group_pattern, cv, seed, n_jobs, out, engine, device, quiet):
+            group_pattern, group_column, cv, seed, n_jobs, out, engine, device, quiet):
     """Which backbone, layers, pooling, image size, views and classifier suit the labelled images in DATA.
 
     Every combination is extracted once into its default store, cross-validated on the same folds of the same
@@ -62,13 +64,18 @@ def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fu
     part for the record (those columns choose nothing). Leaderboard: OUT/leaderboard.{csv,json,html}.
     """
     from featx.comparing._compare import compare as run
+    from featx.images._inputs import read_column
+
+    if group_pattern and group_column:
+        raise click.UsageError("give --group-pattern or --group-column, not both")
+    group = read_column(data, group_column) if group_column else group_pattern
 
     chosen = {name: value for name, value in [("models", models), ("poolings", poolings), ("image_sizes", image_sizes),
                                              ("ttas", ttas), ("clfs", clfs)] if value is not None}
     if layers is not None:
         chosen["layers"] = [None if v == "default" else v for v in layers.split(";")]
     comparison = run(list(data), **chosen, weights=list(weights), fuse=fuse, scoring=scoring, test_size=test_size, split_csv=split_csv,
-                     group=group_pattern, cv=cv, seed=seed, n_jobs=n_jobs, out=out, engine=engine, device=device,
+                     group=group, cv=cv, seed=seed, n_jobs=n_jobs, out=out, engine=engine, device=device,
                      progress=not quiet, log=lambda line: click.echo(line, err=True))
     click.echo(comparison.table())
     click.echo(f"model: {comparison.model}   leaderboard: {comparison.files[2]}")

@@ -239,6 +239,68 @@ def test_bad_lists_are_one_line_before_any_extraction(elpv_folder, tmp_path, pri
     assert not private_cache.exists() or not any(private_cache.rglob("*.h5"))
 
 
+def elpv_listing(folder: Path, path: Path, header: bool = True) -> Path:
+    """A CSV of the cells in `folder`: path, label and cell type (ELPV's own column), with or without a header."""
+    from featx.datasets import load_elpv
+
+    elpv = load_elpv()
+    kind = {Path(name).name: cell for name, cell in zip(elpv.filenames, elpv.cell_type)}
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerows([["path", "label", "type"]] if header else [])
+        out.writerows([str(cell), cell.parent.name, kind[cell.name]] for cell in sorted(folder.glob("*/*.png")))
+    return path
+
+
+@pytest.mark.parametrize("data, args, named, code", [
+    ("headed", ["--group-column", "kind"], "no column 'kind' (its header: path, label, type)", 1),
+    ("headless", ["--group-column", "type"], "it has no header row: give the column's number", 1),
+    ("headless", ["--group-column", "4"], "no column 4 (its rows have 3)", 1),
+    ("folder", ["--group-column", "3"], "a column needs a CSV file of images among the inputs", 1),
+    ("headed", ["--group-column", "3", "--group-pattern", "mono"], "not both", 2),
+    ("gap", ["--group-column", "type"], "no group given (its cell in the group column is empty", 1),
+])
+def test_a_bad_group_column_is_one_line_before_any_extraction(elpv_folder, tmp_path, private_cache, data, args, named, code):
+    headed = elpv_listing(elpv_folder, tmp_path / "headed.csv")
+    rows = headed.read_text().splitlines()
+    (tmp_path / "gap.csv").write_text("\n".join([*rows[:2], rows[2].rsplit(",", 1)[0] + ",", *rows[3:]]) + "\n")
+    given = {"headed": headed, "folder": elpv_folder, "gap": tmp_path / "gap.csv",  # gap: one cell without its type
+             "headless": elpv_listing(elpv_folder, tmp_path / "headless.csv", header=False)}[data]
+    result = CliRunner().invoke(main, ["compare", str(given), *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == code, result.output
+    assert named in result.output and result.output.count("Error") == 1 and "Traceback" not in result.output
+    assert not private_cache.exists() or not any(private_cache.rglob("*.h5"))
+
+
+def test_a_csv_group_column_stratifies_the_split_by_class_and_group():
+    """ELPV's own labels.csv names each cell's type in its third column: the split it gives is the split by the
+    dataset's cell types (as the paper's), and every class and type pair keeps its share in the test part."""
+    from featx.comparing._candidates import Split
+    from featx.datasets import _elpv_root, load_elpv
+    from featx.images import find_images, read_column
+
+    listing = _elpv_root() / "labels.csv"
+    images, column = find_images(listing), read_column(listing, "3")
+    elpv = load_elpv()
+    kind = {Path(name).name: cell for name, cell in zip(elpv.filenames, elpv.cell_type)}
+    by_column = Split.of(images, 0.25, seed=0, group=column)
+    by_type = Split.of(images, 0.25, seed=0, group=lambda path: kind[Path(path).name])
+    np.testing.assert_array_equal(by_column.test, by_type.test)
+    assert not np.array_equal(Split.of(images, 0.25, seed=0).test, by_column.test)
+    pairs = [f"{label}/{column[path]}" for label, path in zip(by_column.labels, by_column.paths)]
+    for pair in set(pairs):
+        members = {i for i, p in enumerate(pairs) if p == pair}
+        assert abs(len(members & set(by_column.test)) - 0.25 * len(members)) <= 1, pair
+
+
+def test_a_group_column_names_its_column_by_number_or_by_header(elpv_folder, tmp_path):
+    from featx.images import read_column
+
+    headed, headless = elpv_listing(elpv_folder, tmp_path / "a.csv"), elpv_listing(elpv_folder, tmp_path / "b.csv", False)
+    assert read_column(headed, "type") == read_column(headed, "3") == read_column(headless, "3")
+    assert len(read_column(headed, "type")) == 20 and set(read_column(headed, "type").values()) == {"mono", "poly"}
+
+
 def test_a_failing_candidate_is_reported_and_the_others_run(compared, elpv_folder, tmp_path, monkeypatch):
     _, cache, _ = compared
     monkeypatch.setenv("FEATX_CACHE", str(cache))

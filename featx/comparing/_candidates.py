@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,10 +120,21 @@ def learned_from(weights: str) -> set[str]:
     return trained_on(weights) - _recorded(weights, "validated_on")
 
 
-def group_of(group: str | Callable[[str], str] | None) -> Callable[[str], str] | None:
-    """A file's group: a function of its path, or a regular expression whose first group (or whole match) names it."""
+Group = str | Callable[[str], str] | Mapping[str, str] | None
+"""A file's group: a function of its path, a regular expression on it, or a mapping of its path (a CSV's column)."""
+
+
+def group_of(group: Group) -> Callable[[str], str] | None:
+    """The function naming a file's group: the regex's first group (or whole match), the mapping's value."""
     if group is None or callable(group):
         return group
+    if isinstance(group, Mapping):
+        def given(path: str) -> str:
+            if path not in group:
+                raise BadInputError(f"{path}: no group given (its cell in the group column is empty or it is not listed)")
+            return group[path]
+
+        return given
     try:
         pattern = re.compile(group)
     except re.error as exc:
@@ -150,7 +161,7 @@ class Split:
     test: np.ndarray
 
     @classmethod
-    def of(cls, images: ImageList, test_size: float, seed: int, group: str | Callable[[str], str] | None = None,
+    def of(cls, images: ImageList, test_size: float, seed: int, group: Group = None,
            test_files: ImageList | None = None,
            cv: int = 5) -> Split:
         """Unique labelled contents of `images`, split once: stratified by class (and `group`), or the files

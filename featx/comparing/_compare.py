@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.comparing._candidates import (Candidate, CrossFit, Split, candidates, check_no_leak, fold_files,
+from featx.comparing._candidates import (Candidate, CrossFit, Group, Split, candidates, check_no_leak, fold_files,
                                         seen_in_training, unseen)
 from featx.comparing._leaderboard import LEADERBOARD, Comparison, Row, label, tie_note, write_leaderboard
 from featx.errors import FeatxError, Interrupted, ParameterError, UnknownNameError
@@ -322,7 +322,7 @@ def compare(
     scoring: str = SCORINGS[0],
     test_size: float = 0.25,
     split_csv: str | os.PathLike | None = None,
-    group: str | Callable[[str], str] | None = None,
+    group: Group = None,
     cv: int = 5,
     seed: int = 0,
     out: str | os.PathLike = "featx-compare",
@@ -335,16 +335,16 @@ def compare(
 ) -> Comparison:
     """Compare every combination of the lists (plus fine-tuned `weights` files) on labelled images `data`.
 
-    One stratified split (by class, and `group` of each file: a function of its path or a regex; or the
-    files of `split_csv` as the test part); each candidate space is extracted once into its default store
-    and cross-validated (`scoring`, one of `names.SCORINGS`; `cv` folds, the same for all) on the training
-    part. When fine-tuned `weights` learned from training images: cross-fitted if `featx finetune --folds`
-    left their fold networks beside them (`CrossFit`: each fold's features from the network that never saw
-    it), else held out among the images none learned from (`unseen`). `fuse=K` adds the K best spaces
-    concatenated and their probabilities averaged. The best by CV is refitted on the training part and saved as
-    OUT/model.skops (`featx predict` runs it); then every candidate is refitted and scored on the test part, for
-    the record; the leaderboard goes to OUT/leaderboard.{csv,json,html}. Ctrl-C writes the leaderboard of what
-    is scored so far.
+    One stratified split (by class, and `group` of each file: a function of its path, a regex on it, or a
+    mapping of paths such as `featx.images.read_column` gives; or the files of `split_csv` as the test part);
+    each candidate space is extracted once into its default store and cross-validated (`scoring`, one of
+    `names.SCORINGS`; `cv` folds, the same for all) on the training part. When fine-tuned `weights` learned from
+    training images: cross-fitted if `featx finetune --folds` left their fold networks beside them (`CrossFit`:
+    each fold's features from the network that never saw it), else held out among the images none learned from
+    (`unseen`). `fuse=K` adds the K best spaces concatenated and their probabilities averaged. The best by CV is
+    refitted on the training part and saved as OUT/model.skops (`featx predict` runs it); then every candidate is
+    refitted and scored on the test part, for the record; the leaderboard goes to OUT/leaderboard.{csv,json,html}.
+    Ctrl-C writes the leaderboard of what is scored so far.
     """
     from featx.images._inputs import find_images
     from featx.outputs import check_output

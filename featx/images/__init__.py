@@ -4,7 +4,7 @@ Imports nothing of featx but errors and names."""
 from featx._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "ImageList": "._inputs", "find_images": "._inputs", "display_path": "._inputs",
+    "ImageList": "._inputs", "find_images": "._inputs", "read_column": "._inputs", "display_path": "._inputs",
     "content_key": "._content", "content_keys": "._content",
     "DecodeError": "._decode", "decode_rgb": "._decode",
     "symmetries": "._views",

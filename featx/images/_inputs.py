@@ -120,11 +120,8 @@ def _csv_rows(text: str, folder: Path) -> list[list[str]]:
     return [row for row in csv.reader(lines, dialect) if any(cell.strip() for cell in row)]
 
 
-def read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
-    """Rows of path[,label]; relative paths are relative to the CSV file. A header row is optional.
-
-    A file none of whose paths exist is refused, quoting its first line: it is not a list of images.
-    """
+def _read_rows(path: Path) -> tuple[list[str] | None, list[list[str]], str]:
+    """The header row (None: none), the other rows and the text of a CSV file of images."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -132,19 +129,54 @@ def read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
     rows = _csv_rows(text, path.parent)
     # the first word only: in a file of another delimiter ("path|label") the header is one cell
     if rows and re.split(r"[^\w]", rows[0][0].strip().lower())[0] in ("path", "file", "filename", "image"):
-        rows = rows[1:]
-    found = []
-    for row in rows:
-        file = Path(row[0].strip())
-        if not file.is_absolute():
-            file = path.parent / file
-        found.append((str(file), row[1].strip() if len(row) > 1 and row[1].strip() else None))
+        return [cell.strip() for cell in rows[0]], rows[1:], text
+    return None, rows, text
+
+
+def _row_path(row: list[str], folder: Path) -> str:
+    """A row's file, relative paths taken from the CSV file's folder."""
+    file = Path(row[0].strip())
+    return str(file if file.is_absolute() else folder / file)
+
+
+def read_csv(path: Path) -> Iterable[tuple[str, str | None]]:
+    """Rows of path[,label]; relative paths are relative to the CSV file. A header row is optional.
+
+    A file none of whose paths exist is refused, quoting its first line: it is not a list of images.
+    """
+    _, rows, text = _read_rows(path)
+    found = [(_row_path(row, path.parent), row[1].strip() if len(row) > 1 and row[1].strip() else None) for row in rows]
     if found and not any(os.path.lexists(file) for file, _ in found):
         first = next(line for line in text.splitlines() if line.strip())
         raise BadInputError(
             f"{path}: expected rows of path,label (comma, semicolon, tab or space separated), with paths "
             f"relative to the CSV file; none of its {len(found)} paths exists. First line: {first!r}"
         )
+    return found
+
+
+def read_column(sources: str | os.PathLike | Sequence[str | os.PathLike], column: str) -> dict[str, str]:
+    """path (as `display_path` gives it) -> its cell in `column` (a number from 1, or a name in the header row)
+    of every CSV file among `sources` (ELPV's labels.csv: column 3, the cell type). Empty cells are left out."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    files = [Path(s) for s in sources if Path(s).suffix.lower() == ".csv" and Path(s).is_file()]
+    if not files:
+        raise BadInputError(f"a column needs a CSV file of images among the inputs, not only {', '.join(map(str, sources))}")
+    found: dict[str, str] = {}
+    for path in files:
+        header, rows, _ = _read_rows(path)
+        if column.isdigit() and int(column) >= 1:
+            index = int(column) - 1
+        elif header is not None and column in header:
+            index = header.index(column)
+        else:
+            named = f"its header: {', '.join(header)}" if header else "it has no header row: give the column's number"
+            raise BadInputError(f"{path}: no column {column!r} ({named})")
+        if rows and all(index >= len(row) for row in rows):
+            raise BadInputError(f"{path}: no column {column} (its rows have {max(map(len, rows))})")
+        found.update((display_path(_row_path(row, path.parent)), row[index].strip())
+                     for row in rows if index < len(row) and row[index].strip())
     return found
 
 
