@@ -10,7 +10,9 @@ faiss the search stays exact, in blocks. A query's own row (its content, under a
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from featx.errors import BadInputError
+from featx.errors import BadInputError, OutputError, StoreWarning
+from featx.exploring._export import Rows
 from featx.features._neighbours import EXACT_ROWS, HNSW_EF, hnsw_index, top, unit_rows
 from featx.features._store import FeatureStore
 from featx.images._failures import failure_lines
@@ -34,6 +37,8 @@ BLOCK_BYTES = 64 << 20  # stored features read at a time by the exact search and
 
 @dataclass
 class Neighbour:
+    """A stored file near a query: its path, label ("" when none) and cosine similarity."""
+
     path: str
     label: str
     similarity: float
@@ -88,9 +93,7 @@ def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str
         raise BadInputError(f"k must be at least 1, got {k}")
     images = find_images(queries)
     with FeatureStore.open(store, warn=True) as opened:
-        files = opened.files()
-        if not files:
-            raise BadInputError(f"{store} holds no features: featx extract DATA --store {store} first")
+        stored = Rows(opened)
         row_of = {key: row for row, key in enumerate(opened.keys())}
         own = np.array([row_of.get(hashed.key, -1) for hashed in content_keys(images.paths)], dtype=np.int64)
         features = np.zeros((len(images), opened.n_features), np.float32)
@@ -102,22 +105,22 @@ def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str
         if not found.any():
             reasons = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
             raise BadInputError(f"none of the {len(images)} queries could be used ({reasons})")
-        of_row: dict[int, list[tuple[str, int]]] = {}
-        for path, (row, label) in sorted(files.items()):
+        of_row: dict[int, list[tuple[str, str]]] = {}
+        for path, row, label in zip(stored.paths, stored.rows.tolist(), stored.labels):
             of_row.setdefault(row, []).append((path, label))
         usable = np.zeros(opened.count("rows"), bool)
         usable[list(of_row)] = True
         sims, rows = _search(opened, unit_rows(features[found]), own[found], usable, k, exact)
-        classes = opened.classes()
     neighbours = []
     for query_sims, query_rows in zip(sims, rows):
-        listed = [Neighbour(path, classes[label] if label >= 0 else "", float(sim))
+        listed = [Neighbour(path, label, float(sim))
                   for sim, row in zip(query_sims, query_rows) if row in of_row for path, label in of_row[row]]
         neighbours.append(listed[:k])
     return Similar(Path(store), [p for p, ok in zip(images.paths, found) if ok], neighbours, len(new) - len(failures), failures)
 
 
-def _extract(opened: FeatureStore, paths: list[str], device: str, engine: str, progress: bool):
+def _extract(opened: FeatureStore, paths: list[str], device: str, engine: str,
+             progress: bool) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """(features, found mask, failures) of `paths` extracted in the store's own feature space, aside (never into
     the store searched: queries are not part of the data)."""
     from featx.features._extraction import extract_aside
@@ -142,16 +145,19 @@ def _search(opened: FeatureStore, queries: np.ndarray, own: np.ndarray, usable: 
     rows other than the query's own."""
     n = len(usable)
     if exact is None:
-        exact = n <= EXACT_ROWS or not _has_faiss()
+        exact = n <= EXACT_ROWS or importlib.util.find_spec("faiss") is None
     if exact:
         return _exact(opened, queries, own, usable, k)
     index = cached_index(opened)
     wanted = min(n, k + 1 + int(n - usable.sum()))  # room for the own row and the rows with no file now
     index.hnsw.efSearch = max(HNSW_EF, wanted)
-    return index.search(queries, wanted)
+    sims, rows = index.search(queries, wanted)
+    mine = rows == own[:, None]
+    return np.where(mine, -np.inf, sims), np.where(mine, -1, rows)
 
 
-def _exact(opened: FeatureStore, queries: np.ndarray, own: np.ndarray, usable: np.ndarray, k: int):
+def _exact(opened: FeatureStore, queries: np.ndarray, own: np.ndarray, usable: np.ndarray,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
     n, step = len(usable), max(1, BLOCK_BYTES // (4 * queries.shape[1]))
     best_sims, best_rows = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     for start in range(0, n, step):
@@ -166,33 +172,53 @@ def _exact(opened: FeatureStore, queries: np.ndarray, own: np.ndarray, usable: n
     return best_sims, np.where(np.isfinite(best_sims), best_rows, -1)
 
 
-def _has_faiss() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def index_path(store: Path) -> Path:
+    """Where the faiss index of `store` is kept: beside it, as STORE.hnsw."""
     return store.with_name(f"{store.name}.hnsw")
 
 
 def cached_index(opened: FeatureStore) -> faiss.Index:
     """The faiss index of every committed row, read from STORE.hnsw and completed with the rows added since
-    (the store is append-only); written back when it changed."""
+    (the store is append-only); written back when it changed. An index that is no faiss file, or not of this
+    store (another store was written under its name), is built again; one that cannot be written is used anyway."""
     import faiss
 
     from featx.outputs import atomic_path
 
     path, n = index_path(opened.path), opened.count("rows")
-    index = faiss.read_index(str(path)) if path.exists() else None
-    if index is None or index.ntotal > n or index.d != opened.n_features:  # another store under this name
+    index = _read_index(path)
+    if index is None or not _indexes(index, opened, n):
         index = hnsw_index(opened.n_features, n)
     if index.ntotal < n:
         step = max(1, BLOCK_BYTES // (4 * opened.n_features))
         for start in range(index.ntotal, n, step):
             index.add(unit_rows(opened.row_ranges([start], step)))
-        with atomic_path(path) as tmp:
-            faiss.write_index(index, str(tmp))
+        try:
+            with atomic_path(path) as tmp:
+                faiss.write_index(index, str(tmp))
+        except OutputError as exc:  # a read-only folder: the index built is still good for this search
+            warnings.warn(StoreWarning(f"{exc}: the index is built again at the next search"), stacklevel=3)
     return index
+
+
+def _read_index(path: Path) -> faiss.Index | None:
+    """The index in `path`; None when there is none or it is no faiss index (said: it is built again)."""
+    import faiss
+
+    if not path.exists():
+        return None
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError:
+        warnings.warn(StoreWarning(f"{path} is not a faiss index: built again"), stacklevel=4)
+        return None
+
+
+def _indexes(index: faiss.Index, opened: FeatureStore, n: int) -> bool:
+    """Whether `index` holds the first rows of this store: its width, at most its rows, and the same vectors at
+    eight rows spread over them (an earlier store of the same name differs there)."""
+    if index.d != opened.n_features or index.ntotal > n:
+        return False
+    sample = np.unique(np.linspace(0, index.ntotal - 1, 8).astype(np.int64)) if index.ntotal else []
+    held = np.array([index.reconstruct(int(row)) for row in sample], np.float32).reshape(-1, index.d)
+    return np.allclose(held, unit_rows(opened.rows(sample)), atol=1e-5)
