@@ -26,7 +26,7 @@ def map_(store, colour, method, model, audit, out, unsafe_pickle):
     Zoom and pan, hover for the thumbnail, path, label (and prediction), click to open the file, click a legend
     entry to hide a class, search a file name. WebGL: 20,000 points stay responsive.
     """
-    from featx.exploring._map import audit_findings, embedding_map
+    from featx.exploring._map import embedding_map
     from featx.outputs import check_output
 
     from .options import pick_store
@@ -40,9 +40,9 @@ def map_(store, colour, method, model, audit, out, unsafe_pickle):
         predictions = load_bundle(model, unsafe_pickle=unsafe_pickle).predict_store(path)
     findings = None
     if audit:
-        from featx.auditing._audit import KINDS
+        from featx.auditing._audit import read_findings
 
-        findings = audit_findings(audit, KINDS)
+        findings = read_findings(audit)
     click.echo(f"written: {embedding_map(path, out, method=method, colour=colour, predictions=predictions, findings=findings)}")
 
 

@@ -3,8 +3,10 @@ scikit-image photographs with a re-encoded and a cropped copy; the store and the
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import html5lib
@@ -14,7 +16,7 @@ from click.testing import CliRunner
 from featx.cli import main
 
 import featx
-from featx.auditing._audit import audit
+from featx.auditing._audit import KINDS, audit
 from featx.auditing._findings import IMAGE_FINDINGS
 from featx.datasets import load_elpv
 from featx.errors import ParameterError
@@ -206,8 +208,13 @@ def test_cli_writes_findings_and_a_clean_csv_that_featx_extract_reads_and_change
     assert result.exit_code == 0, result.output
     assert snapshot(root.parent) == before
     assert {p.name for p in out.iterdir()} == {"exact_duplicates.csv", "near_duplicates.csv", "outliers.csv",
-                                               "label_errors.csv", "clean.csv", "audit.html", "manifest.json",
-                                               *(f"{name}.csv" for name in IMAGE_FINDINGS)}
+                                               "label_errors.csv", "clean.csv", "findings.csv", "audit.html",
+                                               "manifest.json", *(f"{name}.csv" for name in IMAGE_FINDINGS)}
+    flagged = re.search(r"files flagged: (.*)", result.output).group(1)  # "duplicates 2, near-duplicates 3, ..."
+    with open(out / "findings.csv", newline="") as f:
+        listed = Counter(row["finding"] for row in csv.DictReader(f))
+    said = dict(part.rsplit(" ", 1) for part in flagged.split(", "))
+    assert said == {kind: str(listed[kind]) for kind in KINDS} and sum(listed.values()) > 0
     assert "label errors ranked by" in result.output  # the chosen classifier and its CV score
     page = (out / "audit.html").read_text()
     html5lib.HTMLParser(strict=True).parse(page)

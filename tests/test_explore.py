@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from conftest import synthetic_space
 from featx.cli import main
 
 import featx
+from featx.errors import StoreWarning
 from featx.features._store import FeatureStore
 from featx.images._content import KEY_LENGTH
 
@@ -28,9 +31,9 @@ def store(tmp_path_factory, elpv_folder) -> Path:
     return path
 
 
-def synthetic_store(path: Path, n: int, width: int, block: int = 10_000, labelled: bool = True) -> Path:
+def synthetic_store(path: Path, n: int, width: int, block: int = 10_000, labelled: bool = True, seed: int = 0) -> Path:
     """A store of n random rows (files f000000.png...), committed in blocks, without a network."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     with FeatureStore.create_or_open(path, synthetic_space()) as opened:
         opened.commit(classes=["a", "b"])
         for start in range(0, n, block):
@@ -197,7 +200,8 @@ def test_the_neighbours_are_those_of_a_brute_force_search_exact_or_indexed(tmp_p
         _, exact = _similar._search(opened, queries, own, usable, 10, exact=True)
         _, indexed = _similar._search(opened, queries, own, usable, 10, exact=False)
     np.testing.assert_array_equal(exact, expected)
-    indexed = [[row for row in rows if row != mine][:10] for rows, mine in zip(indexed, own)]
+    assert not (indexed == own[:, None]).any()  # a query's own row is left out by the index too
+    indexed = [[row for row in rows if row >= 0][:10] for rows in indexed]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(indexed, expected)])
     assert recall >= 0.95 and [rows[0] for rows in indexed] == list(expected[:, 0])
 
@@ -217,6 +221,51 @@ def test_the_index_is_built_once_and_extended_when_the_store_grows(tmp_path):
     with FeatureStore.open(path) as opened:
         index = cached_index(opened)
         assert index.ntotal == 501 and index.search(np.ones((1, 8), np.float32) / np.sqrt(8), 1)[1][0, 0] == 500
+
+
+def test_an_index_of_another_store_or_no_index_at_all_is_built_again(tmp_path):
+    """STORE.hnsw is a cache: one left by an earlier store of the same name and size, or a file that is no index,
+    is built again from the store searched (the neighbours are those of a brute-force search of it)."""
+    from featx.exploring import _similar
+    from featx.features._neighbours import unit_rows
+
+    path = synthetic_store(tmp_path / "s.h5", 400, 8)
+    with FeatureStore.open(path) as opened:
+        _similar.cached_index(opened)
+    path.unlink()
+    synthetic_store(path, 400, 8, seed=1)  # the same name, width and rows: other features
+    with FeatureStore.open(path) as opened:
+        features = opened.rows(np.arange(400))
+        own = np.arange(0, 400, 41)
+        _, found = _similar._search(opened, unit_rows(features[own]), own, np.ones(400, bool), 5, exact=False)
+    assert [rows[rows >= 0][0] for rows in found] == list(brute_force(features, unit_rows(features[own]), own, 1)[:, 0])
+    _similar.index_path(path).write_bytes(b"garbage")
+    with FeatureStore.open(path) as opened, pytest.warns(StoreWarning, match="is not a faiss index: built again"):
+        assert _similar.cached_index(opened).ntotal == 400
+    with FeatureStore.open(path) as opened, warnings.catch_warnings():
+        warnings.simplefilter("error")  # written back: read the next time, without a word
+        assert _similar.cached_index(opened).ntotal == 400
+
+
+def test_an_index_that_cannot_be_written_is_still_searched(tmp_path, monkeypatch):
+    """A store in a read-only folder: the index built (minutes for 100,000 rows) answers the search anyway."""
+    import errno
+
+    import faiss
+
+    from featx.exploring import _similar
+
+    path = synthetic_store(tmp_path / "s.h5", 300, 8)
+
+    def read_only(index, name):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(faiss, "write_index", read_only)
+    with FeatureStore.open(path) as opened, pytest.warns(
+            StoreWarning, match=r"cannot write .*s.h5.hnsw: Read-only file system: the index is built again"):
+        query = opened.rows([7])
+        _, found = _similar._search(opened, query, np.array([-1]), np.ones(300, bool), 3, exact=False)
+    assert found[0, 0] == 7 and not _similar.index_path(path).exists()
 
 
 def test_similar_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path, private_cache):
@@ -274,6 +323,28 @@ def test_the_map_page_holds_every_file_and_is_coloured_by_a_models_predictions(s
     predicted = list(np.asarray(bundle.classes, dtype=object)[bundle.pipeline.predict(loaded.features)])
     assert page_data(out)["predictions"] == predicted
     assert f'"name":"{predicted[0]} ({predicted.count(predicted[0])})"' in out.read_text()  # a legend entry per prediction
+
+
+def test_the_map_is_coloured_by_the_audits_findings_from_any_folder(store, tmp_path, monkeypatch):
+    """Each file's first finding (label errors, duplicates...) is its colour, with the audit and the map run from
+    different folders."""
+    from featx.auditing._audit import KINDS
+
+    audited = CliRunner().invoke(main, ["audit", str(store), "--out", str(tmp_path / "audit"), "-j", "1"])
+    assert audited.exit_code == 0, audited.output
+    with open(tmp_path / "audit" / "findings.csv", newline="") as handle:
+        first: dict[str, str] = {}
+        for row in csv.DictReader(handle):
+            first.setdefault(str(Path(row["path"]).resolve()), row["finding"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["map", str(store), "--color", "finding", "--audit", str(tmp_path / "audit"),
+                                       "--out", "map.html"])
+    assert result.exit_code == 0, result.output
+    shown = Counter(first.get(str(Path(path).resolve()), "no finding") for path in page_data(elsewhere / "map.html")["paths"])
+    assert set(shown) - {"no finding"} and set(shown) <= {*KINDS, "no finding"}
+    assert all(f'"name":"{kind} ({n})"' in (elsewhere / "map.html").read_text() for kind, n in shown.items())
 
 
 def test_map_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import featx
+from featx.auditing._findings import IMAGE_FINDINGS
 from featx.cli import main
 from featx.features._store import FeatureStore
 from featx.images._quality import STATS, hamming, measure, phash
@@ -170,6 +171,9 @@ def test_image_findings_have_their_sections_and_csvs(planted_images, tmp_path):
     result = planted_images[4]
     written = {p.name for p in result.write(tmp_path / "out")}
     assert {"dark.csv", "blurry.csv", "low_information.csv", "odd_size.csv"} <= written
+    for name in IMAGE_FINDINGS:  # a statistic of its own beside width and height (odd sizes showed "width" twice)
+        header = result.tables[name].header
+        assert len(set(header)) == len(header) and header[:3] == ["rank", "path", "label"], (name, header)
     page = (tmp_path / "out" / "audit.html").read_text()
     for title in ("Dark images", "Blurry images", "Low-information images"):
         section = page.split(f"<h2>{title}</h2>")[1].split("<h2>")[0]

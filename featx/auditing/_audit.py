@@ -103,19 +103,42 @@ class Audit:
         return "\n".join(lines)
 
     def write(self, out: str | os.PathLike) -> list[Path]:
-        """Write each table as <name>.csv, clean.csv and audit.html (thumbnails) into `out`, then manifest.json
-        (which run wrote them, their sha256: see featx.outputs.check_manifest); returns the paths."""
+        """Write each table as <name>.csv, clean.csv, findings.csv (each flagged file and its finding, in KINDS'
+        order: `read_findings`) and audit.html (thumbnails) into `out`, then manifest.json (which run wrote them,
+        their sha256: see featx.outputs.check_manifest); returns the paths. clean.csv and findings.csv hold
+        absolute paths: they are read from any folder."""
         from featx.auditing._page import write_page
         from featx.outputs import output_set
 
         out = Path(out)
-        tables = {**self.tables, "clean": Table(["path", "label"], [[os.path.abspath(p), label] for p, label in self.clean])}
+        flagged = [[os.path.abspath(p), kind] for kind in KINDS for p in sorted(self.dropped.get(kind, ()))]
+        tables = {**self.tables, "clean": Table(["path", "label"], [[os.path.abspath(p), label] for p, label in self.clean]),
+                  "findings": Table(["path", "finding"], flagged)}
         with output_set(out / "manifest.json") as written:
             for name, table in tables.items():
                 table.write(out / f"{name}.csv")
                 written.append(out / f"{name}.csv")
             written.append(write_page(self, out / "audit.html"))
         return [*written, out / "manifest.json"]
+
+
+def read_findings(folder: str | os.PathLike) -> dict[str, str]:
+    """path (as `display_path` gives it) -> its first finding (in KINDS' order) in a `featx audit --out` folder."""
+    import csv
+
+    from featx.images._inputs import display_path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInputError(f"no audit folder at {folder}: run featx audit STORE --out {folder} first")
+    if not (folder / "findings.csv").is_file():
+        raise BadInputError(f"{folder} has no findings.csv (an audit by an earlier featx): run featx audit STORE "
+                            f"--out {folder} again")
+    found: dict[str, str] = {}
+    with open(folder / "findings.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            found.setdefault(display_path(row["path"]), row["finding"])
+    return found
 
 
 def _steps(progress: bool) -> Callable[[str], None]:

@@ -31,21 +31,24 @@ def image_findings(files: Files) -> dict[str, tuple[Table, set[str]]]:
     rows = np.flatnonzero(files.measured)
     stat = {name: files.stats[rows, i] for i, name in enumerate(STATS)}
     area, aspect = np.log2(stat["width"] * stat["height"]), np.log2(stat["width"] / stat["height"])
-    scores = {  # finding -> (statistic shown, score: higher is worse, flagged)
-        "dark": ("brightness", -stat["brightness"], stat["brightness"] < DARK),
-        "bright": ("brightness", stat["brightness"], stat["brightness"] > BRIGHT),
-        "blurry": ("blur", -modified_z(np.log10(stat["blur"] + 1e-9)), modified_z(np.log10(stat["blur"] + 1e-9)) < -OUTLIER_Z),
-        "low_information": ("entropy", -stat["entropy"], stat["entropy"] < LOW_ENTROPY),
-        "odd_size": ("width", np.abs(area - np.median(area)), np.abs(area - np.median(area)) > ODD_AREA),
-        "odd_aspect_ratio": ("width", np.abs(aspect - np.median(aspect)), np.abs(aspect - np.median(aspect)) > ODD_ASPECT),
+    scores = {  # finding -> (statistic shown, its values, score: higher is worse, flagged)
+        "dark": ("brightness", stat["brightness"], -stat["brightness"], stat["brightness"] < DARK),
+        "bright": ("brightness", stat["brightness"], stat["brightness"], stat["brightness"] > BRIGHT),
+        "blurry": ("blur", stat["blur"], -modified_z(np.log10(stat["blur"] + 1e-9)),
+                   modified_z(np.log10(stat["blur"] + 1e-9)) < -OUTLIER_Z),
+        "low_information": ("entropy", stat["entropy"], -stat["entropy"], stat["entropy"] < LOW_ENTROPY),
+        "odd_size": ("pixels", stat["width"] * stat["height"], np.abs(area - np.median(area)),
+                     np.abs(area - np.median(area)) > ODD_AREA),
+        "odd_aspect_ratio": ("aspect_ratio", stat["width"] / stat["height"], np.abs(aspect - np.median(aspect)),
+                             np.abs(aspect - np.median(aspect)) > ODD_ASPECT),
     }
     found = {}
-    for name, (shown, score, flagged) in scores.items():
+    for name, (shown, values, score, flagged) in scores.items():
         table, paths = Table(["rank", "path", "label", shown, "width", "height", "score"]), set()
         ranked = np.flatnonzero(flagged)[np.argsort(-score[flagged], kind="stable")]
         for rank, k in enumerate(ranked.tolist(), 1):
             for i in files.by_row[int(rows[k])]:
-                table.rows.append([rank, files.paths[i], files.labels[i], float(stat[shown][k]), int(stat["width"][k]),
+                table.rows.append([rank, files.paths[i], files.labels[i], float(values[k]), int(stat["width"][k]),
                                    int(stat["height"][k]), float(score[k])])
                 paths.add(files.paths[i])
         found[name] = table, paths

@@ -61,7 +61,7 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
                   colour: str = "label", predictions: Mapping[str, str] | None = None,
                   findings: Mapping[str, str] | None = None, seed: int = 0) -> Path:
     """Write the map of `store` to `out`. `colour`: "label", "prediction" (`predictions`: path -> class) or
-    "finding" (`findings`: path -> the audit's finding, see `audit_findings`)."""
+    "finding" (`findings`: path -> the audit's finding, see `featx.auditing.read_findings`)."""
     from featx.reports._figures import projection
     from featx.reports._html import link, page, write
 
@@ -127,22 +127,3 @@ def _thumbnails(paths: Sequence[str]) -> list[str | None]:
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         made = list(pool.map(lambda p: thumbnail(p, THUMB), paths))
     return [data_uri(jpeg, "image/jpeg") if jpeg else None for jpeg in made]
-
-
-def audit_findings(folder: str | os.PathLike, kinds: Sequence[str]) -> dict[str, str]:
-    """path -> the first of `kinds` whose CSV in a `featx audit` folder lists it (rows with a `flagged`
-    column: only the flagged ones)."""
-    import csv
-
-    folder, found = Path(folder), {}
-    if not folder.is_dir():
-        raise BadInputError(f"no audit folder at {folder}: run featx audit STORE --out {folder} first")
-    from featx.images._inputs import display_path
-
-    for kind in kinds:
-        if (folder / f"{kind}.csv").is_file():
-            with open(folder / f"{kind}.csv", newline="") as handle:
-                for row in csv.DictReader(handle):
-                    if row.get("flagged", "True") in ("True", "1", "true"):
-                        found.setdefault(display_path(row["path"]), kind)
-    return found
