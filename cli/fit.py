@@ -36,8 +36,8 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     from featx.classify._fitting import fit as train
     from featx.outputs import check_output
 
-    out = check_output(out or f"featx-{clf}.{fmt}", "--out")  # the report goes beside it
     path = pick_store(store)
+    out = check_output(out or f"featx-{clf}.{fmt}", "--out", reads=[path])  # the report goes beside it
     click.echo(f"store: {path}", err=True)
     bundle, report = train(path, clf, cv=cv, test_size=test_size, seed=seed, class_weight=class_weight,
                            n_jobs=n_jobs, epochs=epochs, wait=wait)

@@ -31,8 +31,8 @@ def map_(store, colour, method, model, audit, out, unsafe_pickle):
 
     from .options import pick_store
 
-    check_output(out, "--out")
     path = pick_store(store, "featx map STORE")
+    check_output(out, "--out", reads=[path])
     predictions = None
     if model:
         from featx.classify._bundle import load_bundle

@@ -24,9 +24,9 @@ def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, 
     from featx.outputs import atomic_write, check_output
 
     if out != "-":
-        check_output(out, "--out")
+        check_output(out, "--out", reads=[model, *images])
     if report:
-        check_output(report, "--report")
+        check_output(report, "--report", reads=[model, *images])
     predictions, sources = load_model(model, unsafe_pickle=unsafe_pickle).predict(
         list(images), weights=weights, tta=tta, batch_size=batch_size, workers=workers, device=device, progress=not quiet)
     click.echo(sources.summary(), err=True)

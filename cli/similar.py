@@ -30,10 +30,11 @@ def similar(queries, store, k, out, report, device, engine, quiet):
 
     from .options import pick_store
 
+    store = pick_store(store, "--store STORE")
     for path, option in ((out, "--out"), (report, "--report")):
         if path:
-            check_output(path, option)
-    found = search(list(queries), pick_store(store, "--store STORE"), k, device=device, engine=engine, progress=not quiet)
+            check_output(path, option, reads=[store, *queries])
+    found = search(list(queries), store, k, device=device, engine=engine, progress=not quiet)
     if out:
         with atomic_write(out, "w", newline="", encoding="utf-8") as handle:
             found.write_csv(handle)

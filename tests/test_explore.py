@@ -145,6 +145,39 @@ def test_export_refuses_an_empty_store_and_says_how_to_get_pyarrow(tmp_path, mon
     assert not (tmp_path / "e.parquet").exists()
 
 
+def test_no_command_writes_over_the_store_it_reads_nor_half_an_npy_export(tmp_path, elpv_folder):
+    """--out or --report naming the store itself (which export, map, similar and fit read) is one line and the
+    store is left whole; an npy export whose CSV would take the matrix's name, or cannot be written, writes nothing."""
+    import hashlib
+
+    path = synthetic_store(tmp_path / "s.h5", 30, 4)
+    query = str(next(elpv_folder.rglob("*.png")))
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    runs = {
+        "export": ["export", str(path), "--format", "npy", "--out", str(path)],
+        "map": ["map", str(path), "--out", str(path)],
+        "similar": ["similar", query, "--store", str(path), "--report", str(path)],
+        "fit": ["fit", "--features", str(path), "--out", str(path)],
+    }
+    for name, args in runs.items():
+        result = CliRunner().invoke(main, args)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code in (1, 2) and len(errors) == 1 and "it is the input" in errors[0], (name, result.output)
+        assert "Traceback" not in result.output and hashlib.sha256(path.read_bytes()).hexdigest() == before, name
+    (tmp_path / "taken.csv").mkdir()
+    for out, said in (("emb.csv", "would share that name"), ("taken.npy", "taken.csv: it is a folder")):
+        result = CliRunner().invoke(main, ["export", str(path), "--format", "npy", "--out", str(tmp_path / out)])
+        assert result.exit_code in (1, 2) and said in result.output and "Traceback" not in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "taken.csv"]
+
+
+def test_a_map_without_plotly_says_how_to_get_it_before_any_projection(store, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.setattr("featx.reports._figures.projection", lambda *a: pytest.fail("projected without plotly"))
+    result = CliRunner().invoke(main, ["map", str(store), "--out", str(tmp_path / "map.html")])
+    assert result.exit_code == 1 and 'pip install "featx[explore]"' in result.output, result.output
+
+
 # ---- featx similar ----------------------------------------------------------------------------------------
 def cells(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.png"))

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError
+from featx.errors import BadInputError, FeatxError, OutputError, UnknownNameError
 from featx.features._store import FeatureStore
 
 FORMATS = ("parquet", "npy")
@@ -67,6 +67,20 @@ class Rows:
             yield part, self.store.rows(self.rows[part]).astype(np.float32, copy=False)
 
 
+def export_paths(store: str | os.PathLike, format: str = "parquet", out: str | os.PathLike | None = None) -> list[Path]:
+    """The files `export_embeddings` writes: `out` (default: STORE_STEM.FORMAT in the working folder) and, for
+    npy, its CSV of metadata beside it."""
+    if format not in FORMATS:
+        raise UnknownNameError("export format", format, FORMATS)
+    out = Path(out) if out else Path(f"{Path(store).stem}.{format}")
+    if format == "parquet":
+        return [out]
+    if out.with_suffix(".csv") == out:
+        raise OutputError(f"cannot write {out}: the matrix and its CSV of metadata would share that name; "
+                          "choose an --out ending in .npy")
+    return [out, out.with_suffix(".csv")]
+
+
 def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: str | os.PathLike | None = None,
                       block_bytes: int | None = None, split: str | os.PathLike | None = None) -> list[Path]:
     """Write the store's embeddings as `format` ("parquet" or "npy") to `out` (default: STORE_STEM.FORMAT in
@@ -75,9 +89,7 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
     from featx.images._inputs import read_split
     from featx.outputs import atomic_path, atomic_write
 
-    if format not in FORMATS:
-        raise BadInputError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
-    out = Path(out) if out else Path(f"{Path(store).stem}.{format}")
+    out, *meta = export_paths(store, format, out)
     with FeatureStore.open(store, warn=True) as opened:
         rows = Rows(opened, None if split is None else read_split(split))
         if format == "parquet":
@@ -85,18 +97,17 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
             with atomic_path(out) as tmp:
                 _write_parquet(rows, tmp, pa, pq, block_bytes)
             return [out]
-        meta = out.with_suffix(".csv")
         header = {"descr": "<f4", "fortran_order": False, "shape": (len(rows), opened.n_features)}
         with atomic_write(out) as handle:  # written, not memory-mapped: a map's pages count in the RSS
             np.lib.format.write_array_header_2_0(handle, header)
             for _, features in rows.blocks(block_bytes):
                 handle.write(features.astype("<f4", copy=False).tobytes())
-        with atomic_write(meta, "w", newline="", encoding="utf-8") as handle:
+        with atomic_write(meta[0], "w", newline="", encoding="utf-8") as handle:
             columns = rows.columns()
             writer = csv.writer(handle)
             writer.writerow(list(columns))
             writer.writerows(zip(*([value or "" for value in column] for column in columns.values())))
-        return [out, meta]
+        return [out, *meta]
 
 
 def _write_parquet(rows: Rows, path: Path, pa, pq, block_bytes: int | None) -> None:

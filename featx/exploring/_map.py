@@ -14,10 +14,11 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError, ParameterError
+from featx.errors import BadInputError, FeatxError, ParameterError, UnknownNameError
 from featx.exploring._export import Rows
 from featx.features._store import FeatureStore
 
@@ -66,12 +67,13 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
     from featx.reports._html import link, page, write
 
     if method not in METHODS:
-        raise ParameterError(f"unknown --method {method!r}; valid: {', '.join(METHODS)}")
+        raise UnknownNameError("projection method", method, METHODS)
     if colour not in COLORS:
-        raise ParameterError(f"unknown --color {colour!r}; valid: {', '.join(COLORS)}")
+        raise UnknownNameError("colouring", colour, COLORS)
     given = {"prediction": (predictions, "--model MODEL"), "finding": (findings, "--audit DIR")}.get(colour)
     if given and given[0] is None:
         raise ParameterError(f"--color {colour} needs {given[1]}")
+    go = plotly()  # a missing plotly said before the projection and the thumbnails are made
     with FeatureStore.open(store, warn=True) as opened:
         rows = Rows(opened)
         keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:MAX_POINTS])
@@ -81,14 +83,15 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
     points = projection(features, method)
     paths = [rows.paths[i] for i in keep]
     labels = [rows.labels[i] or NONE for i in keep]
-    groups = {"label": labels, "prediction": [(predictions or {}).get(p, NONE) for p in paths],
+    predicted = None if predictions is None else [predictions.get(p, NONE) for p in paths]
+    groups = {"label": labels, "prediction": predicted,
               "finding": [(findings or {}).get(p, "no finding") for p in paths]}[colour]
     base = Path(out).absolute().parent
     data = {"x": points[:, 0].round(4).tolist(), "y": points[:, 1].round(4).tolist(), "paths": paths,
             "names": [Path(p).name for p in paths], "labels": labels, "links": [link(p, base) for p in paths],
-            "predictions": [(predictions or {}).get(p, NONE) for p in paths] if predictions is not None else None,
+            "predictions": predicted,
             "thumbs": _thumbnails(paths) if len(paths) <= EMBED_THUMBNAILS else [None] * len(paths)}
-    figure = _figure(points, groups, method)
+    figure = _figure(go, points, groups, method)
     payload = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the script
     sampled = f"; a random sample of {len(keep):,} of its {len(rows):,} files" if len(keep) < len(rows) else ""
     body = ('<p><input id="search" type="search" placeholder="file name"> <span id="matches"></span> '
@@ -102,11 +105,16 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
     return write(out, document)
 
 
-def _figure(points: np.ndarray, groups: Sequence[str], method: str):
+def plotly() -> ModuleType:
+    """plotly.graph_objects, or one line saying how to install it."""
     try:
         import plotly.graph_objects as go
     except ImportError:
         raise FeatxError('featx map needs plotly: pip install "featx[explore]"') from None
+    return go
+
+
+def _figure(go: ModuleType, points: np.ndarray, groups: Sequence[str], method: str):
     groups = np.asarray(groups, dtype=object)
     figure = go.Figure(layout={"dragmode": "pan", "hovermode": "closest", "margin": {"l": 30, "r": 10, "t": 10, "b": 30},
                                "xaxis": {"title": f"{method} 1"}, "yaxis": {"title": f"{method} 2"}})
