@@ -7,6 +7,7 @@ from featx.auditing._audit import DEFAULT_DROP, KINDS, NEIGHBOURS, RANGES
 from featx.auditing._labels import AUTO, AUTO_ALL_ROWS, CANDIDATES, REFIT_ROUNDS
 from featx.classify._classifiers import CLASSIFIERS
 
+from . import options
 from .errors import user_errors
 from .options import number_range, pick_store
 
@@ -31,14 +32,14 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
               help="CSV of path,split: near duplicates across splits are leaks (default: featx fit's own split).")
 @click.option("--test-size", type=number_range(*RANGES["test_size"]), default=0.2, show_default=True,
               help="featx fit's split to check for leaks: its --test-size.")
-@click.option("--seed", type=int, default=0, show_default=True, help="featx fit's --seed; also the folds of the label check.")
+@options.seed("featx fit's --seed; also the folds of the label check.")
 @click.option("--clf", type=click.Choice([AUTO, *CLASSIFIERS]), default=AUTO, show_default=True,
               help=f"Classifier whose out-of-fold probabilities rank the label errors; {AUTO}: the best of "
                    f"{', '.join(CANDIDATES)} by cross-validation ({CANDIDATES[0]} alone beyond {AUTO_ALL_ROWS:,} images).")
 @click.option("--cv", type=number_range(*RANGES["cv"]), default=5, show_default=True, help="Folds for the out-of-fold probabilities.")
 @click.option("--refit-rounds", type=number_range(*RANGES["refit_rounds"]), default=REFIT_ROUNDS, show_default=True,
               help="Times the classifier is refitted without the likely label errors found, before ranking (0: none).")
-@click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
+@options.n_jobs
 @click.option("--drop", default=",".join(DEFAULT_DROP), show_default=True, callback=_kinds,
               help=f"Findings whose files clean.csv leaves out, comma-separated: {', '.join(KINDS)}, or none.")
 @click.option("--pixels/--no-pixels", default=True, show_default=True,

@@ -49,8 +49,8 @@ def _names(valid=None, convert=str):
 @click.option("--group-column", help="A column of DATA's CSV naming each image's group (a number from 1, or a header's name; "
                                      "ELPV's labels.csv: 3, the cell type): the split is stratified by class and group.")
 @click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
+@options.seed()
+@options.n_jobs
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="featx-compare", show_default=True)
 @options.apply(options.engine, options.device, options.quiet)
 @user_errors

@@ -26,12 +26,15 @@ def evaluate(model, data, unsafe_pickle, weights, batch_size, workers, device, q
     and macro F1 average over the classes present.
     """
     from featx.outputs import check_output, manifest_path, output_set
-    from featx.reports._report import report_prefix
+    from featx.reports._report import report_files, report_prefix
 
-    prefix = check_output(prefix or report_prefix(model, data), "--report")
     from featx.finetuning._models import load_model
 
-    report, sources = load_model(model, unsafe_pickle=unsafe_pickle).evaluate(
+    loaded = load_model(model, unsafe_pickle=unsafe_pickle)
+    prefix = prefix or report_prefix(model, data)
+    for file in [*report_files(prefix), manifest_path(prefix)]:
+        check_output(file, "--report", reads=[model, *data, *loaded.training_stores()])
+    report, sources = loaded.evaluate(
         list(data), weights=weights, tta=tta, batch_size=batch_size, workers=workers, device=device, progress=not quiet)
     with output_set(manifest_path(prefix)) as written:
         written += report.save(prefix, tsne=tsne)

@@ -6,6 +6,7 @@ import click
 from featx.classify._classifiers import CLASSIFIERS
 from featx.names import CLASS_WEIGHTS, MODEL_FORMATS
 
+from . import options
 from .errors import user_errors
 from .options import pick_store
 
@@ -15,10 +16,10 @@ from .options import pick_store
 @click.option("--clf", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True, help="Classifier.")
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), help="Weight classes inversely to their frequency.")
 @click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds for model selection.")
-@click.option("--n-jobs", "-j", type=int, help="Parallel cross-validation fits (-1: all cores).")
+@options.n_jobs
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Held-out test fraction, never seen during model selection.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@options.seed()
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="sgd: passes over the store.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Model file; default: featx-<clf>.skops (.joblib).")
 @click.option("--format", "fmt", type=click.Choice(MODEL_FORMATS), default="skops", show_default=True,
@@ -33,11 +34,15 @@ def fit(store, clf, class_weight, cv, n_jobs, test_size, seed, epochs, out, fmt,
     held-out test split: a table here, and next to the model an HTML report (metrics, confusion matrix,
     feature map, the most confident mistakes and correct examples as thumbnails), JSON and the figures as PNG.
     """
+    from featx.classify._bundle import check_model_name
     from featx.classify._fitting import fit as train
-    from featx.outputs import check_output
+    from featx.outputs import check_output, manifest_path
+    from featx.reports._report import report_files
 
     path = pick_store(store)
-    out = check_output(out or f"featx-{clf}.{fmt}", "--out", reads=[path])  # the report goes beside it
+    out = check_model_name(out or f"featx-{clf}.{fmt}", fmt)
+    for file in [out, *report_files(out), manifest_path(out)]:  # the report and its manifest go beside it
+        check_output(file, "--out", reads=[path])
     click.echo(f"store: {path}", err=True)
     bundle, report = train(path, clf, cv=cv, test_size=test_size, seed=seed, class_weight=class_weight,
                            n_jobs=n_jobs, epochs=epochs, wait=wait)

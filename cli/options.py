@@ -32,6 +32,22 @@ offline = click.option(
     help="Never download weights: only cached ones, shipped ones or --weights FILE (also: FEATX_OFFLINE=1).",
 )
 
+
+
+def _not_zero(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value == 0:
+        raise click.BadParameter("0 runs nothing: a number of parallel fits, or -1 for all cores")
+    return value
+
+
+n_jobs = click.option("--n-jobs", "-j", type=int, callback=_not_zero, help="Parallel cross-validation fits (-1: all cores).")
+
+
+def seed(help: str | None = None) -> Callable:
+    """--seed of a split: scikit-learn's random_state takes 0 to 2**32 - 1."""
+    return click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help=help)
+
+
 unsafe_pickle = click.option(
     "--unsafe-pickle", is_flag=True,
     help="Also load a model saved with --format joblib (a pickle: loading it runs any code it holds; only your own).",

@@ -23,11 +23,13 @@ def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, 
     from featx.finetuning._models import load_model
     from featx.outputs import atomic_write, check_output
 
+    loaded = load_model(model, unsafe_pickle=unsafe_pickle)
+    reads = [model, *images, *loaded.training_stores()]
     if out != "-":
-        check_output(out, "--out", reads=[model, *images])
+        check_output(out, "--out", reads=reads)
     if report:
-        check_output(report, "--report", reads=[model, *images])
-    predictions, sources = load_model(model, unsafe_pickle=unsafe_pickle).predict(
+        check_output(report, "--report", reads=reads)
+    predictions, sources = loaded.predict(
         list(images), weights=weights, tta=tta, batch_size=batch_size, workers=workers, device=device, progress=not quiet)
     click.echo(sources.summary(), err=True)
     with (click.open_file(out, "w", errors="surrogateescape") if out == "-"

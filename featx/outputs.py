@@ -35,12 +35,18 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False,
                  reads: Sequence[str | os.PathLike] = ()) -> Path:
     """Raise OutputError (one line naming `path` and `option`) unless the file `path` (the folder, with
     `folder`) can be written: its folder exists or can be made, and a byte can be written there (so a
-    read-only or full disk is found before any work), and it is none of the files the command `reads` (a
-    store written over with its own export). Creates nothing; returns the path."""
+    read-only or full disk is found before any work), and it is none of the files the command `reads` nor an
+    image in a folder it reads (a store written over with its own export). Creates nothing; returns the path."""
+    from featx.images._inputs import is_image_file
+
     path = Path(path)
     for source in reads:
-        if path.exists() and os.path.exists(source) and os.path.samefile(path, source):
+        if not path.exists() or not os.path.exists(source):
+            continue
+        if os.path.samefile(path, source):
             raise OutputError(f"cannot write {path}: it is the input {source}; choose another {option}")
+        if os.path.isdir(source) and is_image_file(path) and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(source)):
+            raise OutputError(f"cannot write {path}: it is an image of the input folder {source}; choose another {option}")
     if path.is_dir() != folder and path.exists():
         raise OutputError(f"cannot write {path}: it is {'not ' if folder else ''}a folder; choose another {option}")
     existing = path if folder else path.parent

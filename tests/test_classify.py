@@ -238,6 +238,59 @@ def test_skops_refuses_foreign_types(tmp_path):
         load_bundle(tmp_path / "cut.joblib", unsafe_pickle=True)
 
 
+def test_a_damaged_model_or_one_of_another_format_is_one_line(model, tmp_path):
+    """A skops file whose state lacks a key, holds no JSON or names fewer classes than its pipeline has, and one
+    of another featx format: one line each, not a KeyError, JSONDecodeError or IndexError later in predict."""
+    import skops.io
+
+    from featx.classify._bundle import _load_skops
+
+    state = _load_skops(Path(model))
+    damaged = {"no classes": {k: v for k, v in state.items() if k != "classes"}, "no json": {**state, "info": "{not json"},
+               "one class": {**state, "classes": state["classes"][:1]}, "newer": {**state, "format": "featx-model/2"}}
+    for name, broken in damaged.items():
+        skops.io.dump(broken, tmp_path / f"{name}.skops")
+        result = CliRunner().invoke(predict, [str(tmp_path / f"{name}.skops"), str(model), "-q"])
+        said = "saved by another featx (featx-model/2" if name == "newer" else "is a damaged featx model"
+        assert result.exit_code == 1 and said in result.output and "Traceback" not in result.output, (name, result.output)
+
+
+def test_outputs_that_are_inputs_or_unloadable_are_refused_before_any_work(elpv, model, tmp_path, monkeypatch):
+    """predict's CSV over the model's training store or over an image of its input folder; a joblib model named
+    .skops (featx would never load it); a report file that is a folder; -j 0 and a negative seed."""
+    import hashlib
+
+    store, image = elpv["store"], next((elpv["heldout"] / "defective").iterdir())
+    before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (store, image)}
+    monkeypatch.setattr("featx.classify._fitting.samples", lambda *a: pytest.fail("trained before the checks"))
+    (tmp_path / "m.skops-pca.png").mkdir()
+    runs = {
+        "predict over the training store": (predict, [str(model), str(elpv["heldout"]), "-o", str(store)], "it is the input"),
+        "predict over an input image": (predict, [str(model), str(elpv["heldout"]), "-o", str(image)],
+                                        "it is an image of the input folder"),
+        "joblib named .skops": (fit, ["-f", str(store), "--format", "joblib", "-o", str(tmp_path / "j.skops")],
+                                "featx never loads a pickle named .skops"),
+        "a report file is a folder": (fit, ["-f", str(store), "-o", str(tmp_path / "m.skops")], "m.skops-pca.png: it is a folder"),
+        "no jobs": (fit, ["-f", str(store), "-j", "0"], "0 runs nothing"),
+        "negative seed": (fit, ["-f", str(store), "--seed", "-1"], "--seed"),
+    }
+    for name, (command, args, said) in runs.items():
+        result = CliRunner().invoke(command, args)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code in (1, 2) and len(errors) == 1 and said in result.output, (name, result.output)
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skops-pca.png"]
+
+
+def test_evaluate_names_an_unknown_class_before_extracting_anything(elpv, model, tmp_path, monkeypatch):
+    listing = tmp_path / "new.csv"
+    cells = sorted(elpv["heldout"].rglob("*.png"))
+    listing.write_text("".join(f"{cell},{'defectiv' if i == 0 else cell.parent.name}\n" for i, cell in enumerate(cells)))
+    monkeypatch.setattr("featx.features._extraction.extract_aside", lambda *a, **k: pytest.fail("extracted first"))
+    result = CliRunner().invoke(evaluate, [str(model), str(listing), "-q"])
+    assert result.exit_code == 1 and f"{listing}: classes the model does not know: defectiv" in result.output, result.output
+
+
 def test_feature_space_mismatch_and_unnamed_weights(model):
     bundle = load_bundle(model)
     with pytest.raises(FeatureSpaceMismatchError, match="pooling"):

@@ -223,6 +223,10 @@ def test_a_fused_winner_holds_its_spaces_and_predicts_through_featx_predict(comp
     listed = CliRunner().invoke(main, ["info", str(comparison.model)])
     assert listed.exit_code == 0, listed.output
     assert listed.output.count('"model": "efficientnet_lite0"') == 2 and "feature spaces: 2" in listed.output
+    store = bundle.training_stores()[0]  # a map of one space's store cannot be coloured by a model of two
+    mapped = CliRunner().invoke(main, ["map", str(store), "--color", "prediction", "--model", str(comparison.model),
+                                       "--out", str(tmp_path / "map.html")])
+    assert mapped.exit_code == 1 and "the model fuses 2 feature spaces" in mapped.output and "Traceback" not in mapped.output
 
 
 @pytest.mark.parametrize("args, named", [

@@ -91,7 +91,11 @@ class ModelBundle:
             raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")
 
     def predict_store(self, store: str | os.PathLike) -> dict[str, str]:
-        """path -> the class predicted from the features `store` holds for it (refused for another feature space)."""
+        """path -> the class predicted from the features `store` holds for it (refused for another feature space,
+        and for a fused model: a store holds one space)."""
+        if self.extra_spaces:
+            raise BadInputError(f"the model fuses {1 + len(self.extra_spaces)} feature spaces and {store} holds one: "
+                                "use a model fitted on this store (featx fit)")
         with FeatureStore.open(store, warn=True) as opened:
             self.check_space(opened.space, opened.dtype)
             loaded = opened.load()
@@ -102,6 +106,10 @@ class ModelBundle:
         """The store the pipeline was trained on, as `featx fit` recorded it (a model from before it did: the
         default store of its feature space)."""
         return Path(self.info["store"]) if "store" in self.info else self.space.store_path(self.dtype)
+
+    def training_stores(self) -> list[Path]:
+        """The stores whose rows `predict` and `evaluate` read: each feature space's training store."""
+        return [part.training_store() for part in self.parts()]
 
     def extractor(self, weights: str | os.PathLike | None = None, device: str = "auto", engine: str = "auto") -> Extractor:
         """The extraction of exactly this bundle's feature space. Weights named only by a file hash (fine-tuned
@@ -132,12 +140,15 @@ class ModelBundle:
 
         `options` go to `featx.extract` (device, batch_size, workers, progress).
         """
-        images, features, found, sources = _bundle_features(self, data, weights, tta, **options)
-        labels = labels_in(images, self.classes)
-        use = found & (labels >= 0)
+        from featx.images._inputs import find_images
+
+        images = find_images(data)
+        labels = labels_in(images, self.classes, data)  # before any extraction: a typo costs nothing
+        images, labels = images.take(np.flatnonzero(labels >= 0)), labels[labels >= 0]
+        features, use, sources = _bundle_features(self, images, weights, tta, **options)
         if not use.any():
-            raise BadInputError("no labelled image could be evaluated (evaluate needs class folders or CSV labels; "
-                                "featx predict handles unlabelled images)")
+            raise BadInputError(f"none of the {len(images)} labelled images could be read: "
+                                f"{'; '.join(f'{path}: {why}' for path, why in sources.failures[:3])}")
         x, true = features[use], labels[use]
         predicted = self.pipeline.predict(x)
         details = {"classifier": self.info.get("classifier"), "hyperparameters": self.info.get("hyperparameters"),
@@ -154,18 +165,19 @@ class ModelBundle:
                 weights: str | os.PathLike | None = None, tta: str = "none", **options: Any) -> tuple[Predictions, Sources]:
         """Predictions of the bundle for every image in `data` (those that failed: their reasons); returns
         (Predictions, Sources)."""
-        images, features, found, sources = _bundle_features(self, data, weights, tta, **options)
+        from featx.images._inputs import find_images
+
+        images = find_images(data)
+        features, found, sources = _bundle_features(self, images, weights, tta, **options)
         scores, kind = class_scores(self.pipeline, features)  # rows of failed files (zeros) are dropped by `of`
         predicted = self.pipeline.predict(features)
         return Predictions.of(images, found, predicted[found], scores[found], kind, self.classes, sources.failures), sources
 
     def save(self, path: str | os.PathLike, format: str = "skops") -> Path:
         """Write the bundle (skops: safe to share; joblib: pickle, unsafe to load from others)."""
-        if format not in MODEL_FORMATS:
-            raise UnknownNameError("model format", format, MODEL_FORMATS)
         from featx.outputs import atomic_path
 
-        path = Path(path)
+        path = check_model_name(path, format)
         state = {
             "format": FORMAT,
             "pipeline": self.pipeline,
@@ -199,6 +211,18 @@ class ModelBundle:
         return written
 
 
+def check_model_name(path: str | os.PathLike, format: str) -> Path:
+    """`path`, when a model of `format` can be saved and loaded under it: a pickle (joblib) is never read under
+    the name .skops (`load_bundle`)."""
+    if format not in MODEL_FORMATS:
+        raise UnknownNameError("model format", format, MODEL_FORMATS)
+    path = Path(path)
+    if format == "joblib" and path.suffix == ".skops":
+        raise ParameterError(f"cannot save a joblib model as {path}: featx never loads a pickle named .skops; "
+                             "name it .joblib")
+    return path
+
+
 def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str | None]:
     """(indices of the `paths` whose content the training store holds, their features, None), read only;
     (no indices, no features, why) when the store is missing, unreadable or in another feature space.
@@ -216,20 +240,17 @@ def _training_rows(bundle: ModelBundle, paths: Sequence[str]) -> tuple[np.ndarra
         return np.zeros(0, dtype=np.int64), np.zeros((0, bundle.width)), str(exc)
 
 
-def _bundle_features(bundle: ModelBundle, data, weights, tta: str, **options):
-    """The images in `data` and their features in the bundle's feature space: rows of the training store where
-    it holds their content, the others extracted. Returns (images, features, mask of the files that have
-    features, Sources)."""
-    from featx.images._inputs import find_images
-
+def _bundle_features(bundle: ModelBundle, images: ImageList, weights, tta: str,
+                     **options) -> tuple[np.ndarray, np.ndarray, Sources]:
+    """The features of `images` in the bundle's feature space: rows of the training store where it holds their
+    content, the others extracted. Returns (features, mask of the files that have features, Sources)."""
     if tta != "none":
         raise ParameterError(f"tta={tta!r} applies to a fine-tuned network; a fitted model's features use its "
                              f"feature space's own tta ({bundle.space.tta})")
     if bundle.extra_spaces:  # a fused model (featx compare): each space's features, side by side
-        done = [_bundle_features(part, data, weights, tta, **options) for part in bundle.parts()]
-        return (done[0][0], np.hstack([features for _, features, _, _ in done]),
-                np.logical_and.reduce([found for _, _, found, _ in done]), Sources.joined([s for *_, s in done]))
-    images = find_images(data)
+        done = [_bundle_features(part, images, weights, tta, **options) for part in bundle.parts()]
+        return (np.hstack([features for features, _, _ in done]), np.logical_and.reduce([found for _, found, _ in done]),
+                Sources.joined([sources for *_, sources in done]))
     features = np.zeros((len(images), bundle.width), dtype=np.float32)
     found = np.zeros(len(images), dtype=bool)
     held, rows, unused = _training_rows(bundle, images.paths)
@@ -242,7 +263,7 @@ def _bundle_features(bundle: ModelBundle, data, weights, tta: str, **options):
         device = options.pop("device", "auto")
         features[rest], found[rest], extracted = extract_aside(others, bundle.extractor(weights, device), bundle.dtype,
                                                                bundle.width, bundle.check_space, **options)
-    return images, features, found, Sources(len(held), extracted, unused)
+    return features, found, Sources(len(held), extracted, unused)
 
 
 @contextlib.contextmanager
@@ -321,13 +342,22 @@ def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Mode
             + (", and never under the name .skops" if path.suffix == ".skops" else ""))
     else:
         raise FeatxError(f"{path} is not a featx model (saved by featx fit): not a skops file")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    saved = state.get("format") if isinstance(state, dict) else None
+    if isinstance(saved, str) and saved.startswith("featx-model/") and saved != FORMAT:
+        raise FeatxError(f"{path} was saved by another featx ({saved}; this one reads {FORMAT}): use that version")
+    if saved != FORMAT:
         raise FeatxError(f"{path} is not a featx model (saved by featx fit)")
-    return ModelBundle(
-        pipeline=state["pipeline"],
-        classes=list(state["classes"]),
-        space=FeatureSpace.from_json(state["feature_space"]),
-        dtype=state["dtype"],
-        info=json.loads(state["info"]),
-        extra_spaces=tuple(FeatureSpace.from_json(text) for text in state.get("feature_spaces", ())),
-    )
+    try:
+        bundle = ModelBundle(
+            pipeline=state["pipeline"],
+            classes=list(state["classes"]),
+            space=FeatureSpace.from_json(state["feature_space"]),
+            dtype=state["dtype"],
+            info=json.loads(state["info"]),
+            extra_spaces=tuple(FeatureSpace.from_json(text) for text in state.get("feature_spaces", ())),
+        )
+        if len(bundle.classes) != len(bundle.pipeline.classes_):
+            raise ValueError(f"{len(bundle.classes)} class names for {len(bundle.pipeline.classes_)} classes")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # json's JSONDecodeError is a ValueError
+        raise FeatxError(f"{path} is a damaged featx model ({type(exc).__name__}: {exc}): save it again with featx fit") from None
+    return bundle

@@ -81,7 +81,7 @@ def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Ca
     if len(classes) < 2:
         raise BadInputError(f"{store.path} has a single class ({classes[0]}); a classifier needs at least two")
     counts = np.bincount(labels)
-    needed = max(cv + 1, 2)
+    needed = cv + 1
     few = [f"{c} ({n})" for c, n in zip(classes, counts) if n < needed]
     if few:
         raise BadInputError(
@@ -280,6 +280,12 @@ def fit(
         raise ParameterError("--cv must be at least 2")
     if not 0 < test_size < 1:
         raise ParameterError("--test-size must be between 0 and 1")
+    if not 0 <= seed < 2**32:
+        raise ParameterError(f"--seed must be between 0 and 2**32 - 1 (scikit-learn's range), not {seed}")
+    if n_jobs == 0:
+        raise ParameterError("--n-jobs 0 runs nothing: a number of parallel fits, or -1 for all cores")
+    if epochs < 1:
+        raise ParameterError(f"--epochs must be at least 1, not {epochs}")
     if class_weight is not None and class_weight not in CLASS_WEIGHTS:
         raise UnknownNameError("class weight", class_weight, CLASS_WEIGHTS)
     start = time.perf_counter()

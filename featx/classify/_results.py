@@ -90,7 +90,9 @@ class Sources:
     @property
     def headline(self) -> str:
         spaces = f" ({self.n_spaces} feature spaces, counted in each)" if self.n_spaces > 1 else ""
-        return f"{self.n_read} read from the training store, {self.n_extracted} extracted{spaces}"
+        cached = self.extracted.n_cached if self.extracted else 0
+        aside = f", {cached} read from the apply cache (extracted by an earlier run)" if cached else ""
+        return f"{self.n_read} read from the training store, {self.n_extracted} extracted{aside}{spaces}"
 
     @classmethod
     def joined(cls, parts: Sequence[Sources]) -> Sources:
@@ -111,11 +113,15 @@ class Sources:
         return "\n".join(lines + ([self.extracted.summary()] if self.extracted else []))
 
 
-def labels_in(images: ImageList, classes: Sequence[str]) -> np.ndarray:
+def labels_in(images: ImageList, classes: Sequence[str], data: object = None) -> np.ndarray:
     """Each image's label as an index into a model's `classes` (-1: unlabelled); BadInputError for a class the
-    model does not know."""
+    model does not know (naming `data`, the inputs as given), or no labelled image at all."""
+    where = "" if data is None else f"{', '.join(map(str, data)) if isinstance(data, (list, tuple)) else data}: "
     unknown = sorted(set(images.classes) - set(classes))
     if unknown:
-        raise BadInputError(f"classes the model does not know: {', '.join(unknown)} (it knows {', '.join(classes)})")
+        raise BadInputError(f"{where}classes the model does not know: {', '.join(unknown)} (it knows {', '.join(classes)})")
+    if not (images.labels >= 0).any():
+        raise BadInputError(f"{where}no labelled image (evaluate needs class folders or CSV labels; featx predict "
+                            "handles unlabelled images)")
     index = np.array([list(classes).index(c) for c in images.classes] + [-1], dtype=np.int64)
     return index[images.labels]  # label -1 picks the trailing -1

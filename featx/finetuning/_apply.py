@@ -35,6 +35,10 @@ class FineTuned:
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
 
+    def training_stores(self) -> list[Path]:
+        """None: a network reads no feature store (as `ModelBundle.training_stores`)."""
+        return []
+
     def probabilities(self, paths: Sequence[str], *, tta: str = "none", batch_size: int = 64,
                       workers: int | None = None, device: str = "auto", progress: bool = True,
                       ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
@@ -122,11 +126,8 @@ def evaluate(model: FineTuned, data: Data, tta: str = "none", **options: Any) ->
     from featx.reports._report import Outcomes, Report, metrics
 
     images = find_images(data)
-    labels = labels_in(images, model.classes)
+    labels = labels_in(images, model.classes, data)
     labelled = labels >= 0
-    if not labelled.any():
-        raise BadInputError("no labelled image to evaluate (evaluate needs class folders or CSV labels; "
-                            "featx predict handles unlabelled images)")
     paths = [p for p, ok in zip(images.paths, labelled) if ok]
     scores, found, failures = model.probabilities(paths, tta=tta, **options)
     y, predicted = labels[labelled][found], scores.argmax(1)

@@ -12,5 +12,5 @@ def load_model(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Model
     """A model file from `featx fit` (a `ModelBundle`; a pickle only with `unsafe_pickle=True`) or a network from
     `featx finetune` (a `FineTuned`). Both have `predict(data, *, weights=None, tta="none", **options)` and
     `evaluate(...)`, returning (Predictions or Report, an object with `failures` and `summary()`); `options` are
-    extraction options (batch_size, workers, device, progress)."""
+    extraction options (batch_size, workers, device, progress); `training_stores()`: the stores they read."""
     return load_finetuned(path) if is_finetuned(path) else load_bundle(path, unsafe_pickle=unsafe_pickle)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,14 @@ def report_prefix(model: str | os.PathLike, evaluated: Sequence[str | os.PathLik
     if not evaluated:
         return model
     return model.with_name(f"{model.name}.eval-{_data_name(evaluated)}")
+
+
+def report_files(prefix: str | os.PathLike, figures: Iterable[str] = ("confusion", "pca", "tsne")) -> list[Path]:
+    """The files `Report.save(prefix)` writes: PREFIX.html, PREFIX.json and PREFIX-<figure>.png (by default every
+    figure it may draw: for the checks before the work)."""
+    prefix = Path(prefix)
+    return [prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json"),
+            *(prefix.with_name(f"{prefix.name}-{name}.png") for name in figures)]
 
 
 def _data_name(data: Sequence[str | os.PathLike]) -> str:
@@ -222,16 +230,14 @@ class Report:
         from featx.outputs import atomic_write
         from featx.reports._html import write
 
-        prefix = Path(prefix)
         drawn = self.figures(tsne)
-        written = [prefix.with_name(prefix.name + ".html"), prefix.with_name(prefix.name + ".json")]
+        written = report_files(prefix, drawn)
         with atomic_write(written[1], "w") as out:
             out.write(json.dumps(self.to_dict(), indent=2) + "\n")
-        for name, data in drawn.items():
-            written.append(prefix.with_name(f"{prefix.name}-{name}.png"))
-            with atomic_write(written[-1]) as out:
+        for path, data in zip(written[2:], drawn.values()):
+            with atomic_write(path) as out:
                 out.write(data)
-        write(written[0], self.html(drawn, prefix.parent))
+        write(written[0], self.html(drawn, Path(prefix).parent))
         return written
 
 
