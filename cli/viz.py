@@ -26,7 +26,7 @@ def viz():
 @image_argument
 @options.model
 @options.weights
-@click.option("--layer", help="Module name (see featx.features._network.layer_names); default: a mid-level layer at 1/8 resolution.")
+@click.option("--layer", help="Module name (an unknown one lists those with feature maps); default: a mid-level layer at 1/8 resolution.")
 @click.option("--channels", type=click.IntRange(min=1), default=15, show_default=True, help="How many channels to show.")
 @_out_option("features.png")
 @user_errors
@@ -42,7 +42,7 @@ def features(image, model, weights, layer, channels, out):
     )
     from featx.viz.images import load_pixels, save_png
 
-    check_output(out, "--out")
+    check_output(out, "--out", reads=[image])
     classifier = PixelClassifier(model, weights)
     pixels = load_pixels(image, classifier.preprocessing)
     layer = layer or default_layer(classifier, pixels)
@@ -59,7 +59,7 @@ def features(image, model, weights, layer, channels, out):
 @options.weights
 @click.option("--steps", type=click.IntRange(min=1), default=128, show_default=True, help="Adam steps.")
 @click.option("--tv-weight", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Total-variation penalty (0: none).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @_out_option("dream.png")
 @user_errors
 def dream(class_, model, weights, steps, tv_weight, seed, out):
@@ -103,16 +103,18 @@ def attack(image, target, eps, steps, model, weights, out, compare):
 
     budget = parse_eps(eps)
     compare = compare or str(Path(out).with_name(Path(out).stem + "-compare.png"))
-    check_output(out, "--out")
-    check_output(compare, "--compare")
+    check_output(out, "--out", reads=[image])
+    check_output(compare, "--compare", reads=[image])
+    if Path(compare).absolute() == Path(out).absolute():
+        raise click.UsageError(f"--compare {compare} is --out: give the comparison another name")
     classifier = PixelClassifier(model, weights)
     index = None if target is None else classifier.class_index(target)
     pixels = load_pixels(image, classifier.preprocessing)
     result = pgd(classifier, pixels, index, budget, steps)
+    _echo_top("top-5 before:", classifier.top(pixels))  # said first: a file that cannot be written loses nothing
+    _echo_top("top-5 after:", classifier.top(result.adversarial))
     save_png(result.adversarial, out)
     save_png(comparison(classifier, pixels, result.adversarial, budget), compare)
-    _echo_top("top-5 before:", classifier.top(pixels))
-    _echo_top("top-5 after:", classifier.top(result.adversarial))
     click.echo(f"perturbation: L-inf {result.linf(pixels) * 255:.0f}/255, L2 {result.l2(pixels):.3f} "
                f"({result.steps} steps) -> {out}, {compare}")
     if not result.success:

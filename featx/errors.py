@@ -22,6 +22,10 @@ class UnknownNameError(ParameterError):
         super().__init__(f"unknown {kind} {name!r}; valid names: {shown}")
 
 
+class AmbiguousNameError(ParameterError):
+    """A name that matches several (an ImageNet class named by a part of several names)."""
+
+
 class WeightsUnavailableError(FeatxError):
     """Pretrained weights that are not here and cannot be fetched (offline, download failed, corrupt file)."""
 

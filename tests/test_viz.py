@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featx.backbones._registry import get_backbone
-from featx.errors import FeatxError, UnknownNameError
+from featx.errors import AmbiguousNameError, FeatxError, ParameterError, UnknownNameError
 from featx.viz.attack import parse_eps
-from featx.viz.classes import AmbiguousNameError, PixelClassifier, resolve_class
+from featx.viz.classes import PixelClassifier, resolve_class
 from featx.viz.dream import (
     COARSE,
     FINE,
@@ -54,12 +54,14 @@ def test_class_names_resolve():
         resolve_class("unicorn", names)
     with pytest.raises(UnknownNameError):
         resolve_class("1000", names)
+    with pytest.raises(UnknownNameError):  # a superscript two: a digit to str.isdigit, not to int
+        resolve_class("\u00b2", names)
 
 
 def test_eps_parsing():
     assert parse_eps("8/255") == pytest.approx(8 / 255) and parse_eps(0.03) == 0.03
-    for bad in ("2/0", "x", "0", "1.5"):
-        with pytest.raises(FeatxError):
+    for bad in ("2/0", "x", "0", "1.5", "1e400", "1/1000"):
+        with pytest.raises(ParameterError):
             parse_eps(bad)
 
 
@@ -116,8 +118,9 @@ def test_dream_views_are_padded_scaled_rotated_and_differentiable():
     line[..., 31:33, :] = 1.0
     line.requires_grad_()
     still = transform(line, generator, pad=4, jitter=0, scale=(1.0, 1.0), degrees=0)
-    assert still.shape == (1, 3, 72, 72) and torch.allclose(still[..., 4:-4, 4:-4], line, atol=1e-5)
-    assert torch.all(still[..., :4, :] == 0.5) and torch.all(still[..., :, -4:] == 0.5)  # grey padding
+    padded = torch.nn.functional.pad(line - 0.5, (4, 4, 4, 4)) + 0.5  # grey padding, sampled at the image's size
+    assert still.shape == (1, 3, 64, 64)  # a network of a fixed input size takes it
+    assert torch.allclose(still, torch.nn.functional.interpolate(padded, size=(64, 64), mode="bilinear"), atol=1e-5)
     zoomed = transform(line, generator, pad=0, jitter=0, scale=(2.0, 2.0), degrees=0)
     assert zoomed[0, 0, :, 32].gt(0.5).sum() == 4  # the 2-pixel line, twice as thick
     views = transform(line, generator, copies=8, pad=0, jitter=0, scale=(1.0, 1.0), degrees=10)
@@ -146,3 +149,35 @@ def test_unreadable_image_is_one_line_exit_1(command, elpv_folder, tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: cannot read image {bad}: corrupt or truncated image")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_usage_errors_and_outputs_over_the_input_are_one_line_before_any_work(chelsea_png, tmp_path, monkeypatch):
+    """A budget under one 8-bit level and an ambiguous class are usage errors (exit 2), said before a network is
+    built; the photograph named as --out, or --compare named as --out, is refused and left as it was."""
+    before = chelsea_png.read_bytes()
+    monkeypatch.setattr(PixelClassifier, "__init__", lambda *a: pytest.fail("a network was built"))
+    runs = [(["attack", chelsea_png, "--eps", "1/1000"], 2, "less than one 8-bit level"),
+            (["attack", chelsea_png, "--out", chelsea_png], 1, "it is the input"),
+            (["attack", chelsea_png, "--out", tmp_path / "a.png", "--compare", tmp_path / "a.png"], 2, "is --out"),
+            (["features", chelsea_png, "--out", chelsea_png], 1, "it is the input")]
+    for args, code, said in runs:
+        result = run(*args)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code == code and len(errors) == 1 and said in errors[0], (args, result.output)
+    assert chelsea_png.read_bytes() == before and not (tmp_path / "a.png").exists()
+    monkeypatch.undo()
+    assert run("dream", "--class", "cat", "--steps", "1", "--out", tmp_path / "d.png").exit_code == 2  # ambiguous
+
+
+def test_a_network_without_its_imagenet_head_or_feature_maps_is_one_line_and_a_fixed_size_one_dreams(tmp_path,
+                                                                                                      chelsea_png):
+    """timm networks built with random weights (offline): ImageNet-12k's 11,821 outputs are not the 1,000 names;
+    a ViT has no C x H x W maps to draw, and takes only 224 px, which the dream's views now are."""
+    other_head = run("dream", "--class", "1", "-m", "timm/convnext_nano.in12k", "--weights", "random", "--steps", "1",
+                     "--out", tmp_path / "d.png")
+    assert other_head.exit_code == 2 and "gives 11821 outputs, not the 1000 ImageNet classes" in other_head.output
+    vit = ["-m", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "--weights", "random"]
+    maps = run("features", chelsea_png, *vit, "--out", tmp_path / "f.png")
+    assert maps.exit_code == 2 and "has no layer of C x H x W feature maps" in maps.output, maps.output
+    dreamt = run("dream", "--class", "1", *vit, "--steps", "2", "--out", tmp_path / "d.png")
+    assert dreamt.exit_code == 0 and Image.open(tmp_path / "d.png").size == (224, 224), dreamt.output

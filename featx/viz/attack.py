@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from featx.errors import BadInputError
+from featx.errors import ParameterError
 
 from .classes import PixelClassifier
 from .images import grid, quantise, tile, to_pil
@@ -20,10 +20,12 @@ def parse_eps(text: str | float) -> float:
     """"8/255", "0.03" or a float -> a budget in (0, 1]."""
     try:
         eps = float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise BadInputError(f"--eps must be a number or a fraction such as 8/255, not {text!r}") from None
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise ParameterError(f"--eps must be a number or a fraction such as 8/255, not {text!r}") from None
     if not 0 < eps <= 1:
-        raise BadInputError(f"--eps must be in (0, 1] (pixels are in [0, 1]), not {text!r}")
+        raise ParameterError(f"--eps must be in (0, 1] (pixels are in [0, 1]), not {text!r}")
+    if int(eps * 255 + 1e-6) < 1:
+        raise ParameterError(f"--eps {text} is less than one 8-bit level (1/255)")
     return eps
 
 
@@ -54,9 +56,8 @@ def pgd(
 
     After `steps` steps the image is rounded to 8 bits; while that fails, up to `steps` more steps follow.
     """
-    levels = int(eps * 255 + 1e-6)
-    if levels < 1:
-        raise BadInputError(f"eps {eps:.5f} is less than one 8-bit level (1/255)")
+    levels = int(parse_eps(eps) * 255 + 1e-6)
+    classifier.require_head()
     low, high = (pixels - levels / 255).clamp(0, 1), (pixels + levels / 255).clamp(0, 1)
     alpha = alpha or max(levels / 4, 1) / 255
     with torch.inference_mode():

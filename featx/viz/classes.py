@@ -7,19 +7,15 @@ import torch
 from torch import nn
 
 from featx.backbones._preprocessing import normalisation
-from featx.errors import FeatxError, UnknownNameError
+from featx.errors import AmbiguousNameError, ParameterError, UnknownNameError
 from featx.names import DEFAULT_MODEL
-
-
-class AmbiguousNameError(FeatxError, ValueError):
-    """A class name that matches several classes."""
 
 
 def resolve_class(spec: str | int, categories: list[str]) -> int:
     """An index ("281"), an exact name ("tabby", any case), a unique part of one ("egyptian"),
     or a phrase containing one name as whole words ("tabby cat" -> "tabby")."""
     text = str(spec).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²", which isdigit() calls a digit and int() refuses
         if int(text) < len(categories):
             return int(text)
         raise UnknownNameError("class index", text, [f"0..{len(categories) - 1}"])
@@ -54,12 +50,25 @@ class PixelClassifier(nn.Module):
         self.register_buffer("scale", scale)
         self.register_buffer("shift", shift)
         self.eval()
+        self.model_name, self.weights = model_name, weights
+
+    def require_head(self) -> None:
+        """Refuse a network whose outputs are not its ImageNet classes (a fine-tuned head, another head, or
+        none): class names, dreams and attacks are of the backbone's own classifier."""
+        with torch.inference_mode():
+            width = self(torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop)).shape[-1]
+        if width != len(self.categories):
+            raise ParameterError(
+                f"{self.model_name}{f' with {self.weights}' if self.weights else ''} gives {width} outputs, not the "
+                f"{len(self.categories)} ImageNet classes featx viz names (a fine-tuned network: featx predict uses its head)")
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W pixels in [0, 1] -> N x classes logits."""
         return self.model(pixels * self.scale - self.shift)
 
     def class_index(self, spec: str | int) -> int:
+        """The index of class `spec` (see `resolve_class`) among the network's own ImageNet classes."""
+        self.require_head()
         return resolve_class(spec, self.categories)
 
     @torch.inference_mode()

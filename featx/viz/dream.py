@@ -62,9 +62,10 @@ def transform(
     pixels: torch.Tensor, generator: torch.Generator, copies: int = 1, pad: int = PAD, jitter: int = JITTER,
     scale: tuple[float, float] = SCALE, degrees: float = DEGREES,
 ) -> torch.Tensor:
-    """`copies` random views of a 1 x 3 x H x W image, (H + 2 pad) x (W + 2 pad) each: padded with grey, shifted
-    by up to `jitter` pixels, scaled by a log-uniform factor in `scale` and rotated by up to `degrees`.
-    Bilinear sampling, so the views are differentiable in the pixels."""
+    """`copies` random views of a 1 x 3 x H x W image, H x W each (a network of a fixed input size takes them): the
+    image padded with `pad` grey pixels on each side, shifted by up to `jitter` pixels, scaled by a log-uniform
+    factor in `scale`, rotated by up to `degrees` and sampled at the image's own size. Bilinear sampling, so the
+    views are differentiable in the pixels."""
     _, _, height, width = pixels.shape
     out_height, out_width = height + 2 * pad, width + 2 * pad
     angle = (2 * torch.rand(copies, generator=generator) - 1) * math.radians(degrees)
@@ -77,7 +78,7 @@ def transform(
         torch.stack([cos * out_width / width, -sin * out_height / width, 2 * dx / width], -1),
         torch.stack([sin * out_width / height, cos * out_height / height, 2 * dy / height], -1),
     ], 1)
-    grid = F.affine_grid(theta, [copies, 3, out_height, out_width], align_corners=False)
+    grid = F.affine_grid(theta, [copies, 3, height, width], align_corners=False)  # the padded view, H x W samples
     # Zero padding around pixels - 0.5 is grey padding around the pixels.
     views = F.grid_sample(pixels.expand(copies, -1, -1, -1) - 0.5, grid, align_corners=False)
     return views + 0.5
@@ -97,6 +98,7 @@ def dream(
     """Maximise the class's logit over `copies` random views per step, minus tv_weight * side * total
     variation of the image (the variation along an average row and column), with Adam. The logit, not
     log p as such: log p stops shaping the image once p is near 1."""
+    classifier.require_head()
     size = classifier.preprocessing.crop
     generator = torch.Generator().manual_seed(seed)
     image = FourierImage(size, generator)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from featx.errors import UnknownNameError
+from featx.errors import ParameterError, UnknownNameError
 from featx.features._network import layer_names
 
 from .classes import PixelClassifier
@@ -27,12 +27,23 @@ def _outputs(classifier: PixelClassifier, pixels: torch.Tensor, names: list[str]
     return {n: out for n, out in outputs.items() if isinstance(out, torch.Tensor)}
 
 
+def feature_maps(classifier: PixelClassifier, pixels: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """The outputs of the named modules that are C x H x W maps of the (square) image: square and no larger than
+    it (a transformer's tokens, N x tokens x width, or a Swin stage's N x H x W x C are not)."""
+    return {n: out for n, out in _outputs(classifier, pixels, names).items()
+            if out.dim() == 4 and out.shape[-1] == out.shape[-2] <= pixels.shape[-1]}
+
+
 def default_layer(classifier: PixelClassifier, pixels: torch.Tensor) -> str:
     """A mid-level layer: of the modules whose maps are the smallest still at least 1/8 of the input size,
     the shallowest-named one, the last such if several (ResNet: layer2, VGG-16: features.22)."""
-    maps = {n: out for n, out in _outputs(classifier, pixels, layer_names(classifier.model)).items() if out.dim() == 4}
+    maps = feature_maps(classifier, pixels, layer_names(classifier.model))
     least = pixels.shape[-1] / 8
-    side = min(out.shape[-1] for out in maps.values() if out.shape[-1] >= least)
+    sides = [out.shape[-1] for out in maps.values() if out.shape[-1] >= least]
+    if not sides:
+        raise ParameterError(f"{classifier.model_name} has no layer of C x H x W feature maps at 1/8 of the input "
+                             "or finer: featx viz features draws a convolutional network's maps")
+    side = min(sides)
     candidates = [n for n, out in maps.items() if out.shape[-1] == side]
     depth = min(n.count(".") for n in candidates)
     return [n for n in candidates if n.count(".") == depth][-1]
@@ -40,11 +51,10 @@ def default_layer(classifier: PixelClassifier, pixels: torch.Tensor) -> str:
 
 def activations(classifier: PixelClassifier, pixels: torch.Tensor, layer: str) -> torch.Tensor:
     """The C x H x W output of module `layer` for one image."""
-    names = layer_names(classifier.model)
-    out = _outputs(classifier, pixels, [layer]).get(layer) if layer in names else None
-    if out is None or out.dim() != 4:
-        raise UnknownNameError("layer with a C x H x W feature map", layer, names)
-    return out[0]
+    maps = feature_maps(classifier, pixels, layer_names(classifier.model))
+    if layer not in maps:
+        raise UnknownNameError("layer with a C x H x W feature map", layer, maps)
+    return maps[layer][0]
 
 
 def strongest_channels(maps: torch.Tensor, count: int) -> tuple[list[int], torch.Tensor]:
