@@ -191,8 +191,21 @@ def test_a_failed_file_raises_naming_it(elpv, tmp_path):
     folder.mkdir()
     est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit([str(broken)])
     for bad in (broken, tmp_path / "missing.png", folder):
-        with pytest.raises(ValueError, match=bad.name):
+        with pytest.raises(ValueError, match=rf"^1 image\(s\) could not be used.*{bad.name}"):  # a folder said once
             est.transform([elpv[0][0], str(bad)])
+
+
+def test_a_float16_store_named_as_the_cache_grows_in_float16(elpv, tmp_path):
+    """A store of `featx extract --float16` serves the images it holds and takes new ones in its own dtype."""
+    store = tmp_path / "half.h5"
+    extract(list(elpv[0][:4]), store=store, dtype="float16", progress=False, **FAST)
+    est = PretrainedFeatures(**FAST, cache=store).fit(elpv[0][:6])
+    features = est.transform(elpv[0][:6])
+    with FeatureStore.open(store) as opened:
+        assert opened.dtype == "float16" and opened.count("rows") == 6
+        stored, found = opened.features_for([display_path(path) for path in elpv[0][:6]])
+    assert found.all()
+    np.testing.assert_array_equal(features, stored.astype(np.float32))
 
 
 # ---- the shared, content-keyed store ----------------------------------------------------------------

@@ -157,6 +157,7 @@ def extract_arrays(
     extractor: Extractor,
     *,
     store: str | os.PathLike,
+    dtype: str = "float32",
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     names: Sequence[str] | None = None,
@@ -172,7 +173,7 @@ def extract_arrays(
 
         return local_batches(ImageArrays(items, extractor.preprocessing), extractor.runner(), batch_size, 0)
 
-    return _execute(Path(store), extractor.space, "float32", inputs, compute, progress)
+    return _execute(Path(store), extractor.space, dtype, inputs, compute, progress)
 
 
 def extract_aside(

@@ -19,7 +19,7 @@ from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from featx.errors import StoreInUseError
+from featx.errors import FeatxError, StoreInUseError
 from featx.images._content import content_keys
 from featx.images._failures import failure_lines
 from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, validate_parameters
@@ -66,6 +66,17 @@ def _wait_for_store(call: Callable[[], _T]) -> _T:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def _stored_dtype(path: Path) -> str:
+    """The dtype of the store at `path` (float32 when there is none yet, or it cannot be read: the run says so)."""
+    from featx.features._store import FeatureStore
+
+    try:
+        with _wait_for_store(lambda: FeatureStore.open(path)) as store:
+            return store.dtype
+    except FeatxError:
+        return "float32"
 
 
 def _failed(failures: list[tuple[str, str]]) -> ValueError:
@@ -198,6 +209,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         keys: list[str | None] = [None] * len(items)
         paths = {i: os.fspath(x) for i, x in enumerate(items) if isinstance(x, (str, os.PathLike))}
         failures = [(p, "a folder or CSV file, not an image") for p in paths.values() if os.path.isdir(p) or p.lower().endswith(".csv")]
+        if failures:  # said once each, not hashed as well
+            raise _failed(failures)
         for i, (key, error, _) in zip(paths, content_keys(list(paths.values()))):
             keys[i] = key
             if error:
@@ -235,6 +248,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         from featx.images._inputs import find_images
         from featx.images._memory import as_rgb
 
+        dtype = _stored_dtype(path)  # a store of `featx extract --float16` named as the cache grows as it is
         todo = {key: i for i, key in enumerate(keys) if key in missing}  # one item per missing content
         files = [os.fspath(items[i]) for i in todo.values() if isinstance(items[i], (str, os.PathLike))]
         images = {key: i for key, i in todo.items() if not isinstance(items[i], (str, os.PathLike))}
@@ -243,7 +257,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             rgb = [as_rgb(items[i]) for i in images.values()]
             report = _wait_for_store(
                 lambda: extract_arrays(
-                    rgb, list(images), self._extractor, store=path, batch_size=self.batch_size,
+                    rgb, list(images), self._extractor, store=path, dtype=dtype, batch_size=self.batch_size,
                     names=[f"X[{i}]" for i in images.values()],
                 )
             )
@@ -251,7 +265,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         if files:
             report = _wait_for_store(
                 lambda: extract_files(
-                    find_images(files), self._extractor, store=path, batch_size=self.batch_size, progress=False,
+                    find_images(files), self._extractor, store=path, dtype=dtype, batch_size=self.batch_size, progress=False,
                     workers=0 if multiprocessing.parent_process() else None,  # joblib workers cannot fork decoders
                 )
             )
