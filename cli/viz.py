@@ -33,14 +33,14 @@ def viz():
 def features(image, model, weights, layer, channels, out):
     """A PNG grid of IMAGE (resized and cropped to the model's input) and the heat maps of the layer's
     channels with the highest mean activation."""
-    from featx.viz.classes import PixelClassifier
-    from featx.viz.feature_maps import (
+    from featx.viz._classes import PixelClassifier
+    from featx.viz._feature_maps import (
         activations,
         default_layer,
         feature_grid,
         strongest_channels,
     )
-    from featx.viz.images import load_pixels, save_png
+    from featx.viz._images import load_pixels, save_png
 
     check_output(out, "--out", reads=[image])
     classifier = PixelClassifier(model, weights)
@@ -65,9 +65,9 @@ def features(image, model, weights, layer, channels, out):
 def dream(class_, model, weights, steps, tv_weight, seed, out):
     """Optimise an image from random noise until the model sees the class in it (gradient ascent on the
     class logit, Fourier parameterisation, jitter, total-variation penalty)."""
-    from featx.viz.classes import PixelClassifier
-    from featx.viz.dream import dream as run
-    from featx.viz.images import save_png
+    from featx.viz._classes import PixelClassifier
+    from featx.viz._dream import dream as run
+    from featx.viz._images import save_png
 
     check_output(out, "--out")
     classifier = PixelClassifier(model, weights)
@@ -97,9 +97,9 @@ def _echo_top(title: str, top: list[tuple[int, str, float]]) -> None:
 def attack(image, target, eps, steps, model, weights, out, compare):
     """A targeted (--target) or untargeted projected-gradient attack on IMAGE within an L-infinity budget,
     in 8-bit pixel space: the saved PNG (the model's input size) fools the model as it is."""
-    from featx.viz.attack import comparison, parse_eps, pgd
-    from featx.viz.classes import PixelClassifier
-    from featx.viz.images import load_pixels, save_png
+    from featx.viz._attack import comparison, parse_eps, pgd
+    from featx.viz._classes import PixelClassifier
+    from featx.viz._images import load_pixels, save_png
 
     budget = parse_eps(eps)
     compare = compare or str(Path(out).with_name(Path(out).stem + "-compare.png"))

@@ -27,6 +27,8 @@ MOVED = {
     "report": "reports._report", "html_report": "reports._html", "figures": "reports._figures",
     "audit_page": "auditing._page",
     "finetuned": "finetuning._apply", "finetuned_classifier": "finetuning._estimator",
+    "viz.classes": "viz._classes", "viz.feature_maps": "viz._feature_maps", "viz.dream": "viz._dream",
+    "viz.attack": "viz._attack", "viz.images": "viz._images",
 }
 
 

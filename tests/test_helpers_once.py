@@ -15,7 +15,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's
 def test_feature_network_fine_tuning_and_viz_give_the_network_the_same_input():
     from featx.features._network import FeatureNetwork
     from featx.finetuning._model import Trainee
-    from featx.viz.classes import PixelClassifier
+    from featx.viz._classes import PixelClassifier
 
     images = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8)
     expected = (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)

@@ -8,9 +8,9 @@ from PIL import Image
 
 from featx.backbones._registry import get_backbone
 from featx.errors import AmbiguousNameError, FeatxError, ParameterError, UnknownNameError
-from featx.viz.attack import parse_eps
-from featx.viz.classes import PixelClassifier, resolve_class
-from featx.viz.dream import (
+from featx.viz._attack import parse_eps
+from featx.viz._classes import PixelClassifier, resolve_class
+from featx.viz._dream import (
     COARSE,
     FINE,
     FourierImage,
@@ -19,7 +19,7 @@ from featx.viz.dream import (
     total_variation,
     transform,
 )
-from featx.viz.images import load_pixels
+from featx.viz._images import load_pixels
 
 CAT_CLASSES = range(281, 294)  # domestic and wild cats
 

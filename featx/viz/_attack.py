@@ -10,8 +10,8 @@ from torch.nn import functional as F
 
 from featx.errors import ParameterError
 
-from .classes import PixelClassifier
-from .images import grid, quantise, tile, to_pil
+from ._classes import PixelClassifier
+from ._images import grid, quantise, tile, to_pil
 
 TILE = 224
 

@@ -7,8 +7,8 @@ from PIL import Image
 from featx.errors import ParameterError, UnknownNameError
 from featx.features._network import layer_names
 
-from .classes import PixelClassifier
-from .images import grid, tile, to_pil
+from ._classes import PixelClassifier
+from ._images import grid, tile, to_pil
 
 TILE = 128
 

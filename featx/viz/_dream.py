@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .classes import PixelClassifier
-from .images import quantise
+from ._classes import PixelClassifier
+from ._images import quantise
 
 # Square root of the colour covariance of ImageNet photographs (Lucid), columns scaled to norm <= 1.
 _COLOURS = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
