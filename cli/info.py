@@ -26,7 +26,7 @@ def info(store, history, check, repair):
     from featx.features._store import FeatureStore, gone_note
     from featx.images._failures import failure_lines
 
-    if zipfile.is_zipfile(store):
+    if zipfile.is_zipfile(store) or Path(store).suffix in (".skops", ".joblib"):  # a model, loadable or not: its own error
         _model(Path(store))
         return
     if check or repair:

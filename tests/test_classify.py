@@ -213,6 +213,10 @@ def test_joblib_format_and_decision_scores(elpv, tmp_path):
     path = bundle.save(tmp_path / "m.joblib", "joblib")
     with pytest.raises(FeatxError, match="is a pickle, not a skops file.*only with --unsafe-pickle"):
         load_bundle(path)
+    from featx.cli.info import info
+
+    said = CliRunner().invoke(info, [str(path)])  # not "not a featx feature store"
+    assert said.exit_code == 1 and "is a pickle, not a skops file" in said.output, said.output
     with pytest.warns(UnsafeLoadWarning, match="runs whatever code it holds"):
         loaded = load_bundle(path, unsafe_pickle=True)
     with FeatureStore.open(elpv["store"]) as store:

@@ -81,7 +81,7 @@ def test_info_on_a_model_file_creates_nothing(tmp_path):
     model = tmp_path / "m.skops"
     model.write_bytes(b"PK\x03\x04")
     result = subprocess.run([sys.executable, "-c", "from featx.cli import main; main()", "info", str(model)], capture_output=True, text=True)
-    assert result.returncode == 1 and "not a featx feature store" in result.stderr
+    assert result.returncode == 1 and "is not a featx model (saved by featx fit): not a skops file" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["m.skops"]
 
 
