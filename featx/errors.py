@@ -101,7 +101,8 @@ class UnsafeLoadWarning(FeatxWarning):
 
 
 class InputWarning(FeatxWarning):
-    """An input skipped while finding images (a symlink that loops, leads nowhere or repeats a folder)."""
+    """An input skipped while finding images (a symlink that loops, leads nowhere or repeats a folder; a folder
+    that cannot be read)."""
 
 
 class OutputError(FeatxError):

@@ -87,6 +87,28 @@ def test_symlinked_folders_are_walked_once_and_loops_reported_once(elpv_copy, tm
     assert sum("a loop" in str(w.message) for w in caught) == 2
 
 
+def test_a_file_symlink_loop_and_an_unreadable_folder_are_skipped_with_a_warning(elpv_copy, monkeypatch):
+    """They ended the walk in an OSError (ELOOP, EACCES) traceback; now each is one warning, the rest is found."""
+    os.symlink("b.jpg", elpv_copy / "defective" / "a.jpg")
+    os.symlink("a.jpg", elpv_copy / "defective" / "b.jpg")
+    closed = str(elpv_copy / "functional")
+    scandir = os.scandir
+
+    def unreadable(path="."):  # as root, chmod 000 reads anyway: the permission error itself
+        if os.fspath(path) == closed:
+            raise PermissionError(13, "Permission denied", closed)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", unreadable)
+    with pytest.warns(InputWarning) as caught:
+        images = find_images(elpv_copy)
+    assert len(images) == 15 and "functional" not in images.classes
+    assert sorted(str(w.message) for w in caught) == [
+        f"skipped {elpv_copy / 'defective' / 'a.jpg'}: Too many levels of symbolic links",
+        f"skipped {elpv_copy / 'defective' / 'b.jpg'}: Too many levels of symbolic links",
+        f"skipped {closed}: Permission denied"]
+
+
 def test_label_pattern_errors_show_the_pattern_as_typed(tmp_path):
     """#25 point 9: the error showed '(.+)_\\\\d+$', doubled by repr."""
     touch(tmp_path / "noseparator.jpg")

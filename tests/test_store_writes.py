@@ -18,6 +18,30 @@ class Payload:
         return (os.system, ("touch marker",))
 
 
+def test_weights_of_another_head_or_no_state_dict_a_layer_no_graph_has_and_a_size_too_small_are_one_line(
+        elpv_folder, tmp_path, monkeypatch):
+    """Each was a torch or torchvision traceback (a size mismatch, 'list' has no values, a node not in the
+    traced graph, an output size too small); each leaves no store."""
+    import torchvision
+
+    monkeypatch.chdir(tmp_path)
+    own = torchvision.models.mobilenet_v3_small(num_classes=10).state_dict()  # fine-tuned elsewhere for 10 classes
+    torch.save(own, "ten.pt")
+    torch.save(list(own.values()), "list.pt")
+    runs = {
+        "another head": (["--weights", "ten.pt"], 1, "2 tensors of other shapes, e.g. classifier.3.bias (10,) for (1000,)"),
+        "a list": (["--weights", "list.pt"], 1, "list.pt holds a list, not a state dict of tensors"),
+        "no graph node": (["--weights", "random", "--layer", "features.1.block.1.avgpool"], 2,
+                          "unknown layer of mobilenet_v3_small (a node of its traced graph) 'features.1.block.1.avgpool'"),
+        "too small": (["--model", "vgg16", "--weights", "random", "--image-size", "16"], 2, "vgg16 cannot take 16 x 16 images"),
+    }
+    for name, (args, code, said) in runs.items():
+        result = CliRunner().invoke(main, ["extract", str(elpv_folder), *FAST, *args])
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code == code and len(errors) == 1 and said in errors[0], (name, result.output)
+    assert not any(p.suffix == ".h5" for p in tmp_path.rglob("*"))
+
+
 def test_weights_that_do_not_load_leave_no_store(elpv_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     save_file({"w": torch.zeros(2)}, "plain.safetensors")  # readable, but not this architecture's

@@ -488,10 +488,21 @@ def load_state_dict(model: nn.Module, state: dict, source: str) -> None:
     The in-order fallback is what loads a checkpoint saved under another naming of the same
     architecture (the EfficientNet-PyTorch names of the Lite0 package into timm's modules).
     """
+    import torch
+
     own = model.state_dict()
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise WeightsUnavailableError(f"{source} holds a {type(state).__name__}, not a state dict of tensors: save "
+                                      "torch.save(model.state_dict(), FILE) or a safetensors file")
     if set(state) == set(own):
-        model.load_state_dict(state)
-        return
+        wrong = [name for name in own if state[name].shape != own[name].shape]
+        if not wrong:
+            model.load_state_dict(state)
+            return
+        raise WeightsUnavailableError(
+            f"weights in {source} do not fit this architecture: {len(wrong)} tensors of other shapes, e.g. "
+            f"{wrong[-1]} {tuple(state[wrong[-1]].shape)} for {tuple(own[wrong[-1]].shape)} (another head, such as "
+            "a network fine-tuned elsewhere for other classes; `featx finetune` writes files featx reads whole)")
     if len(state) == len(own) and all(a.shape == b.shape for a, b in zip(state.values(), own.values())):
         model.load_state_dict(dict(zip(own, state.values())))
         return

@@ -9,7 +9,7 @@ from torch import nn
 from featx.backbones._preprocessing import normalisation
 from featx.backbones._registry import Backbone
 from featx.backbones._weights import WeightsSource
-from featx.errors import UnknownNameError
+from featx.errors import ParameterError, UnknownNameError
 from featx.features._space import parse_layers
 from featx.names import POOLINGS, validate_parameters
 
@@ -100,9 +100,23 @@ def build_feature_network(
             from timm.models import create_feature_extractor
         else:
             from torchvision.models.feature_extraction import create_feature_extractor
-        trunk = create_feature_extractor(model, return_nodes={n: n for n in nodes})
+        try:
+            trunk = create_feature_extractor(model, return_nodes={n: n for n in nodes})
+        except ValueError:  # a module the traced graph has no node for (an activation inside a fused block)
+            traced = _graph_nodes(model, backbone.family)
+            raise UnknownNameError(f"layer of {backbone.name} (a node of its traced graph)",
+                                   next(n for n in nodes if n not in traced), traced) from None
     pre = backbone.preprocessing()
     return FeatureNetwork(trunk, pre.mean, pre.std, pooling, tta).eval()
+
+
+def _graph_nodes(model: nn.Module, family: str) -> list[str]:
+    """The node names a feature extractor of `model` can return (torchvision's or timm's tracing)."""
+    if family == "timm":
+        from timm.models import get_graph_node_names
+    else:
+        from torchvision.models.feature_extraction import get_graph_node_names
+    return get_graph_node_names(model)[1]
 
 
 def layer_widths(backbone: Backbone, layer: str | Sequence[str] | None, crop: int) -> dict[str, int]:
@@ -111,5 +125,9 @@ def layer_widths(backbone: Backbone, layer: str | Sequence[str] | None, crop: in
     is computed."""
     with torch.device("meta"):
         network = build_feature_network(backbone, backbone.weights("random"), layer)
-        maps = network.trunk(network.normalise(torch.zeros(1, 3, crop, crop, dtype=torch.uint8)))
+        try:
+            maps = network.trunk(network.normalise(torch.zeros(1, 3, crop, crop, dtype=torch.uint8)))
+        except (RuntimeError, AssertionError, ValueError) as exc:  # too small for its pooling, or a fixed input size
+            raise ParameterError(f"{backbone.name} cannot take {crop} x {crop} images ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else 'refused'}): choose another --image-size") from None
     return {name: int(m.shape[1]) for name, m in maps.items()}

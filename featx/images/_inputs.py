@@ -74,11 +74,20 @@ def _walk(root: str) -> Iterable[tuple[str, str | None]]:
     def visit(directory: str, label: str | None) -> Iterable[tuple[str, str | None]]:
         info = os.stat(directory)
         seen.add((info.st_dev, info.st_ino))
-        with os.scandir(directory) as scan:
-            entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as exc:  # an unreadable folder: the others are walked
+            _report_skipped(directory, exc)
+            return
         folders = []
         for entry in entries:
-            if entry.is_dir():
+            try:
+                is_folder = entry.is_dir()
+            except OSError as exc:  # a symlink loop of files (a.jpg -> b.jpg -> a.jpg)
+                _report_skipped(entry.path, exc)
+                continue
+            if is_folder:
                 folders.append(entry)
             elif is_image_file(entry.name):
                 yield entry.path, label
@@ -95,6 +104,10 @@ def _walk(root: str) -> Iterable[tuple[str, str | None]]:
             yield from visit(entry.path, entry.name if directory == root else label)
 
     yield from visit(root, None)
+
+
+def _report_skipped(path: str, exc: OSError) -> None:
+    warnings.warn(InputWarning(f"skipped {_label_text(path)}: {exc.strerror or exc}"), stacklevel=4)
 
 
 def _report_link(path: str, why: str) -> None:
