@@ -79,6 +79,32 @@ def test_fit_and_audit_on_a_store_being_written_name_the_writer_or_wait_for_it(t
         writer.wait()
 
 
+def test_a_lock_file_left_by_a_killed_writer_whose_pid_lives_again_names_no_writer(tmp_path):
+    """kill -9 leaves STORE.lock; after a restart its PID may be another process's. Readers went by the PID: `info`
+    named a writer and `--wait` spun for ever. The flock is what says whether a writer holds the store."""
+    store = tmp_path / "s.h5"
+    writer = start_writer(store, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    assert writer.wait(timeout=60) == 0
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / "s.h5.lock").write_text(str(stranger.pid))  # the PID of a live process that holds no lock
+        opened = []
+
+        def read() -> None:
+            with FeatureStore.open(store, wait=True) as reader:
+                opened.append((reader.writer_pid, reader.count("rows")))
+
+        waiting = threading.Thread(target=read, daemon=True)  # a thread: a regression hangs it, not the suite
+        waiting.start()
+        waiting.join(timeout=30)
+        assert opened == [(None, 2 * HALF)]
+        result = CliRunner().invoke(main, ["info", str(store)])
+        assert result.exit_code == 0 and "is writing" not in result.output, result.output
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 def test_a_reader_holds_the_store_lock_only_while_it_reads(tmp_path):
     """Point 8c: between two reads, an open reader leaves the store free for a commit."""
     store = tmp_path / "s.h5"

@@ -21,7 +21,8 @@ class WriterLock:
     """`<store>.lock` while a writer runs: held exclusively, with the writer's PID inside; removed on release.
 
     fcntl.flock rather than a library: the kernel drops it when the process dies (kill -9 included), so a
-    lock is never stale, and the PID inside lets the error name the writer. Only writers touch this file,
+    lock is never stale (a file left behind holds no flock: readers go by the flock, never by the PID, which
+    may belong to another process after a restart), and the PID inside lets the error name the writer. Only writers touch this file,
     so readers create nothing. The holder removes it before letting go; a writer that locked a file just
     removed (opened before the unlink) sees that the path no longer names its file and tries again.
     """
@@ -63,13 +64,26 @@ class WriterLock:
 
     @staticmethod
     def active_writer(store: Path) -> int | None:
-        """The PID of a live process writing `store`, if any (read without touching the lock)."""
+        """The PID of another process writing `store`, if any: the lock file's flock is held (a file left by a
+        writer killed before it could remove it holds none, though its PID may live again in another process)."""
         try:
-            pid = int(WriterLock.path_of(store).read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
+            fd = os.open(WriterLock.path_of(store), os.O_RDONLY)
+        except OSError:
             return None
-        return pid if pid != os.getpid() else None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: its writer writes its PID just after taking it
+                for _ in range(100):
+                    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    if text.isdigit():
+                        return int(text) if int(text) != os.getpid() else None
+                    time.sleep(0.01)
+                return None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     @staticmethod
     def wait_until_written(store: Path) -> None:
