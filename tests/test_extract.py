@@ -248,3 +248,13 @@ def test_file_and_class_names_that_are_not_utf8_are_stored_and_read_back(elpv_co
     result = CliRunner().invoke(predict, [str(model), str(elpv_copy), "-q"])
     assert result.exit_code == 0
     assert sum(line.startswith(str(elpv_copy)) for line in result.stdout.splitlines()) == 20
+
+
+def test_no_more_decode_workers_than_batches(elpv_folder):
+    """--workers 500 for 20 images started 500 processes (44 s); each worker beyond the batches has nothing to do."""
+    from featx.backbones._registry import get_backbone
+    from featx.features._loader import ImageFiles, make_loader
+
+    paths = sorted(map(str, elpv_folder.rglob("*.png")))[:5]
+    files = ImageFiles(paths, ["0" * 32] * 5, get_backbone("efficientnet_lite0").preprocessing())
+    assert make_loader(files, batch_size=2, workers=64).num_workers == 3 and make_loader(files, 2, 1).num_workers == 1

@@ -104,6 +104,7 @@ def default_workers(gpu: bool) -> int:
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int | None, gpu: bool = False) -> DataLoader:
     workers = default_workers(gpu) if workers is None else workers
+    workers = min(workers, -(-len(dataset) // batch_size))  # a worker per batch at most: --workers 500 for 20 images took 44 s
     return DataLoader(
         dataset,
         batch_size=batch_size,
