@@ -108,6 +108,18 @@ def test_damaged_metadata_is_one_line_everywhere(extracted, elpv_folder):
     assert checked.exit_code == 1 and "feature space cannot be read" in checked.stderr and "Traceback" not in checked.output
 
 
+@pytest.mark.parametrize("table", ["features", "keys"])
+def test_repair_of_a_store_without_its_features_or_keys_table_is_an_empty_store_not_a_key_error(extracted, table):
+    import h5py
+
+    with h5py.File(extracted, "a") as h5:
+        del h5[table]
+    repaired = CliRunner().invoke(main, ["info", "--check", "--repair", str(extracted)])
+    assert repaired.exit_code == 0 and "Traceback" not in repaired.output, repaired.output
+    assert f"20 {table} entries are committed, its table holds 0" in repaired.output
+    assert "0 rows and 0 file entries copied into" in repaired.output
+
+
 def test_check_finds_zero_rows_and_repair_keeps_the_good_ones(extracted, elpv_folder):
     import h5py
 

@@ -614,9 +614,12 @@ class FeatureStore:
             problems.append(f"{bad.size} of its {n} rows are all zero, not finite or unreadable (rows {bad[:5].tolist()}...)")
         return problems
 
-    def _bad_rows(self) -> np.ndarray:
-        """Committed rows that are all zero, hold NaN or infinity, or cannot be read, read in 4096-row blocks."""
-        bad, n = [], self.count("rows")
+    def _bad_rows(self, n: int | None = None) -> np.ndarray:
+        """Of the first `n` rows (default: the committed ones), those that are all zero, hold NaN or infinity, or
+        cannot be read (all of them without a features table), read in 4096-row blocks."""
+        bad, n = [], self.count("rows") if n is None else n
+        if "features" not in self.h5:
+            return np.arange(n)
         for start in range(0, n, 4096):
             try:
                 block = self.h5["features"][start : min(n, start + 4096)]
@@ -639,7 +642,7 @@ class FeatureStore:
                 f"{self.path}: its feature space cannot be read, so neither can its rows: extract again into a new store"
             ) from None
         n = min(self.count("rows"), self._table_length("keys"), self._stored("features"))
-        keep = np.setdiff1d(np.arange(n), self._bad_rows())
+        keep = np.setdiff1d(np.arange(n), self._bad_rows(n))
         new_row = {int(row): i for i, row in enumerate(keep)}
         try:
             classes, failures = self.classes(), self.failures()
@@ -650,7 +653,7 @@ class FeatureStore:
             ]
         except Exception:  # the texts are damaged: the rows still spare their computing again
             classes, failures, files = [], {}, []
-        keys = _decode(self.h5["keys"][:n])
+        keys = _decode(self.h5["keys"][:n]) if n else []  # n is 0 without a keys or features table
         with FeatureStore.create_or_open(target, space, dtype) as repaired:
             for start in range(0, len(keep), 4096):
                 block = keep[start : start + 4096]
