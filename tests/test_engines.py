@@ -13,7 +13,7 @@ from featx.cli import main  # noqa: E402
 import featx  # noqa: E402
 from featx.backbones._device import BatchRunner  # noqa: E402
 from featx.backbones._registry import get_backbone  # noqa: E402
-from featx.errors import FeatxError  # noqa: E402
+from featx.errors import FeatxError, FeatxWarning  # noqa: E402
 from featx.features import _engines as engines  # noqa: E402
 from featx.features._network import build_feature_network  # noqa: E402
 from featx.features._store import FeatureStore  # noqa: E402
@@ -80,6 +80,10 @@ def test_the_exported_graph_is_cached_and_reused(cells, tmp_path, exports, priva
     assert not list((private_cache / "onnx").glob("*.tmp"))  # written via a temp file, none left over
     featx.extract(cells, store=tmp_path / "3.h5", pooling="gem", **common)  # another feature space
     assert len(exports) == 2 and len(list((private_cache / "onnx").glob("*.onnx"))) == 2
+    graphs[0].write_bytes(graphs[0].read_bytes()[:1000])  # a damaged cache file: exported again, said once
+    with pytest.warns(FeatxWarning, match="cannot be loaded .*: exported again"):
+        featx.extract(cells, store=tmp_path / "4.h5", **common)
+    assert len(exports) == 3 and graphs[0].stat().st_size > 1000
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from featx.backbones._device import BatchRunner
 from featx.backbones._preprocessing import LEGACY_DECODE
 from featx.backbones._registry import Backbone, get_backbone
 from featx.backbones._weights import WeightsSource
-from featx.errors import FeatxError, ParameterError
+from featx.errors import FeatxError, FeatxWarning, ParameterError
 from featx.features._space import FeatureSpace, digest, user_cache_dir
 from featx.outputs import atomic_path
 
@@ -113,12 +113,27 @@ class OnnxRunner:
                 self.session = self._session(ort, path)
         else:
             path = Path(cache_path)
-            if not path.exists():
+            session = self._cached_session(ort, path)
+            if session is None:
                 export_onnx(network(), crop, path)
-            self.session = self._session(ort, path)
+                session = self._session(ort, path)
+            self.session = session
         self.input_name = self.session.get_inputs()[0].name
         self.threads = torch.get_num_threads()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="featx-onnx")  # threads start on use
+
+    @classmethod
+    def _cached_session(cls, ort, path: Path):
+        """The session of the graph cached at `path`; None when there is none, or it cannot be loaded (a damaged
+        file: it is a cache, so it is exported again, said once)."""
+        if not path.exists():
+            return None
+        try:
+            return cls._session(ort, path)
+        except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail...
+            warnings.warn(FeatxWarning(f"the cached ONNX graph {path} cannot be loaded ({type(exc).__name__}): "
+                                       "exported again"), stacklevel=4)
+            return None
 
     @staticmethod
     def _session(ort, path: Path):
