@@ -458,9 +458,13 @@ def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: b
                 entries = [e for n, key in enumerate(keys) for j in pending[key] for e in records.entry(j, next_row + n)]
                 failures.failed, failures.entries = [], []  # this batch's
                 for i, reason, permanent in bad:
-                    # bad bytes fail every copy; a transient failure (unreadable, changed) only the file read
-                    for j in pending[todo[i]] if permanent else pending[todo[i]][:1]:
-                        failures.add(j, todo[i] if permanent else "", reason)
+                    # bad bytes fail every copy, for good; a transient failure (unreadable, changed, out of memory)
+                    # fails this run's copies, recorded under no key: the next run reads them again
+                    read, *others = pending[todo[i]]
+                    failures.add(read, todo[i] if permanent else "", reason)
+                    for j in others:
+                        failures.add(j, todo[i] if permanent else "", reason if permanent else
+                                     f"not read: its copy {plan.inputs.names[read]} failed ({reason})")
                 entries += failures.entries
                 failed = failures.failed
                 stat_entries = plan.stats_of(keys + [todo[i] for i, _, permanent in bad if permanent])

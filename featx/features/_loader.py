@@ -60,7 +60,9 @@ class ImageFiles(Dataset):
         except OSError as exc:
             return i, None, unreadable(exc), False
         except Exception as exc:  # a decoder bug on one odd file must never stop the run
-            return i, None, f"cannot decode: {type(exc).__name__}: {exc}", True
+            # memory running out (PIL's MemoryError, torch's allocator) is this run's, not the file's: not kept
+            transient = isinstance(exc, MemoryError) or "allocate memory" in str(exc)
+            return i, None, f"cannot decode: {type(exc).__name__}: {exc}", not transient
 
 
 class ImageArrays(Dataset):
