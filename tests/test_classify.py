@@ -341,6 +341,10 @@ def test_empty_folder_and_unknown_classes(elpv, model, tmp_path):
     shutil.copy(next((elpv["heldout"] / "defective").iterdir()), tmp_path / "other" / "cats")
     result = CliRunner().invoke(evaluate, [str(model), str(tmp_path / "other"), "-q"])
     assert result.exit_code == 1 and "classes the model does not know: cats" in result.output
+    (tmp_path / "broken" / "defective").mkdir(parents=True)
+    (tmp_path / "broken" / "defective" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    result = CliRunner().invoke(evaluate, [str(model), str(tmp_path / "broken"), "-q"])
+    assert result.exit_code == 1 and "none of the 1 labelled images could be read (" in result.output and "cut.png" in result.output
 
 
 def test_predicting_never_adds_images_to_the_training_store(elpv, model, tmp_path, monkeypatch):

@@ -147,8 +147,10 @@ class ModelBundle:
         images, labels = images.take(np.flatnonzero(labels >= 0)), labels[labels >= 0]
         features, use, sources = _bundle_features(self, images, weights, tta, **options)
         if not use.any():
-            raise BadInputError(f"none of the {len(images)} labelled images could be read: "
-                                f"{'; '.join(f'{path}: {why}' for path, why in sources.failures[:3])}")
+            from featx.images._failures import failure_lines
+
+            reasons = "; ".join(line.strip() for line in failure_lines(sources.failures, prefix=""))
+            raise BadInputError(f"none of the {len(images)} labelled images could be read ({reasons})")
         x, true = features[use], labels[use]
         predicted = self.pipeline.predict(x)
         details = {"classifier": self.info.get("classifier"), "hyperparameters": self.info.get("hyperparameters"),
