@@ -298,3 +298,20 @@ def test_a_copy_read_in_vain_fails_its_other_copies_for_this_run_only_and_memory
     assert again.n_failed == 0 and again.n_extracted == 2
     with FeatureStore.open(store) as opened:
         assert sorted(Path(p).name for p in opened.files()) == ["a.png", "b.png", "c.png"]
+
+
+def test_ctrl_c_while_hashing_is_the_interrupted_line_and_its_exit_status(elpv_folder, tmp_path, monkeypatch):
+    """Hashing a large folder takes minutes; Ctrl-C there ended in click's 'Aborted!' and exit 1."""
+    from click.testing import CliRunner
+
+    from featx.cli import main
+    from featx.features import _extraction
+
+    def interrupted(paths):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_extraction, "content_keys", interrupted)
+    result = CliRunner().invoke(main, ["extract", str(elpv_folder), "--store", str(tmp_path / "s.h5"), "--model",
+                                       "mobilenet_v3_small", "--weights", "random", "-q"])
+    assert result.exit_code == 130 and "interrupted: no image was computed yet" in result.output, result.output
+    assert "resume with: featx" in result.output and not (tmp_path / "s.h5").exists()  # (argv: pytest's here)

@@ -212,7 +212,11 @@ def _execute(
             if weights_file is not None:
                 opened.record_weights_file(weights_file)
             start = time.perf_counter()
-            report = run_plan(plan_run(inputs, opened), opened, compute, progress)
+            try:
+                plan = plan_run(inputs, opened)  # hashing every new file: minutes for a large folder
+            except KeyboardInterrupt:
+                raise ExtractionInterrupted(path, 0) from None
+            report = run_plan(plan, opened, compute, progress)
             report.seconds = time.perf_counter() - start
         finally:
             # a run that kept no row (all files failed, the weights did not load, the disk was full) leaves no
