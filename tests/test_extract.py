@@ -315,3 +315,31 @@ def test_ctrl_c_while_hashing_is_the_interrupted_line_and_its_exit_status(elpv_f
                                        "mobilenet_v3_small", "--weights", "random", "-q"])
     assert result.exit_code == 130 and "interrupted: no image was computed yet" in result.output, result.output
     assert "resume with: featx" in result.output and not (tmp_path / "s.h5").exists()  # (argv: pytest's here)
+
+
+def test_memory_running_out_in_a_batch_is_one_line_and_the_batches_before_are_kept(elpv_folder, tmp_path, monkeypatch):
+    """A huge --image-size or --batch-size ended in torch's allocator traceback; now one line, rows kept."""
+    from click.testing import CliRunner
+
+    from featx.backbones._device import BatchRunner
+    from featx.cli import main
+
+    call, calls = BatchRunner.__call__, []
+
+    def runs_out(self, images):
+        calls.append(len(images))
+        if len(calls) > 1:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return call(self, images)
+
+    monkeypatch.setattr(BatchRunner, "__call__", runs_out)
+    store = tmp_path / "s.h5"
+    args = ["extract", str(elpv_folder), "--store", str(store), "--model", "mobilenet_v3_small", "--weights", "random",
+            "--engine", "torch", "--batch-size", "8", "--workers", "0", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "out of memory computing a batch" in result.output and "Traceback" not in result.output
+    kept = calls[0]  # the images of the first network call, committed before the second failed
+    assert f"lower --batch-size or --image-size; the {kept} images computed are kept" in result.output, result.output
+    monkeypatch.undo()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and f"{20 - kept} extracted, {kept} already in the store" in again.output, again.output

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from featx.errors import ExtractionInterrupted
+from featx.errors import ExtractionInterrupted, FeatxError
 
 if TYPE_CHECKING:
     from featx.features._loader import FeatureBatch
@@ -483,4 +483,12 @@ def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: b
         if committing is not None:
             committing.result()  # what was computed is committed before stopping
         raise ExtractionInterrupted(store.path, store.count("rows") - first_row) from None
+    except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator and CUDA say "allocate" / "out of memory"
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        if committing is not None:
+            committing.result()
+        kept = store.count("rows") - first_row
+        raise FeatxError(f"out of memory computing a batch ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}): "
+                         f"lower --batch-size or --image-size; the {kept} images computed are kept in {store.path}") from None
     return next_row - first_row
