@@ -44,6 +44,12 @@ def assert_same_store(ours: Path, reference: Path) -> None:
     assert list(mine.classes) == list(theirs.classes)
     scale = np.abs(theirs.features).max()
     np.testing.assert_allclose(mine.features, theirs.features, rtol=1e-4, atol=1e-4 * scale)
+    with FeatureStore.open(ours) as a, FeatureStore.open(reference) as b:  # pHashes and statistics, for featx audit
+        (rows_a, hashes_a, stats_a), (rows_b, hashes_b, stats_b) = a.quality(), b.quality()
+        assert rows_a.keys() == rows_b.keys() and len(rows_b) > 0
+        order_a, order_b = [rows_a[key] for key in sorted(rows_b)], [rows_b[key] for key in sorted(rows_b)]
+        np.testing.assert_array_equal(hashes_a[order_a], hashes_b[order_b])
+        np.testing.assert_allclose(stats_a[order_a], stats_b[order_b], rtol=1e-5)
 
 
 def test_a_ray_run_stores_what_a_local_run_stores_bad_files_included(ray_cluster, elpv_copy, tmp_path, monkeypatch):
@@ -100,10 +106,12 @@ def test_features_and_failures_come_back_to_the_driver_intact():
     extractor = types.SimpleNamespace(runner=lambda: lambda images: features[: len(images)])
     network = featx.features._ray._Network(extractor)
     reasons = np.array(["", "truncated", ""], dtype=object)
+    measured = np.array([(1, (0.5,)), None, (2, (0.25,))] + [None], dtype=object)[:-1]  # (pHash, statistics)
     batch = {"index": np.array([7, 3, 5]), "image": np.zeros((3, 3, 2, 2), np.uint8), "reason": reasons,
-             "permanent": np.array([False, True, False])}
+             "permanent": np.array([False, True, False]), "measured": measured}
     got = featx.features._ray._feature_batch(network(batch))
     assert got.indices == [7, 5] and got.failures == [(3, "truncated", True)]
+    assert got.measured == [(1, (0.5,)), (2, (0.25,))]  # each decoded file's, in the order of the indices
     np.testing.assert_array_equal(got.features, features)
     failed = featx.features._ray._feature_batch(network({**batch, "reason": np.array(["a", "b", "c"], dtype=object)}))
     assert failed.indices == [] and failed.features is None and [i for i, *_ in failed.failures] == [7, 3, 5]

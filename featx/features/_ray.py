@@ -98,15 +98,18 @@ def _default_actors(resources: dict, gpus: int) -> int:
 
 
 def _decode(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> dict[str, np.ndarray]:
-    """A Ray task: files -> uint8 images (zeros where a file failed), '' or the reason it failed, permanent."""
-    files = ImageFiles(batch["path"].tolist(), batch["key"].tolist(), preprocessing)
+    """A Ray task: files -> uint8 images (zeros where a file failed), '' or the reason it failed, permanent, and
+    the decoded image's (pHash, statistics) as a local run measures them (None where it failed)."""
+    files = ImageFiles(batch["path"].tolist(), batch["key"].tolist(), preprocessing, measure=True)
     blank = np.zeros((3, preprocessing.crop, preprocessing.crop), np.uint8)
     items = [files[i] for i in range(len(files))]
     return {
         "index": batch["index"],
-        "image": np.stack([blank if image is None else image.numpy() for _, image, _, _ in items]),
-        "reason": np.array([reason or "" for _, _, reason, _ in items], dtype=object),
-        "permanent": np.array([permanent for *_, permanent in items], dtype=bool),
+        "image": np.stack([blank if item[1] is None else item[1].numpy() for item in items]),
+        "reason": np.array([item[2] or "" for item in items], dtype=object),
+        "permanent": np.array([item[3] for item in items], dtype=bool),
+        # one object per file: the None appended (and dropped) keeps numpy from making the tuples a 2-D array
+        "measured": np.array([item[4] if len(item) > 4 else None for item in items] + [None], dtype=object)[:-1],
     }
 
 
@@ -124,7 +127,7 @@ class _Network:
         features = [np.asarray(next(rows), dtype=np.float32).tobytes() if ok else b"" for ok in decoded]
         return {
             "index": batch["index"], "features": np.array(features, dtype=object),
-            "reason": batch["reason"], "permanent": batch["permanent"],
+            "reason": batch["reason"], "permanent": batch["permanent"], "measured": batch["measured"],
         }
 
 
@@ -136,4 +139,5 @@ def _feature_batch(batch: dict[str, np.ndarray]) -> FeatureBatch:
         batch["index"][decoded].tolist(),
         np.stack(rows) if rows else None,
         [(index, str(reason), permanent) for index, reason, permanent in failures],
+        list(batch["measured"][decoded]),
     )
