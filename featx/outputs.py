@@ -40,8 +40,8 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False,
     from featx.images._inputs import is_image_file
 
     path = Path(path)
-    for source in reads:
-        if not path.exists() or not os.path.exists(source):
+    for source in reads if path.exists() else ():
+        if not os.path.exists(source):
             continue
         if os.path.samefile(path, source):
             raise OutputError(f"cannot write {path}: it is the input {source}; choose another {option}")

@@ -483,8 +483,10 @@ def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: b
         if committing is not None:
             committing.result()  # what was computed is committed before stopping
         raise ExtractionInterrupted(store.path, store.count("rows") - first_row) from None
-    except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator and CUDA say "allocate" / "out of memory"
-        if not isinstance(exc, MemoryError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
+    except (MemoryError, RuntimeError) as exc:
+        from featx.features._loader import out_of_memory
+
+        if not out_of_memory(exc):
             raise
         if committing is not None:
             committing.result()

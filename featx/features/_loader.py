@@ -60,9 +60,14 @@ class ImageFiles(Dataset):
         except OSError as exc:
             return i, None, unreadable(exc), False
         except Exception as exc:  # a decoder bug on one odd file must never stop the run
-            # memory running out (PIL's MemoryError, torch's allocator) is this run's, not the file's: not kept
-            transient = isinstance(exc, MemoryError) or "allocate memory" in str(exc)
-            return i, None, f"cannot decode: {type(exc).__name__}: {exc}", not transient
+            # memory running out is this run's, not the file's: not kept
+            return i, None, f"cannot decode: {type(exc).__name__}: {exc}", not out_of_memory(exc)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is memory running out: PIL's MemoryError, torch's CPU allocator ("can't allocate memory"),
+    CUDA ("out of memory")."""
+    return isinstance(exc, MemoryError) or "allocate" in str(exc) or "out of memory" in str(exc)
 
 
 class ImageArrays(Dataset):

@@ -1,6 +1,7 @@
 """ImageNet class names -> indices, and a classifier that takes pixels in [0, 1]."""
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
@@ -52,11 +53,16 @@ class PixelClassifier(nn.Module):
         self.eval()
         self.model_name, self.weights = model_name, weights
 
+    @functools.cached_property
+    def outputs(self) -> int:
+        """How many outputs the network gives (one forward pass of a blank image, the first time)."""
+        with torch.inference_mode():
+            return self(torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop)).shape[-1]
+
     def require_head(self) -> None:
         """Refuse a network whose outputs are not its ImageNet classes (a fine-tuned head, another head, or
         none): class names, dreams and attacks are of the backbone's own classifier."""
-        with torch.inference_mode():
-            width = self(torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop)).shape[-1]
+        width = self.outputs
         if width != len(self.categories):
             raise ParameterError(
                 f"{self.model_name}{f' with {self.weights}' if self.weights else ''} gives {width} outputs, not the "

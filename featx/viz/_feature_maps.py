@@ -30,8 +30,11 @@ def _outputs(classifier: PixelClassifier, pixels: torch.Tensor, names: list[str]
 def feature_maps(classifier: PixelClassifier, pixels: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     """The outputs of the named modules that are C x H x W maps of the (square) image: square and no larger than
     it (a transformer's tokens, N x tokens x width, or a Swin stage's N x H x W x C are not)."""
-    return {n: out for n, out in _outputs(classifier, pixels, names).items()
-            if out.dim() == 4 and out.shape[-1] == out.shape[-2] <= pixels.shape[-1]}
+    return {n: out for n, out in _outputs(classifier, pixels, names).items() if _is_map(out, pixels)}
+
+
+def _is_map(out: torch.Tensor, pixels: torch.Tensor) -> bool:
+    return out.dim() == 4 and out.shape[-1] == out.shape[-2] <= pixels.shape[-1]
 
 
 def default_layer(classifier: PixelClassifier, pixels: torch.Tensor) -> str:
@@ -51,10 +54,11 @@ def default_layer(classifier: PixelClassifier, pixels: torch.Tensor) -> str:
 
 def activations(classifier: PixelClassifier, pixels: torch.Tensor, layer: str) -> torch.Tensor:
     """The C x H x W output of module `layer` for one image."""
-    maps = feature_maps(classifier, pixels, layer_names(classifier.model))
-    if layer not in maps:
-        raise UnknownNameError("layer with a C x H x W feature map", layer, maps)
-    return maps[layer][0]
+    names = layer_names(classifier.model)
+    out = _outputs(classifier, pixels, [layer]).get(layer) if layer in names else None
+    if out is None or not _is_map(out, pixels):  # the valid names, for the message: a pass with every hook
+        raise UnknownNameError("layer with a C x H x W feature map", layer, feature_maps(classifier, pixels, names))
+    return out[0]
 
 
 def strongest_channels(maps: torch.Tensor, count: int) -> tuple[list[int], torch.Tensor]:
