@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ENGINES, POOLINGS, TTAS
+from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, ENGINES, MAX_SEED, POOLINGS, TTAS
 
 model = click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Backbone name (see: featx models).")
 weights = click.option("--weights", help="Weights: a state-dict FILE, 'random', or a named variant such as IMAGENET1K_V1.")
@@ -44,8 +44,8 @@ n_jobs = click.option("--n-jobs", "-j", type=int, callback=_not_zero, help="Para
 
 
 def seed(help: str | None = None) -> Callable:
-    """--seed of a split: scikit-learn's random_state takes 0 to 2**32 - 1."""
-    return click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help=help)
+    """--seed of a split (0 to MAX_SEED)."""
+    return click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help=help)
 
 
 unsafe_pickle = click.option(

@@ -26,6 +26,7 @@ SCORINGS = ("balanced_accuracy", "accuracy")  # what cross-validation maximises;
 AUGMENTS = ("d4", "flip", "none")  # fine-tuning: d4, the 8 symmetries of the square; flip, a horizontal mirror
 SCHEDULES = ("onecycle", "cosine")  # fine-tuning learning-rate schedules
 DEFAULT_BATCH_SIZE = 64
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state takes no other
 
 
 @dataclass(frozen=True)

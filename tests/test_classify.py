@@ -20,9 +20,10 @@ from html_checks import embedded_images, gallery, no_external_url, parse_html
 from featx.classify._bundle import load_bundle
 from featx.classify._classifiers import CLASSIFIERS, class_scores
 from featx.classify._fitting import fit as train
-from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError, UnsafeLoadWarning
+from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError, ParameterError, UnsafeLoadWarning
 from featx.features._store import FeatureStore
 from featx.images._content import KEY_LENGTH
+from featx.names import MAX_SEED
 
 PER_CLASS, HELD_OUT = 40, 8
 
@@ -284,6 +285,8 @@ def test_outputs_that_are_inputs_or_unloadable_are_refused_before_any_work(elpv,
         assert result.exit_code in (1, 2) and len(errors) == 1 and said in result.output, (name, result.output)
     assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skops-pca.png"]
+    with pytest.raises(ParameterError, match=f"between 0 and {MAX_SEED}, not {MAX_SEED + 1}"):
+        train(store, seed=MAX_SEED + 1)  # the library's own check: one past scikit-learn's range
 
 
 def test_evaluate_names_an_unknown_class_before_extracting_anything(elpv, model, tmp_path, monkeypatch):

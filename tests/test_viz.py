@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featx.backbones._registry import get_backbone
-from featx.errors import AmbiguousNameError, FeatxError, ParameterError, UnknownNameError
+from featx.errors import AmbiguousNameError, ParameterError, UnknownNameError
 from featx.viz._attack import parse_eps
 from featx.viz._classes import PixelClassifier, resolve_class
 from featx.viz._dream import (

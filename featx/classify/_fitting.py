@@ -18,7 +18,7 @@ from featx.classify._bundle import ModelBundle
 from featx.classify._classifiers import Classifier, RBFGram, class_scores, get_classifier
 from featx.errors import BadInputError, ParameterError, UnknownNameError
 from featx.features._store import FeatureStore
-from featx.names import CLASS_WEIGHTS, SCORINGS
+from featx.names import CLASS_WEIGHTS, MAX_SEED, SCORINGS
 from featx.reports._figures import map_rows
 from featx.reports._report import Outcomes, Report, metrics
 
@@ -280,8 +280,8 @@ def fit(
         raise ParameterError("--cv must be at least 2")
     if not 0 < test_size < 1:
         raise ParameterError("--test-size must be between 0 and 1")
-    if not 0 <= seed < 2**32:
-        raise ParameterError(f"--seed must be between 0 and 2**32 - 1 (scikit-learn's range), not {seed}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"--seed must be between 0 and {MAX_SEED}, not {seed}")
     if n_jobs == 0:
         raise ParameterError("--n-jobs 0 runs nothing: a number of parallel fits, or -1 for all cores")
     if epochs < 1:

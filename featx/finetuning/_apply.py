@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featx.backbones._weights import FINETUNED_FORMAT, FileWeights, is_safetensors, safetensors_metadata
-from featx.errors import BadInputError, FeatxError, ParameterError
+from featx.errors import FeatxError, ParameterError
 
 if TYPE_CHECKING:
     from featx.classify._results import Predictions

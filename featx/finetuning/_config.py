@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from featx.errors import ParameterError, UnknownNameError
-from featx.names import AUGMENTS, CLASS_WEIGHTS, SCHEDULES
+from featx.names import AUGMENTS, CLASS_WEIGHTS, MAX_SEED, SCHEDULES
 
 AUTO, NONE = "auto", "none"  # freeze_until's two words that are not layer names
 _KINDS = {int: "an integer", float: "a number", str: "a string"}
@@ -89,7 +89,7 @@ class FinetuneConfig:
     patience: int = _setting(30, "All-layer epochs without a better validation score (accuracy, then loss) before "
                                  "stopping (the best epoch is kept either way).", low=1)
     seed: int = _setting(0, "Seed of the split, the new head, the order, augmentation and dropout.", low=0,
-                         high=2**32 - 1)  # scikit-learn's splits take no other
+                         high=MAX_SEED)
     freeze_until: str | None = _setting(AUTO, "Keep this layer (a module name, e.g. blocks.1) and all before it as "
                                               "pretrained: faster steps, generic early features. auto: the stages "
                                               "at 1/4 of the input's resolution or finer (Lite0: blocks.1, ResNet: "
