@@ -1,12 +1,15 @@
 """The registry: real pretrained default, preprocessing from the weights' metadata, clear offline errors."""
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from featx.backbones._registry import REGISTRY, get_backbone
 from featx.errors import UnknownNameError, WeightsUnavailableError
 from featx.features._network import build_feature_network
+from featx.features._store import FeatureStore
 
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
@@ -51,6 +54,55 @@ def test_torchvision_preprocessing_is_the_weights_own(name):
     assert pre.resize == expected.resize_size[0] and pre.crop == expected.crop_size[0]
     assert list(pre.mean) == list(expected.mean) and list(pre.std) == list(expected.std)
     assert pre.interpolation == expected.interpolation.value
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n not in LITE])
+def test_named_torchvision_weights_bring_their_own_preprocessing(name):
+    """Each variant's transforms, not the DEFAULT's: resnet50's IMAGENET1K_V1 resizes to 256 where V2 resizes to
+    232, vgg16's IMAGENET1K_FEATURES normalises as Caffe did (std 1/255)."""
+    from torchvision.models import get_model_weights
+
+    from featx.features._space import FeatureSpace
+
+    backbone, enum = get_backbone(name), get_model_weights(name)
+    for variant in enum.__members__:
+        stated, source = enum[variant].transforms(), backbone.weights(variant)
+        pre = FeatureSpace.of(backbone, source).preprocessing
+        assert (pre.resize, pre.crop, pre.interpolation, list(pre.mean), list(pre.std)) == (
+            stated.resize_size[0], stated.crop_size[0], stated.interpolation.value, list(stated.mean), list(stated.std)), variant
+        assert FeatureSpace.of(backbone, source, image_size=64).preprocessing.mean == pre.mean  # a size changes the size only
+
+
+def test_named_weights_preprocess_and_normalise_as_their_own(elpv_folder, tmp_path, monkeypatch):
+    """Extraction with mobilenet_v2's IMAGENET1K_V1 resizes to 256 (the same bytes as a file: the DEFAULT's 232);
+    a variant's mean and std are the network's normalisation; viz's classifier takes the variant's too."""
+    import featx
+    from featx.backbones._weights import RandomWeights
+    from featx.viz._classes import PixelClassifier
+
+    backbone = get_backbone("mobilenet_v2")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    named = backbone.weights("IMAGENET1K_V1")
+    named.expected_file().parent.mkdir(parents=True)
+    torch.save(backbone.build_model(backbone.weights("random")).state_dict(), named.expected_file())
+    images = sorted(elpv_folder.rglob("*.png"))[:2]
+    resized, features = [], []
+    for weights in ("IMAGENET1K_V1", str(named.expected_file())):
+        report = featx.extract(images, "mobilenet_v2", weights=weights, store=tmp_path / f"{len(features)}.h5",
+                               workers=0, progress=False)
+        with FeatureStore.open(report.store) as opened:
+            resized.append(opened.space.preprocessing.resize)
+        features.append(featx.load_features(report.store).features)
+    assert resized == [256, 232] and not np.allclose(*features, rtol=1e-3, atol=0)
+    assert PixelClassifier("mobilenet_v2", "IMAGENET1K_V1").preprocessing.resize == 256
+
+    class Caffe(RandomWeights):
+        def preprocessing(self, own):
+            return dataclasses.replace(own, mean=(0.5, 0.25, 0.125), std=(1 / 255,) * 3)
+
+    network = build_feature_network(backbone, Caffe())
+    white = torch.full((1, 3, 8, 8), 255, dtype=torch.uint8)
+    assert torch.allclose(network.normalise(white)[0, :, 0, 0], torch.tensor([127.5, 191.25, 223.125]))
 
 
 def test_preprocessing_differs_between_models():

@@ -58,6 +58,10 @@ class Backbone:
             return self.named_weights(spec)
         raise UnknownNameError(f"weights for {self.name}", spec, ["random", "a file path"])
 
+    def preprocessing_for(self, weights: WeightsSource) -> Preprocessing:
+        """The preprocessing of this model with `weights` (a named variant may have its own)."""
+        return weights.preprocessing(self.preprocessing())
+
     def build_model(self, weights: WeightsSource) -> nn.Module:
         """Build the classifier with `weights` loaded, in eval mode. Fine-tuned weights (featx finetune) bring
         their own classes: the head is replaced by one of that many outputs before they load."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
+from featx.backbones._preprocessing import Preprocessing, interpolation_name
 from featx.errors import WeightsUnavailableError
 
 if TYPE_CHECKING:  # torch loads on first use: `featx models` lists sources without it
@@ -83,6 +84,11 @@ class WeightsSource(ABC):
     def fine_tuned_from(self) -> tuple[str | None, list[str] | None]:
         """(base model name, class names) of weights made by `featx finetune`; (None, None) for others."""
         return None, None
+
+    def preprocessing(self, own: Preprocessing) -> Preprocessing:
+        """The preprocessing these weights were trained with; `own`: the registry's, that of the model's default
+        weights (the answer for every source but a named torchvision variant)."""
+        return own
 
 
 class RandomWeights(WeightsSource):
@@ -236,6 +242,13 @@ class TorchvisionWeights(WeightsSource):
     def location(self) -> str:
         return str(self.expected_file())
 
+    def preprocessing(self, own: Preprocessing) -> Preprocessing:
+        """The variant's own transforms: IMAGENET1K_V1 resizes to 256 where V2 (the DEFAULT) resizes to 232;
+        vgg16's IMAGENET1K_FEATURES normalises as Caffe did (std 1/255)."""
+        stated = self.weights.transforms()
+        return Preprocessing(stated.resize_size[0], stated.crop_size[0], interpolation_name(stated.interpolation),
+                             tuple(stated.mean), tuple(stated.std), own.decode)
+
     def _unavailable(self, problem: str) -> WeightsUnavailableError:
         file = self.expected_file()
         return WeightsUnavailableError(
@@ -312,6 +325,9 @@ class TorchvisionDefaultWeights(TorchvisionWeights):
 
     def download_mb(self) -> float:
         return self.size_mb
+
+    def preprocessing(self, own: Preprocessing) -> Preprocessing:
+        return own  # the registry states the DEFAULT weights' transforms (tests check), without torchvision
 
 
 def torch_hub_dir() -> Path:

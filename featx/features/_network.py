@@ -106,7 +106,7 @@ def build_feature_network(
             traced = _graph_nodes(model, backbone.family)
             raise UnknownNameError(f"layer of {backbone.name} (a node of its traced graph)",
                                    next(n for n in nodes if n not in traced), traced) from None
-    pre = backbone.preprocessing()
+    pre = backbone.preprocessing_for(weights)
     return FeatureNetwork(trunk, pre.mean, pre.std, pooling, tta).eval()
 
 

@@ -83,7 +83,7 @@ class FeatureSpace:
         return cls(
             model=backbone.name,
             weights=weights.id,
-            preprocessing=backbone.preprocessing().at_size(image_size).with_decode(decode),
+            preprocessing=backbone.preprocessing_for(weights).at_size(image_size).with_decode(decode),
             layer=tuple(parse_layers(layer) or [DEFAULT_LAYER + (backbone.feature_node or "forward_features")]),
             pooling=pooling,
             tta=tta,
@@ -161,8 +161,12 @@ class FeatureSpace:
         """The --image-size that gives this preprocessing (None: the weights' own)."""
         from featx.backbones._registry import get_backbone
 
-        own = get_backbone(self.model).preprocessing().with_decode(self.decode)
-        return None if self.preprocessing == own else self.crop
+        backbone = get_backbone(self.model)
+        try:
+            own = backbone.preprocessing_for(self.weights_source())
+        except FeatxError:  # weights named by a file's hash: the model's own
+            own = backbone.preprocessing()
+        return None if self.preprocessing == own.with_decode(self.decode) else self.crop
 
     def store_path(self, dtype: str = "float32") -> Path:
         """cache/<model>-<hash of the space>[-float16].h5: one store per feature space and dtype."""

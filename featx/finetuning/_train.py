@@ -67,7 +67,7 @@ def finetune(
     check_labels(images)
     if config.ordinal:
         ordinal_ranks(config.ordinal, images.classes)
-    own = backbone.preprocessing()
+    own = backbone.preprocessing_for(source)
     pre = own.at_size(config.image_size or own.crop)  # the whole image: the weights' crop would cut its edges
     parts = without_each_fold(images, folds, config.seed, config.val_size) if folds else []  # a class too small: before any training
     result = _one(images, out, backbone, source, pre, config, resume, workers, device, progress, log)

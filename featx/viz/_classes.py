@@ -44,8 +44,9 @@ class PixelClassifier(nn.Module):
         from featx.backbones._registry import get_backbone
 
         backbone = get_backbone(model_name)
-        self.model = backbone.build_model(backbone.weights(weights)).requires_grad_(False)
-        self.preprocessing = backbone.preprocessing()
+        source = backbone.weights(weights)
+        self.model = backbone.build_model(source).requires_grad_(False)
+        self.preprocessing = backbone.preprocessing_for(source)
         self.categories = backbone.categories()
         scale, shift = normalisation(self.preprocessing.mean, self.preprocessing.std, pixel_max=1.0)
         self.register_buffer("scale", scale)
