@@ -197,3 +197,38 @@ def test_unknown_decode_mode_is_refused(tmp_path):
     with pytest.raises(UnknownNameError, match="decode mode 'fast'.*full, reduced"):
         featx.extract(tmp_path, decode="fast", store=tmp_path / "s.h5")  # checked before anything is read
     assert not (tmp_path / "s.h5").exists()
+
+
+@pytest.mark.parametrize("tag", ["convnext_base.fb_in22k_ft_in1k_384", "dm_nfnet_f0.dm_in1k", "resnet10t.c3_in1k"])
+@pytest.mark.parametrize("size", [(451, 300), (300, 451)])
+def test_timm_weights_are_cropped_as_timm_does(chelsea, tag, size):
+    """timm's crop_mode: "squash" resizes both sides (convnext_base's 384 px fine-tune keeps the whole photo in
+    the crop; dm_nfnet_f0 squashes to 213 px, then crops 192), "center" keeps the aspect ratio (resnet10t)."""
+    import timm
+
+    from featx.backbones._registry import get_backbone
+
+    cfg = timm.models.get_pretrained_cfg(tag).to_dict()
+    pre = get_backbone(f"timm/{tag}").preprocessing()
+    assert pre.crop_mode == (cfg.get("crop_mode") or "center")
+    reference = timm.data.transforms_factory.transforms_imagenet_eval(
+        cfg["input_size"][-1], cfg["crop_pct"], cfg.get("crop_mode"), interpolation=cfg["interpolation"],
+        use_prefetcher=True)  # uint8 pixels, not normalised
+    for image in (chelsea.resize(size), chelsea.resize(size).convert("L")):
+        ours = pre.geometric()(image).int()
+        theirs = torch.as_tensor(np.asarray(reference(image.convert("RGB")))).int()
+        assert ours.shape == theirs.shape == (3, pre.crop, pre.crop)
+        assert (ours - theirs).abs().max() <= 2 and (ours - theirs).abs().float().mean() < 0.5
+
+
+def test_crop_modes_featx_does_not_apply_are_one_line_and_center_spaces_read_back_unchanged():
+    from featx.backbones._preprocessing import Preprocessing
+    from featx.backbones._registry import get_backbone
+    from featx.errors import FeatxError
+
+    with pytest.raises(FeatxError, match="crop_mode 'border'.*choose another pretrained tag"):
+        get_backbone("timm/deepseek_vit_412m.deepseek_v4_1_flash")
+    squash = get_backbone("timm/convnext_base.fb_in22k_ft_in1k_384").preprocessing()
+    center = get_backbone("timm/resnet10t.c3_in1k").preprocessing()
+    assert squash.as_dict()["crop_mode"] == "squash" and "crop_mode" not in center.as_dict()  # as written before
+    assert [Preprocessing.from_dict(p.as_dict()) for p in (squash, center)] == [squash, center]

@@ -28,11 +28,16 @@ LEGACY_DECODE = "full"  # spaces without a recorded decode mode were made this w
 DEFAULT_DECODE = "reduced"
 DRAFT_MARGIN = 2  # a JPEG is decoded at a scale that keeps its shorter side >= this x the resize target
 REDUCING_GAP = 3.0  # then Image.reduce while the crop stays >= this x the output (Pillow: "even closer to fair")
+# How the image reaches `resize` (timm's crop_mode): "center" keeps its aspect ratio (the shorter side to `resize`,
+# then the centre crop: torchvision's and most timm weights'); "squash" resizes both sides to `resize`, the whole
+# image in the crop when resize == crop (131 of timm's 1,826 pretrained tags, mostly 384 px fine-tunes).
+CROP_MODES = ("center", "squash")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the shorter side to `resize`, centre-crop `crop` x `crop`, then normalise with mean/std.
+    """Resize the shorter side to `resize` (both sides with `crop_mode` "squash"), centre-crop `crop` x `crop`, then
+    normalise with mean/std.
 
     The geometric part runs on PIL images in the decode workers and yields uint8 tensors (4x smaller to
     move between processes); normalisation runs on the batch, on the compute device.
@@ -44,10 +49,15 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     decode: str = LEGACY_DECODE
+    crop_mode: str = "center"
 
     def as_dict(self) -> dict:
-        """The feature space's "preprocessing" entry (the decode mode is recorded beside it, by FeatureSpace)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "decode"}
+        """The feature space's "preprocessing" entry (the decode mode is recorded beside it, by FeatureSpace; the
+        crop mode only when not "center", so that the entries written before it existed read back unchanged)."""
+        entry = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "decode"}
+        if self.crop_mode == "center":
+            del entry["crop_mode"]
+        return entry
 
     @classmethod
     def from_dict(cls, entry: dict, decode: str = LEGACY_DECODE) -> Preprocessing:
@@ -73,7 +83,8 @@ class Preprocessing:
     def geometric(self) -> Callable[[Image.Image], torch.Tensor]:
         """A function: PIL image (RGB or L) -> uint8 3 x crop x crop tensor (made once per preprocessing:
         `load` runs it for every image)."""
-        return _geometric(self.resize, self.crop, self.interpolation, REDUCING_GAP if self.decode == "reduced" else None)
+        return _geometric(self.resize, self.crop, self.interpolation, REDUCING_GAP if self.decode == "reduced" else None,
+                          self.crop_mode == "squash")
 
     def decoded(self, data: bytes) -> Image.Image:
         """Encoded image bytes -> the upright RGB image `load` resizes (at reduced scale in "reduced" mode;
@@ -86,14 +97,18 @@ class Preprocessing:
 
 
 @functools.cache
-def _geometric(resize: int, crop: int, interpolation: str, reducing_gap: float | None) -> Callable[[Image.Image], torch.Tensor]:
-    return functools.partial(resize_crop, resize=resize, crop=crop, interpolation=interpolation, reducing_gap=reducing_gap)
+def _geometric(resize: int, crop: int, interpolation: str, reducing_gap: float | None,
+               squash: bool) -> Callable[[Image.Image], torch.Tensor]:
+    return functools.partial(resize_crop, resize=resize, crop=crop, interpolation=interpolation, reducing_gap=reducing_gap,
+                             squash=squash)
 
 
 def resize_crop(
-    image: Image.Image, resize: int, crop: int, interpolation: str, reducing_gap: float | None = None
+    image: Image.Image, resize: int, crop: int, interpolation: str, reducing_gap: float | None = None,
+    squash: bool = False,
 ) -> torch.Tensor:
-    """torchvision's Resize(resize) + CenterCrop(crop) + PILToTensor on an RGB or L image, as a 3-channel tensor.
+    """torchvision's Resize(resize) + CenterCrop(crop) + PILToTensor on an RGB or L image, as a 3-channel tensor
+    (`squash`: Resize((resize, resize)), as timm's crop_mode "squash").
 
     `reducing_gap`: Pillow's; the crop is first shrunk by a whole factor (`Image.reduce`, a box filter,
     cheaper per pixel than the resampling filter) as long as it stays `reducing_gap` times larger than
@@ -106,10 +121,10 @@ def resize_crop(
     """
     width, height = image.size
     short, long = sorted((width, height))
-    new_short, new_long = resize, int(resize * long / short)  # torchvision's rounding
+    new_short, new_long = resize, resize if squash else int(resize * long / short)  # torchvision's rounding
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
     if crop > min(new_w, new_h) or interpolation == "nearest":  # padding, or ties: torchvision decides
-        pixels = _torchvision_resize_crop(image, resize, crop, interpolation)
+        pixels = _torchvision_resize_crop(image, (resize, resize) if squash else resize, crop, interpolation)
     else:
         left, top = round((new_w - crop) / 2.0), round((new_h - crop) / 2.0)
         sx, sy = width / new_w, height / new_h
@@ -122,7 +137,7 @@ def resize_crop(
     return pixels.expand(3, -1, -1).contiguous()
 
 
-def _torchvision_resize_crop(image: Image.Image, resize: int, crop: int, interpolation: str) -> torch.Tensor:
+def _torchvision_resize_crop(image: Image.Image, resize: int | tuple[int, int], crop: int, interpolation: str) -> torch.Tensor:
     from torchvision.transforms import v2 as T
 
     transform = T.Compose([

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from featx.backbones._preprocessing import Preprocessing, interpolation_name
+from featx.backbones._preprocessing import CROP_MODES, Preprocessing, interpolation_name
 from featx.backbones._weights import (
     FileWeights,
     PackageWeights,
@@ -21,7 +21,7 @@ from featx.backbones._weights import (
     TorchvisionWeights,
     WeightsSource,
 )
-from featx.errors import UnknownNameError, WeightsMismatchError
+from featx.errors import FeatxError, UnknownNameError, WeightsMismatchError
 
 if TYPE_CHECKING:  # torch, torchvision and timm load on first use: `featx models` lists the registry without them
     from torch import nn
@@ -125,13 +125,17 @@ def _timm_preprocessing(model_name: str) -> Preprocessing:
     import timm
 
     cfg = timm.models.get_pretrained_cfg(model_name).to_dict()
-    crop = cfg["input_size"][-1]
+    crop, crop_mode = cfg["input_size"][-1], cfg.get("crop_mode") or "center"
+    if crop_mode not in CROP_MODES:
+        raise FeatxError(f"timm/{model_name}: its weights want timm's crop_mode {crop_mode!r}, which featx does not "
+                         f"apply (it applies {' and '.join(CROP_MODES)}): choose another pretrained tag")
     return Preprocessing(
         resize=int(math.floor(crop / cfg.get("crop_pct", 0.875))),
         crop=crop,
         interpolation=interpolation_name(cfg.get("interpolation", "bilinear")),
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
+        crop_mode=crop_mode,
     )
 
 

@@ -247,7 +247,7 @@ class TorchvisionWeights(WeightsSource):
         vgg16's IMAGENET1K_FEATURES normalises as Caffe did (std 1/255)."""
         stated = self.weights.transforms()
         return Preprocessing(stated.resize_size[0], stated.crop_size[0], interpolation_name(stated.interpolation),
-                             tuple(stated.mean), tuple(stated.std), own.decode)
+                             tuple(stated.mean), tuple(stated.std), decode=own.decode)
 
     def _unavailable(self, problem: str) -> WeightsUnavailableError:
         file = self.expected_file()
