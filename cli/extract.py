@@ -18,7 +18,8 @@ from .errors import exit_if_nothing_usable, user_errors
 @click.option("--layer", help="Feature layer(s), comma-separated module names; default: the last feature map.")
 @options.pooling
 @click.option("--image-size", type=click.IntRange(min=1), metavar="N",
-              help="Resize the shorter side to N and centre-crop N x N (default: the weights' own resize and crop).")
+              help="Resize the shorter side to N (both sides for weights that squash) and centre-crop N x N (default: the "
+                   "weights' own resize and crop).")
 @options.tta
 @click.option("--decode", type=click.Choice(parameter_choices("decode")),
               help="reduced: decode large images at a reduced size first (4-7x less decoding for camera photos; "

@@ -65,7 +65,8 @@ class Preprocessing:
         return cls(**{**entry, "mean": tuple(entry["mean"]), "std": tuple(entry["std"])}, decode=decode)
 
     def at_size(self, size: int | None) -> Preprocessing:
-        """Shorter side resized to `size`, centre crop `size` x `size` (no margin); None: this preprocessing."""
+        """Shorter side (both sides when squashing) resized to `size`, centre crop `size` x `size` (no margin); None:
+        this preprocessing."""
         validate_parameters(image_size=size)
         if size is None:
             return self
