@@ -41,6 +41,29 @@ def test_csv_with_header_and_relative_paths(tmp_path):
     assert images.classes == ["ant", "zebra"] and images.labels.tolist() == [1, 0]
 
 
+@pytest.mark.parametrize("first", ["image/1.png", "image-1.png", "path/x.png", "file_2", "Image 3.jpg"])
+def test_a_first_row_whose_path_starts_like_a_header_is_a_row(tmp_path, first):
+    """Only a first cell that names no image is a header: image/1.png was dropped as one."""
+    touch(tmp_path / first)
+    touch(tmp_path / "other.png")
+    (tmp_path / "list.csv").write_text(f"{first},bad\nother.png,good\n")
+    images = find_images(tmp_path / "list.csv")
+    assert [os.path.relpath(p, tmp_path) for p in images.paths] == [first, "other.png"]
+    assert images.labels.tolist() == [0, 1]
+    (tmp_path / "one.csv").write_text(f"{first},bad\n")
+    assert len(find_images(tmp_path / "one.csv")) == 1
+
+
+def test_a_file_listed_with_two_labels_keeps_the_first_and_says_so(tmp_path):
+    touch(tmp_path / "a.png")
+    touch(tmp_path / "b.png")
+    (tmp_path / "one.csv").write_text("a.png,bad\nb.png,good\na.png,bad\n")  # the same label twice: said nothing
+    (tmp_path / "two.csv").write_text("a.png,good\n")
+    with pytest.warns(InputWarning, match=r"(?s)1 file listed with two labels.*a.png: labelled bad and good: kept bad"):
+        images = find_images([tmp_path / "one.csv", tmp_path / "two.csv"])
+    assert images.labels.tolist() == [0, 1] and images.classes == ["bad", "good"]
+
+
 def test_several_sources_and_label_pattern(tmp_path):
     for name in ["Abyssinian_12.jpg", "Abyssinian_2.jpg", "great_pyrenees_101.jpg"]:
         touch(tmp_path / "pets" / name)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.errors import BadInputError, InputWarning, MissingPathError
+from featx.images._failures import failure_lines
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 UNLABELED = -1
@@ -140,10 +141,18 @@ def _read_rows(path: Path) -> tuple[list[str] | None, list[list[str]], str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInputError(f"cannot read CSV file {path}: {exc}") from exc
     rows = _csv_rows(text, path.parent)
-    # the first word only: in a file of another delimiter ("path|label") the header is one cell
-    if rows and re.split(r"[^\w]", rows[0][0].strip().lower())[0] in ("path", "file", "filename", "image"):
+    if rows and _is_header(rows[0][0].strip(), path.parent):
         return [cell.strip() for cell in rows[0]], rows[1:], text
     return None, rows, text
+
+
+def _is_header(cell: str, folder: Path) -> bool:
+    """A first cell that names no image and starts with a header's word: "path", "file", "filename" or "image"
+    (the first word only: in a file of another delimiter, "path|label", the header is one cell). A path such as
+    image/1.png or file-2.jpg is a row."""
+    if os.path.splitext(cell)[1].lower() in IMAGE_EXTENSIONS or os.path.lexists(folder / cell):
+        return False
+    return re.split(r"[^\w]", cell.lower())[0] in ("path", "file", "filename", "image")
 
 
 def _row_path(row: list[str], folder: Path) -> str:
@@ -219,6 +228,7 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     row: dict[str, int] = {}
     given: list[str] = []
     roots: list[str] = []
+    relabelled: list[tuple[str, str]] = []
     for as_given in map(os.fspath, sources):
         source = Path(as_given)
         roots.append(os.path.abspath(source if source.is_dir() else source.parent))
@@ -234,7 +244,12 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
             key = display_path(path)
             given.append(path)
             row.setdefault(key, len(row))
-            entries.setdefault(key, _label_text(_label_from_name(pattern, key) if pattern else label))
+            label = _label_text(_label_from_name(pattern, key) if pattern else label)
+            if entries.setdefault(key, label) != label and label is not None and entries[key] is not None:
+                relabelled.append((key, f"labelled {entries[key]} and {label}: kept {entries[key]}"))
+    if relabelled:  # a listing's mistake a classifier would learn from silently
+        warnings.warn(InputWarning("\n".join([f"{len(relabelled)} file{'s' * (len(relabelled) > 1)} listed with two labels, the first kept:",
+                                               *failure_lines(relabelled, prefix="  ")])), stacklevel=2)
     if not entries:
         raise BadInputError(
             f"no images found in {', '.join(map(str, sources))} "
