@@ -21,6 +21,7 @@ def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, 
     decision score) per class, error. Every file has a row: one that failed has an empty prediction and its
     reason under error. Exit status 1 when every file failed. Messages go to standard error."""
     from featx.finetuning._models import load_model
+    from featx.images._inputs import CSV_TEXT
     from featx.outputs import atomic_write, check_output
 
     loaded = load_model(model, unsafe_pickle=unsafe_pickle)
@@ -33,7 +34,7 @@ def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, 
         list(images), weights=weights, tta=tta, batch_size=batch_size, workers=workers, device=device, progress=not quiet)
     click.echo(sources.summary(), err=True)
     with (click.open_file(out, "w", errors="surrogateescape") if out == "-"
-          else atomic_write(out, "w", newline="", errors="surrogateescape")) as csv_file:
+          else atomic_write(out, "w", newline="", **CSV_TEXT)) as csv_file:
         predictions.write_csv(csv_file)
     if report:  # after the CSV, which a report that cannot be written does not cost
         click.echo(f"report: {predictions.write_html(report)}", err=True)

@@ -26,6 +26,7 @@ def similar(queries, store, k, out, report, device, engine, quiet):
     backbone and preprocessing. Exact search for small stores, a faiss index (cached as STORE.hnsw) for large ones.
     """
     from featx.exploring._similar import similar as search
+    from featx.images._inputs import CSV_TEXT
     from featx.outputs import atomic_write, check_output
 
     from .options import pick_store
@@ -36,7 +37,7 @@ def similar(queries, store, k, out, report, device, engine, quiet):
             check_output(path, option, reads=[store, *queries])
     found = search(list(queries), store, k, device=device, engine=engine, progress=not quiet)
     if out:
-        with atomic_write(out, "w", newline="", encoding="utf-8") as handle:
+        with atomic_write(out, "w", newline="", **CSV_TEXT) as handle:
             found.write_csv(handle)
     else:
         found.write_csv(sys.stdout)

@@ -74,3 +74,21 @@ def test_predict_has_a_row_each_time_a_file_is_named(model, elpv_folder, tmp_pat
     rows = list(csv.reader(io.StringIO(result.stdout)))[1:]
     assert [row[0] for row in rows] == [cell, other, cell, cell]
     assert rows[0] == rows[2] == rows[3] != rows[1]
+
+
+def test_audit_writes_listings_that_name_a_file_that_is_not_utf8(odd_folder, tmp_path):
+    """Its CSVs were strict UTF-8: the audit failed after all its analysis; now each listing featx writes names
+    the same files when featx reads it back (clean.csv for extract, findings.csv for map --color finding)."""
+    from featx.auditing import read_findings
+    from featx.features._extraction import extract
+    from featx.images._inputs import find_images
+
+    odd = os.path.join(str(odd_folder), "defective", ODD)
+    shutil.copy(odd, Path(odd).with_name("a_copy.png"))
+    report = extract(odd_folder, store=tmp_path / "odd.h5", progress=False)
+    result = CliRunner().invoke(main, ["audit", str(report.store), "--out", str(tmp_path / "audit")])
+    assert result.exit_code == 0, result.output
+    copy = str(Path(odd).with_name("a_copy.png"))  # sorts first: the copy is kept, the odd name is the finding
+    assert read_findings(tmp_path / "audit")[odd] == "duplicates"
+    clean = find_images(tmp_path / "audit" / "clean.csv").paths
+    assert copy in clean and odd not in clean and set(clean) < set(find_images(odd_folder).paths)

@@ -126,7 +126,7 @@ def read_findings(folder: str | os.PathLike) -> dict[str, str]:
     """path (as `display_path` gives it) -> its first finding (in KINDS' order) in a `featx audit --out` folder."""
     import csv
 
-    from featx.images._inputs import display_path
+    from featx.images._inputs import CSV_TEXT, display_path
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -135,7 +135,7 @@ def read_findings(folder: str | os.PathLike) -> dict[str, str]:
         raise BadInputError(f"{folder} has no findings.csv (an audit by an earlier featx): run featx audit STORE "
                             f"--out {folder} again")
     found: dict[str, str] = {}
-    with open(folder / "findings.csv", newline="") as handle:
+    with open(folder / "findings.csv", newline="", **CSV_TEXT) as handle:
         for row in csv.DictReader(handle):
             found.setdefault(display_path(row["path"]), row["finding"])
     return found

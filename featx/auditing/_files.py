@@ -22,9 +22,10 @@ class Table:
     rows: list[list] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
+        from featx.images._inputs import CSV_TEXT
         from featx.outputs import atomic_write
 
-        with atomic_write(path, "w", newline="") as f:
+        with atomic_write(path, "w", newline="", **CSV_TEXT) as f:
             writer = csv.writer(f)
             writer.writerow(self.header)
             writer.writerows([f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in self.rows)

@@ -86,7 +86,7 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
     """Write the store's embeddings as `format` ("parquet" or "npy") to `out` (default: STORE_STEM.FORMAT in
     the working folder); returns the files written (npy: the matrix, then its CSV of metadata). `split`: a CSV
     of path,split (as `featx audit --split-csv` reads it) whose names fill a split column ("" for files it omits)."""
-    from featx.images._inputs import read_split
+    from featx.images._inputs import CSV_TEXT, read_split
     from featx.outputs import atomic_path, atomic_write
 
     out, *meta = export_paths(store, format, out)
@@ -102,7 +102,7 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
             np.lib.format.write_array_header_2_0(handle, header)
             for _, features in rows.blocks(block_bytes):
                 handle.write(features.astype("<f4", copy=False).tobytes())
-        with atomic_write(meta[0], "w", newline="", encoding="utf-8") as handle:
+        with atomic_write(meta[0], "w", newline="", **CSV_TEXT) as handle:
             columns = rows.columns()
             writer = csv.writer(handle)
             writer.writerow(list(columns))

@@ -14,6 +14,9 @@ import numpy as np
 from featx.errors import BadInputError, InputWarning, MissingPathError
 from featx.images._failures import failure_lines
 
+# CSV files of paths featx reads and writes: UTF-8, and a file name that is not (Linux names are bytes) kept byte for
+# byte through Python's surrogate escapes, so that a listing featx wrote names the same files when read back
+CSV_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 UNLABELED = -1
 
@@ -137,8 +140,8 @@ def _csv_rows(text: str, folder: Path) -> list[list[str]]:
 def _read_rows(path: Path) -> tuple[list[str] | None, list[list[str]], str]:
     """The header row (None: none), the other rows and the text of a CSV file of images."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+        text = path.read_text(**CSV_TEXT)
+    except OSError as exc:
         raise BadInputError(f"cannot read CSV file {path}: {exc}") from exc
     rows = _csv_rows(text, path.parent)
     if rows and _is_header(rows[0][0].strip(), path.parent):

@@ -216,10 +216,11 @@ class Report:
         """The test images as a CSV of path,class (paths relative to the CSV, as featx reads them)."""
         import csv
 
+        from featx.images._inputs import CSV_TEXT
         from featx.outputs import atomic_write
 
         path = Path(path)
-        with atomic_write(path, "w", newline="") as out:
+        with atomic_write(path, "w", newline="", **CSV_TEXT) as out:
             rows = zip(self.outcomes.paths, self.outcomes.true)
             csv.writer(out).writerows((os.path.relpath(p, path.parent), self.classes[label]) for p, label in rows)
         return path
