@@ -285,3 +285,32 @@ def test_audit_refuses_a_bad_parameter_before_reading_the_store(tmp_path, bad, m
     """One error kind per mistake (issue #26): a ParameterError naming the parameter, whatever the store."""
     with pytest.raises(ParameterError, match=message):
         featx.audit(tmp_path / "absent.h5", **bad)
+
+
+def test_an_unlabelled_copy_conflicts_with_no_label_and_each_pair_counts_once(tmp_path):
+    """A labelled cell and its unlabelled copy (a new, unsorted file): not a conflict, so the labelled one stays in
+    clean.csv, and the copy, which has no label, is no label error; chelsea and its JPEG copy are one pair of
+    near duplicates by embedding (both find the other among their neighbours: it was counted twice)."""
+    from PIL import Image
+    from skimage import data
+
+    elpv, root = load_elpv(), tmp_path / "cells"
+    mono = elpv.cell_type == "mono"
+    for name, members in (("functional", np.flatnonzero(mono & (elpv.target == 0))[:6]),
+                          ("defective", np.intersect1d(clearly_defective(elpv), np.flatnonzero(mono))[:6])):
+        (root / name).mkdir(parents=True)
+        for i in members:
+            shutil.copyfile(elpv.filenames[i], root / name / Path(elpv.filenames[i]).name)
+    original = sorted((root / "functional").iterdir())[0]
+    shutil.copyfile(original, root / "unsorted.png")
+    Image.fromarray(data.chelsea()).save(root / "chelsea.png")
+    Image.fromarray(data.chelsea()).save(root / "chelsea-q85.jpg", quality=85)
+    store = featx.extract(root, store=tmp_path / "store.h5", progress=False).store
+    result = audit(store, n_jobs=1)
+    rows = result.tables["exact_duplicates"].rows
+    assert rel(r[1] for r in rows) == rel([original, root / "unsorted.png"]) and not any(r[4] for r in rows)
+    assert result.counts["exact duplicate groups with conflicting labels"] == 0
+    assert str(original.resolve()) in rel(path for path, _ in result.clean)
+    assert str((root / "unsorted.png").resolve()) not in rel(path for path, _ in result.clean)  # a copy: flagged
+    assert all(r[2] for r in result.tables["label_errors"].rows)
+    assert result.counts["near-duplicate pairs by embedding"] == 1, result.tables["near_duplicates"].rows

@@ -18,21 +18,26 @@ THUMBNAILS = 4096  # grey thumbnails kept in memory at a time (16 KB each)
 
 
 def exact_duplicates(files: Files) -> tuple[Table, set[str], int]:
-    """Groups of files with identical content; conflict when their labels differ. Flags every copy but the
-    first of a group, and every file of a conflicting group."""
+    """Groups of files with identical content; conflict when two of their labels differ (an unlabelled copy
+    conflicts with none). Flags every copy but the first of a group, and every file of a conflicting group."""
     table = Table(["group", "path", "label", "key", "conflict"])
     flagged, conflicts, group = set(), 0, 0
     for r, members in enumerate(files.by_row):
         if len(members) < 2:
             continue
         group += 1
-        conflict = len({files.labels[i] for i in members}) > 1
+        conflict = len({files.labels[i] for i in members} - {""}) > 1
         conflicts += conflict
         for n, i in enumerate(members):
             table.rows.append([group, files.paths[i], files.labels[i], files.keys[r], conflict])
             if conflict or n:
                 flagged.add(files.paths[i])
     return table, flagged, conflicts
+
+
+def _n_pairs(a: np.ndarray, b: np.ndarray) -> int:
+    """How many distinct pairs of rows (a[i], b[i]) name: nearest neighbours find most pairs from both ends."""
+    return len(np.unique(np.sort(np.stack([a, b], axis=1), axis=1), axis=0)) if len(a) else 0
 
 
 def near_threshold(nearest_similarity: np.ndarray) -> float:
@@ -145,7 +150,7 @@ def near_duplicates(files: Files, sims: np.ndarray, index: np.ndarray, threshold
                                                         (la, lb))
         no = (ca[difference > REFUTE], cb[difference > REFUTE])
         keep = [~_among(p, q, no) for p, q in ((pairs[0], pairs[1]), (ha, hb))]
-        refuted = sum(int((~k).sum()) for k in keep)
+        refuted = _n_pairs(np.concatenate([pairs[0][~keep[0]], ha[~keep[1]]]), np.concatenate([pairs[1][~keep[0]], hb[~keep[1]]]))
         pairs, (ha, hb, hbits) = tuple(p[keep[0]] for p in pairs), (ha[keep[1]], hb[keep[1]], hbits[keep[1]])
         pa, pb = ca[difference <= DIFFERENCE], cb[difference <= DIFFERENCE]
         best = np.full(n, -np.inf)  # again, without the refuted pairs
@@ -158,7 +163,7 @@ def near_duplicates(files: Files, sims: np.ndarray, index: np.ndarray, threshold
     edges = (np.concatenate([pairs[0], ha, pa]), np.concatenate([pairs[1], hb, pb]))
     _, component = connected_components(coo_matrix((np.ones(len(edges[0])), edges), shape=(n, n)), directed=False)
     table = Table(["cluster", "path", "label", "split", "similarity", "hash_bits", "found_by", "spans_classes", "spans_split"])
-    flagged, counts = set(), Counter(embedding_pairs=len(pairs[0]), hash_pairs=len(ha), hash_threshold=bits_threshold,
+    flagged, counts = set(), Counter(embedding_pairs=_n_pairs(pairs[0], pairs[1]), hash_pairs=_n_pairs(ha, hb), hash_threshold=bits_threshold,
                                      pixel_pairs=len(pa), refuted=refuted, unreadable=unreadable)
     members_of: dict[int, list[int]] = {}
     for r in np.flatnonzero(np.isfinite(best) | (bits < 99) | by_pixels).tolist():

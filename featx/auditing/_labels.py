@@ -178,7 +178,7 @@ def label_errors(files: Files, clf: str, cv: int, seed: int, n_jobs: int | None,
     table = Table(["rank", "path", "label", "suggested", "p_label", "quality", "flagged"])
     flagged = set()
     for rank, s in enumerate(np.argsort(quality, kind="stable").tolist(), 1):
-        for i in files.by_row[int(use[s])]:
+        for i in (i for i in files.by_row[int(use[s])] if files.labels[i]):  # an unlabelled copy has no label to doubt
             table.rows.append([rank, files.paths[i], files.labels[i], classes[int(probs[s].argmax())],
                                float(probs[s, y[s]]), float(quality[s]), bool(issue[s])])
             if issue[s]:
