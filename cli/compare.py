@@ -4,24 +4,25 @@ from __future__ import annotations
 import click
 
 from featx.classify._classifiers import CLASSIFIERS
-from featx.names import POOLINGS, SCORINGS, TTAS
+from featx.names import COMPARE_TEST_SIZE, DEFAULT_MODEL, POOLINGS, SCORINGS, TTAS
 
 from . import options
 from .errors import user_errors
 
 
-def _names(valid=None, convert=str):
-    """A click callback: a comma-separated list (each name checked against `valid` when given)."""
+def _names(valid=None, convert=str, default=None, separator=","):
+    """A click callback: a list separated by `separator`, blanks dropped (each name checked against `valid` when
+    given; "default" stands for `default`)."""
 
     def parse(ctx, param, value):
         if value is None:
             return None
-        items = [v.strip() for v in value.split(",") if v.strip()]
+        items = [v.strip() for v in value.split(separator) if v.strip()]
         wrong = [v for v in items if valid is not None and v not in valid]
         if wrong:
             raise click.BadParameter(f"{', '.join(wrong)} (choose from {', '.join(valid)})")
         try:
-            return [None if v == "default" else convert(v) for v in items]
+            return [default if v == "default" else convert(v) for v in items]
         except ValueError:
             raise click.BadParameter(f"{value!r} is not a comma-separated list of {convert.__name__} values") from None
 
@@ -30,8 +31,11 @@ def _names(valid=None, convert=str):
 
 @click.command()
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--model", "models", callback=_names(), help="Backbones, comma-separated (see: featx models).")
-@click.option("--layer", "layers", help="Layers, comma-separated within one candidate; several candidates: separate with ';'.")
+@click.option("--model", "models", callback=_names(default=DEFAULT_MODEL),
+              help=f"Backbones, comma-separated (see: featx models; 'default': {DEFAULT_MODEL}).")
+@click.option("--layer", "layers", callback=_names(separator=";"),
+              help="Layers, comma-separated within one candidate; several candidates: separate with ';' ('default': "
+                   "the model's own).")
 @click.option("--pooling", "poolings", callback=_names(POOLINGS), help=f"Poolings, comma-separated ({', '.join(POOLINGS)}).")
 @click.option("--image-size", "image_sizes", callback=_names(convert=int),
               help="Image sizes, comma-separated ('default': the weights' own).")
@@ -43,8 +47,10 @@ def _names(valid=None, convert=str):
               help="Also fuse the K best feature spaces (concatenated, and probabilities averaged).")
 @click.option("--scoring", type=click.Choice(SCORINGS), default=SCORINGS[0], show_default=True,
               help="What cross-validation ranks by (balanced: each class counts the same).")
-@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25, show_default=True)
-@click.option("--split-csv", type=click.Path(exists=True, dir_okay=False), help="The test part: a CSV of its files (instead of --test-size).")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help=f"The share of the images held out as the test part  [default: {COMPARE_TEST_SIZE}]")
+@click.option("--split-csv", type=click.Path(exists=True, dir_okay=False),
+              help="The test part: a CSV of its files (instead of --test-size and a group).")
 @click.option("--group-pattern", help="A regex on each path naming its group (first group or match): the split is stratified by class and group.")
 @click.option("--group-column", help="A column of DATA's CSV naming each image's group (a number from 1, or a header's name; "
                                      "ELPV's labels.csv: 3, the cell type): the split is stratified by class and group.")
@@ -52,10 +58,11 @@ def _names(valid=None, convert=str):
 @options.seed()
 @options.n_jobs
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="featx-compare", show_default=True)
+@options.label_pattern
 @options.apply(options.engine, options.device, options.quiet)
 @user_errors
 def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fuse, scoring, test_size, split_csv,
-            group_pattern, group_column, cv, seed, n_jobs, out, engine, device, quiet):
+            group_pattern, group_column, cv, seed, n_jobs, out, label_pattern, engine, device, quiet):
     """Which backbone, layers, pooling, image size, views and classifier suit the labelled images in DATA.
 
     Every combination is extracted once into its default store, cross-validated on the same folds of the same
@@ -70,12 +77,11 @@ def compare(data, models, layers, poolings, image_sizes, ttas, weights, clfs, fu
         raise click.UsageError("give --group-pattern or --group-column, not both")
     group = read_column(data, group_column) if group_column else group_pattern
 
-    chosen = {name: value for name, value in [("models", models), ("poolings", poolings), ("image_sizes", image_sizes),
-                                             ("ttas", ttas), ("clfs", clfs)] if value is not None}
-    if layers is not None:
-        chosen["layers"] = [None if v == "default" else v for v in layers.split(";")]
+    chosen = {name: value for name, value in [("models", models), ("layers", layers), ("poolings", poolings),
+                                             ("image_sizes", image_sizes), ("ttas", ttas), ("clfs", clfs)]
+              if value is not None}
     comparison = run(list(data), **chosen, weights=list(weights), fuse=fuse, scoring=scoring, test_size=test_size, split_csv=split_csv,
-                     group=group, cv=cv, seed=seed, n_jobs=n_jobs, out=out, engine=engine, device=device,
-                     progress=not quiet, log=lambda line: click.echo(line, err=True))
+                     group=group, cv=cv, seed=seed, n_jobs=n_jobs, out=out, label_pattern=label_pattern, engine=engine,
+                     device=device, progress=not quiet, log=lambda line: click.echo(line, err=True))
     click.echo(comparison.table())
     click.echo(f"model: {comparison.model}   leaderboard: {comparison.files[2]}")

@@ -38,7 +38,7 @@ from .errors import exit_if_nothing_usable, user_errors
 @click.option("--ray-actors", type=click.IntRange(min=1), metavar="N",
               help="With --ray: copies of the network (default: one per GPU of the cluster, else one per CPU).")
 @click.option("--float16", is_flag=True, help="Store features as float16 (half the disk).")
-@click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
+@options.label_pattern
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file fails (good rows are kept).")
 @options.quiet
 @options.offline

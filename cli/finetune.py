@@ -43,7 +43,7 @@ def config_options(command: Callable) -> Callable:
 @click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True, metavar="K",
               help="Also K networks, each trained without one of K folds (OUT's name + .foldk-of-K): featx compare "
                    "then cross-validates OUT's features on every image, each fold's from the network that never saw it.")
-@click.option("--label-pattern", help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
+@options.label_pattern
 @options.workers
 @options.device
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")

@@ -27,6 +27,8 @@ workers = click.option(
 )
 device = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+label_pattern = click.option("--label-pattern",
+                             help=r"Regex on file names giving the label, e.g. '(.+)_\d+$' for Oxford Pets.")
 offline = click.option(
     "--offline", is_flag=True,
     help="Never download weights: only cached ones, shipped ones or --weights FILE (also: FEATX_OFFLINE=1).",

@@ -17,9 +17,16 @@ class UnknownNameError(ParameterError):
     """A model, layer, pooling or similar name that featx does not know."""
 
     def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
+        import difflib
+
         valid = list(valid)
-        shown = ", ".join(valid[:40]) + (f", ... ({len(valid)} in all)" if len(valid) > 40 else "")
-        super().__init__(f"unknown {kind} {name!r}; valid names: {shown}")
+        if len(valid) <= 40:
+            super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(valid)}")
+            return
+        # a long list (a network's 272 layers) buries the line: its first few, and the names closest to `name`
+        close = difflib.get_close_matches(str(name), valid, n=5, cutoff=0.5)
+        super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(valid[:8])}, ... ({len(valid)} in all)"
+                         + (f"; closest: {', '.join(close)}" if close else ""))
 
 
 class AmbiguousNameError(ParameterError):

@@ -27,6 +27,7 @@ AUGMENTS = ("d4", "flip", "none")  # fine-tuning: d4, the 8 symmetries of the sq
 SCHEDULES = ("onecycle", "cosine")  # fine-tuning learning-rate schedules
 DEFAULT_BATCH_SIZE = 64
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state takes no other
+COMPARE_TEST_SIZE = 0.25  # featx compare's test part, unless a split CSV names it
 
 
 @dataclass(frozen=True)

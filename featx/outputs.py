@@ -36,16 +36,21 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False,
     """Raise OutputError (one line naming `path` and `option`) unless the file `path` (the folder, with
     `folder`) can be written: its folder exists or can be made, and a byte can be written there (so a
     read-only or full disk is found before any work), and it is none of the files the command `reads` nor an
-    image in a folder it reads (a store written over with its own export). Creates nothing; returns the path."""
+    image in a folder it reads (a store written over with its own export), nor, with `folder`, a folder in
+    one it reads (its files would be read as inputs next time). Creates nothing; returns the path."""
     from featx.images._inputs import is_image_file
 
     path = Path(path)
-    for source in reads if path.exists() else ():
+    for source in reads:
         if not os.path.exists(source):
             continue
-        if os.path.samefile(path, source):
+        if path.exists() and os.path.samefile(path, source):
             raise OutputError(f"cannot write {path}: it is the input {source}; choose another {option}")
-        if os.path.isdir(source) and is_image_file(path) and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(source)):
+        inside = os.path.isdir(source) and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(source))
+        if inside and folder:
+            raise OutputError(f"cannot write {path}: it is inside the input folder {source}, whose images a rerun "
+                              f"would read with it; choose another {option}")
+        if inside and path.exists() and is_image_file(path):
             raise OutputError(f"cannot write {path}: it is an image of the input folder {source}; choose another {option}")
     if path.is_dir() != folder and path.exists():
         raise OutputError(f"cannot write {path}: it is {'not ' if folder else ''}a folder; choose another {option}")
@@ -152,6 +157,25 @@ def output_set(manifest: str | os.PathLike) -> Iterator[list[Path]]:
     files: list[Path] = []
     yield files
     write_manifest(manifest, files)
+
+
+def remove_listed(manifest: str | os.PathLike) -> list[Path]:
+    """Remove the set of files a previous run listed in `manifest` (those still as it wrote them, in the
+    manifest's folder; a file changed since is left), then the manifest, so that none of them is taken for a
+    file of the next run; returns those removed. No manifest: nothing to remove."""
+    manifest = Path(manifest)
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # none, or not one featx wrote: nothing of it is known to be a previous run's
+    folder, removed = manifest.parent.resolve(), []
+    for name, digest in files.items():
+        path = manifest.parent / name
+        if path.resolve().parent == folder and path.is_file() and sha256(path) == digest:
+            path.unlink()
+            removed.append(path)
+    manifest.unlink(missing_ok=True)
+    return [*removed, manifest]
 
 
 def check_manifest(path: str | os.PathLike) -> list[str]:

@@ -237,7 +237,7 @@ def test_a_fused_winner_holds_its_spaces_and_predicts_through_featx_predict(comp
     (["--group-pattern", "(mono"], "(mono"),
 ])
 def test_bad_lists_are_one_line_before_any_extraction(elpv_folder, tmp_path, private_cache, args, named):
-    result = CliRunner().invoke(main, ["compare", str(elpv_folder), *args, "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), *args, "--cv", "2", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert named in result.output and result.output.count("Error") == 1 and "Traceback" not in result.output
     assert not private_cache.exists() or not any(private_cache.rglob("*.h5"))
@@ -270,7 +270,7 @@ def test_a_bad_group_column_is_one_line_before_any_extraction(elpv_folder, tmp_p
     (tmp_path / "gap.csv").write_text("\n".join([*rows[:2], rows[2].rsplit(",", 1)[0] + ",", *rows[3:]]) + "\n")
     given = {"headed": headed, "folder": elpv_folder, "gap": tmp_path / "gap.csv",  # gap: one cell without its type
              "headless": elpv_listing(elpv_folder, tmp_path / "headless.csv", header=False)}[data]
-    result = CliRunner().invoke(main, ["compare", str(given), *args, "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(main, ["compare", str(given), *args, "--cv", "2", "--out", str(tmp_path / "out")])
     assert result.exit_code == code, result.output
     assert named in result.output and result.output.count("Error") == 1 and "Traceback" not in result.output
     assert not private_cache.exists() or not any(private_cache.rglob("*.h5"))
@@ -613,3 +613,215 @@ def test_a_winner_cv_cannot_tell_from_the_runner_up_is_said():
     assert tie_note([Row("failed", error="unreadable weights"), average, concat], 1968) == note
     assert tie_note([average, Row("concat(8) / svm", 0.8145361077743765 - 1 / 1968)], 1968) == ""
     assert tie_note([average, Row("failed", error="unreadable weights")], 1968) == ""
+
+
+ONE_SPACE = {**SETTINGS, "image_sizes": [32], "fuse": 0}  # the compared cache's first space: nothing to extract
+
+
+def test_an_unexpected_error_fails_its_candidate_only_and_one_that_stops_the_run_keeps_the_leaderboard(
+        compared, elpv_folder, tmp_path, monkeypatch):
+    """A MemoryError or a joblib RuntimeError is one candidate's (or fusion's) failure, on one line, in the table
+    and the page as failed; an error that escapes the run still leaves the CV scores computed."""
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    searched = _compare._Run.search
+
+    def failing(run, name, *args, **kwargs):
+        if name == SINGLES[1]:
+            raise MemoryError
+        return searched(run, name, *args, **kwargs)
+
+    def averaged(run, best):  # as the method it stands for: the failed row is named after it
+        raise RuntimeError("A task has failed to un-serialize.\nTraceback ...\nEOFError: Ran out of input")
+
+    monkeypatch.setattr(_compare._Run, "search", failing)
+    monkeypatch.setattr(_compare._Run, "averaged", averaged)
+    comparison = featx.compare(elpv_folder, out=tmp_path / "out", **{**SETTINGS, "fuse": 0})
+    assert names(comparison) == SINGLES and comparison.rows[1].error == "MemoryError" and comparison.model.is_file()
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert "<td>failed: MemoryError</td><td></td><td></td><td></td><td></td><td></td></tr>" in page
+
+    monkeypatch.setattr(_compare._Run, "search", searched)
+    comparison = featx.compare(elpv_folder, out=tmp_path / "fused", **SETTINGS)
+    failed = next(row for row in comparison.rows if row.candidate.startswith("averaged("))
+    assert failed.error == "RuntimeError: A task has failed to un-serialize. (EOFError: Ran out of input)"
+
+    def stopped(run, k):
+        raise RuntimeError("the run itself broke")
+
+    monkeypatch.setattr(_compare._Run, "fused", stopped)
+    with pytest.raises(RuntimeError, match="the run itself broke"):
+        featx.compare(elpv_folder, out=tmp_path / "stopped", **SETTINGS)
+    with open(tmp_path / "stopped" / "leaderboard.csv") as f:
+        assert sorted(row["candidate"] for row in csv.DictReader(f)) == SINGLES
+
+
+def test_default_in_a_list_is_the_default_model_and_blank_items_are_dropped(compared, elpv_folder, tmp_path, monkeypatch):
+    """--model efficientnet_lite0,default and --layer 'default;;': both name one feature space, one candidate."""
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--model", "efficientnet_lite0,default",
+                                       "--layer", "default;;", "--image-size", "32", "--clf", "logreg", "--cv", "2",
+                                       "--engine", "torch", "-q", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert re.findall(r"^ *\d+  (.+?)  ", result.stdout, re.M) == [SINGLES[0]]
+
+
+def test_layers_naming_one_feature_space_make_one_candidate():
+    from featx.comparing._candidates import candidates
+
+    listed = candidates("efficientnet_lite0", [None, "", "bn2, bn2", "bn2", "blocks.5,,bn2"], "avg", 32, "none", [], "logreg")
+    assert [c.layer for c in listed] == [None, "bn2", "blocks.5,bn2"]
+
+
+def test_an_out_folder_in_a_data_folder_is_refused(elpv_folder, tmp_path):
+    for out in (elpv_folder / "results", elpv_folder / "defective"):
+        result = CliRunner().invoke(main, ["compare", str(elpv_folder), "--cv", "2", "-q", "--out", str(out)])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert f"cannot write {out}: it is inside the input folder {elpv_folder}" in result.output and "--out" in result.output
+    assert not (elpv_folder / "results").exists()
+
+
+def test_a_single_class_or_a_class_too_small_for_the_folds_is_refused_before_any_extraction(elpv_folder, tmp_path, private_cache):
+    import shutil
+
+    one = tmp_path / "one"
+    shutil.copytree(elpv_folder / "functional", one / "functional")
+    with pytest.raises(featx.errors.BadInputError, match=rf"^{one} has a single class \(functional\); a classifier needs at least two$"):
+        featx.compare(one, out=tmp_path / "out", **ONE_SPACE)
+    small = tmp_path / "small"
+    shutil.copytree(elpv_folder / "functional", small / "functional")
+    shutil.copytree(elpv_folder / "defective", small / "defective")
+    for extra in sorted((small / "defective").iterdir())[2:]:
+        extra.unlink()
+    with pytest.raises(featx.errors.BadInputError,
+                       match=r"classes with fewer than 3 images \(--cv 2 folds plus the test split\): defective \(2\); add images or lower --cv"):
+        featx.compare(small, out=tmp_path / "out", **ONE_SPACE)
+    assert not list(private_cache.rglob("*.h5")) and not (tmp_path / "out").exists()
+
+
+def test_label_pattern_names_the_classes_from_file_names(compared, elpv_folder, tmp_path, monkeypatch):
+    import shutil
+
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for image in elpv_folder.glob("*/*.png"):
+        shutil.copy(image, flat / f"{image.parent.name}_{image.name}")
+    result = CliRunner().invoke(main, ["compare", str(flat), "--label-pattern", r"(.+)_cell\d+$", "--image-size", "32",
+                                       "--clf", "logreg", "--cv", "2", "--engine", "torch", "-q", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert sorted(saved["classes"]) == sorted(p.name for p in elpv_folder.iterdir())
+
+
+def test_a_rerun_into_the_same_out_removes_the_previous_winner_first(compared, elpv_folder, tmp_path, monkeypatch):
+    """... so a rerun interrupted before its winner is saved leaves no earlier model beside its leaderboard; a
+    single-space winner's report names its store for featx map; --fuse 2 of one space says nothing was fused."""
+    from featx.outputs import manifest_path, remove_listed
+
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    out = tmp_path / "out"
+    lines = []
+    first = featx.compare(elpv_folder, out=out, log=lines.append, **{**ONE_SPACE, "fuse": 2})
+    assert "note: nothing fused (--fuse 2): 1 feature space(s) scored, a fusion needs 2" in lines
+    report = (out / "model.skops.html").read_text()
+    manifest = json.loads(manifest_path(out / "model.skops").read_text())  # the files the run wrote
+    assert f"featx map {featx.classify.load_bundle(first.model).info['store']} --color prediction" in report
+    (out / "mine.txt").write_text("not the run's")
+    monkeypatch.setattr(_compare._Run, "tested", lambda run, *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(featx.errors.Interrupted, match="before .*model.skops was saved"):
+        featx.compare(elpv_folder, out=out, **ONE_SPACE)
+    assert sorted(p.name for p in out.iterdir()) == ["leaderboard.csv", "leaderboard.html", "leaderboard.json", "mine.txt"]
+    assert set(manifest["files"]) >= {"model.skops", "model.skops.html"}
+    assert remove_listed(out / "model.skops.manifest.json") == []  # none left: nothing to remove
+
+
+def test_remove_listed_leaves_files_changed_since_and_outside_the_folder(tmp_path):
+    from featx.outputs import output_set, remove_listed
+
+    (tmp_path / "set").mkdir()
+    outside, kept, removed = tmp_path / "outside.txt", tmp_path / "set" / "kept.txt", tmp_path / "set" / "removed.txt"
+    with output_set(tmp_path / "set" / "manifest.json") as files:
+        for path in (outside, kept, removed):
+            path.write_text("written")
+            files.append(path)
+    kept.write_text("changed since")
+    assert remove_listed(tmp_path / "set" / "manifest.json") == [removed, tmp_path / "set" / "manifest.json"]
+    assert outside.is_file() and kept.is_file() and not removed.exists()
+
+
+def test_files_left_out_of_the_split_or_ignored_in_the_split_csv_are_said(compared, elpv_copy, tmp_path, monkeypatch):
+    from featx.comparing._candidates import Split
+    from featx.images._inputs import find_images
+
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    link = elpv_copy / "defective" / "gone.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # find_images's InputWarning of the broken link
+        comparison = featx.compare(elpv_copy, out=tmp_path / "out", log=lines.append, **ONE_SPACE)
+    assert comparison.n_train + comparison.n_test == 20
+    said = [line for line in lines if line.startswith("left out of the comparison")]
+    assert said == [f"left out of the comparison: 1 file(s) that cannot be read: {link} (unreadable: No such file or directory)"]
+
+    cells = sorted(str(p) for p in elpv_copy.glob("*/cell*.png"))
+    other = tmp_path / "other.png"
+    other.write_bytes(b"\x89PNG\r\n\x1a\n other bytes")
+    listing = tmp_path / "split.csv"
+    listing.write_text(f"{cells[0]}\n{cells[7]}\n{other}\n")
+    split = Split.of(find_images(elpv_copy), 0.25, 0, test_files=find_images(listing), cv=2)
+    assert len(split.test) == 2
+    assert split.said[1] == f"ignored: the split CSV names 1 file(s) not among the labelled images compared: {other} (not among the labelled images compared)"
+    listing.write_text(f"{cells[0]}\n{tmp_path / 'missing.png'}\n")
+    with pytest.raises(featx.errors.BadInputError, match=r"the split CSV names 1 file\(s\) that cannot be read: .*missing\.png"):
+        Split.of(find_images(elpv_copy), 0.25, 0, test_files=find_images(listing), cv=2)
+
+
+def test_weights_files_of_one_name_in_two_folders_are_told_apart():
+    from featx.comparing._candidates import candidates
+
+    listed = candidates("efficientnet_lite0", None, "avg", 32, "none",
+                        ["/tmp/x/runA/tuned.pth", "/tmp/x/runB/tuned.pth", "/tmp/y/other.pth"], "logreg")
+    assert [c.name for c in listed] == [
+        "efficientnet_lite0 32px avg / logreg", "efficientnet_lite0[runA/tuned.pth] 32px avg / logreg",
+        "efficientnet_lite0[runB/tuned.pth] 32px avg / logreg", "efficientnet_lite0[other.pth] 32px avg / logreg"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"seed": -1}, r"--seed must be between 0 and 4294967295, not -1"),
+    ({"seed": 2**32, "split_csv": "test.csv"}, r"--seed must be between 0 and 4294967295, not 4294967296"),
+    ({"fuse": 1}, r"--fuse must be 0 \(no fusion\) or a number of spaces from 2, not 1"),
+    ({"split_csv": "test.csv", "test_size": 0.3}, r"--split-csv names the test part: give neither --test-size nor a group"),
+    ({"split_csv": "test.csv", "group": "(mono|poly)"}, r"--split-csv names the test part: give neither --test-size nor a group"),
+])
+def test_parameters_compare_cannot_use_are_refused_in_one_line(elpv_folder, tmp_path, options, message):
+    with pytest.raises(featx.errors.ParameterError, match=f"^{message}"):
+        featx.compare(elpv_folder, out=tmp_path / "out", **{**ONE_SPACE, **options})
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_layer_is_refused_in_one_short_line_before_any_extraction(elpv_folder, tmp_path, private_cache):
+    with pytest.raises(featx.errors.UnknownNameError) as raised:
+        featx.compare(elpv_folder, layers=["blocks.5", "blocks.99"], out=tmp_path / "out", **ONE_SPACE)
+    message = str(raised.value)
+    assert message.startswith("unknown layer of efficientnet_lite0 'blocks.99'; valid names: conv_stem, bn1")
+    assert "(272 in all); closest: blocks.6" in message and len(message) < 300 and "\n" not in message
+    assert not list(private_cache.rglob("*.h5"))
+
+
+def test_a_fused_winners_report_names_its_stores_and_gives_no_map_command(compared, elpv_folder, tmp_path, monkeypatch):
+    """featx map takes one store and refuses a model of several spaces: no command that cannot run."""
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    board = _compare._Run.leaderboard
+    monkeypatch.setattr(_compare._Run, "leaderboard",  # the concatenation first, to save it as the winner
+                        lambda run: sorted(board(run), key=lambda s: not s.row.candidate.startswith("concat")))
+    comparison = featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
+    assert comparison.winner.candidate.startswith("concat(")
+    report = (tmp_path / "out" / "model.skops.html").read_text()
+    assert "featx map" not in report and all(str(store) in report for store in sorted(cache.glob("*.h5")))

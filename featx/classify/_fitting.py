@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,28 +78,42 @@ def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Ca
         )
     present, labels = np.unique(entries[first, 1], return_inverse=True)
     classes = [store.classes()[i] for i in present]
-    if len(classes) < 2:
-        raise BadInputError(f"{store.path} has a single class ({classes[0]}); a classifier needs at least two")
-    counts = np.bincount(labels)
-    needed = cv + 1
-    few = [f"{c} ({n})" for c, n in zip(classes, counts) if n < needed]
-    if few:
-        raise BadInputError(
-            f"classes with fewer than {needed} images (--cv {cv} folds plus the test split): {', '.join(few)}; "
-            "add images or lower --cv"
-        )
+    check_classes(str(store.path), classes, labels, cv)
     try:
         strata = labels if group is None else [f"{label}/{group(path)}" for label, path in zip(labels, paths)]
         train, test = train_test_split(np.arange(len(rows)), test_size=test_size, stratify=strata, random_state=seed)
     except ValueError as exc:
         raise BadInputError(f"cannot hold out a stratified test split (--test-size {test_size}): {exc}") from None
-    short = [f"{c} ({n})" for c, n in zip(classes, np.bincount(labels[train], minlength=len(classes))) if n < cv]
-    if short:
-        raise BadInputError(
-            f"after holding out --test-size {test_size}, classes with fewer training images than --cv {cv} folds: "
-            f"{', '.join(short)}; add images or lower --cv or --test-size"
-        )
+    check_training_part(classes, labels[train], cv, f"holding out --test-size {test_size}", "--cv or --test-size")
     return Samples(rows, labels, classes, np.sort(train), np.sort(test), list(paths))
+
+
+def check_classes(source: str, classes: Sequence[str], labels: np.ndarray, cv: int, test_split: bool = True) -> None:
+    """Refuse (one line) labels of a single class, or a class with fewer images than `cv` folds (plus one for
+    the test split when one is drawn from them), naming the classes and their counts."""
+    if len(classes) < 2:
+        raise BadInputError(f"{source} has a single class ({classes[0]}); a classifier needs at least two")
+    needed = cv + test_split
+    few = [f"{c} ({n})" for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n < needed]
+    if few:
+        split = " plus the test split" if test_split else ""
+        raise BadInputError(f"classes with fewer than {needed} images (--cv {cv} folds{split}): {', '.join(few)}; "
+                            "add images or lower --cv")
+
+
+def check_training_part(classes: Sequence[str], train_labels: np.ndarray, cv: int, held_out: str, lower: str) -> None:
+    """Refuse (one line) a training part with a class of fewer images than `cv` folds, after `held_out` (what
+    left it); `lower`: the options that would help."""
+    short = [f"{c} ({n})" for c, n in zip(classes, np.bincount(train_labels, minlength=len(classes))) if n < cv]
+    if short:
+        raise BadInputError(f"after {held_out}, classes with fewer training images than --cv {cv} folds: "
+                            f"{', '.join(short)}; add images or lower {lower}")
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed scikit-learn's random_state cannot take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"--seed must be between 0 and {MAX_SEED}, not {seed}")
 
 
 def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None:
@@ -280,8 +294,7 @@ def fit(
         raise ParameterError("--cv must be at least 2")
     if not 0 < test_size < 1:
         raise ParameterError("--test-size must be between 0 and 1")
-    if not 0 <= seed <= MAX_SEED:
-        raise ParameterError(f"--seed must be between 0 and {MAX_SEED}, not {seed}")
+    check_seed(seed)
     if n_jobs == 0:
         raise ParameterError("--n-jobs 0 runs nothing: a number of parallel fits, or -1 for all cores")
     if epochs < 1:

@@ -5,7 +5,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,13 @@ class Candidate:
     tta: str = "none"
     weights: str | None = None  # a file (e.g. from featx finetune) or a named variant
     clf: str = "logreg"
+    weights_name: str = field(default="", compare=False, repr=False)  # how names show `weights` ("": its file name)
 
     @property
     def space(self) -> Candidate:
         """The candidate without its classifier: what one store holds."""
-        return Candidate(self.model, self.layer, self.pooling, self.image_size, self.tta, self.weights, clf="")
+        return Candidate(self.model, self.layer, self.pooling, self.image_size, self.tta, self.weights, clf="",
+                         weights_name=self.weights_name)
 
     @property
     def views(self) -> int:
@@ -39,7 +41,8 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        parts = [self.model if self.weights is None else f"{self.model}[{Path(self.weights).name}]",
+        shown = self.weights_name or (Path(self.weights).name if self.weights else "")
+        parts = [f"{self.model}[{shown}]" if shown else self.model,
                  f"{self.image_size}px" if self.image_size else "", self.layer or "", self.pooling,
                  "" if self.tta == "none" else self.tta]
         return " ".join(p for p in parts if p) + (f" / {self.clf}" if self.clf else "")
@@ -68,6 +71,7 @@ def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Li
         raise ParameterError(f"nothing to compare: the list of {empty[0]} is empty")
     for model in models:
         get_backbone(model)
+    layers = list(dict.fromkeys(_layer(layer) for layer in _listed(layers)))
     for clf in _listed(clfs):
         get_classifier(clf)
     for name, values in (("pooling", poolings), ("image_size", image_sizes), ("tta", ttas)):
@@ -77,9 +81,49 @@ def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Li
     bases += [(base, str(w), size) for w in weights if w is not None for base, size in _fine_tuned(w, models)]
     settings = list(itertools.product(_listed(layers), _listed(poolings), _listed(image_sizes), _listed(ttas),
                                       _listed(clfs)))
-    made = [Candidate(model, layer, pooling, trained or size, tta, w, clf)
+    shown = distinct_names([w for _, w, _ in bases if w is not None])
+    for model in dict.fromkeys(model for model, _, _ in bases):  # before any extraction: see check_layers
+        for layer in layers:
+            check_layers(model, layer)
+    made = [Candidate(model, layer, pooling, trained or size, tta, w, clf, shown.get(w, ""))
             for (model, w, trained), (layer, pooling, size, tta, clf) in itertools.product(bases, settings)]
     return list(dict.fromkeys(made))  # a trained size stands for every listed one: once each
+
+
+def _layer(layer: str | None) -> str | None:
+    """A candidate's layers as one string, each named once, blanks dropped (None: the model's default), so that
+    two spellings of one feature space make one candidate."""
+    from featx.features._space import parse_layers
+
+    names = parse_layers(layer)
+    return ",".join(dict.fromkeys(names)) if names else None
+
+
+def check_layers(model: str, layer: str | None) -> None:
+    """Refuse a layer `model` does not have (one line), from its network built on PyTorch's meta device: no
+    weights read, nothing computed."""
+    if layer is None:
+        return
+    import torch
+
+    from featx.backbones._registry import get_backbone
+    from featx.features._network import build_feature_network
+
+    backbone = get_backbone(model)
+    with torch.device("meta"):
+        build_feature_network(backbone, backbone.weights("random"), layer)
+
+
+def distinct_names(files: Sequence[str]) -> dict[str, str]:
+    """Each weights file's name as candidates show it: its file name, or, where another file has the same name
+    (runA/tuned.pth, runB/tuned.pth), the shortest end of its path that no other file's path ends with."""
+    parts = {file: Path(file).parts for file in dict.fromkeys(files)}
+    shown = {}
+    for file, own in parts.items():
+        others = [p for f, p in parts.items() if f != file]
+        k = next((k for k in range(1, len(own)) if all(p[-k:] != own[-k:] for p in others)), len(own))
+        shown[file] = str(Path(*own[-k:]))
+    return shown
 
 
 def _fine_tuned(weights, models: list[str]) -> list[tuple[str, int | None]]:
@@ -159,20 +203,28 @@ class Split:
     classes: tuple[str, ...]
     train: np.ndarray
     test: np.ndarray
+    said: tuple[str, ...] = ()  # lines for the user: files left out of it or ignored, and why
 
     @classmethod
     def of(cls, images: ImageList, test_size: float, seed: int, group: Group = None,
            test_files: ImageList | None = None,
-           cv: int = 5) -> Split:
-        """Unique labelled contents of `images`, split once: stratified by class (and `group`), or the files
-        whose content `test_files` hold as the test part."""
+           cv: int = 5, source: str = "DATA") -> Split:
+        """Unique labelled contents of `images` (`source`: what they came from, for errors), split once:
+        stratified by class (and `group`), or the files whose content `test_files` hold as the test part.
+        Refused (one line) before any work: a single class, a class too small for `cv` folds, a test file that
+        cannot be read."""
         from sklearn.model_selection import train_test_split
 
+        from featx.classify._fitting import check_classes
         from featx.images._content import content_keys
 
         first: dict[str, int] = {}
+        unreadable, said = [], []
         for i, hashed in enumerate(content_keys(images.paths)):
-            if hashed.key is None or images.labels[i] < 0:
+            if images.labels[i] < 0:
+                continue
+            if hashed.key is None:
+                unreadable.append((images.paths[i], hashed.error or "unreadable"))
                 continue
             j = first.setdefault(hashed.key, i)
             if images.labels[j] != images.labels[i]:
@@ -180,11 +232,22 @@ class Split:
         keys, index = list(first), np.array(list(first.values()), dtype=np.int64)
         if not len(index):
             raise BadInputError("no labelled image found (use class folders or CSV labels)")
+        if unreadable:
+            said.append(f"left out of the comparison: {listed(unreadable, 'file(s) that cannot be read')}")
         labels = images.labels[index]
         present, labels = np.unique(labels, return_inverse=True)
+        classes = tuple(images.classes[i] for i in present)
+        check_classes(source, classes, labels, cv, test_split=test_files is None)
         paths = [images.paths[i] for i in index]
         if test_files is not None:
-            held = {h.key for h in content_keys(test_files.paths)}
+            hashed = content_keys(test_files.paths)
+            if missing := [(p, h.error or "unreadable") for p, h in zip(test_files.paths, hashed) if h.key is None]:
+                raise BadInputError(f"the split CSV names {listed(missing, 'file(s) that cannot be read')}; "
+                                    "fix its paths (relative to the CSV)")
+            if outside := [(p, "not among the labelled images compared") for p, h in zip(test_files.paths, hashed)
+                           if h.key not in first]:
+                said.append(f"ignored: the split CSV names {listed(outside, 'file(s) not among the labelled images compared')}")
+            held = {h.key for h in hashed}
             is_test = np.array([key in held for key in keys])
             train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
             if not len(test) or not len(train):
@@ -197,13 +260,15 @@ class Split:
                                                random_state=seed)
             except ValueError as exc:
                 raise BadInputError(f"cannot hold out a stratified test part (test size {test_size}): {exc}") from None
-        return cls(tuple(paths), tuple(keys), labels, tuple(images.classes[i] for i in present), np.sort(train),
-                   np.sort(test))._checked(cv)
+        held_out = f"holding out --test-size {test_size}" if test_files is None else "holding out the split CSV's files"
+        return cls(tuple(paths), tuple(keys), labels, classes, np.sort(train), np.sort(test),
+                   tuple(said))._checked(cv, held_out, "--cv" if test_files is not None else "--cv or --test-size")
 
-    def _checked(self, cv: int) -> Split:
-        """The split itself, when each class has `cv` training images (else a one-line error)."""
-        if np.bincount(self.labels[self.train], minlength=len(self.classes)).min() < cv:
-            raise BadInputError(f"classes with fewer training images than {cv} folds: add images or lower cv")
+    def _checked(self, cv: int, held_out: str, lower: str = "--cv") -> Split:
+        """The split itself, when each class has `cv` training images (else fit's one-line error)."""
+        from featx.classify._fitting import check_training_part
+
+        check_training_part(self.classes, self.labels[self.train], cv, held_out, lower)
         return self
 
     def without(self, keep: np.ndarray, cv: int) -> Split:
@@ -211,7 +276,7 @@ class Split:
         position = np.cumsum(keep) - 1
         return Split(tuple(p for p, k in zip(self.paths, keep) if k), tuple(k for k, kept in zip(self.keys, keep) if kept),
                      self.labels[keep], self.classes, position[self.train[keep[self.train]]],
-                     position[self.test[keep[self.test]]])._checked(cv)
+                     position[self.test[keep[self.test]]])._checked(cv, "leaving out the images that cannot be read")
 
     def folds(self, cv: int, seed: int, scored: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """The CV folds of the training part (indices into it), the same for every candidate. `scored` (a mask
@@ -223,6 +288,12 @@ class Split:
         held = np.arange(len(y)) if scored is None else np.flatnonzero(scored)
         folds = StratifiedKFold(cv, shuffle=True, random_state=seed).split(held, y[held])
         return [(np.setdiff1d(np.arange(len(y)), held[test]), held[test]) for _, test in folds]
+
+
+def listed(failures: Sequence[tuple[str, str]], what: str, shown: int = 3) -> str:
+    """"N what: the first `shown` as "path (why)", ..." on one line (the others counted, not named)."""
+    named = ", ".join(f"{path} ({why})" for path, why in failures[:shown])
+    return f"{len(failures)} {what}: {named}{' ...' if len(failures) > shown else ''}"
 
 
 def unseen(weights: Sequence[str | None], split: Split, cv: int) -> np.ndarray | None:

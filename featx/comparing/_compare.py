@@ -2,6 +2,7 @@
 same folds of the same training part, fused, ranked; the winner refitted, scored once on the test part, saved."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -13,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from featx.comparing._candidates import (Candidate, CrossFit, Group, Split, candidates, check_no_leak, fold_files,
-                                        seen_in_training, unseen)
+                                        listed, seen_in_training, unseen)
 from featx.comparing._leaderboard import LEADERBOARD, Comparison, Row, label, tie_note, write_leaderboard
 from featx.errors import FeatxError, Interrupted, ParameterError, UnknownNameError
-from featx.names import DEFAULT_MODEL, SCORINGS
+from featx.names import COMPARE_TEST_SIZE, DEFAULT_MODEL, SCORINGS
 
 MODEL = "model.skops"  # the winner, in the --out folder
 
@@ -95,7 +96,7 @@ class _Run:
     def fold_spaces(self, space: Candidate) -> list[Candidate]:
         """`space` in each fold network of its weights, fold by fold ([] unless cross-fitted)."""
         files = self.cross.files.get(space.weights, ()) if self.cross is not None else ()
-        return [replace(space, weights=file) for file in files]
+        return [replace(space, weights=file, weights_name="") for file in files]
 
     def _extract(self, space: Candidate, images, training: bool = False) -> np.ndarray:
         """`extract` of one space: the split's images, or its training part only."""
@@ -152,9 +153,8 @@ class _Run:
                   if display_path(self.split.paths[i]) in failures}
         if not failed:
             return x, found
-        named = ", ".join(f"{self.split.paths[i]} ({reason})" for i, reason in list(failed.items())[:3])
-        self.log(f"left out of the comparison: {len(failed)} image(s) that cannot be read: {named}"
-                 f"{' ...' if len(failed) > 3 else ''}")
+        self.log("left out of the comparison: "
+                 + listed([(self.split.paths[i], why) for i, why in failed.items()], "image(s) that cannot be read"))
         keep = np.ones(len(found), dtype=bool)
         keep[list(failed)] = False
         self.use(self.split.without(keep, self.cv))
@@ -267,6 +267,8 @@ class _Run:
                 seen.add(s.spaces[0])
                 best.append(s)
         best = best[:k]
+        if k and len(best) < 2:
+            self.log(f"note: nothing fused (--fuse {k}): {len(best)} feature space(s) scored, a fusion needs 2")
         if k < 2 or len(best) < 2:
             return []
         fusions, members = [], tuple(b.row.candidate for b in best)
@@ -275,8 +277,10 @@ class _Run:
                 scored = fuse(best)
                 scored.row = replace(scored.row, members=members)
                 fusions.append(scored)
-            except (FeatxError, ValueError) as exc:  # ValueError: scikit-learn's (every fit failed, NaN features...)
-                fusions.append(_Scored(Row(f"{fuse.__name__}({len(best)} best)", error=str(exc))))
+            except Exception as exc:  # any error is this one's failure (`failure`): the others go on
+                if isinstance(exc, Interrupted):
+                    raise
+                fusions.append(_Scored(Row(f"{fuse.__name__}({len(best)} best)", error=failure(exc))))
         return fusions
 
     def leaderboard(self) -> list[_Scored]:
@@ -291,6 +295,17 @@ class _Run:
         x, split = self.columns(scored.spaces) if x is None else x, self.split
         model = clone(scored.pipeline).fit(x[split.train], split.labels[split.train])
         return model, model.predict(x[split.test])
+
+
+def failure(exc: Exception) -> str:
+    """Why a candidate failed, on one line: featx's message; scikit-learn's first and last lines ("All the 10
+    fits failed. (ValueError: ...)"); else the exception's type too (a MemoryError, joblib's errors). Any
+    failure is one candidate's: the others go on, their CV scores kept."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    said = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "") if lines else ""
+    if isinstance(exc, (FeatxError, ValueError)):
+        return said
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
 
 
 def _held_out_probabilities(member, x: np.ndarray, y: np.ndarray, fold: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -320,7 +335,7 @@ def compare(
     clfs: str | Sequence[str] = ("logreg",),
     fuse: int = 0,
     scoring: str = SCORINGS[0],
-    test_size: float = 0.25,
+    test_size: float | None = None,
     split_csv: str | os.PathLike | None = None,
     group: Group = None,
     cv: int = 5,
@@ -344,25 +359,40 @@ def compare(
     (`unseen`). `fuse=K` adds the K best spaces concatenated and their probabilities averaged. The best by CV is
     refitted on the training part and saved as OUT/model.skops (`featx predict` runs it); then every candidate is
     refitted and scored on the test part, for the record; the leaderboard goes to OUT/leaderboard.{csv,json,html}.
-    Ctrl-C writes the leaderboard of what is scored so far.
+    A candidate that fails (whatever the error) gets a row saying why; Ctrl-C, or an error that stops the run,
+    writes the leaderboard of what is scored so far. The previous run's winner in OUT is removed when the
+    comparison starts.
     """
+    from featx.classify._fitting import check_seed
     from featx.images._inputs import find_images
-    from featx.outputs import check_output
+    from featx.outputs import check_output, manifest_path, remove_listed
 
     log = log or (lambda line: print(line, file=sys.stderr))
     if cv < 2:
         raise ParameterError(f"cv must be at least 2, not {cv}")
     if scoring not in SCORINGS:
         raise UnknownNameError("scoring", scoring, SCORINGS)
-    if split_csv is None and not 0 < test_size < 1:
+    check_seed(seed)
+    if fuse < 0 or fuse == 1:
+        raise ParameterError(f"--fuse must be 0 (no fusion) or a number of spaces from 2, not {fuse}")
+    if split_csv is not None and (test_size is not None or group is not None):  # as scikit-learn: not silently ignored
+        raise ParameterError("--split-csv names the test part: give neither --test-size nor a group "
+                             "(--group-pattern, --group-column) with it")
+    test_size = COMPARE_TEST_SIZE if test_size is None else test_size
+    if not 0 < test_size < 1:
         raise ParameterError(f"test size must be between 0 and 1, not {test_size}")
-    out = check_output(out, "--out", folder=True)
+    data = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    out = check_output(out, "--out", folder=True, reads=data)
     listed = candidates(models, layers, poolings, image_sizes, ttas, weights, clfs)  # unknown names: before any work
     images = find_images(data, label_pattern)
-    split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv)
+    split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv,
+                     ", ".join(map(str, data)))
+    for line in split.said:
+        log(line)
     tuned = sorted({c.weights for c in listed if c.weights})
     check_no_leak([*tuned, *(f for w in tuned for f in fold_files(w, cv))], split)
     run = _Run(split, tuned, cv, seed, scoring, n_jobs, device, engine, progress, log)
+    remove_listed(manifest_path(out / MODEL))  # the last run's winner: never beside this run's leaderboard
     log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
         f"test part: {len(split.test)} images, not used to choose")
     from featx.features._extraction import progress_bar
@@ -374,10 +404,10 @@ def compare(
                 try:
                     run.extract(candidate.space, images)
                     run.scored.append(run.search(candidate.name, [candidate.space], candidate.clf))
-                except (FeatxError, ValueError) as exc:  # ValueError: scikit-learn's (every fit failed, NaN features...)
+                except Exception as exc:  # any error is this one's failure (`failure`): the others go on
                     if isinstance(exc, Interrupted):
                         raise
-                    run.scored.append(_Scored(Row(candidate.name, error=str(exc))))
+                    run.scored.append(_Scored(Row(candidate.name, error=failure(exc))))
                 bar.update()
         run.scored += run.fused(fuse)
     except (KeyboardInterrupt, Interrupted):
@@ -385,6 +415,10 @@ def compare(
         scored = sum(not s.row.error for s in run.scored)
         raise Interrupted(f"interrupted: the {scored} candidates scored so far are in {out / LEADERBOARD}.csv;"
                           " the features extracted stay in their stores (a rerun does not extract them again)") from None
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error that stopped the run is the one to see
+            write_leaderboard(_comparison(run), out)
+        raise
     return _finish(run, out)
 
 
@@ -424,7 +458,9 @@ def _finish(run: _Run, out: Path) -> Comparison:
         scores = metrics(y[test], predicted, classes)
         bundle = ModelBundle(model, classes, run.space_json[winner.spaces[0]], "float32",
                              _info(run, winner), extra_spaces=tuple(run.space_json[s] for s in winner.spaces[1:]))
-        details = {**winner.chosen, "candidate": winner.row.candidate, "scoring": run.scoring,
+        stores = [str(run.stores[s]) for s in winner.spaces]  # one: featx map's; several (fused): no map of them
+        details = {**winner.chosen, "candidate": winner.row.candidate,
+                   **({"store": stores[0]} if len(stores) == 1 else {"stores": stores}), "scoring": run.scoring,
                    "cv_mean": winner.row.cv_mean, "cv_std": winner.row.cv_std, "n_train": len(train), "n_test": len(test)}
         report = Report(classes, scores, details, (x[test], y[test]),
                         Outcomes.of([split.paths[i] for i in test], y[test], predicted, *class_scores(model, x[test])),
@@ -451,8 +487,8 @@ def _finish(run: _Run, out: Path) -> Comparison:
         for scored in others:
             try:
                 record(scored, run.tested(scored)[1])
-            except (FeatxError, ValueError) as exc:  # its CV fits went through; a refit that fails leaves "-"
-                run.log(f"  {scored.row.candidate}: not scored on the test part: {exc}")
+            except Exception as exc:  # its CV fits went through; a refit that fails leaves "-"
+                run.log(f"  {scored.row.candidate}: not scored on the test part: {failure(exc)}")
     except KeyboardInterrupt:
         written()
         raise Interrupted(f"interrupted: {path} is saved; the leaderboard in {out / LEADERBOARD}.csv has the test "

@@ -33,10 +33,12 @@ class Row:
     members: tuple[str, ...] = ()
 
     def cells(self) -> tuple[str, ...]:
-        """As people read it: CV mean ± std (or "failed: why"), dim, images/s ("cached": nothing extracted), fit
-        seconds, the test scores ("-": not scored)."""
+        """As people read it: CV mean ± std, dim, images/s ("cached": nothing extracted), fit seconds, the test
+        scores ("-": not scored); or "failed: why" and blanks."""
+        if self.error:
+            return (f"failed: {self.error}", "", "", "", "", "")
         rate = f"{self.images_per_s:.1f}" if self.images_per_s else "cached"
-        scores = f"failed: {self.error}" if self.error else f"{self.cv_mean:.3f} ± {self.cv_std:.3f}"
+        scores = f"{self.cv_mean:.3f} ± {self.cv_std:.3f}"
         return (scores, str(self.dim), rate, f"{self.fit_seconds:.1f}",
                 *("-" if v is None else f"{v:.3f}" for v in (self.test_balanced_accuracy, self.test_accuracy)))
 

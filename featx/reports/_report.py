@@ -200,8 +200,9 @@ class Report:
             h.section("Metrics", h.row(h.metrics_table(summary),
                                        h.table(["class", "precision", "recall", "support"], per_class))),
             h.section("Confusion matrix and feature map", h.figures(drawn),
-                      h.paragraph(f"Every image on an interactive map (zoom, hover thumbnails, the model's predictions): "
-                                  f"featx map {self.details.get('store', 'STORE')} --color prediction --model MODEL")),
+                      *([] if "stores" in self.details else  # a model on several stores' spaces: featx map takes one
+                        [h.paragraph(f"Every image on an interactive map (zoom, hover thumbnails, the model's predictions): "
+                                     f"featx map {self.details.get('store', 'STORE')} --color prediction --model MODEL")])),
         ]
         if self.details.get("cv_scores"):
             rows = [(f"{r['param']}={r['value']:g}", r["mean"], r["std"]) for r in self.details["cv_scores"]]
