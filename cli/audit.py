@@ -58,7 +58,7 @@ def audit(store, out, data, threshold, neighbours, split_csv, test_size, seed, c
     from featx.auditing._audit import audit as run
     from featx.outputs import check_output
 
-    check_output(out, "--out", folder=True)
+    check_output(out, "--out", folder=True, reads=[*data, *([split_csv] if split_csv else [])])
     path = pick_store(store, "featx audit STORE")
     click.echo(f"store: {path}", err=True)
     result = run(path, data=list(data) or None, threshold=threshold, neighbours=neighbours, clf=clf,

@@ -37,7 +37,8 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False,
     `folder`) can be written: its folder exists or can be made, and a byte can be written there (so a
     read-only or full disk is found before any work), and it is none of the files the command `reads` nor an
     image in a folder it reads (a store written over with its own export), nor, with `folder`, a folder in
-    one it reads (its files would be read as inputs next time). Creates nothing; returns the path."""
+    one it reads (its files would be read as inputs next time) nor one that holds an input. Creates nothing;
+    returns the path."""
     from featx.images._inputs import is_image_file
 
     path = Path(path)
@@ -52,6 +53,9 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False,
                               f"would read with it; choose another {option}")
         if inside and path.exists() and is_image_file(path):
             raise OutputError(f"cannot write {path}: it is an image of the input folder {source}; choose another {option}")
+        if folder and Path(os.path.realpath(source)).is_relative_to(os.path.realpath(path)):
+            raise OutputError(f"cannot write {path}: it holds the input {source}, which this run would write over "
+                              f"(audit's clean.csv) or leave among its outputs; choose another {option}")
     if path.is_dir() != folder and path.exists():
         raise OutputError(f"cannot write {path}: it is {'not ' if folder else ''}a folder; choose another {option}")
     existing = path if folder else path.parent
@@ -150,10 +154,11 @@ def manifest_path(path: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def output_set(manifest: str | os.PathLike) -> Iterator[list[Path]]:
-    """Files written together: the old `manifest` is removed first, the block appends each file it writes
-    to the list given, and the manifest of them is written when the block ends (not if it raises)."""
+    """Files written together: the previous set of `manifest` is removed first (`remove_listed`: a file that
+    run wrote and this one does not would pass for this run's), the block appends each file it writes to the
+    list given, and the manifest of them is written when the block ends (not if it raises)."""
     manifest = Path(manifest)
-    manifest.unlink(missing_ok=True)
+    remove_listed(manifest)
     files: list[Path] = []
     yield files
     write_manifest(manifest, files)

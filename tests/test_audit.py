@@ -3,6 +3,7 @@ scikit-image photographs with a re-encoded and a cropped copy; the store and the
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import sys
@@ -314,3 +315,23 @@ def test_an_unlabelled_copy_conflicts_with_no_label_and_each_pair_counts_once(tm
     assert str((root / "unsorted.png").resolve()) not in rel(path for path, _ in result.clean)  # a copy: flagged
     assert all(r[2] for r in result.tables["label_errors"].rows)
     assert result.counts["near-duplicate pairs by embedding"] == 1, result.tables["near_duplicates"].rows
+
+
+def test_a_rerun_into_the_same_out_leaves_no_file_of_the_last_and_never_writes_over_its_input(audited, tmp_path):
+    """The audit's own clean.csv as --data into the same --out would be written over: refused, nothing changed. A
+    rerun that finds no label errors (unlabelled photographs only) removed nothing: the last run's label_errors.csv
+    stayed beside the new manifest, which does not list it."""
+    from featx.outputs import check_manifest
+
+    root, store, _ = audited
+    out = tmp_path / "audit"
+    first = CliRunner().invoke(main, ["audit", str(store), "--out", str(out), "-j", "1"])
+    assert first.exit_code == 0 and (out / "label_errors.csv").is_file(), first.output
+    before = snapshot(out)
+    again = CliRunner().invoke(main, ["audit", str(store), "--out", str(out), "--data", str(out / "clean.csv")])
+    assert again.exit_code == 1 and "it holds the input" in again.output and snapshot(out) == before, again.output
+    photos = [a for name in ("chelsea.png", "chelsea-q85.jpg", "coffee.png") for a in ("--data", str(root / name))]
+    second = CliRunner().invoke(main, ["audit", str(store), "--out", str(out), *photos])
+    assert second.exit_code == 0, second.output
+    assert not (out / "label_errors.csv").exists() and check_manifest(out / "manifest.json") == []
+    assert {p.name for p in out.iterdir()} == {"manifest.json", *json.loads((out / "manifest.json").read_text())["files"]}
