@@ -75,3 +75,18 @@ def test_labels_with_surrounding_spaces_are_trained_and_given_back_as_they_were(
     for labels in (np.where(y == 9, "good", "good "), np.where(y == 9, "good", " ")):
         with pytest.raises(ValueError, match="distinct and non-empty"):
             FinetunedClassifier(config=CONFIG, workers=0).fit(X, labels)
+
+
+def test_a_failed_refit_leaves_the_fitted_estimator_as_it_was(fitted, cells, tmp_path):
+    """fit set classes_ before training: a refit that failed left the new class names over the old network."""
+    X, y = cells
+    estimator = pickle.loads(pickle.dumps(fitted))
+    broken = [tmp_path / f"broken{i}.png" for i in range(4)]
+    for path in broken:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(BadInputError, match="none is readable"):
+        estimator.fit(broken, ["a", "b", "a", "b"])
+    with pytest.raises(ValueError, match="distinct and non-empty"):
+        estimator.fit(X, np.where(y == 9, "good", "good "))
+    assert list(estimator.classes_) == [9, 10] and estimator.network_ == fitted.network_
+    np.testing.assert_array_equal(estimator.predict(X[:4]), fitted.predict(X[:4]))

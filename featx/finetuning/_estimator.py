@@ -67,11 +67,11 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         paths, y = _paths(X), np.asarray(y)
         if len(y) != len(paths):
             raise ValueError(f"X has {len(paths)} images but y has {len(y)} labels")
-        self.classes_ = np.unique(y)
-        names = [str(c).strip() for c in self.classes_]  # as the CSV below hands them to finetune
+        classes = np.unique(y)
+        names = [str(c).strip() for c in classes]  # as the CSV below hands them to finetune
         if len(set(names)) < len(names) or not all(names):
             raise ValueError("class labels must stay distinct and non-empty as text without surrounding spaces, got "
-                             f"{[str(c) for c in self.classes_]}")
+                             f"{[str(c) for c in classes]}")
         with tempfile.TemporaryDirectory(prefix="featx-finetune-") as tmp:
             listing = Path(tmp) / "train.csv"
             with open(listing, "w", newline="") as f:
@@ -79,7 +79,8 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
             result = finetune(listing, self.model, Path(tmp) / "network.safetensors", weights=self.weights,
                               config=self.config or FinetuneConfig(), workers=self.workers, device=self.device,
                               progress=self.verbose)
-            self.network_ = result.path.read_bytes()
+            network = result.path.read_bytes()
+        self.classes_, self.network_ = classes, network  # learned state only once training succeeded
         self.columns_ = np.array([result.classes.index(name) for name in names])  # head output of each class
         self.history_, self.best_epoch_, self.failures_ = result.history, result.best_epoch, result.failures
         return self
