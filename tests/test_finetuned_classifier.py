@@ -65,8 +65,9 @@ def test_a_bad_file_at_predict_time_is_named(fitted, tmp_path):
 
 
 def test_labels_with_surrounding_spaces_are_trained_and_given_back_as_they_were(cells):
-    """The labels pass through a CSV, which strips them: "good " trained as "good" and failed to be found after
-    training; labels that only spaces tell apart, or empty ones, are refused before any training."""
+    """The network's class names are the labels as featx reads them from a CSV, stripped: "good " was trained as
+    "good" and failed to be found after training; labels that only spaces tell apart, or empty ones, are refused
+    before any training."""
     X, y = cells
     text = np.where(y == 9, "good ", " bad")
     fitted = FinetunedClassifier(config=FinetuneConfig(image_size=32, freeze_epochs=1, epochs=0, batch_size=8, val_size=0),
@@ -90,3 +91,22 @@ def test_a_failed_refit_leaves_the_fitted_estimator_as_it_was(fitted, cells, tmp
         estimator.fit(X, np.where(y == 9, "good", "good "))
     assert list(estimator.classes_) == [9, 10] and estimator.network_ == fitted.network_
     np.testing.assert_array_equal(estimator.predict(X[:4]), fitted.predict(X[:4]))
+
+
+def test_file_names_that_are_not_utf8_train_and_failures_name_the_users_files(cells, tmp_path):
+    """fit wrote X and y to a temporary UTF-8 CSV: a name os.listdir gives as 'caf\\udce9.png' raised
+    UnicodeEncodeError, and errors named that CSV, a file the user never wrote."""
+    import os
+    import shutil
+
+    X, y = cells
+    copies = [os.fsdecode(bytes(tmp_path) + f"/caf\xe9{i}.png".encode("latin-1")) for i in range(len(X))]
+    for source, copy in zip(X, copies):
+        shutil.copy(source, copy)
+    broken = os.fsdecode(bytes(tmp_path) + b"/caf\xe9-broken.png")
+    with open(broken, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n not really")
+    config = FinetuneConfig(image_size=32, freeze_epochs=1, epochs=0, batch_size=8, val_size=0)
+    fitted = FinetunedClassifier(config=config, workers=0).fit([*copies, broken], [*y, 9])
+    assert [path for path, _ in fitted.failures_] == [broken]
+    assert set(fitted.predict(copies[:4])) <= {9, 10}

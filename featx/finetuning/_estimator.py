@@ -7,7 +7,6 @@ any other, and `save_network` writes the file that `featx predict`, `featx extra
 """
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import BadInputError
 from featx.features._transformer import as_items
+from featx.images._inputs import ImageList
 from featx.names import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -68,20 +68,19 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         if len(y) != len(paths):
             raise ValueError(f"X has {len(paths)} images but y has {len(y)} labels")
         classes = np.unique(y)
-        names = [str(c).strip() for c in classes]  # as the CSV below hands them to finetune
+        names = [str(c).strip() for c in classes]  # the network's class names, as featx reads labels from a CSV
         if len(set(names)) < len(names) or not all(names):
             raise ValueError("class labels must stay distinct and non-empty as text without surrounding spaces, got "
                              f"{[str(c) for c in classes]}")
+        index = {name: i for i, name in enumerate(sorted(names))}  # sorted as text, as find_images sorts classes
+        images = ImageList(paths, np.array([index[str(label).strip()] for label in y], dtype=np.int64), sorted(names))
         with tempfile.TemporaryDirectory(prefix="featx-finetune-") as tmp:
-            listing = Path(tmp) / "train.csv"
-            with open(listing, "w", newline="") as f:
-                csv.writer(f).writerows(zip(paths, map(str, y)))
-            result = finetune(listing, self.model, Path(tmp) / "network.safetensors", weights=self.weights,
+            result = finetune(images, self.model, Path(tmp) / "network.safetensors", weights=self.weights,
                               config=self.config or FinetuneConfig(), workers=self.workers, device=self.device,
                               progress=self.verbose)
             network = result.path.read_bytes()
         self.classes_, self.network_ = classes, network  # learned state only once training succeeded
-        self.columns_ = np.array([result.classes.index(name) for name in names])  # head output of each class
+        self.columns_ = np.array([index[name] for name in names])  # head output of each class
         self.history_, self.best_epoch_, self.failures_ = result.history, result.best_epoch, result.failures
         return self
 
