@@ -103,6 +103,17 @@ def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path
     assert "n=32" in evaluated.stdout and "head:" in evaluated.stdout
 
 
+def test_evaluate_where_no_labelled_file_decodes_is_one_line(trained, tmp_path):
+    """As for a fitted model: it was scikit-learn's "Found empty input array" traceback."""
+    for name in trained.classes[:2]:
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = CliRunner().invoke(main, ["evaluate", str(trained.path), str(tmp_path / "data"), "-q", "-w", "0"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(errors) == 1, result.output
+    assert "none of the 2 labelled images could be read (" in errors[0] and "cut.png" in errors[0]
+
+
 def test_kill_9_during_epoch_3_then_resume_equals_an_uninterrupted_run(trained, cells, tmp_path):
     out = tmp_path / "killed.safetensors"
     ckpt = checkpoint_path(out)

@@ -121,7 +121,7 @@ def predict(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> 
 
 def evaluate(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> tuple[Report, Decoded]:
     """Report of the head on labelled images (class folders or CSV labels); returns (Report, Decoded)."""
-    from featx.classify._results import labels_in
+    from featx.classify._results import check_some_read, labels_in
     from featx.images._inputs import find_images
     from featx.reports._report import Outcomes, Report, metrics
 
@@ -130,6 +130,7 @@ def evaluate(model: FineTuned, data: Data, tta: str = "none", **options: Any) ->
     labelled = labels >= 0
     paths = [p for p, ok in zip(images.paths, labelled) if ok]
     scores, found, failures = model.probabilities(paths, tta=tta, **options)
+    check_some_read(found, failures)
     y, predicted = labels[labelled][found], scores.argmax(1)
     details = {"model": model.metadata["model"], "fine-tuned": str(model.path), "head": "fine-tuned",
                "tta": tta, "n_failed": len(failures)}
