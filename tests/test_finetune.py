@@ -190,6 +190,37 @@ def test_a_validation_part_that_leaves_too_few_to_train_on_is_one_line(cells, tm
     assert len(errors) == 1 and "val_size 0.97 leaves" in errors[0] and "lower val_size" in errors[0], result.output
 
 
+def test_copies_of_an_image_fall_on_one_side_of_the_validation_split(cells, tmp_path):
+    """The split was over files: a copy could be validated on while its twin was trained on. Over distinct contents
+    now; without copies the files in validation are those the file split chose, so earlier runs resume the same."""
+    from sklearn.model_selection import train_test_split
+
+    from featx.backbones._preprocessing import Preprocessing
+    from featx.finetuning._data import load_training_images
+    from featx.images._inputs import find_images
+
+    def pool(folder):
+        pre = Preprocessing(32, 32, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        return load_training_images(find_images(folder), pre, 0, False, lambda line: None)[0]
+
+    plain = pool(cells)
+    for seed in range(5):
+        plain.split(0.25, seed)
+        _, before = train_test_split(np.arange(32), test_size=8, stratify=plain.labels, random_state=seed)
+        assert list(plain.val) == sorted(before) and len(plain.train) == 24
+    data = tmp_path / "copies"
+    shutil.copytree(cells, data)
+    for folder in data.iterdir():
+        for i, image in enumerate(sorted(folder.iterdir())[:4]):
+            shutil.copy(image, folder / f"copy{i}.png")
+    copies = pool(data)
+    for seed in range(5):
+        copies.split(0.25, seed)
+        validated, trained_on = ({copies.keys[i] for i in part} for part in (copies.val, copies.train))
+        assert not validated & trained_on and len(validated) == 8 and len(validated | trained_on) == 32
+        assert np.bincount(copies.labels[copies.val]).min() >= 2
+
+
 def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
     from featx.features._network import d4_views
     from featx.finetuning._data import augment
