@@ -339,6 +339,33 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(cells, tmp_pa
                                "optimizer_frozen", "fingerprint"}
 
 
+def test_a_run_without_resume_says_it_replaces_the_checkpoint_of_the_same_run(cells, tmp_path, monkeypatch):
+    """It replaced OUT.ckpt silently: a forgotten --resume lost the finished epochs without a word."""
+    from featx.finetuning._loop import Trainer
+
+    class Stop(Exception):
+        pass
+
+    out, run_epoch, epochs, lines = tmp_path / "m.safetensors", Trainer.run_epoch, [], []
+
+    def stopped_in_epoch(n):
+        def run(*args, **kwargs):
+            epochs.append(1)
+            if len(epochs) == n:
+                raise Stop
+            return run_epoch(*args, **kwargs)
+        return run
+
+    settings = dict(image_size=32, freeze_epochs=1, epochs=1, batch_size=8, val_size=0, workers=0, progress=False)
+    for stop_in in (2, 3):  # a run stopped during its second epoch; the same run again, stopped before its first
+        monkeypatch.setattr(Trainer, "run_epoch", stopped_in_epoch(stop_in))
+        with pytest.raises(Stop):
+            featx.finetune(cells, out=out, log=lines.append, **settings)
+    assert f"{checkpoint_path(out)} holds this run's checkpoint after epoch 1 of 2, which --resume would continue: " \
+           "this run starts over and replaces it" in lines
+    assert sum("checkpoint" in line for line in lines) == 1
+
+
 def test_fine_tuned_features_leave_no_onnx_graph_behind(trained, cells, tmp_path, monkeypatch, private_cache):
     """#25 point 9: every fine-tuned network left its exported graph (13.5 MB for Lite0) in the shared user cache,
     which nothing removes; theirs is now exported for the run only."""
