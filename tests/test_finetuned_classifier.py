@@ -1,5 +1,6 @@
 """FinetunedClassifier: featx.finetune as a scikit-learn classifier on real ELPV cells, at a tiny size."""
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -97,7 +98,6 @@ def test_file_names_that_are_not_utf8_train_and_failures_name_the_users_files(ce
     """fit wrote X and y to a temporary UTF-8 CSV: a name os.listdir gives as 'caf\\udce9.png' raised
     UnicodeEncodeError, and errors named that CSV, a file the user never wrote."""
     import os
-    import shutil
 
     X, y = cells
     copies = [os.fsdecode(bytes(tmp_path) + f"/caf\xe9{i}.png".encode("latin-1")) for i in range(len(X))]
@@ -110,3 +110,21 @@ def test_file_names_that_are_not_utf8_train_and_failures_name_the_users_files(ce
     fitted = FinetunedClassifier(config=config, workers=0).fit([*copies, broken], [*y, 9])
     assert [path for path, _ in fitted.failures_] == [broken]
     assert set(fitted.predict(copies[:4])) <= {9, 10}
+
+
+def test_an_unknown_tta_is_refused_not_taken_for_none(fitted, cells, tmp_path):
+    """tta other than "d4" or "none" silently meant no test-time augmentation; the bundle path refused it."""
+    from featx.errors import UnknownNameError
+
+    X, y = cells
+    with pytest.raises(UnknownNameError, match="unknown test-time augmentation \\(tta\\) 'D4'"):
+        FinetunedClassifier(config=CONFIG, tta="D4", workers=0).fit(X, y)  # before any training
+    with pytest.raises(UnknownNameError, match="'flip'"):
+        pickle.loads(pickle.dumps(fitted)).set_params(tta="flip").predict(X[:2])
+    network = load_finetuned(fitted.save_network(tmp_path / "n.safetensors"))
+    for label, image in ((9, X[0]), (10, X[-1])):
+        (tmp_path / "data" / str(label)).mkdir(parents=True)
+        shutil.copy(image, tmp_path / "data" / str(label))
+    for apply in (network.predict, network.evaluate):
+        with pytest.raises(UnknownNameError, match="'flip'"):
+            apply(tmp_path / "data", tta="flip", workers=0, progress=False)

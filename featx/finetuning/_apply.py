@@ -49,7 +49,9 @@ class FineTuned:
         from featx.backbones._registry import get_backbone
         from featx.finetuning._data import decoded_batches
         from featx.finetuning._model import Trainee
+        from featx.names import validate_parameters
 
+        validate_parameters(tta=tta)
         backbone = get_backbone(self.metadata["model"])
         pre = Preprocessing.from_dict(self.metadata["preprocessing"])
         classifier = Trainee(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))

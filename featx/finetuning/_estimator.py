@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from featx.errors import BadInputError
 from featx.features._transformer import as_items
 from featx.images._inputs import ImageList
-from featx.names import DEFAULT_MODEL
+from featx.names import DEFAULT_MODEL, validate_parameters
 
 if TYPE_CHECKING:
     from featx.finetuning._config import FinetuneConfig
@@ -64,6 +64,7 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         from featx.finetuning._config import FinetuneConfig
         from featx.finetuning._train import finetune
 
+        validate_parameters(tta=self.tta)  # before training, not at the first predict
         paths, y = _paths(X), np.asarray(y)
         if len(y) != len(paths):
             raise ValueError(f"X has {len(paths)} images but y has {len(y)} labels")
