@@ -128,3 +128,21 @@ def test_an_unknown_tta_is_refused_not_taken_for_none(fitted, cells, tmp_path):
     for apply in (network.predict, network.evaluate):
         with pytest.raises(UnknownNameError, match="'flip'"):
             apply(tmp_path / "data", tta="flip", workers=0, progress=False)
+
+
+def test_the_network_is_built_once_and_again_after_unpickling(fitted, cells, monkeypatch):
+    """predict_proba built the network from the file's bytes on every call."""
+    from featx.backbones._registry import Backbone
+
+    X, _ = cells
+    build, built = Backbone.build_model, []
+    monkeypatch.setattr(Backbone, "build_model", lambda *args, **kwargs: built.append(1) or build(*args, **kwargs))
+    estimator = pickle.loads(pickle.dumps(fitted))
+    first = estimator.predict_proba(X[:4])
+    np.testing.assert_array_equal(estimator.predict_proba(X[:4]), first)
+    estimator.predict(X[4:6])
+    assert len(built) == 1
+    restored = pickle.loads(pickle.dumps(estimator))  # the built network is not pickled
+    assert "_built" not in restored.__dict__ and "_built" in estimator.__dict__
+    np.testing.assert_array_equal(restored.predict_proba(X[:4]), first)
+    assert len(built) == 2
