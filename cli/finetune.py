@@ -59,7 +59,8 @@ def finetune(data, model, weights, out, resume, folds, label_pattern, workers, d
     from featx.finetuning._train import finetune as run
     from featx.outputs import check_output
 
-    check_output(out, "--out")  # and its checkpoint beside it, written after every epoch
+    check_output(out, "--out", reads=data)
+    check_output(checkpoint_path(Path(out)), "--out (its checkpoint OUT.ckpt)", reads=data)
     try:
         result = run(list(data), model, out, weights=weights, resume=resume, label_pattern=label_pattern,
                      workers=workers, device=device, progress=not quiet, folds=folds, **config)

@@ -103,6 +103,17 @@ def test_extract_fit_predict_with_the_finetuned_network(trained, cells, tmp_path
     assert "n=32" in evaluated.stdout and "head:" in evaluated.stdout
 
 
+def test_evaluate_where_no_labelled_file_decodes_is_one_line(trained, tmp_path):
+    """As for a fitted model: it was scikit-learn's "Found empty input array" traceback."""
+    for name in trained.classes[:2]:
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = CliRunner().invoke(main, ["evaluate", str(trained.path), str(tmp_path / "data"), "-q", "-w", "0"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(errors) == 1, result.output
+    assert "none of the 2 labelled images could be read (" in errors[0] and "cut.png" in errors[0]
+
+
 def test_kill_9_during_epoch_3_then_resume_equals_an_uninterrupted_run(trained, cells, tmp_path):
     out = tmp_path / "killed.safetensors"
     ckpt = checkpoint_path(out)
@@ -153,6 +164,23 @@ def test_one_line_errors(cells, tmp_path, args, message, status):
     assert len(errors) == 1 and message in errors[0], result.output
 
 
+@pytest.mark.parametrize("out", ["list.csv", "listed"])
+def test_out_and_its_checkpoint_may_not_be_an_input(cells, tmp_path, out):
+    """`featx finetune list.csv -o list.csv` trained and wrote the network over its own listing; OUT.ckpt, written
+    after every epoch, is checked the same way (here an input folder named OUT.ckpt)."""
+    listing = tmp_path / "list.csv"
+    listing.write_text("".join(f"{p},{p.parent.name}\n" for p in sorted(cells.rglob("*.png"))))
+    if out == "listed":
+        shutil.copytree(cells, tmp_path / "listed.ckpt")
+    data = listing if out == "list.csv" else tmp_path / "listed.ckpt"
+    before = listing.read_bytes()
+    result = CliRunner().invoke(main, ["finetune", str(data), "-o", str(tmp_path / out), "--image-size", "32",
+                                       "--freeze-epochs", "1", "--epochs", "0", "--val-size", "0", "-w", "0", "-q"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and f"it is the input {data}" in errors[0], result.output
+    assert listing.read_bytes() == before and (tmp_path / "listed.ckpt").is_dir() == (out == "listed")
+
+
 def test_a_validation_part_that_leaves_too_few_to_train_on_is_one_line(cells, tmp_path):
     """Once every image was read, scikit-learn's split raised its own ValueError: a traceback."""
     result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"), "--val-size", "0.97",
@@ -160,6 +188,37 @@ def test_a_validation_part_that_leaves_too_few_to_train_on_is_one_line(cells, tm
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "val_size 0.97 leaves" in errors[0] and "lower val_size" in errors[0], result.output
+
+
+def test_copies_of_an_image_fall_on_one_side_of_the_validation_split(cells, tmp_path):
+    """The split was over files: a copy could be validated on while its twin was trained on. Over distinct contents
+    now; without copies the files in validation are those the file split chose, so earlier runs resume the same."""
+    from sklearn.model_selection import train_test_split
+
+    from featx.backbones._preprocessing import Preprocessing
+    from featx.finetuning._data import load_training_images
+    from featx.images._inputs import find_images
+
+    def pool(folder):
+        pre = Preprocessing(32, 32, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        return load_training_images(find_images(folder), pre, 0, False, lambda line: None)[0]
+
+    plain = pool(cells)
+    for seed in range(5):
+        plain.split(0.25, seed)
+        _, before = train_test_split(np.arange(32), test_size=8, stratify=plain.labels, random_state=seed)
+        assert list(plain.val) == sorted(before) and len(plain.train) == 24
+    data = tmp_path / "copies"
+    shutil.copytree(cells, data)
+    for folder in data.iterdir():
+        for i, image in enumerate(sorted(folder.iterdir())[:4]):
+            shutil.copy(image, folder / f"copy{i}.png")
+    copies = pool(data)
+    for seed in range(5):
+        copies.split(0.25, seed)
+        validated, trained_on = ({copies.keys[i] for i in part} for part in (copies.val, copies.train))
+        assert not validated & trained_on and len(validated) == 8 and len(validated | trained_on) == 32
+        assert np.bincount(copies.labels[copies.val]).min() >= 2
 
 
 def test_d4_augmentation_gives_each_image_one_of_its_8_symmetries():
@@ -278,6 +337,33 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(cells, tmp_pa
     # the keys featx wrote before TrainState (#26): a checkpoint of either resumes with the other
     assert set(checkpoint) == {"epoch", "history", "best", "best_epoch", "best_key", "optimizer", "model",
                                "optimizer_frozen", "fingerprint"}
+
+
+def test_a_run_without_resume_says_it_replaces_the_checkpoint_of_the_same_run(cells, tmp_path, monkeypatch):
+    """It replaced OUT.ckpt silently: a forgotten --resume lost the finished epochs without a word."""
+    from featx.finetuning._loop import Trainer
+
+    class Stop(Exception):
+        pass
+
+    out, run_epoch, epochs, lines = tmp_path / "m.safetensors", Trainer.run_epoch, [], []
+
+    def stopped_in_epoch(n):
+        def run(*args, **kwargs):
+            epochs.append(1)
+            if len(epochs) == n:
+                raise Stop
+            return run_epoch(*args, **kwargs)
+        return run
+
+    settings = dict(image_size=32, freeze_epochs=1, epochs=1, batch_size=8, val_size=0, workers=0, progress=False)
+    for stop_in in (2, 3):  # a run stopped during its second epoch; the same run again, stopped before its first
+        monkeypatch.setattr(Trainer, "run_epoch", stopped_in_epoch(stop_in))
+        with pytest.raises(Stop):
+            featx.finetune(cells, out=out, log=lines.append, **settings)
+    assert f"{checkpoint_path(out)} holds this run's checkpoint after epoch 1 of 2, which --resume would continue: " \
+           "this run starts over and replaces it" in lines
+    assert sum("checkpoint" in line for line in lines) == 1
 
 
 def test_fine_tuned_features_leave_no_onnx_graph_behind(trained, cells, tmp_path, monkeypatch, private_cache):

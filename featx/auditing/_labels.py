@@ -22,12 +22,6 @@ AUTO_ALL_ROWS = 5_000  # beyond, `clf="auto"` takes logreg alone: linsvm's fits 
 REFIT_ROUNDS = 2  # prune-and-refit rounds of the label check (docs/audit.md: planted errors found, by rounds)
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
-    """Out-of-fold class probabilities of `clf` (featx's registry) on standardised features: each sample is
-    predicted by the model of the fold that did not see it (`searched`, `refit`)."""
-    return refit(searched(x, y, clf, cv, seed, n_jobs), x, y, None, cv, seed, n_jobs)
-
-
 def searched(x: np.ndarray, y: np.ndarray, clf: str = "logreg", cv: int = 5, seed: int = 0,
              n_jobs: int | None = None) -> Pipeline:
     """The pipeline (standardisation, `clf`) with its regularisation picked by `featx fit`'s stratified

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from featx.classify._classifiers import class_scores
-from featx.classify._results import Predictions, Sources, labels_in
+from featx.classify._results import Predictions, Sources, check_some_read, labels_in
 from featx.errors import (
     BadInputError,
     FeatureSpaceMismatchError,
@@ -146,11 +146,7 @@ class ModelBundle:
         labels = labels_in(images, self.classes, data)  # before any extraction: a typo costs nothing
         images, labels = images.take(np.flatnonzero(labels >= 0)), labels[labels >= 0]
         features, use, sources = _bundle_features(self, images, weights, tta, **options)
-        if not use.any():
-            from featx.images._failures import failure_lines
-
-            reasons = "; ".join(line.strip() for line in failure_lines(sources.failures, prefix=""))
-            raise BadInputError(f"none of the {len(images)} labelled images could be read ({reasons})")
+        check_some_read(use, sources.failures)
         x, true = features[use], labels[use]
         predicted = self.pipeline.predict(x)
         details = {"classifier": self.info.get("classifier"), "hyperparameters": self.info.get("hyperparameters"),

@@ -125,3 +125,13 @@ def labels_in(images: ImageList, classes: Sequence[str], data: object = None) ->
                             "handles unlabelled images)")
     index = np.array([list(classes).index(c) for c in images.classes] + [-1], dtype=np.int64)
     return index[images.labels]  # label -1 picks the trailing -1
+
+
+def check_some_read(read: np.ndarray, failures: Sequence[tuple[str, str]]) -> None:
+    """BadInputError (one line, with the failures' reasons) when none of the labelled images evaluate was given
+    could be read: `read` is the mask of those that were."""
+    if not read.any():
+        from featx.images._failures import failure_lines
+
+        reasons = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
+        raise BadInputError(f"none of the {len(read)} labelled images could be read ({reasons})")

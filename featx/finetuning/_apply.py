@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,9 @@ from featx.backbones._weights import FINETUNED_FORMAT, FileWeights, is_safetenso
 from featx.errors import FeatxError, ParameterError
 
 if TYPE_CHECKING:
+    from featx.backbones._preprocessing import Preprocessing
     from featx.classify._results import Predictions
+    from featx.finetuning._model import Trainee
     from featx.reports._report import Report
 
 Data = str | os.PathLike | Sequence[str | os.PathLike]  # folders, files or CSV files, as featx extract reads them
@@ -30,10 +32,17 @@ class FineTuned:
 
     path: Path
     metadata: dict
+    _built: tuple[Any, Trainee] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        from featx.backbones._preprocessing import Preprocessing
+
+        return Preprocessing.from_dict(self.metadata["preprocessing"])
 
     def training_stores(self) -> list[Path]:
         """None: a network reads no feature store (as `ModelBundle.training_stores`)."""
@@ -44,15 +53,11 @@ class FineTuned:
                       ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         """(n_ok x n_classes probabilities, boolean mask of the paths that decoded, [(path, reason)] of the
         others). `tta="d4"`: averaged over the 8 symmetries of the square."""
-        from featx.backbones._device import resolve_device
-        from featx.backbones._preprocessing import Preprocessing
-        from featx.backbones._registry import get_backbone
         from featx.finetuning._data import decoded_batches
-        from featx.finetuning._model import Trainee
+        from featx.names import validate_parameters
 
-        backbone = get_backbone(self.metadata["model"])
-        pre = Preprocessing.from_dict(self.metadata["preprocessing"])
-        classifier = Trainee(backbone.build_model(FileWeights(self.path)), None, pre, resolve_device(device))
+        validate_parameters(tta=tta)
+        classifier, pre = self.network(device), self.preprocessing
         failures: list[tuple[str, str]] = []
         found = np.zeros(len(paths), dtype=bool)
         scores = np.zeros((len(paths), len(self.classes)), dtype=np.float32)
@@ -60,6 +65,18 @@ class FineTuned:
             scores[indices] = classifier.scores(images, tta).cpu().numpy()
             found[indices] = True
         return scores[found], found, failures
+
+    def network(self, device: str = "auto") -> Trainee:
+        """The network on `device`, built from the file on first use there and kept."""
+        from featx.backbones._device import resolve_device
+        from featx.backbones._registry import get_backbone
+        from featx.finetuning._model import Trainee
+
+        resolved = resolve_device(device)
+        if self._built is None or self._built[0] != resolved:
+            model = get_backbone(self.metadata["model"]).build_model(FileWeights(self.path))
+            self._built = resolved, Trainee(model, None, self.preprocessing, resolved)
+        return self._built[1]
 
     def predict(self, data: str | os.PathLike | Sequence[str | os.PathLike], *, weights: str | os.PathLike | None = None,
                 tta: str = "none", **options: Any) -> tuple[Predictions, Decoded]:
@@ -121,7 +138,7 @@ def predict(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> 
 
 def evaluate(model: FineTuned, data: Data, tta: str = "none", **options: Any) -> tuple[Report, Decoded]:
     """Report of the head on labelled images (class folders or CSV labels); returns (Report, Decoded)."""
-    from featx.classify._results import labels_in
+    from featx.classify._results import check_some_read, labels_in
     from featx.images._inputs import find_images
     from featx.reports._report import Outcomes, Report, metrics
 
@@ -130,6 +147,7 @@ def evaluate(model: FineTuned, data: Data, tta: str = "none", **options: Any) ->
     labelled = labels >= 0
     paths = [p for p, ok in zip(images.paths, labelled) if ok]
     scores, found, failures = model.probabilities(paths, tta=tta, **options)
+    check_some_read(found, failures)
     y, predicted = labels[labelled][found], scores.argmax(1)
     details = {"model": model.metadata["model"], "fine-tuned": str(model.path), "head": "fine-tuned",
                "tta": tta, "n_failed": len(failures)}

@@ -44,24 +44,31 @@ class TrainingImages:
             yield chunk, images
 
     def split(self, val_size: float, seed: int) -> None:
-        """Stratified training and validation parts; each holds at least as many images as there are classes."""
+        """Stratified training and validation parts of the distinct contents (copies of an image fall in one part,
+        so no epoch is chosen on images trained on); each holds at least as many contents as there are classes.
+        Without copies this is the split of the files that featx made before."""
         everything = np.arange(len(self.labels))
         if val_size == 0:
             self.train, self.val = everything, everything[:0]
             return
-        check_validation_split(np.bincount(self.labels, minlength=len(self.classes)), self.classes, "has {} usable image(s)")
+        first = {key: i for i, key in reversed(list(enumerate(self.keys)))}
+        contents = np.array(sorted(first.values()))  # each distinct content's first file, in file order
+        labels = self.labels[contents]
+        check_validation_split(np.bincount(labels, minlength=len(self.classes)), self.classes,
+                               "has {} distinct usable image(s)")
         from sklearn.model_selection import train_test_split
 
-        n_val = max(len(self.classes), round(val_size * len(self.labels)))
-        if len(self.labels) - n_val < len(self.classes):
-            raise BadInputError(f"val_size {val_size} leaves {len(self.labels) - n_val} of {len(self.labels)} images to "
-                                f"train on, fewer than the {len(self.classes)} classes: lower val_size")
-        train, val = train_test_split(everything, test_size=n_val, stratify=self.labels, random_state=seed)
-        self.train, self.val = np.sort(train), np.sort(val)
+        n_val = max(len(self.classes), round(val_size * len(contents)))
+        if len(contents) - n_val < len(self.classes):
+            raise BadInputError(f"val_size {val_size} leaves {len(contents) - n_val} of {len(contents)} distinct images "
+                                f"to train on, fewer than the {len(self.classes)} classes: lower val_size")
+        _, val = train_test_split(np.arange(len(contents)), test_size=n_val, stratify=labels, random_state=seed)
+        held = np.isin(np.searchsorted(contents, [first[key] for key in self.keys]), val)  # files of those contents
+        self.train, self.val = everything[~held], everything[held]
 
     def validated_keys(self) -> list[str]:
-        """Content keys of the validation part, less any also trained on (a copy in both parts)."""
-        return sorted({self.keys[i] for i in self.val} - {self.keys[i] for i in self.train})
+        """Content keys of the validation part (none of them trained on)."""
+        return sorted({self.keys[i] for i in self.val})
 
     def data_hash(self) -> str:
         return data_hash(self.keys, self.labels, self.classes)
@@ -69,7 +76,7 @@ class TrainingImages:
 
 def check_validation_split(counts: np.ndarray, classes: Sequence[str], has: str, or_else: str = "val_size=0") -> None:
     """A one-line error when a class has fewer than 2 images (`counts`), the fewest a stratified validation split
-    can divide; `has` says where ("has {} usable image(s)", formatted with the count), `or_else` what else to do."""
+    can divide; `has` says where ("has {} distinct usable image(s)", formatted with the count), `or_else` what else to do."""
     if counts.min() < 2:
         raise BadInputError(f"class {classes[int(counts.argmin())]!r} {has.format(counts.min())}: a validation split "
                             f"needs at least 2 per class (or {or_else})")

@@ -7,11 +7,9 @@ any other, and `save_network` writes the file that `featx predict`, `featx extra
 """
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +20,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import BadInputError
 from featx.features._transformer import as_items
-from featx.names import DEFAULT_MODEL
+from featx.images._inputs import ImageList
+from featx.names import DEFAULT_MODEL, validate_parameters
 
 if TYPE_CHECKING:
+    from featx.finetuning._apply import FineTuned
     from featx.finetuning._config import FinetuneConfig
 
 ImagePaths = Sequence[str | os.PathLike] | np.ndarray  # or a pandas Series or one-column DataFrame of file paths
@@ -64,30 +64,27 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         from featx.finetuning._config import FinetuneConfig
         from featx.finetuning._train import finetune
 
+        validate_parameters(tta=self.tta)  # before training, not at the first predict
         paths, y = _paths(X), np.asarray(y)
         if len(y) != len(paths):
             raise ValueError(f"X has {len(paths)} images but y has {len(y)} labels")
-        self.classes_ = np.unique(y)
-        names = [str(c).strip() for c in self.classes_]  # as the CSV below hands them to finetune
+        classes = np.unique(y)
+        names = [str(c).strip() for c in classes]  # the network's class names, as featx reads labels from a CSV
         if len(set(names)) < len(names) or not all(names):
             raise ValueError("class labels must stay distinct and non-empty as text without surrounding spaces, got "
-                             f"{[str(c) for c in self.classes_]}")
+                             f"{[str(c) for c in classes]}")
+        index = {name: i for i, name in enumerate(sorted(names))}  # sorted as text, as find_images sorts classes
+        images = ImageList(paths, np.array([index[str(label).strip()] for label in y], dtype=np.int64), sorted(names))
         with tempfile.TemporaryDirectory(prefix="featx-finetune-") as tmp:
-            listing = Path(tmp) / "train.csv"
-            with open(listing, "w", newline="") as f:
-                csv.writer(f).writerows(zip(paths, map(str, y)))
-            result = finetune(listing, self.model, Path(tmp) / "network.safetensors", weights=self.weights,
+            result = finetune(images, self.model, Path(tmp) / "network.safetensors", weights=self.weights,
                               config=self.config or FinetuneConfig(), workers=self.workers, device=self.device,
                               progress=self.verbose)
-            self.network_ = result.path.read_bytes()
-        self.columns_ = np.array([result.classes.index(name) for name in names])  # head output of each class
+            network = result.path.read_bytes()
+        self.classes_, self.network_ = classes, network  # learned state only once training succeeded
+        self._built = None  # the network of an earlier fit
+        self.columns_ = np.array([index[name] for name in names])  # head output of each class
         self.history_, self.best_epoch_, self.failures_ = result.history, result.best_epoch, result.failures
         return self
-
-    @contextmanager
-    def _network_file(self) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="featx-network-") as tmp:
-            yield self.save_network(Path(tmp) / "network.safetensors")
 
     def save_network(self, path: str | os.PathLike) -> Path:
         """Write the fine-tuned network (for featx predict/evaluate/extract --weights); returns the path."""
@@ -99,13 +96,25 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
             out.write(self.network_)
         return path
 
-    def predict_proba(self, X: ImagePaths) -> np.ndarray:
+    def _network(self) -> FineTuned:
+        """The fitted network, built once per `device` and kept (not pickled: built again after unpickling)."""
         from featx.finetuning._apply import load_finetuned
 
+        built = getattr(self, "_built", None)
+        if built is None or built[0] != self.device:
+            with tempfile.TemporaryDirectory(prefix="featx-network-") as tmp:
+                network = load_finetuned(self.save_network(Path(tmp) / "network.safetensors"))
+                network.network(self.device)  # built while its file exists
+            self._built = built = self.device, network
+        return built[1]
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in super().__getstate__().items() if key != "_built"}
+
+    def predict_proba(self, X: ImagePaths) -> np.ndarray:
         paths = _paths(X)
-        with self._network_file() as file:
-            scores, _, failures = load_finetuned(file).probabilities(paths, tta=self.tta, workers=self.workers,
-                                                                     device=self.device, progress=self.verbose)
+        scores, _, failures = self._network().probabilities(paths, tta=self.tta, workers=self.workers,
+                                                            device=self.device, progress=self.verbose)
         if failures:
             path, reason = failures[0]
             raise BadInputError(f"{path}: {reason}" + (f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""))

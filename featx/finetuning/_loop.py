@@ -113,7 +113,20 @@ class Trainer:
             return state
         if resume:
             self.log(f"no checkpoint at {self.checkpoint}: starting from the first epoch")
+        elif self.checkpoint.is_file():
+            self.log(self._replacing(fingerprint))
         return TrainState(fingerprint)
+
+    def _replacing(self, fingerprint: dict) -> str:
+        """The line said when a run without resume finds a checkpoint, which its first epoch replaces."""
+        try:
+            state = TrainState.load(self.checkpoint)
+        except FeatxError:
+            state = None
+        if state is None or state.fingerprint != fingerprint:
+            return f"{self.checkpoint} is no checkpoint of this run: this run replaces it"
+        return (f"{self.checkpoint} holds this run's checkpoint after epoch {state.epoch} of {self.total}, which --resume "
+                "would continue: this run starts over and replaces it")
 
     def order(self, epoch: int, generator: torch.Generator | None = None) -> np.ndarray:
         """The training part shuffled for `epoch`; a last batch of one image is left out (BatchNorm cannot train on it)."""

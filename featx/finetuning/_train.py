@@ -30,7 +30,7 @@ from featx.outputs import atomic_path
 
 
 def finetune(
-    data: str | os.PathLike | Sequence[str | os.PathLike],
+    data: str | os.PathLike | Sequence[str | os.PathLike] | ImageList,
     model: str = DEFAULT_MODEL,
     out: str | os.PathLike = "featx-finetuned.safetensors",
     *,
@@ -45,7 +45,8 @@ def finetune(
     folds: int = 0,
     **options: object,
 ) -> FinetuneResult:
-    """Fine-tune `model` on the labelled images of `data` (read as `featx extract` reads them) into `out`.
+    """Fine-tune `model` on the labelled images of `data` (read as `featx extract` reads them, or a labelled
+    `featx.images.ImageList`, taken as it is) into `out`.
 
     `config` (or its fields as keyword `options`: epochs, image_size, augment, seed, val_size, ...) says how;
     see `FinetuneConfig`. `out` is a safetensors file: the fine-tuned weights of the whole classifier and,
@@ -63,7 +64,7 @@ def finetune(
     out = Path(out)
     backbone = get_backbone(model)
     source = backbone.weights(weights)
-    images = find_images(data, label_pattern)
+    images = data if isinstance(data, ImageList) else find_images(data, label_pattern)
     check_labels(images)
     if config.ordinal:
         ordinal_ranks(config.ordinal, images.classes)
