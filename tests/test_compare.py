@@ -767,7 +767,7 @@ def test_files_left_out_of_the_split_or_ignored_in_the_split_csv_are_said(compar
         comparison = featx.compare(elpv_copy, out=tmp_path / "out", log=lines.append, **ONE_SPACE)
     assert comparison.n_train + comparison.n_test == 20
     said = [line for line in lines if line.startswith("left out of the comparison")]
-    assert said == [f"left out of the comparison: 1 file(s) that cannot be read: {link} (unreadable: No such file or directory)"]
+    assert said == [f"left out of the comparison: 1 file(s) that cannot be read: {link}: unreadable: No such file or directory"]
 
     cells = sorted(str(p) for p in elpv_copy.glob("*/cell*.png"))
     other = tmp_path / "other.png"
@@ -776,7 +776,7 @@ def test_files_left_out_of_the_split_or_ignored_in_the_split_csv_are_said(compar
     listing.write_text(f"{cells[0]}\n{cells[7]}\n{other}\n")
     split = Split.of(find_images(elpv_copy), 0.25, 0, test_files=find_images(listing), cv=2)
     assert len(split.test) == 2
-    assert split.said[1] == f"ignored: the split CSV names 1 file(s) not among the labelled images compared: {other} (not among the labelled images compared)"
+    assert split.said[1] == f"ignored: the split CSV names 1 file(s) not compared: {other}: not among DATA's labelled images"
     listing.write_text(f"{cells[0]}\n{tmp_path / 'missing.png'}\n")
     with pytest.raises(featx.errors.BadInputError, match=r"the split CSV names 1 file\(s\) that cannot be read: .*missing\.png"):
         Split.of(find_images(elpv_copy), 0.25, 0, test_files=find_images(listing), cv=2)

@@ -131,7 +131,6 @@ def check_some_read(read: np.ndarray, failures: Sequence[tuple[str, str]]) -> No
     """BadInputError (one line, with the failures' reasons) when none of the labelled images evaluate was given
     could be read: `read` is the mask of those that were."""
     if not read.any():
-        from featx.images._failures import failure_lines
+        from featx.images._failures import failure_line
 
-        reasons = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
-        raise BadInputError(f"none of the {len(read)} labelled images could be read ({reasons})")
+        raise BadInputError(f"none of the {len(read)} labelled images could be read ({failure_line(failures)})")

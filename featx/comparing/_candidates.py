@@ -244,9 +244,9 @@ class Split:
             if missing := [(p, h.error or "unreadable") for p, h in zip(test_files.paths, hashed) if h.key is None]:
                 raise BadInputError(f"the split CSV names {listed(missing, 'file(s) that cannot be read')}; "
                                     "fix its paths (relative to the CSV)")
-            if outside := [(p, "not among the labelled images compared") for p, h in zip(test_files.paths, hashed)
+            if outside := [(p, "not among DATA's labelled images") for p, h in zip(test_files.paths, hashed)
                            if h.key not in first]:
-                said.append(f"ignored: the split CSV names {listed(outside, 'file(s) not among the labelled images compared')}")
+                said.append(f"ignored: the split CSV names {listed(outside, 'file(s) not compared')}")
             held = {h.key for h in hashed}
             is_test = np.array([key in held for key in keys])
             train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
@@ -290,10 +290,11 @@ class Split:
         return [(np.setdiff1d(np.arange(len(y)), held[test]), held[test]) for _, test in folds]
 
 
-def listed(failures: Sequence[tuple[str, str]], what: str, shown: int = 3) -> str:
-    """"N what: the first `shown` as "path (why)", ..." on one line (the others counted, not named)."""
-    named = ", ".join(f"{path} ({why})" for path, why in failures[:shown])
-    return f"{len(failures)} {what}: {named}{' ...' if len(failures) > shown else ''}"
+def listed(failures: Sequence[tuple[str, str]], what: str) -> str:
+    """"N what: path: why; ..." on one line (`failure_line`: the first few named, the others counted)."""
+    from featx.images._failures import failure_line
+
+    return f"{len(failures)} {what}: {failure_line(failures)}"
 
 
 def unseen(weights: Sequence[str | None], split: Split, cv: int) -> np.ndarray | None:

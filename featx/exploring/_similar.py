@@ -24,7 +24,7 @@ from featx.errors import BadInputError, OutputError, StoreWarning
 from featx.exploring._export import Rows
 from featx.features._neighbours import EXACT_ROWS, HNSW_EF, hnsw_index, top, unit_rows
 from featx.features._store import FeatureStore
-from featx.images._failures import failure_lines
+from featx.images._failures import failure_line
 
 if TYPE_CHECKING:
     import faiss
@@ -103,8 +103,7 @@ def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str
         if new:
             features[~found], found[~found], failures = _extract(opened, new, device, engine, progress)
         if not found.any():
-            reasons = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
-            raise BadInputError(f"none of the {len(images)} queries could be used ({reasons})")
+            raise BadInputError(f"none of the {len(images)} queries could be used ({failure_line(failures)})")
         of_row: dict[int, list[tuple[str, str]]] = {}
         for path, row, label in zip(stored.paths, stored.rows.tolist(), stored.labels):
             of_row.setdefault(row, []).append((path, label))

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import FeatxError, StoreInUseError
 from featx.images._content import content_keys
-from featx.images._failures import failure_lines
+from featx.images._failures import failure_line
 from featx.names import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, validate_parameters
 
 STORE_WAIT_SECONDS = 600.0  # how long to wait for another process (a parallel CV fold) writing the store
@@ -80,8 +80,8 @@ def _stored_dtype(path: Path) -> str:
 
 
 def _failed(failures: list[tuple[str, str]]) -> ValueError:
-    shown = "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
-    return ValueError(f"{len(failures)} image(s) could not be used, and a transformer cannot drop rows: {shown}")
+    return ValueError(f"{len(failures)} image(s) could not be used, and a transformer cannot drop rows: "
+                      f"{failure_line(failures)}")
 
 
 class PretrainedFeatures(TransformerMixin, BaseEstimator):

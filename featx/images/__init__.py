@@ -8,5 +8,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "content_key": "._content", "content_keys": "._content",
     "DecodeError": "._decode", "decode_rgb": "._decode",
     "symmetries": "._views",
-    "failure_lines": "._failures", "FAILURES_SHOWN": "._failures",
+    "failure_lines": "._failures", "failure_line": "._failures", "FAILURES_SHOWN": "._failures",
 })

@@ -13,3 +13,8 @@ def failure_lines(failures: Sequence[tuple[str, str]], prefix: str = "  failed: 
     if len(failures) > FAILURES_SHOWN:
         lines.append(f"  ... and {len(failures) - FAILURES_SHOWN} more{more}")
     return lines
+
+
+def failure_line(failures: Sequence[tuple[str, str]]) -> str:
+    """`failure_lines` on one line, for an error message: "path: reason; path: reason; ... and N more"."""
+    return "; ".join(line.strip() for line in failure_lines(failures, prefix=""))
