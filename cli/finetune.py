@@ -54,13 +54,15 @@ def finetune(data, model, weights, out, resume, folds, label_pattern, workers, d
     First the new head alone, then all layers with lower learning rates for earlier stages; the best epoch on
     a validation split is kept. Then: featx extract --weights OUT, or featx predict/evaluate OUT.
     """
+    from featx.backbones._weights import fold_path
     from featx.errors import FinetuneInterrupted
     from featx.finetuning._loop import checkpoint_path
     from featx.finetuning._train import finetune as run
     from featx.outputs import check_output
 
-    check_output(out, "--out", reads=data)
-    check_output(checkpoint_path(Path(out)), "--out (its checkpoint OUT.ckpt)", reads=data)
+    for network in [Path(out), *(fold_path(out, k, folds) for k in range(1, folds + 1))]:  # each with its checkpoint
+        check_output(network, "--out", reads=data)
+        check_output(checkpoint_path(network), "--out (a checkpoint beside it)", reads=data)
     try:
         result = run(list(data), model, out, weights=weights, resume=resume, label_pattern=label_pattern,
                      workers=workers, device=device, progress=not quiet, folds=folds, **config)

@@ -164,21 +164,22 @@ def test_one_line_errors(cells, tmp_path, args, message, status):
     assert len(errors) == 1 and message in errors[0], result.output
 
 
-@pytest.mark.parametrize("out", ["list.csv", "listed"])
-def test_out_and_its_checkpoint_may_not_be_an_input(cells, tmp_path, out):
+@pytest.mark.parametrize("out, input_named", [("list.csv", "list.csv"), ("listed", "listed.ckpt"),
+                                               ("m.csv", "m.fold2-of-2.csv"), ("m.csv", "m.fold1-of-2.csv.ckpt")])
+def test_out_its_checkpoint_and_its_fold_networks_may_not_be_an_input(cells, tmp_path, out, input_named):
     """`featx finetune list.csv -o list.csv` trained and wrote the network over its own listing; OUT.ckpt, written
-    after every epoch, is checked the same way (here an input folder named OUT.ckpt)."""
+    after every epoch, the fold networks (`--folds 2`) and their checkpoints are checked the same way."""
     listing = tmp_path / "list.csv"
     listing.write_text("".join(f"{p},{p.parent.name}\n" for p in sorted(cells.rglob("*.png"))))
-    if out == "listed":
-        shutil.copytree(cells, tmp_path / "listed.ckpt")
-    data = listing if out == "list.csv" else tmp_path / "listed.ckpt"
+    data = tmp_path / input_named
+    if input_named != "list.csv":
+        shutil.copy(listing, data)
     before = listing.read_bytes()
-    result = CliRunner().invoke(main, ["finetune", str(data), "-o", str(tmp_path / out), "--image-size", "32",
+    result = CliRunner().invoke(main, ["finetune", str(data), "-o", str(tmp_path / out), "--image-size", "32", "--folds", "2",
                                        "--freeze-epochs", "1", "--epochs", "0", "--val-size", "0", "-w", "0", "-q"])
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert result.exit_code == 1 and len(errors) == 1 and f"it is the input {data}" in errors[0], result.output
-    assert listing.read_bytes() == before and (tmp_path / "listed.ckpt").is_dir() == (out == "listed")
+    assert listing.read_bytes() == before and data.read_bytes() == before
 
 
 def test_a_validation_part_that_leaves_too_few_to_train_on_is_one_line(cells, tmp_path):
