@@ -89,6 +89,40 @@ def test_each_classifier_beats_majority_class(elpv, clf, monkeypatch):
     assert np.allclose(outcomes.score, scores[np.arange(len(x)), outcomes.predicted], rtol=1e-4, atol=1e-5)
 
 
+def test_streamed_sgd_scales_each_fold_model_on_the_rows_it_learns_from(elpv, monkeypatch):
+    """Honest CV: each fold's scaler learns its mean and variance from exactly the rows its models train on, so
+    no held-out row shapes the model that scores it (one scaler over the whole training part leaked them)."""
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    fitted, scaled, trained = {}, {}, {}  # scaler -> raw rows; scaled row -> (scaler, raw row); scaler -> raw rows
+    partial_fit, transform, sgd_partial_fit = StandardScaler.partial_fit, StandardScaler.transform, SGDClassifier.partial_fit
+
+    def spy_partial_fit(self, x, *args, **kwargs):
+        fitted.setdefault(id(self), set()).update(row.tobytes() for row in x)
+        return partial_fit(self, x, *args, **kwargs)
+
+    def spy_transform(self, x, *args, **kwargs):
+        out = transform(self, x, *args, **kwargs)
+        scaled.update((after.tobytes(), (id(self), before.tobytes())) for before, after in zip(x, out))
+        return out
+
+    def spy_sgd(self, x, *args, **kwargs):
+        for row in x:
+            scaler, raw = scaled[row.tobytes()]
+            trained.setdefault(scaler, set()).add(raw)
+        return sgd_partial_fit(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(StandardScaler, "partial_fit", spy_partial_fit)
+    monkeypatch.setattr(StandardScaler, "transform", spy_transform)
+    monkeypatch.setattr(SGDClassifier, "partial_fit", spy_sgd)
+    train(elpv["store"], "sgd", block_rows=32, cv=5, epochs=1)
+    assert len(trained) == 6  # the 5 folds' models and the final one, each grid value on its fold's scaler
+    for scaler, learned in trained.items():
+        assert fitted[scaler] == learned
+    assert len({len(learned) for learned in trained.values()}) > 1  # the final model learns from more rows
+
+
 def test_fit_without_arguments_uses_the_store_and_writes_report(elpv, tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_CACHE", str(elpv["cache"]))
     out = tmp_path / "m.skops"

@@ -207,21 +207,27 @@ def _fit_streaming(
         keep = sample_of_row[rows] >= 0
         return sample_of_row[rows[keep]], x[keep]
 
-    scaler = StandardScaler()
+    def trained_on(idx: np.ndarray, f: int) -> np.ndarray:  # what model f learns from: the training part less fold f
+        return (fold[idx] >= 0) & (fold[idx] != f)
+
+    scalers = {f: StandardScaler() for f in folds}  # one per model: a fold's scaler never sees its held-out rows
     for rows, x in _blocks(store, n_rows, block_rows, None):
         idx, x = labelled(rows, x)
-        if (fold[idx] >= 0).any():
-            scaler.partial_fit(x[fold[idx] >= 0])
+        for f, scaler in scalers.items():
+            if trained_on(idx, f).any():
+                scaler.partial_fit(x[trained_on(idx, f)])
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         for rows, x in _blocks(store, n_rows, block_rows, rng):
             idx, x = labelled(rows, x)
             order = rng.permutation(len(idx))
-            idx, x = idx[order], scaler.transform(x[order])
-            for (_, f), model in models.items():
-                use = (fold[idx] >= 0) & (fold[idx] != f)
+            idx, x = idx[order], x[order]
+            for f in folds:
+                use = trained_on(idx, f)
                 if use.any():
-                    model.partial_fit(x[use], s.labels[idx[use]], classes=np.arange(k))
+                    scaled = scalers[f].transform(x[use])
+                    for v in clf.grid:
+                        models[v, f].partial_fit(scaled, s.labels[idx[use]], classes=np.arange(k))
     predicted = np.full((len(clf.grid), len(s.rows)), -1)  # CV predictions on training samples, final on test
     test_position = np.full(len(s.rows), -1)
     test_position[s.test] = np.arange(len(s.test))
@@ -233,15 +239,16 @@ def _fit_streaming(
         idx, x = labelled(rows, x)
         hit = np.isin(idx, picked)
         sample[np.searchsorted(picked, idx[hit])] = x[hit]
-        x = scaler.transform(x)
-        for g, v in enumerate(clf.grid):
-            for f in folds:
-                mine = fold[idx] == (TEST if f == WHOLE else f)
-                if mine.any():
-                    predicted[g, idx[mine]] = models[v, f].predict(x[mine])
+        for f in folds:
+            mine = fold[idx] == (TEST if f == WHOLE else f)
+            if mine.any():
+                scaled = scalers[f].transform(x[mine])
+                for g, v in enumerate(clf.grid):
+                    predicted[g, idx[mine]] = models[v, f].predict(scaled)
                     if f == WHOLE:
-                        test_scores[g, test_position[idx[mine]]], kind = class_scores(models[v, f], x[mine])
-    return _pick_streamed(s, clf, models, scaler, predicted, (test_scores, kind), fold, cv, (sample, s.labels[picked]))
+                        test_scores[g, test_position[idx[mine]]], kind = class_scores(models[v, f], scaled)
+    return _pick_streamed(s, clf, models, scalers[WHOLE], predicted, (test_scores, kind), fold, cv,
+                          (sample, s.labels[picked]))
 
 
 def _pick_streamed(
