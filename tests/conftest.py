@@ -52,6 +52,13 @@ def synthetic_space(model: str = "synthetic"):
     return FeatureSpace(model, "random", Preprocessing(8, 8, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), ("x",))
 
 
+def assert_same_features(actual, expected, rtol: float = 1e-4) -> None:
+    """Equal up to float noise at the features' own scale: random-weight mobilenet_v3_small features are about
+    1e-8, so any absolute tolerance of 1e-6 would let every pair of vectors pass."""
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * float(np.abs(expected).max()))
+
+
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_space
+from conftest import assert_same_features, synthetic_space
 
 import featx
 from featx.errors import FeatureSpaceMismatchError, StoreInUseError
@@ -77,7 +77,7 @@ def test_batch_and_single_image_give_the_same_features(elpv_folder, tmp_path):
         fa, found = a.features_for([str(one)])
         fb, _ = b.features_for([str(one)])
     assert found.all()
-    np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=1e-5)
+    assert_same_features(fa, fb)
 
 
 def make_bad_files(folder: Path, good: Path) -> dict[str, str]:
@@ -124,6 +124,42 @@ def test_a_second_writer_is_refused_with_the_pid(elpv_folder, tmp_path):
     finally:
         holder.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]  # no lock file left beside the store
+
+
+def test_a_store_named_through_a_link_has_the_lock_of_its_file(elpv_folder, tmp_path):
+    """Two writers through two names of one store would each write at their own row counts, the last one's
+    rows over the other's: the second is refused whatever name it uses."""
+    store, link = tmp_path / "real" / "s.h5", tmp_path / "link.h5"
+    store.parent.mkdir()
+    holder = FeatureStore.create_or_open(store, synthetic_space())
+    link.symlink_to(store)
+    try:
+        with pytest.raises(StoreInUseError, match=f"in use by process {os.getpid()}"):
+            featx.extract(elpv_folder, store=link, **FAST)
+    finally:
+        holder.close()
+    assert sorted(p.name for p in store.parent.iterdir()) == ["s.h5"]
+
+
+def test_a_reader_looking_for_a_writer_does_not_refuse_one(tmp_path):
+    """`active_writer` takes the lock file shared for an instant (here: a stale file, left by a writer killed
+    with -9, held by a reader for 0.1 s): a writer starting then waits for it instead of failing."""
+    import fcntl
+    import threading
+
+    from featx.features._locks import WriterLock
+
+    store = tmp_path / "s.h5"
+    lock = WriterLock.path_of(store)
+    lock.write_text("4000000")
+    fd = os.open(lock, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.1, os.close, (fd,)).start()
+    writer = WriterLock(store)
+    writer.acquire()
+    assert lock.read_text() == str(os.getpid())
+    writer.release()
+    assert not lock.exists()
 
 
 def test_feature_spaces_are_never_mixed(elpv_folder, tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
+from conftest import assert_same_features
 from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -138,9 +139,25 @@ def test_every_input_kind_gives_the_same_features(elpv, tmp_path):
     grey = [np.asarray(Image.open(p)) for p in paths]  # H x W uint8
     rgb = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     for X in (np.array(paths), pd.Series(paths), pd.DataFrame({"image": paths}), [Path(p) for p in paths], pil, grey, rgb, np.stack(rgb)):
-        np.testing.assert_allclose(est.transform(X), reference, rtol=1e-5, atol=1e-6)
+        assert_same_features(est.transform(X), reference)
     mixed = est.transform([paths[0], pil[1], grey[2], rgb[3]])
-    np.testing.assert_allclose(mixed, reference, rtol=1e-5, atol=1e-6)
+    assert_same_features(mixed, reference)
+
+
+def test_an_opened_photo_is_upright_as_its_path_is(tmp_path):
+    """A PIL image from Image.open keeps its EXIF orientation unapplied; the transformer turns it upright as it
+    reads the file's path, so both give one feature vector."""
+    from skimage import data
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(data.astronaut()[:, 64:]).save(path, exif=exif.tobytes(), quality=95)
+    est = PretrainedFeatures(**FAST, cache=tmp_path / "s.h5").fit([path])
+    from_path = est.transform([path])
+    assert_same_features(est.transform([Image.open(path)]), from_path)
+    sideways = np.asarray(Image.open(path).convert("RGB"))  # an array has no orientation: taken as it is
+    assert np.abs(est.transform([sideways]) - from_path).max() > 0.05 * np.abs(from_path).max()
 
 
 def test_order_and_subset_invariance(arrays, tmp_path):

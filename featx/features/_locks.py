@@ -15,6 +15,7 @@ from pathlib import Path
 from featx.errors import StoreInUseError
 
 QUIET_WAIT = 1.0  # seconds a commit waits on readers before it says for whom it waits
+READER_LOOK = 0.5  # seconds a writer retries a lock file that a reader holds for the instant of its look
 
 
 class WriterLock:
@@ -24,7 +25,10 @@ class WriterLock:
     lock is never stale (a file left behind holds no flock: readers go by the flock, never by the PID, which
     may belong to another process after a restart), and the PID inside lets the error name the writer. Only writers touch this file,
     so readers create nothing. The holder removes it before letting go; a writer that locked a file just
-    removed (opened before the unlink) sees that the path no longer names its file and tries again.
+    removed (opened before the unlink) sees that the path no longer names its file and tries again. A reader
+    looks for a writer by taking the flock shared for an instant, so a writer retries for READER_LOOK before it
+    says the store is in use. The lock is named after the store's real path (symbolic links resolved); two
+    hard links to one store are not told apart.
     """
 
     def __init__(self, store: Path) -> None:
@@ -33,6 +37,7 @@ class WriterLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
+        deadline = time.monotonic() + READER_LOOK
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -40,6 +45,9 @@ class WriterLock:
             except BlockingIOError:
                 pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
+                if time.monotonic() < deadline:  # perhaps a reader's `active_writer`, which lets go at once
+                    time.sleep(0.01)
+                    continue
                 raise StoreInUseError(f"feature store {self.store} is in use by process {pid} (being written)") from None
             try:
                 current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
@@ -60,7 +68,9 @@ class WriterLock:
 
     @staticmethod
     def path_of(store: Path) -> Path:
-        return store.with_name(store.name + ".lock")
+        """Beside the store's real file: a store named through a symbolic link has the one lock of its file."""
+        real = Path(os.path.realpath(store))
+        return real.with_name(real.name + ".lock")
 
     @staticmethod
     def active_writer(store: Path) -> int | None:

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from featx.images._content import content_key
 from featx.images._decode import array_to_rgb, to_rgb
 
 
 def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """A PIL image (any mode) or an H x W (x 1/3/4) uint8 array as an RGB PIL image."""
+    """A PIL image (any mode; upright by its EXIF orientation, as a file's path is read) or an H x W (x 1/3/4)
+    uint8 array as an RGB PIL image."""
     if isinstance(image, Image.Image):
-        return to_rgb(image)
+        return to_rgb(ImageOps.exif_transpose(image))
     return array_to_rgb(image)
 
 
