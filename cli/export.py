@@ -21,13 +21,10 @@ def export(store, fmt, out, split):
 
     Reads the store in blocks: a store larger than memory exports in bounded memory.
     """
-    from featx.exploring._export import export_embeddings, export_paths
-    from featx.outputs import check_output
+    from featx.exploring._export import export_embeddings
 
     from .options import pick_store
 
     path = pick_store(store, "featx export STORE")
-    for file in export_paths(path, fmt, out):
-        check_output(file, "--out", reads=[path])
     written = export_embeddings(path, fmt, out, split=split)
     click.echo(f"written: {', '.join(map(str, written))}")

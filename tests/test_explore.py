@@ -44,6 +44,27 @@ def synthetic_store(path: Path, n: int, width: int, block: int = 10_000, labelle
     return path
 
 
+def image_store(folder: Path, names: list[str], features: np.ndarray | None = None, seed: int = 0) -> tuple[Path, list[str]]:
+    """folder/s.h5 holding random features for small random PNGs folder/imgs/NAME (labels a, b in turn), keyed by
+    their content as an extraction keys them, without a network; returns (store, image paths)."""
+    from PIL import Image
+
+    from featx.images._content import content_keys
+
+    rng = np.random.default_rng(seed)
+    (folder / "imgs").mkdir(parents=True, exist_ok=True)
+    paths = [os.path.join(folder, "imgs", name) for name in names]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path, format="PNG")
+    if features is None:
+        features = rng.normal(size=(len(paths), 4))
+    with FeatureStore.create_or_open(folder / "s.h5", synthetic_space()) as opened:
+        opened.commit(classes=["a", "b"])
+        opened.commit(keys=[hashed.key for hashed in content_keys(paths)], features=np.asarray(features, np.float32),
+                      files=[(path, i, i % 2) for i, path in enumerate(paths)])
+    return folder / "s.h5", paths
+
+
 def expected_rows(path: Path) -> tuple[featx.FeatureSet, list[str], list[str]]:
     """load_features's rows, their label names ("" unlabelled) and content keys."""
     loaded = featx.load_features(path)
@@ -169,6 +190,42 @@ def test_no_command_writes_over_the_store_it_reads_nor_half_an_npy_export(tmp_pa
         result = CliRunner().invoke(main, ["export", str(path), "--format", "npy", "--out", str(tmp_path / out)])
         assert result.exit_code in (1, 2) and said in result.output and "Traceback" not in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "taken.csv"]
+
+
+def test_no_output_replaces_a_model_audit_split_csv_or_the_other_output(tmp_path):
+    """Each file a command reads besides the store (the model and the audit's findings a map is coloured by, the
+    split CSV of an export, the npy's CSV beside it) is refused as its output, as is one file for both --out and
+    --report; the library's export_embeddings refuses its own store."""
+    import hashlib
+
+    from featx.classify._fitting import fit as train
+
+    path, images = image_store(tmp_path, [f"i{i}.png" for i in range(6)])
+    model = train(path, "logreg", cv=2)[0].save(tmp_path / "m.skops")
+    (tmp_path / "aud").mkdir()
+    (tmp_path / "aud" / "findings.csv").write_text(f"path,finding\n{images[1]},outliers\n")
+    (tmp_path / "split.csv").write_text(f"path,split\n{images[1]},test\n")
+    inputs = [path, model, tmp_path / "aud" / "findings.csv", tmp_path / "split.csv"]
+    before = [hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs]
+    runs = {
+        "map over its model": (["map", str(path), "--color", "prediction", "--model", str(model), "--out", str(model)], "it is the input"),
+        "map over its audit": (["map", str(path), "--color", "finding", "--audit", str(tmp_path / "aud"),
+                                "--out", str(tmp_path / "aud" / "findings.csv")], "it is the input"),
+        "parquet over its split": (["export", str(path), "--split-csv", str(tmp_path / "split.csv"),
+                                    "--out", str(tmp_path / "split.csv")], "it is the input"),
+        "npy's CSV over its split": (["export", str(path), "-f", "npy", "--split-csv", str(tmp_path / "split.csv"),
+                                      "--out", str(tmp_path / "split.npy")], "it is the input"),
+        "similar's CSV and page in one file": (["similar", images[0], "--store", str(path), "--out", str(tmp_path / "same.html"),
+                                                "--report", str(tmp_path / "same.html")], "--out writes it too"),
+    }
+    for name, (args, said) in runs.items():
+        result = CliRunner().invoke(main, args)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code == 1 and len(errors) == 1 and said in errors[0], (name, result.output)
+    with pytest.raises(featx.errors.OutputError, match="it is the input"):
+        featx.export_embeddings(path, out=path)
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs] == before
+    assert not (tmp_path / "split.npy").exists() and not (tmp_path / "same.html").exists()
 
 
 def test_a_map_without_plotly_says_how_to_get_it_before_any_projection(store, tmp_path, monkeypatch):

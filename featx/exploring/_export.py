@@ -87,9 +87,12 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
     the working folder); returns the files written (npy: the matrix, then its CSV of metadata). `split`: a CSV
     of path,split (as `featx audit --split-csv` reads it) whose names fill a split column ("" for files it omits)."""
     from featx.images._inputs import CSV_TEXT, read_split
-    from featx.outputs import atomic_path, atomic_write
+    from featx.outputs import atomic_path, atomic_write, check_outputs
 
     out, *meta = export_paths(store, format, out)
+    # before the store is opened: neither file may replace the store or the split CSV it reads
+    check_outputs({"--out": out, **{"--out (the CSV beside it)": csv_path for csv_path in meta}},
+                  reads=[store, *([split] if split is not None else [])])
     with FeatureStore.open(store, warn=True) as opened:
         rows = Rows(opened, None if split is None else read_split(split))
         if format == "parquet":

@@ -60,9 +60,12 @@ padding:.5rem;max-width:20rem;font-size:.8rem;overflow-wrap:anywhere}#hover img{
 
 def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: str = "pca",
                   colour: str = "label", predictions: Mapping[str, str] | None = None,
-                  findings: Mapping[str, str] | None = None, seed: int = 0) -> Path:
-    """Write the map of `store` to `out`. `colour`: "label", "prediction" (`predictions`: path -> class) or
-    "finding" (`findings`: path -> the audit's finding, see `featx.auditing.read_findings`)."""
+                  findings: Mapping[str, str] | None = None, model: str | os.PathLike | None = None,
+                  audit: str | os.PathLike | None = None, unsafe_pickle: bool = False, seed: int = 0) -> Path:
+    """Write the map of `store` to `out`. `colour`: "label", "prediction" (`predictions`: path -> class, or
+    those of a `model` from featx fit on this store's feature space) or "finding" (`findings`: path -> the
+    audit's finding, or those of an `audit` folder, see `featx.auditing.read_findings`)."""
+    from featx.outputs import check_output
     from featx.reports._figures import projection
     from featx.reports._html import link, page, write
 
@@ -70,10 +73,20 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
         raise UnknownNameError("projection method", method, METHODS)
     if colour not in COLORS:
         raise UnknownNameError("colouring", colour, COLORS)
-    given = {"prediction": (predictions, "--model MODEL"), "finding": (findings, "--audit DIR")}.get(colour)
-    if given and given[0] is None:
-        raise ParameterError(f"--color {colour} needs {given[1]}")
-    go = plotly()  # a missing plotly said before the projection and the thumbnails are made
+    wanted = {"prediction": ("--model MODEL", predictions, model), "finding": ("--audit DIR", findings, audit)}
+    if colour in wanted and wanted[colour][1] is None and wanted[colour][2] is None:
+        raise ParameterError(f"--color {colour} needs {wanted[colour][0]}")
+    # every file read, so that the page replaces none of them (a map written over its model or audit CSV)
+    check_output(out, "--out", reads=[store, *([model] if model else []), *([Path(audit, "findings.csv")] if audit else [])])
+    go = plotly()  # a missing plotly said before the model, the projection and the thumbnails are made
+    if model is not None:
+        from featx.classify._bundle import load_bundle
+
+        predictions = load_bundle(model, unsafe_pickle=unsafe_pickle).predict_store(store)
+    if audit is not None:
+        from featx.auditing._audit import read_findings
+
+        findings = read_findings(audit)
     with FeatureStore.open(store, warn=True) as opened:
         rows = Rows(opened)
         keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:MAX_POINTS])

@@ -62,8 +62,10 @@ class Similar:
 
     def write_html(self, path: str | os.PathLike) -> Path:
         """One page: each query's thumbnail first, then its neighbours' with label and similarity."""
+        from featx.outputs import check_output
         from featx.reports._html import GalleryItem, file_list, gallery, page, section, write
 
+        check_output(path, "--report", reads=[self.store, *self.queries])
         base = Path(path).absolute().parent
         sections = [
             section(f"{Path(query).name}", gallery(
