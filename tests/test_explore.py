@@ -437,6 +437,23 @@ def test_the_map_is_coloured_by_the_audits_findings_from_any_folder(store, tmp_p
     assert all(f'"name":"{kind} ({n})"' in (elsewhere / "map.html").read_text() for kind, n in shown.items())
 
 
+def test_names_that_look_like_html_stay_inside_the_maps_script(tmp_path):
+    """File and class names holding "<!--<script>" (which would keep the script open past its end tag, HTML5's
+    double-escaped state) or "</script>": the page's last script ends where it should and holds them all."""
+    import html5lib
+
+    names = ["a.png", "<!--<script>x.png", "b&c.png", "d<script>.png"]
+    with FeatureStore.create_or_open(tmp_path / "s.h5", synthetic_space()) as opened:
+        opened.commit(classes=["<!--<script>", "</script>"])
+        opened.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in range(4)], features=np.eye(4, dtype=np.float32),
+                      files=[(str(tmp_path / name), i, i % 2) for i, name in enumerate(names)])
+    out = featx.embedding_map(tmp_path / "s.h5", tmp_path / "map.html")
+    document = html5lib.HTMLParser(namespaceHTMLElements=False).parse(out.read_text())
+    script = list(document.iter("script"))[-1].text
+    assert script.rstrip().endswith("})();") and "</script>" not in script
+    assert sorted(page_data(out)["names"]) == sorted(names) and set(page_data(out)["labels"]) == {"<!--<script>", "</script>"}
+
+
 def test_map_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path):
     out = str(tmp_path / "map.html")
     runs = {

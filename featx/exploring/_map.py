@@ -105,7 +105,9 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
             "predictions": predicted,
             "thumbs": _thumbnails(paths) if len(paths) <= EMBED_THUMBNAILS else [None] * len(paths)}
     figure = _figure(go, points, groups, method)
-    payload = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the script
+    # <, > and & as JSON escapes: no name in the data ("</script>", or "<!--<script>", which keeps a script open
+    # past its end tag) is read as HTML
+    payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     sampled = f"; a random sample of {len(keep):,} of its {len(rows):,} files" if len(keep) < len(rows) else ""
     body = ('<p><input id="search" type="search" placeholder="file name"> <span id="matches"></span> '
             '<span id="count"></span></p>'
