@@ -296,6 +296,34 @@ def test_the_neighbours_are_those_of_a_brute_force_search_exact_or_indexed(tmp_p
     assert recall >= 0.95 and [rows[0] for rows in indexed] == list(expected[:, 0])
 
 
+def store_of(path: Path, features: np.ndarray) -> Path:
+    """A store of these features, one file f000000.png... per row (labels a, b in turn), without a network."""
+    with FeatureStore.create_or_open(path, synthetic_space()) as opened:
+        opened.commit(classes=["a", "b"])
+        opened.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in range(len(features))], features=features.astype(np.float32),
+                      files=[(f"f{i:06d}.png", i, i % 2) for i in range(len(features))])
+    return path
+
+
+def test_rows_that_are_not_finite_take_no_neighbours_place(tmp_path):
+    """NaN rows (a store featx info --check reports): argpartition ranked NaN first, so an exact search for 4
+    neighbours with 4 NaN rows found none; the exact search and the audit's neighbours skip them."""
+    from featx.exploring import _similar
+    from featx.features._neighbours import nearest, unit_rows
+
+    features = np.random.default_rng(0).normal(size=(12, 4))
+    features[5:9] = np.nan
+    finite = np.flatnonzero(np.isfinite(features).all(axis=1))
+    path = store_of(tmp_path / "s.h5", features)
+    queries = unit_rows(features[[0, 3]])
+    expected = brute_force(features[finite], queries, np.array([0, 3]), 4)
+    with FeatureStore.open(path) as opened:
+        _, found = _similar._search(opened, queries, np.array([0, 3]), np.ones(12, bool), 4, exact=True)
+    np.testing.assert_array_equal(found, finite[expected])
+    _, index = nearest(features, 4, exact=True)
+    np.testing.assert_array_equal(index[[0, 3]], finite[expected])
+
+
 def test_the_index_is_built_once_and_extended_when_the_store_grows(tmp_path):
     from featx.exploring._similar import cached_index, index_path
 
@@ -452,6 +480,24 @@ def test_names_that_look_like_html_stay_inside_the_maps_script(tmp_path):
     script = list(document.iter("script"))[-1].text
     assert script.rstrip().endswith("})();") and "</script>" not in script
     assert sorted(page_data(out)["names"]) == sorted(names) and set(page_data(out)["labels"]) == {"<!--<script>", "</script>"}
+
+
+def test_a_map_leaves_out_rows_that_are_not_finite_and_says_so(tmp_path):
+    from featx.classify._fitting import fit as train
+
+    rng = np.random.default_rng(0)
+    model = train(store_of(tmp_path / "fine.h5", rng.normal(size=(20, 4))), "logreg", cv=2)[0].save(tmp_path / "m.skops")
+    features = rng.normal(size=(20, 4))
+    features[[3, 7, 8]] = np.nan
+    path = store_of(tmp_path / "s.h5", features)
+    out = tmp_path / "map.html"
+    result = CliRunner().invoke(main, ["map", str(path), "--color", "prediction", "--model", str(model), "--out", str(out)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    said = [line for line in result.output.splitlines() if "NaN" in line]
+    assert len(said) == 1 and "3 files" in said[0] and f"featx info --check --repair {path}" in said[0], result.output
+    shown = page_data(out)["paths"]
+    assert len(shown) == 17 and not {"f000003.png", "f000007.png", "f000008.png"} & {Path(p).name for p in shown}
+    assert "3 files whose features hold NaN or infinity left out" in out.read_text()
 
 
 def test_map_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path):

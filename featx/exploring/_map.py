@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError, ParameterError, UnknownNameError
+from featx.errors import BadInputError, FeatxError, ParameterError, StoreWarning, UnknownNameError
 from featx.exploring._export import Rows
 from featx.features._store import FeatureStore
 
@@ -91,6 +92,13 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
         rows = Rows(opened)
         keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:MAX_POINTS])
         features = opened.rows(rows.rows[keep])
+    notes = [f"a random sample of {len(keep):,} of its {len(rows):,} files"] if len(keep) < len(rows) else []
+    finite = np.isfinite(features).all(axis=1)
+    if not finite.all():  # PCA and t-SNE refuse NaN: the map of the others is still worth drawing
+        notes.append(f"{np.count_nonzero(~finite):,} files whose features hold NaN or infinity left out")
+        warnings.warn(StoreWarning(f"{store}: {notes[-1]} of the map; featx info --check --repair {store} copies "
+                                   "the others into a new store"), stacklevel=2)
+        keep, features = keep[finite], features[finite]
     if len(keep) < 3:
         raise BadInputError(f"{store} holds {len(keep)} files: a map needs at least 3")
     points = projection(features, method)
@@ -108,14 +116,13 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
     # <, > and & as JSON escapes: no name in the data ("</script>", or "<!--<script>", which keeps a script open
     # past its end tag) is read as HTML
     payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    sampled = f"; a random sample of {len(keep):,} of its {len(rows):,} files" if len(keep) < len(rows) else ""
     body = ('<p><input id="search" type="search" placeholder="file name"> <span id="matches"></span> '
             '<span id="count"></span></p>'
             + figure.to_html(include_plotlyjs=True, full_html=False, div_id="map", config={"scrollZoom": True})
             + '<div id="hover" hidden><img alt="thumbnail"><div class="path"></div><div class="label"></div></div>'
             + f"<script>{SCRIPT % payload}</script>")
     subtitle = (f"{store}: {len(keep):,} files, {method.upper() if method == 'pca' else method}, coloured by {colour}"
-                f"{sampled}. Scroll to zoom, drag to pan, click a legend entry to hide it, click a point to open its file.")
+                f"{''.join(f'; {note}' for note in notes)}. Scroll to zoom, drag to pan, click a legend entry to hide it, click a point to open its file.")
     document = page("Embedding map", [f"<style>{STYLE}</style>", body], subtitle)
     return write(out, document)
 
