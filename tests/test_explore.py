@@ -253,7 +253,7 @@ def test_a_jpeg_of_a_stored_cell_finds_its_source_first_and_a_stored_query_is_re
             "--out", str(out), "--report", str(report), "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "2 queries: 1 read from" in result.output and "1 extracted" in result.output
+    assert "2 of 2 queries: 1 read from" in result.output and "1 extracted" in result.output
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"] * 2
@@ -267,6 +267,17 @@ def test_a_jpeg_of_a_stored_cell_finds_its_source_first_and_a_stored_query_is_re
     monkeypatch.setattr("featx.exploring._similar._extract", lambda *a: pytest.fail("a stored query was re-extracted"))
     again = CliRunner().invoke(main, ["similar", str(tmp_path / "copy.png"), "--store", str(store), "-k", "3"])
     assert again.exit_code == 0 and again.output.count("copy.png") == 3
+
+
+def test_similars_summary_counts_the_queries_and_lists_the_first_failures():
+    from featx.exploring._similar import Similar
+    from featx.images._failures import FAILURES_SHOWN
+
+    failures = [(f"bad{i}.png", "not an image") for i in range(FAILURES_SHOWN + 5)]
+    lines = Similar(Path("s.h5"), ["a.png", "b.png"], [[], []], 1, failures).summary().splitlines()
+    assert lines[0] == f"2 of {FAILURES_SHOWN + 7} queries: 1 read from s.h5, 1 extracted"
+    assert lines[1:-1] == [f"  failed: bad{i}.png: not an image" for i in range(FAILURES_SHOWN)]
+    assert lines[-1] == "  ... and 5 more"
 
 
 def brute_force(features: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:

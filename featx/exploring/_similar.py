@@ -24,7 +24,7 @@ from featx.errors import BadInputError, OutputError, StoreWarning
 from featx.exploring._export import Rows
 from featx.features._neighbours import EXACT_ROWS, HNSW_EF, hnsw_index, top, unit_rows
 from featx.features._store import FeatureStore
-from featx.images._failures import failure_line
+from featx.images._failures import failure_line, failure_lines
 
 if TYPE_CHECKING:
     import faiss
@@ -79,9 +79,10 @@ class Similar:
         return write(path, page("Similar images", sections, f"nearest stored images in {self.store}"))
 
     def summary(self) -> str:
-        read = len(self.queries) - self.n_extracted
-        lines = [f"{len(self.queries)} queries: {read} read from {self.store}, {self.n_extracted} extracted"]
-        return "\n".join(lines + [f"  failed: {path}: {reason}" for path, reason in self.failures])
+        """How many queries were searched, read or extracted, then the failed ones (the first few, the rest counted)."""
+        read, given = len(self.queries) - self.n_extracted, len(self.queries) + len(self.failures)
+        return "\n".join([f"{len(self.queries)} of {given} queries: {read} read from {self.store}, {self.n_extracted} "
+                          "extracted", *failure_lines(self.failures)])
 
 
 def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, k: int = K, *,
