@@ -11,7 +11,8 @@ from .errors import user_errors
 @click.command()
 @click.argument("store", required=False, type=click.Path(dir_okay=False))
 @click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True,
-              help="parquet: one row per file with an embedding column; npy: a matrix plus OUT.csv of path,label,key.")
+              help="parquet: one row per file with an embedding column; npy: a float32 matrix plus a CSV of "
+                   "path,label,key under its name (e.npy: e.csv).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="File to write (default: STORE_STEM.FORMAT here).")
 @click.option("--split-csv", "split", type=click.Path(exists=True, dir_okay=False),
               help="CSV of path,split (e.g. train/test, as featx audit --split-csv reads it): adds a split column.")

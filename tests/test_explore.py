@@ -280,6 +280,33 @@ def test_similars_summary_counts_the_queries_and_lists_the_first_failures():
     assert lines[-1] == "  ... and 5 more"
 
 
+def test_the_similar_page_names_a_quoted_file_once_escaped(tmp_path):
+    """The thumbnail's alt text is the file name, escaped once (it was escaped twice: q&quot;uo&#x27;te.png)."""
+    from html_checks import parse_html
+
+    from featx.exploring._similar import Neighbour, Similar
+
+    _, (query, other) = image_store(tmp_path, ['q"uo\'te.png', "b&c.png"])
+    page = Similar(tmp_path / "s.h5", [query], [[Neighbour(other, "a", 0.5)]]).write_html(tmp_path / "similar.html")
+    assert [img.get("alt") for img in parse_html(page.read_text()).iter("img")] == ['q"uo\'te.png', "b&c.png"]
+
+
+def test_a_store_too_large_for_the_exact_search_says_how_to_get_faiss(tmp_path, monkeypatch):
+    import importlib.util
+
+    from featx.errors import FeatxWarning
+    from featx.exploring import _similar
+    from featx.features._neighbours import unit_rows
+
+    path = synthetic_store(tmp_path / "s.h5", 300, 8)
+    monkeypatch.setattr(_similar, "EXACT_ROWS", 100)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else find_spec(name, *a))
+    with FeatureStore.open(path) as opened, pytest.warns(FeatxWarning, match=r'300 stored rows searched exactly.*"featx\[audit\]"'):
+        _, found = _similar._search(opened, unit_rows(opened.rows([7])), np.array([-1]), np.ones(300, bool), 3, exact=None)
+    assert found[0, 0] == 7 and not _similar.index_path(path).exists()
+
+
 def brute_force(features: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
     x = features / np.linalg.norm(features, axis=1, keepdims=True)
     sims = queries @ x.T
@@ -509,6 +536,18 @@ def test_a_map_leaves_out_rows_that_are_not_finite_and_says_so(tmp_path):
     shown = page_data(out)["paths"]
     assert len(shown) == 17 and not {"f000003.png", "f000007.png", "f000008.png"} & {Path(p).name for p in shown}
     assert "3 files whose features hold NaN or infinity left out" in out.read_text()
+
+
+def test_the_maps_coordinates_are_written_with_four_decimals(tmp_path):
+    """Rounded as float64: float32 values rounded to 4 decimals printed as 0.829200029373169 (7.8 MB pages
+    for 6.8 at 20,000 points), in the page's data and in plotly's traces alike."""
+    import re
+
+    out = featx.embedding_map(synthetic_store(tmp_path / "s.h5", 50, 8), tmp_path / "map.html")
+    lists = re.findall(r'"[xy]": ?\[([^\]]*)\]', out.read_text())
+    numbers = [number for found in lists for number in found.split(",") if number.strip()]
+    assert len(numbers) >= 4 * 50  # the data's x and y, the traces' x and y
+    assert max(len(number.strip().lstrip("-").partition(".")[2]) for number in numbers) <= 4
 
 
 def test_map_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path):

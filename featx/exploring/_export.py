@@ -1,7 +1,7 @@
 """`featx export`: a store's embeddings in a layout that pandas, polars, DuckDB and LanceDB read directly.
 
 parquet: one row per file (path, label, key, [split,] embedding: a fixed-size list of float32); npy: the float32
-matrix plus OUT.csv (path, label, key[, split]) in the same order; the split column when a CSV of path,split is given. Files in `load_features`'s order (sorted by path).
+matrix plus a CSV of the same name (e.npy: e.csv; path, label, key[, split]) in the same order; the split column when a CSV of path,split is given. Files in `load_features`'s order (sorted by path).
 The store is read in blocks of rows and each block written before the next is read, so a store larger than
 memory exports in bounded memory (tests/test_explore.py measures 100,000 rows).
 """

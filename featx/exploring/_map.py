@@ -101,14 +101,15 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
         keep, features = keep[finite], features[finite]
     if len(keep) < 3:
         raise BadInputError(f"{store} holds {len(keep)} files: a map needs at least 3")
-    points = projection(features, method)
+    # rounded as float64: float32 values rounded still print as 0.829200029373169 (the page grew by 15%)
+    points = projection(features, method).astype(np.float64).round(4)
     paths = [rows.paths[i] for i in keep]
     labels = [rows.labels[i] or NONE for i in keep]
     predicted = None if predictions is None else [predictions.get(p, NONE) for p in paths]
     groups = {"label": labels, "prediction": predicted,
               "finding": [(findings or {}).get(p, "no finding") for p in paths]}[colour]
     base = Path(out).absolute().parent
-    data = {"x": points[:, 0].round(4).tolist(), "y": points[:, 1].round(4).tolist(), "paths": paths,
+    data = {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "paths": paths,
             "names": [Path(p).name for p in paths], "labels": labels, "links": [link(p, base) for p in paths],
             "predictions": predicted,
             "thumbs": _thumbnails(paths) if len(paths) <= EMBED_THUMBNAILS else [None] * len(paths)}

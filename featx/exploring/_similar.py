@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from featx.errors import BadInputError, OutputError, StoreWarning
+from featx.errors import BadInputError, FeatxWarning, OutputError, StoreWarning
 from featx.exploring._export import Rows
 from featx.features._neighbours import EXACT_ROWS, HNSW_EF, hnsw_index, top, unit_rows
 from featx.features._store import FeatureStore
@@ -147,7 +147,11 @@ def _search(opened: FeatureStore, queries: np.ndarray, own: np.ndarray, usable: 
     rows other than the query's own."""
     n = len(usable)
     if exact is None:
-        exact = n <= EXACT_ROWS or importlib.util.find_spec("faiss") is None
+        indexed = importlib.util.find_spec("faiss") is not None
+        if n > EXACT_ROWS and not indexed:  # still right, but every search reads the whole store
+            warnings.warn(FeatxWarning(f"{n:,} stored rows searched exactly, the store read whole at each search: "
+                                       'pip install "featx[audit]" for a faiss index kept beside it'), stacklevel=3)
+        exact = n <= EXACT_ROWS or not indexed
     if exact:
         return _exact(opened, queries, own, usable, k)
     index = cached_index(opened)
