@@ -307,6 +307,20 @@ def test_a_store_too_large_for_the_exact_search_says_how_to_get_faiss(tmp_path, 
     assert found[0, 0] == 7 and not _similar.index_path(path).exists()
 
 
+def test_similar_and_map_leave_out_files_no_longer_on_disk_and_export_keeps_them(tmp_path):
+    path, images = image_store(tmp_path, [f"i{i}.png" for i in range(6)])
+    for gone in images[4:]:
+        os.remove(gone)
+    with pytest.warns(StoreWarning, match="2 files no longer on disk"):
+        found = featx.similar(images[0], path, k=5)
+    assert sorted(n.path for n in found.neighbours[0]) == images[1:4]
+    with pytest.warns(StoreWarning, match="2 files no longer on disk"):
+        out = featx.embedding_map(path, tmp_path / "map.html")
+    assert page_data(out)["paths"] == images[:4] and "2 files no longer on disk left out" in out.read_text()
+    with open(featx.export_embeddings(path, "npy", tmp_path / "e.npy")[1], newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == images
+
+
 def brute_force(features: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
     x = features / np.linalg.norm(features, axis=1, keepdims=True)
     sims = queries @ x.T

@@ -89,10 +89,11 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
 
         findings = read_findings(audit)
     with FeatureStore.open(store, warn=True) as opened:
-        rows = Rows(opened)
+        rows = Rows(opened, present=True)  # a point that opens no file would only mislead
         keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:MAX_POINTS])
         features = opened.rows(rows.rows[keep])
     notes = [f"a random sample of {len(keep):,} of its {len(rows):,} files"] if len(keep) < len(rows) else []
+    notes += [f"{rows.gone:,} files no longer on disk left out"] if rows.gone else []
     finite = np.isfinite(features).all(axis=1)
     if not finite.all():  # PCA and t-SNE refuse NaN: the map of the others is still worth drawing
         notes.append(f"{np.count_nonzero(~finite):,} files whose features hold NaN or infinity left out")

@@ -5,7 +5,8 @@ are extracted with the store's own feature space (backbone, weights, preprocessi
 predict does. Up to `EXACT_ROWS` stored rows the search is exact (matrix products over blocks of the store);
 beyond, faiss's HNSW index of featx/features/_neighbours.py, built once and kept beside the store as
 STORE.hnsw: the store is append-only, so when it has grown only its new rows are added to the index. Without
-faiss the search stays exact, in blocks. A query's own row (its content, under any file name) is left out.
+faiss the search stays exact, in blocks. A query's own row (its content, under any file name) is left out, as
+are stored files no longer on disk (a StoreWarning counts them).
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str
         raise BadInputError(f"k must be at least 1, got {k}")
     images = find_images(queries)
     with FeatureStore.open(store, warn=True) as opened:
-        stored = Rows(opened)
+        stored = Rows(opened, present=True)  # a neighbour no longer on disk is no image to look at
         row_of = {key: row for row, key in enumerate(opened.keys())}
         own = np.array([row_of.get(hashed.key, -1) for hashed in content_keys(images.paths)], dtype=np.int64)
         features = np.zeros((len(images), opened.n_features), np.float32)
