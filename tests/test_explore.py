@@ -119,6 +119,26 @@ def test_export_adds_the_split_of_a_csv_of_path_split(store, tmp_path):
         assert [row["split"] for row in csv.DictReader(handle)] == [s or "" for s in expected]
 
 
+def test_a_split_csv_naming_none_of_the_stores_files_is_refused_and_one_naming_others_is_said(tmp_path):
+    """The paths of a split CSV are relative to it: one written for another folder matched no file and gave an
+    empty split column without a word (export and audit read it alike)."""
+    from featx.errors import InputWarning
+
+    path, images = image_store(tmp_path, [f"i{i}.png" for i in range(4)])
+    _, others = image_store(tmp_path / "other", ["o0.png", "o1.png"])
+    split = tmp_path / "split.csv"
+    split.write_text("".join(f"{p},test\n" for p in others))
+    result = CliRunner().invoke(main, ["export", str(path), "--split-csv", str(split), "--out", str(tmp_path / "e.parquet")])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert f"{split}: none of its 2 files is among the 4 files of {path}" in errors[0]
+    split.write_text("".join(f"{p},test\n" for p in [images[1], *others]))
+    with pytest.warns(InputWarning, match=r"split.csv: 2 of its 3 files are not among the files of .*s.h5, left out"):
+        written = featx.export_embeddings(path, "npy", tmp_path / "e.npy", split=split)
+    with open(written[1], newline="") as handle:
+        assert [row["split"] for row in csv.DictReader(handle)] == ["", "test", "", ""]
+
+
 # Peak RSS from /proc (VmHWM, reset through clear_refs): ru_maxrss would start at the forking parent's RSS.
 MEASURE = textwrap.dedent("""
     import re, sys

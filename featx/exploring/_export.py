@@ -18,6 +18,7 @@ import numpy as np
 
 from featx.errors import BadInputError, FeatxError, OutputError, UnknownNameError
 from featx.features._store import FeatureStore
+from featx.images._inputs import splits_of
 
 FORMATS = ("parquet", "npy")
 # Feature bytes read and written at a time: exporting 100,000 x 512 float32 (195 MiB) grew the peak RSS by
@@ -37,10 +38,11 @@ def pyarrow() -> tuple[ModuleType, ModuleType]:
 
 class Rows:
     """The files of a store with features, in `load_features`'s order: path, label name ("" when none),
-    content key and row; `blocks` reads their features a block at a time. `present`: only the files still on
+    content key and row; `blocks` reads their features a block at a time. `split`: a CSV of path,split for a
+split column (`splits_of`). `present`: only the files still on
     disk (`FeatureStore.present_files`, which warns how many are gone; `gone` counts them)."""
 
-    def __init__(self, store: FeatureStore, split: dict[str, str] | None = None, present: bool = False) -> None:
+    def __init__(self, store: FeatureStore, split: str | os.PathLike | None = None, present: bool = False) -> None:
         files = sorted((store.present_files() if present else store.files()).items())
         self.gone = len(store.files_on_disk()[1]) if present else 0
         if not files:
@@ -51,7 +53,7 @@ class Rows:
         self.rows = np.array([row for _, (row, _) in files], dtype=np.int64)
         self.labels = [classes[label] if label >= 0 else "" for _, (_, label) in files]
         self.keys = [keys[row] for row in self.rows]
-        self.splits = None if split is None else [split.get(path, "") for path in self.paths]
+        self.splits = None if split is None else splits_of(split, self.paths, store.path)
 
     def columns(self, part: slice = slice(None)) -> dict[str, list[str | None]]:
         """The text columns of the files in `part` by name ("" written as null)."""
@@ -88,8 +90,9 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
                       block_bytes: int | None = None, split: str | os.PathLike | None = None) -> list[Path]:
     """Write the store's embeddings as `format` ("parquet" or "npy") to `out` (default: STORE_STEM.FORMAT in
     the working folder); returns the files written (npy: the matrix, then its CSV of metadata). `split`: a CSV
-    of path,split (as `featx audit --split-csv` reads it) whose names fill a split column ("" for files it omits)."""
-    from featx.images._inputs import CSV_TEXT, read_split
+    of path,split (as `featx audit --split-csv` reads it) whose names fill a split column ("" for files it omits;
+    refused when it names none of the store's files)."""
+    from featx.images._inputs import CSV_TEXT
     from featx.outputs import atomic_path, atomic_write, check_outputs
 
     out, *meta = export_paths(store, format, out)
@@ -97,7 +100,7 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
     check_outputs({"--out": out, **{"--out (the CSV beside it)": csv_path for csv_path in meta}},
                   reads=[store, *([split] if split is not None else [])])
     with FeatureStore.open(store, warn=True) as opened:
-        rows = Rows(opened, None if split is None else read_split(split))
+        rows = Rows(opened, split)
         if format == "parquet":
             pa, pq = pyarrow()
             with atomic_path(out) as tmp:
