@@ -248,6 +248,25 @@ def test_no_output_replaces_a_model_audit_split_csv_or_the_other_output(tmp_path
     assert not (tmp_path / "split.npy").exists() and not (tmp_path / "same.html").exists()
 
 
+def test_an_npy_export_that_fails_keeps_the_previous_matrix_and_csv_together(tmp_path, monkeypatch):
+    """The CSV failing (a full disk) after the matrix was written left the new matrix beside the old CSV."""
+    import errno
+
+    from featx.exploring._export import Rows
+
+    first = featx.export_embeddings(synthetic_store(tmp_path / "a.h5", 30, 4), "npy", tmp_path / "e.npy")
+    before = [p.read_bytes() for p in first]
+
+    def full(self, part=slice(None)):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Rows, "columns", full)
+    with pytest.raises(featx.errors.OutputError, match="e.csv: No space left on device"):
+        featx.export_embeddings(synthetic_store(tmp_path / "b.h5", 50, 8, seed=1), "npy", tmp_path / "e.npy")
+    assert [p.read_bytes() for p in first] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.h5", "e.csv", "e.npy"]  # no temporary left
+
+
 def test_a_map_without_plotly_says_how_to_get_it_before_any_projection(store, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "plotly", None)
     monkeypatch.setattr("featx.reports._figures.projection", lambda *a: pytest.fail("projected without plotly"))

@@ -93,7 +93,7 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
     of path,split (as `featx audit --split-csv` reads it) whose names fill a split column ("" for files it omits;
     refused when it names none of the store's files)."""
     from featx.images._inputs import CSV_TEXT
-    from featx.outputs import atomic_path, atomic_write, check_outputs
+    from featx.outputs import atomic_path, check_outputs
 
     out, *meta = export_paths(store, format, out)
     # before the store is opened: neither file may replace the store or the split CSV it reads
@@ -107,15 +107,19 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
                 _write_parquet(rows, tmp, pa, pq, block_bytes)
             return [out]
         header = {"descr": "<f4", "fortran_order": False, "shape": (len(rows), opened.n_features)}
-        with atomic_write(out) as handle:  # written, not memory-mapped: a map's pages count in the RSS
-            np.lib.format.write_array_header_2_0(handle, header)
-            for _, features in rows.blocks(block_bytes):
-                handle.write(features.astype("<f4", copy=False).tobytes())
-        with atomic_write(meta[0], "w", newline="", **CSV_TEXT) as handle:
-            columns = rows.columns()
-            writer = csv.writer(handle)
-            writer.writerow(list(columns))
-            writer.writerows(zip(*([value or "" for value in column] for column in columns.values())))
+        # both written aside and moved in only once both are whole: a failure of either keeps the previous pair,
+        # never a matrix beside another run's CSV (the CSV is written first and moved last)
+        with atomic_path(meta[0]) as csv_tmp:
+            with open(csv_tmp, "w", newline="", **CSV_TEXT) as handle:
+                columns = rows.columns()
+                writer = csv.writer(handle)
+                writer.writerow(list(columns))
+                writer.writerows(zip(*([value or "" for value in column] for column in columns.values())))
+            # written, not memory-mapped: a map's pages count in the RSS
+            with atomic_path(out) as npy_tmp, open(npy_tmp, "wb") as handle:
+                np.lib.format.write_array_header_2_0(handle, header)
+                for _, features in rows.blocks(block_bytes):
+                    handle.write(features.astype("<f4", copy=False).tobytes())
         return [out, *meta]
 
 
