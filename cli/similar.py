@@ -1,8 +1,6 @@
 """`featx similar`."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from featx.exploring._similar import K
@@ -37,8 +35,9 @@ def similar(queries, store, k, out, report, device, engine, quiet):
     if out:
         with atomic_write(out, "w", newline="", **CSV_TEXT) as handle:
             found.write_csv(handle)
-    else:
-        found.write_csv(sys.stdout)
+    else:  # file names as their bytes, as in a CSV file (a strict UTF-8 stdout refused one that is not UTF-8)
+        with click.open_file("-", "w", **CSV_TEXT) as handle:
+            found.write_csv(handle)
     if report:
         found.write_html(report)
     click.echo(found.summary() + "".join(f"\nwritten: {p}" for p in (out, report) if p), err=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 import subprocess
@@ -137,6 +138,31 @@ def test_a_split_csv_naming_none_of_the_stores_files_is_refused_and_one_naming_o
         written = featx.export_embeddings(path, "npy", tmp_path / "e.npy", split=split)
     with open(written[1], newline="") as handle:
         assert [row["split"] for row in csv.DictReader(handle)] == ["", "test", "", ""]
+
+
+ODD = os.fsdecode(b"caf\xe9.png")  # byte 0xe9 is not UTF-8: Python holds it as the surrogate \udce9
+
+
+def test_names_that_are_not_utf8_export_to_parquet_and_similar_writes_them_to_a_strict_stdout(tmp_path):
+    """pyarrow refused such a name (a traceback); parquet gets its bytes as \\xNN with a warning, and similar's
+    CSV on standard output carries the bytes themselves, as its CSV file does, under a strict UTF-8 stdout."""
+    import codecs
+
+    import pyarrow.parquet as pq
+
+    from featx.errors import FeatxWarning
+
+    path, images = image_store(tmp_path, ["a.png", ODD, "b.png"])
+    with pytest.warns(FeatxWarning, match=r"1 names are not UTF-8.*caf\\xe9\.png"):
+        out = featx.export_embeddings(path, out=tmp_path / "e.parquet")[0]
+    written = pq.read_table(out).column("path").to_pylist()
+    assert [os.fsdecode(codecs.escape_decode(p.encode())[0]) for p in written] == sorted(images)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    run = subprocess.run([sys.executable, "-c", "from featx.cli import main; main()", "similar", images[0], "--store",
+                          str(path), "-k", "2"], capture_output=True, env=env)
+    assert run.returncode == 0 and b"Traceback" not in run.stderr, run.stderr.decode(errors="replace")
+    rows = list(csv.reader(io.StringIO(run.stdout.decode("utf-8", "surrogateescape"))))
+    assert {row[2] for row in rows[1:]} == set(images[1:])
 
 
 # Peak RSS from /proc (VmHWM, reset through clear_refs): ru_maxrss would start at the forking parent's RSS.

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError, OutputError, UnknownNameError
+from featx.errors import BadInputError, FeatxError, FeatxWarning, OutputError, UnknownNameError
 from featx.features._store import FeatureStore
-from featx.images._inputs import splits_of
+from featx.images._inputs import CSV_TEXT, splits_of
 
 FORMATS = ("parquet", "npy")
 # Feature bytes read and written at a time: exporting 100,000 x 512 float32 (195 MiB) grew the peak RSS by
@@ -92,7 +93,6 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
     the working folder); returns the files written (npy: the matrix, then its CSV of metadata). `split`: a CSV
     of path,split (as `featx audit --split-csv` reads it) whose names fill a split column ("" for files it omits;
     refused when it names none of the store's files)."""
-    from featx.images._inputs import CSV_TEXT
     from featx.outputs import atomic_path, check_outputs
 
     out, *meta = export_paths(store, format, out)
@@ -104,7 +104,11 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
         if format == "parquet":
             pa, pq = pyarrow()
             with atomic_path(out) as tmp:
-                _write_parquet(rows, tmp, pa, pq, block_bytes)
+                escaped = _write_parquet(rows, tmp, pa, pq, block_bytes)
+            if escaped:
+                warnings.warn(FeatxWarning(
+                    f"{out}: {len(escaped)} names are not UTF-8, which parquet's strings must be: written with those "
+                    f"bytes as \\xNN (e.g. {escaped[0]}); -f npy's CSV keeps them as they are"), stacklevel=2)
             return [out]
         header = {"descr": "<f4", "fortran_order": False, "shape": (len(rows), opened.n_features)}
         # both written aside and moved in only once both are whole: a failure of either keeps the previous pair,
@@ -123,12 +127,31 @@ def export_embeddings(store: str | os.PathLike, format: str = "parquet", out: st
         return [out, *meta]
 
 
-def _write_parquet(rows: Rows, path: Path, pa, pq, block_bytes: int | None) -> None:
+def _write_parquet(rows: Rows, path: Path, pa, pq, block_bytes: int | None) -> list[str]:
+    """Write the parquet file; returns the texts that were not UTF-8, as written (see `_utf8`)."""
     width = rows.store.n_features
     texts = list(rows.columns(slice(0)))
     schema = pa.schema([*((name, pa.string()) for name in texts), ("embedding", pa.list_(pa.float32(), width))])
+    escaped: list[str] = []
     # dictionaries for the texts only: trying one on the embeddings cost memory and time for nothing
     with pq.ParquetWriter(path, schema, use_dictionary=texts) as writer:
         for part, features in rows.blocks(block_bytes):  # one row group per block
             embedding = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), width)
-            writer.write_table(pa.table([*rows.columns(part).values(), embedding], schema=schema))
+            columns = [[_utf8(value, escaped) for value in column] for column in rows.columns(part).values()]
+            writer.write_table(pa.table([*columns, embedding], schema=schema))
+    return escaped
+
+
+def _utf8(text: str | None, escaped: list[str]) -> str | None:
+    """`text`, or, where it holds bytes that are not UTF-8 (a file or folder name as the OS gave it, held as
+    surrogate escapes, which pyarrow refuses), those bytes written as \\xNN, and appended to `escaped`.
+    Chosen over refusing the export or a binary column: a pandas user gets a str for every row, readable, whose
+    bytes `codecs.escape_decode` gives back (for a name with no backslash of its own)."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        escaped.append(text.encode(**CSV_TEXT).decode("utf-8", "backslashreplace"))
+        return escaped[-1]
