@@ -27,23 +27,11 @@ def map_(store, colour, method, model, audit, out, unsafe_pickle):
     entry to hide a class, search a file name. WebGL: 20,000 points stay responsive.
     """
     from featx.exploring._map import embedding_map
-    from featx.outputs import check_output
 
     from .options import pick_store
 
     path = pick_store(store, "featx map STORE")
-    check_output(out, "--out", reads=[path])
-    predictions = None
-    if model:
-        from featx.classify._bundle import load_bundle
-
-        predictions = load_bundle(model, unsafe_pickle=unsafe_pickle).predict_store(path)
-    findings = None
-    if audit:
-        from featx.auditing._audit import read_findings
-
-        findings = read_findings(audit)
-    click.echo(f"written: {embedding_map(path, out, method=method, colour=colour, predictions=predictions, findings=findings)}")
-
+    written = embedding_map(path, out, method=method, colour=colour, model=model, audit=audit, unsafe_pickle=unsafe_pickle)
+    click.echo(f"written: {written}")
 
 map = map_  # the name LazyGroup looks up

@@ -1,8 +1,6 @@
 """`featx similar`."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from featx.exploring._similar import K
@@ -27,20 +25,19 @@ def similar(queries, store, k, out, report, device, engine, quiet):
     """
     from featx.exploring._similar import similar as search
     from featx.images._inputs import CSV_TEXT
-    from featx.outputs import atomic_write, check_output
+    from featx.outputs import atomic_write, check_outputs
 
     from .options import pick_store
 
     store = pick_store(store, "--store STORE")
-    for path, option in ((out, "--out"), (report, "--report")):
-        if path:
-            check_output(path, option, reads=[store, *queries])
+    check_outputs({"--out": out, "--report": report}, reads=[store, *queries])  # before the search, not after it
     found = search(list(queries), store, k, device=device, engine=engine, progress=not quiet)
     if out:
         with atomic_write(out, "w", newline="", **CSV_TEXT) as handle:
             found.write_csv(handle)
-    else:
-        found.write_csv(sys.stdout)
+    else:  # file names as their bytes, as in a CSV file (a strict UTF-8 stdout refused one that is not UTF-8)
+        with click.open_file("-", "w", **CSV_TEXT) as handle:
+            found.write_csv(handle)
     if report:
         found.write_html(report)
     click.echo(found.summary() + "".join(f"\nwritten: {p}" for p in (out, report) if p), err=True)

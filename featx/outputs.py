@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -71,6 +71,22 @@ def check_output(path: str | os.PathLike, option: str, folder: bool = False,
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)} ({os.path.abspath(existing)}); choose another {option}") from None
     return path
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
+                  reads: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """`check_output` of each file of one run (option -> path; None: not asked for), refusing one that two
+    options name (the second written would replace the first); returns the paths checked."""
+    named: dict[str, str] = {}
+    checked = []
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        same = named.setdefault(os.path.realpath(path), option)
+        if same != option:
+            raise OutputError(f"cannot write {path}: {same} writes it too; choose another {option}")
+        checked.append(check_output(path, option, reads=reads))
+    return checked
 
 
 def _umask() -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 import subprocess
@@ -42,6 +43,27 @@ def synthetic_store(path: Path, n: int, width: int, block: int = 10_000, labelle
                           features=rng.normal(size=(len(rows), width)).astype(np.float32),
                           files=[(f"f{i:06d}.png", i, i % 2 if labelled else -1) for i in rows])
     return path
+
+
+def image_store(folder: Path, names: list[str], features: np.ndarray | None = None, seed: int = 0) -> tuple[Path, list[str]]:
+    """folder/s.h5 holding random features for small random PNGs folder/imgs/NAME (labels a, b in turn), keyed by
+    their content as an extraction keys them, without a network; returns (store, image paths)."""
+    from PIL import Image
+
+    from featx.images._content import content_keys
+
+    rng = np.random.default_rng(seed)
+    (folder / "imgs").mkdir(parents=True, exist_ok=True)
+    paths = [os.path.join(folder, "imgs", name) for name in names]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path, format="PNG")
+    if features is None:
+        features = rng.normal(size=(len(paths), 4))
+    with FeatureStore.create_or_open(folder / "s.h5", synthetic_space()) as opened:
+        opened.commit(classes=["a", "b"])
+        opened.commit(keys=[hashed.key for hashed in content_keys(paths)], features=np.asarray(features, np.float32),
+                      files=[(path, i, i % 2) for i, path in enumerate(paths)])
+    return folder / "s.h5", paths
 
 
 def expected_rows(path: Path) -> tuple[featx.FeatureSet, list[str], list[str]]:
@@ -96,6 +118,51 @@ def test_export_adds_the_split_of_a_csv_of_path_split(store, tmp_path):
     written = featx.export_embeddings(store, "npy", tmp_path / "e.npy", split=tmp_path / "split.csv")
     with open(written[1], newline="") as handle:
         assert [row["split"] for row in csv.DictReader(handle)] == [s or "" for s in expected]
+
+
+def test_a_split_csv_naming_none_of_the_stores_files_is_refused_and_one_naming_others_is_said(tmp_path):
+    """The paths of a split CSV are relative to it: one written for another folder matched no file and gave an
+    empty split column without a word (export and audit read it alike)."""
+    from featx.errors import InputWarning
+
+    path, images = image_store(tmp_path, [f"i{i}.png" for i in range(4)])
+    _, others = image_store(tmp_path / "other", ["o0.png", "o1.png"])
+    split = tmp_path / "split.csv"
+    split.write_text("".join(f"{p},test\n" for p in others))
+    result = CliRunner().invoke(main, ["export", str(path), "--split-csv", str(split), "--out", str(tmp_path / "e.parquet")])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert f"{split}: none of its 2 files is among the 4 files of {path}" in errors[0]
+    split.write_text("".join(f"{p},test\n" for p in [images[1], *others]))
+    with pytest.warns(InputWarning, match=r"split.csv: 2 of its 3 files are not among the files of .*s.h5, left out"):
+        written = featx.export_embeddings(path, "npy", tmp_path / "e.npy", split=split)
+    with open(written[1], newline="") as handle:
+        assert [row["split"] for row in csv.DictReader(handle)] == ["", "test", "", ""]
+
+
+ODD = os.fsdecode(b"caf\xe9.png")  # byte 0xe9 is not UTF-8: Python holds it as the surrogate \udce9
+
+
+def test_names_that_are_not_utf8_export_to_parquet_and_similar_writes_them_to_a_strict_stdout(tmp_path):
+    """pyarrow refused such a name (a traceback); parquet gets its bytes as \\xNN with a warning, and similar's
+    CSV on standard output carries the bytes themselves, as its CSV file does, under a strict UTF-8 stdout."""
+    import codecs
+
+    import pyarrow.parquet as pq
+
+    from featx.errors import FeatxWarning
+
+    path, images = image_store(tmp_path, ["a.png", ODD, "b.png"])
+    with pytest.warns(FeatxWarning, match=r"1 names are not UTF-8.*caf\\xe9\.png"):
+        out = featx.export_embeddings(path, out=tmp_path / "e.parquet")[0]
+    written = pq.read_table(out).column("path").to_pylist()
+    assert [os.fsdecode(codecs.escape_decode(p.encode())[0]) for p in written] == sorted(images)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    run = subprocess.run([sys.executable, "-c", "from featx.cli import main; main()", "similar", images[0], "--store",
+                          str(path), "-k", "2"], capture_output=True, env=env)
+    assert run.returncode == 0 and b"Traceback" not in run.stderr, run.stderr.decode(errors="replace")
+    rows = list(csv.reader(io.StringIO(run.stdout.decode("utf-8", "surrogateescape"))))
+    assert {row[2] for row in rows[1:]} == set(images[1:])
 
 
 # Peak RSS from /proc (VmHWM, reset through clear_refs): ru_maxrss would start at the forking parent's RSS.
@@ -171,6 +238,61 @@ def test_no_command_writes_over_the_store_it_reads_nor_half_an_npy_export(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "taken.csv"]
 
 
+def test_no_output_replaces_a_model_audit_split_csv_or_the_other_output(tmp_path):
+    """Each file a command reads besides the store (the model and the audit's findings a map is coloured by, the
+    split CSV of an export, the npy's CSV beside it) is refused as its output, as is one file for both --out and
+    --report; the library's export_embeddings refuses its own store."""
+    import hashlib
+
+    from featx.classify._fitting import fit as train
+
+    path, images = image_store(tmp_path, [f"i{i}.png" for i in range(6)])
+    model = train(path, "logreg", cv=2)[0].save(tmp_path / "m.skops")
+    (tmp_path / "aud").mkdir()
+    (tmp_path / "aud" / "findings.csv").write_text(f"path,finding\n{images[1]},outliers\n")
+    (tmp_path / "split.csv").write_text(f"path,split\n{images[1]},test\n")
+    inputs = [path, model, tmp_path / "aud" / "findings.csv", tmp_path / "split.csv"]
+    before = [hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs]
+    runs = {
+        "map over its model": (["map", str(path), "--color", "prediction", "--model", str(model), "--out", str(model)], "it is the input"),
+        "map over its audit": (["map", str(path), "--color", "finding", "--audit", str(tmp_path / "aud"),
+                                "--out", str(tmp_path / "aud" / "findings.csv")], "it is the input"),
+        "parquet over its split": (["export", str(path), "--split-csv", str(tmp_path / "split.csv"),
+                                    "--out", str(tmp_path / "split.csv")], "it is the input"),
+        "npy's CSV over its split": (["export", str(path), "-f", "npy", "--split-csv", str(tmp_path / "split.csv"),
+                                      "--out", str(tmp_path / "split.npy")], "it is the input"),
+        "similar's CSV and page in one file": (["similar", images[0], "--store", str(path), "--out", str(tmp_path / "same.html"),
+                                                "--report", str(tmp_path / "same.html")], "--out writes it too"),
+    }
+    for name, (args, said) in runs.items():
+        result = CliRunner().invoke(main, args)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert result.exit_code == 1 and len(errors) == 1 and said in errors[0], (name, result.output)
+    with pytest.raises(featx.errors.OutputError, match="it is the input"):
+        featx.export_embeddings(path, out=path)
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs] == before
+    assert not (tmp_path / "split.npy").exists() and not (tmp_path / "same.html").exists()
+
+
+def test_an_npy_export_that_fails_keeps_the_previous_matrix_and_csv_together(tmp_path, monkeypatch):
+    """The CSV failing (a full disk) after the matrix was written left the new matrix beside the old CSV."""
+    import errno
+
+    from featx.exploring._export import Rows
+
+    first = featx.export_embeddings(synthetic_store(tmp_path / "a.h5", 30, 4), "npy", tmp_path / "e.npy")
+    before = [p.read_bytes() for p in first]
+
+    def full(self, part=slice(None)):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Rows, "columns", full)
+    with pytest.raises(featx.errors.OutputError, match="e.csv: No space left on device"):
+        featx.export_embeddings(synthetic_store(tmp_path / "b.h5", 50, 8, seed=1), "npy", tmp_path / "e.npy")
+    assert [p.read_bytes() for p in first] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.h5", "e.csv", "e.npy"]  # no temporary left
+
+
 def test_a_map_without_plotly_says_how_to_get_it_before_any_projection(store, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "plotly", None)
     monkeypatch.setattr("featx.reports._figures.projection", lambda *a: pytest.fail("projected without plotly"))
@@ -196,7 +318,7 @@ def test_a_jpeg_of_a_stored_cell_finds_its_source_first_and_a_stored_query_is_re
             "--out", str(out), "--report", str(report), "-q"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "2 queries: 1 read from" in result.output and "1 extracted" in result.output
+    assert "2 of 2 queries: 1 read from" in result.output and "1 extracted" in result.output
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"] * 2
@@ -210,6 +332,58 @@ def test_a_jpeg_of_a_stored_cell_finds_its_source_first_and_a_stored_query_is_re
     monkeypatch.setattr("featx.exploring._similar._extract", lambda *a: pytest.fail("a stored query was re-extracted"))
     again = CliRunner().invoke(main, ["similar", str(tmp_path / "copy.png"), "--store", str(store), "-k", "3"])
     assert again.exit_code == 0 and again.output.count("copy.png") == 3
+
+
+def test_similars_summary_counts_the_queries_and_lists_the_first_failures():
+    from featx.exploring._similar import Similar
+    from featx.images._failures import FAILURES_SHOWN
+
+    failures = [(f"bad{i}.png", "not an image") for i in range(FAILURES_SHOWN + 5)]
+    lines = Similar(Path("s.h5"), ["a.png", "b.png"], [[], []], 1, failures).summary().splitlines()
+    assert lines[0] == f"2 of {FAILURES_SHOWN + 7} queries: 1 read from s.h5, 1 extracted"
+    assert lines[1:-1] == [f"  failed: bad{i}.png: not an image" for i in range(FAILURES_SHOWN)]
+    assert lines[-1] == "  ... and 5 more"
+
+
+def test_the_similar_page_names_a_quoted_file_once_escaped(tmp_path):
+    """The thumbnail's alt text is the file name, escaped once (it was escaped twice: q&quot;uo&#x27;te.png)."""
+    from html_checks import parse_html
+
+    from featx.exploring._similar import Neighbour, Similar
+
+    _, (query, other) = image_store(tmp_path, ['q"uo\'te.png', "b&c.png"])
+    page = Similar(tmp_path / "s.h5", [query], [[Neighbour(other, "a", 0.5)]]).write_html(tmp_path / "similar.html")
+    assert [img.get("alt") for img in parse_html(page.read_text()).iter("img")] == ['q"uo\'te.png', "b&c.png"]
+
+
+def test_a_store_too_large_for_the_exact_search_says_how_to_get_faiss(tmp_path, monkeypatch):
+    import importlib.util
+
+    from featx.errors import FeatxWarning
+    from featx.exploring import _similar
+    from featx.features._neighbours import unit_rows
+
+    path = synthetic_store(tmp_path / "s.h5", 300, 8)
+    monkeypatch.setattr(_similar, "EXACT_ROWS", 100)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else find_spec(name, *a))
+    with FeatureStore.open(path) as opened, pytest.warns(FeatxWarning, match=r'300 stored rows searched exactly.*"featx\[audit\]"'):
+        _, found = _similar._search(opened, unit_rows(opened.rows([7])), np.array([-1]), np.ones(300, bool), 3, exact=None)
+    assert found[0, 0] == 7 and not _similar.index_path(path).exists()
+
+
+def test_similar_and_map_leave_out_files_no_longer_on_disk_and_export_keeps_them(tmp_path):
+    path, images = image_store(tmp_path, [f"i{i}.png" for i in range(6)])
+    for gone in images[4:]:
+        os.remove(gone)
+    with pytest.warns(StoreWarning, match="2 files no longer on disk"):
+        found = featx.similar(images[0], path, k=5)
+    assert sorted(n.path for n in found.neighbours[0]) == images[1:4]
+    with pytest.warns(StoreWarning, match="2 files no longer on disk"):
+        out = featx.embedding_map(path, tmp_path / "map.html")
+    assert page_data(out)["paths"] == images[:4] and "2 files no longer on disk left out" in out.read_text()
+    with open(featx.export_embeddings(path, "npy", tmp_path / "e.npy")[1], newline="") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == images
 
 
 def brute_force(features: np.ndarray, queries: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
@@ -237,6 +411,34 @@ def test_the_neighbours_are_those_of_a_brute_force_search_exact_or_indexed(tmp_p
     indexed = [[row for row in rows if row >= 0][:10] for rows in indexed]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(indexed, expected)])
     assert recall >= 0.95 and [rows[0] for rows in indexed] == list(expected[:, 0])
+
+
+def store_of(path: Path, features: np.ndarray) -> Path:
+    """A store of these features, one file f000000.png... per row (labels a, b in turn), without a network."""
+    with FeatureStore.create_or_open(path, synthetic_space()) as opened:
+        opened.commit(classes=["a", "b"])
+        opened.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in range(len(features))], features=features.astype(np.float32),
+                      files=[(f"f{i:06d}.png", i, i % 2) for i in range(len(features))])
+    return path
+
+
+def test_rows_that_are_not_finite_take_no_neighbours_place(tmp_path):
+    """NaN rows (a store featx info --check reports): argpartition ranked NaN first, so an exact search for 4
+    neighbours with 4 NaN rows found none; the exact search and the audit's neighbours skip them."""
+    from featx.exploring import _similar
+    from featx.features._neighbours import nearest, unit_rows
+
+    features = np.random.default_rng(0).normal(size=(12, 4))
+    features[5:9] = np.nan
+    finite = np.flatnonzero(np.isfinite(features).all(axis=1))
+    path = store_of(tmp_path / "s.h5", features)
+    queries = unit_rows(features[[0, 3]])
+    expected = brute_force(features[finite], queries, np.array([0, 3]), 4)
+    with FeatureStore.open(path) as opened:
+        _, found = _similar._search(opened, queries, np.array([0, 3]), np.ones(12, bool), 4, exact=True)
+    np.testing.assert_array_equal(found, finite[expected])
+    _, index = nearest(features, 4, exact=True)
+    np.testing.assert_array_equal(index[[0, 3]], finite[expected])
 
 
 def test_the_index_is_built_once_and_extended_when_the_store_grows(tmp_path):
@@ -378,6 +580,53 @@ def test_the_map_is_coloured_by_the_audits_findings_from_any_folder(store, tmp_p
     shown = Counter(first.get(str(Path(path).resolve()), "no finding") for path in page_data(elsewhere / "map.html")["paths"])
     assert set(shown) - {"no finding"} and set(shown) <= {*KINDS, "no finding"}
     assert all(f'"name":"{kind} ({n})"' in (elsewhere / "map.html").read_text() for kind, n in shown.items())
+
+
+def test_names_that_look_like_html_stay_inside_the_maps_script(tmp_path):
+    """File and class names holding "<!--<script>" (which would keep the script open past its end tag, HTML5's
+    double-escaped state) or "</script>": the page's last script ends where it should and holds them all."""
+    import html5lib
+
+    names = ["a.png", "<!--<script>x.png", "b&c.png", "d<script>.png"]
+    with FeatureStore.create_or_open(tmp_path / "s.h5", synthetic_space()) as opened:
+        opened.commit(classes=["<!--<script>", "</script>"])
+        opened.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in range(4)], features=np.eye(4, dtype=np.float32),
+                      files=[(str(tmp_path / name), i, i % 2) for i, name in enumerate(names)])
+    out = featx.embedding_map(tmp_path / "s.h5", tmp_path / "map.html")
+    document = html5lib.HTMLParser(namespaceHTMLElements=False).parse(out.read_text())
+    script = list(document.iter("script"))[-1].text
+    assert script.rstrip().endswith("})();") and "</script>" not in script
+    assert sorted(page_data(out)["names"]) == sorted(names) and set(page_data(out)["labels"]) == {"<!--<script>", "</script>"}
+
+
+def test_a_map_leaves_out_rows_that_are_not_finite_and_says_so(tmp_path):
+    from featx.classify._fitting import fit as train
+
+    rng = np.random.default_rng(0)
+    model = train(store_of(tmp_path / "fine.h5", rng.normal(size=(20, 4))), "logreg", cv=2)[0].save(tmp_path / "m.skops")
+    features = rng.normal(size=(20, 4))
+    features[[3, 7, 8]] = np.nan
+    path = store_of(tmp_path / "s.h5", features)
+    out = tmp_path / "map.html"
+    result = CliRunner().invoke(main, ["map", str(path), "--color", "prediction", "--model", str(model), "--out", str(out)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    said = [line for line in result.output.splitlines() if "NaN" in line]
+    assert len(said) == 1 and "3 files" in said[0] and f"featx info --check --repair {path}" in said[0], result.output
+    shown = page_data(out)["paths"]
+    assert len(shown) == 17 and not {"f000003.png", "f000007.png", "f000008.png"} & {Path(p).name for p in shown}
+    assert "3 files whose features hold NaN or infinity left out" in out.read_text()
+
+
+def test_the_maps_coordinates_are_written_with_four_decimals(tmp_path):
+    """Rounded as float64: float32 values rounded to 4 decimals printed as 0.829200029373169 (7.8 MB pages
+    for 6.8 at 20,000 points), in the page's data and in plotly's traces alike."""
+    import re
+
+    out = featx.embedding_map(synthetic_store(tmp_path / "s.h5", 50, 8), tmp_path / "map.html")
+    lists = re.findall(r'"[xy]": ?\[([^\]]*)\]', out.read_text())
+    numbers = [number for found in lists for number in found.split(",") if number.strip()]
+    assert len(numbers) >= 4 * 50  # the data's x and y, the traces' x and y
+    assert max(len(number.strip().lstrip("-").partition(".")[2]) for number in numbers) <= 4
 
 
 def test_map_says_in_one_line_what_is_wrong_with_its_input(store, tmp_path):

@@ -17,7 +17,7 @@ MAY_IMPORT = {
     "finetuning": {"classify", "features", "reports", "backbones", "images"},
     "auditing": {"classify", "features", "reports", "backbones", "images"},
     "comparing": {"classify", "features", "reports", "backbones", "images"},
-    "exploring": {"features", "reports", "backbones", "images"},
+    "exploring": {"auditing", "classify", "features", "reports", "backbones", "images"},
 }
 TOP = {"errors", "names", "outputs", "_lazy", "_moved", "datasets", "__init__"}  # loose modules, importable from anywhere
 

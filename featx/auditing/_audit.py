@@ -160,10 +160,9 @@ def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: in
 def _file_splits(store: FeatureStore, files: Files, split_csv, test_size: float, seed: int, notes: list[str]) -> list[str]:
     """The split of each file: from `split_csv`, else featx fit's own split of the store, else ""."""
     if split_csv is not None:
-        from featx.images._inputs import read_split
+        from featx.images._inputs import splits_of
 
-        split = read_split(split_csv)
-        return [split.get(p, "") for p in files.paths]
+        return splits_of(split_csv, files.paths, store.path)
     if not any(files.labels):
         return [""] * len(files.paths)
     try:

@@ -91,16 +91,18 @@ class ModelBundle:
             raise FeatureSpaceMismatchError(f"the model was trained on {self.dtype} features, these are {dtype}")
 
     def predict_store(self, store: str | os.PathLike) -> dict[str, str]:
-        """path -> the class predicted from the features `store` holds for it (refused for another feature space,
-        and for a fused model: a store holds one space)."""
+        """path -> the class predicted from the features `store` holds for it, for each file whose features are
+        finite (refused for another feature space, and for a fused model: a store holds one space)."""
         if self.extra_spaces:
             raise BadInputError(f"the model fuses {1 + len(self.extra_spaces)} feature spaces and {store} holds one: "
                                 "use a model fitted on this store (featx fit)")
         with FeatureStore.open(store, warn=True) as opened:
             self.check_space(opened.space, opened.dtype)
             loaded = opened.load()
-        predicted = self.pipeline.predict(loaded.features) if len(loaded.paths) else []
-        return dict(zip(loaded.paths, np.asarray(self.classes, dtype=object)[predicted]))
+        # rows holding NaN or infinity (featx info --check reports them) get none: scikit-learn refuses them
+        finite = np.isfinite(loaded.features).all(axis=1)
+        predicted = self.pipeline.predict(loaded.features[finite]) if finite.any() else []
+        return dict(zip(loaded.paths[finite], np.asarray(self.classes, dtype=object)[predicted]))
 
     def training_store(self) -> Path:
         """The store the pipeline was trained on, as `featx fit` recorded it (a model from before it did: the

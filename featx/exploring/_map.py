@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
-from featx.errors import BadInputError, FeatxError, ParameterError, UnknownNameError
+from featx.errors import BadInputError, FeatxError, ParameterError, StoreWarning, UnknownNameError
 from featx.exploring._export import Rows
 from featx.features._store import FeatureStore
 
@@ -60,9 +61,12 @@ padding:.5rem;max-width:20rem;font-size:.8rem;overflow-wrap:anywhere}#hover img{
 
 def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: str = "pca",
                   colour: str = "label", predictions: Mapping[str, str] | None = None,
-                  findings: Mapping[str, str] | None = None, seed: int = 0) -> Path:
-    """Write the map of `store` to `out`. `colour`: "label", "prediction" (`predictions`: path -> class) or
-    "finding" (`findings`: path -> the audit's finding, see `featx.auditing.read_findings`)."""
+                  findings: Mapping[str, str] | None = None, model: str | os.PathLike | None = None,
+                  audit: str | os.PathLike | None = None, unsafe_pickle: bool = False, seed: int = 0) -> Path:
+    """Write the map of `store` to `out`. `colour`: "label", "prediction" (`predictions`: path -> class, or
+    those of a `model` from featx fit on this store's feature space) or "finding" (`findings`: path -> the
+    audit's finding, or those of an `audit` folder, see `featx.auditing.read_findings`)."""
+    from featx.outputs import check_output
     from featx.reports._figures import projection
     from featx.reports._html import link, page, write
 
@@ -70,37 +74,57 @@ def embedding_map(store: str | os.PathLike, out: str | os.PathLike, *, method: s
         raise UnknownNameError("projection method", method, METHODS)
     if colour not in COLORS:
         raise UnknownNameError("colouring", colour, COLORS)
-    given = {"prediction": (predictions, "--model MODEL"), "finding": (findings, "--audit DIR")}.get(colour)
-    if given and given[0] is None:
-        raise ParameterError(f"--color {colour} needs {given[1]}")
-    go = plotly()  # a missing plotly said before the projection and the thumbnails are made
+    wanted = {"prediction": ("--model MODEL", predictions, model), "finding": ("--audit DIR", findings, audit)}
+    if colour in wanted and wanted[colour][1] is None and wanted[colour][2] is None:
+        raise ParameterError(f"--color {colour} needs {wanted[colour][0]}")
+    # every file read, so that the page replaces none of them (a map written over its model or audit CSV)
+    check_output(out, "--out", reads=[store, *([model] if model else []), *([Path(audit, "findings.csv")] if audit else [])])
+    go = plotly()  # a missing plotly said before the model, the projection and the thumbnails are made
+    if model is not None:
+        from featx.classify._bundle import load_bundle
+
+        predictions = load_bundle(model, unsafe_pickle=unsafe_pickle).predict_store(store)
+    if audit is not None:
+        from featx.auditing._audit import read_findings
+
+        findings = read_findings(audit)
     with FeatureStore.open(store, warn=True) as opened:
-        rows = Rows(opened)
+        rows = Rows(opened, present=True)  # a point that opens no file would only mislead
         keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:MAX_POINTS])
         features = opened.rows(rows.rows[keep])
+    notes = [f"a random sample of {len(keep):,} of its {len(rows):,} files"] if len(keep) < len(rows) else []
+    notes += [f"{rows.gone:,} files no longer on disk left out"] if rows.gone else []
+    finite = np.isfinite(features).all(axis=1)
+    if not finite.all():  # PCA and t-SNE refuse NaN: the map of the others is still worth drawing
+        notes.append(f"{np.count_nonzero(~finite):,} files whose features hold NaN or infinity left out")
+        warnings.warn(StoreWarning(f"{store}: {notes[-1]} of the map; featx info --check --repair {store} copies "
+                                   "the others into a new store"), stacklevel=2)
+        keep, features = keep[finite], features[finite]
     if len(keep) < 3:
         raise BadInputError(f"{store} holds {len(keep)} files: a map needs at least 3")
-    points = projection(features, method)
+    # rounded as float64: float32 values rounded still print as 0.829200029373169 (the page grew by 15%)
+    points = projection(features, method).astype(np.float64).round(4)
     paths = [rows.paths[i] for i in keep]
     labels = [rows.labels[i] or NONE for i in keep]
     predicted = None if predictions is None else [predictions.get(p, NONE) for p in paths]
     groups = {"label": labels, "prediction": predicted,
               "finding": [(findings or {}).get(p, "no finding") for p in paths]}[colour]
     base = Path(out).absolute().parent
-    data = {"x": points[:, 0].round(4).tolist(), "y": points[:, 1].round(4).tolist(), "paths": paths,
+    data = {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "paths": paths,
             "names": [Path(p).name for p in paths], "labels": labels, "links": [link(p, base) for p in paths],
             "predictions": predicted,
             "thumbs": _thumbnails(paths) if len(paths) <= EMBED_THUMBNAILS else [None] * len(paths)}
     figure = _figure(go, points, groups, method)
-    payload = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the script
-    sampled = f"; a random sample of {len(keep):,} of its {len(rows):,} files" if len(keep) < len(rows) else ""
+    # <, > and & as JSON escapes: no name in the data ("</script>", or "<!--<script>", which keeps a script open
+    # past its end tag) is read as HTML
+    payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     body = ('<p><input id="search" type="search" placeholder="file name"> <span id="matches"></span> '
             '<span id="count"></span></p>'
             + figure.to_html(include_plotlyjs=True, full_html=False, div_id="map", config={"scrollZoom": True})
             + '<div id="hover" hidden><img alt="thumbnail"><div class="path"></div><div class="label"></div></div>'
             + f"<script>{SCRIPT % payload}</script>")
     subtitle = (f"{store}: {len(keep):,} files, {method.upper() if method == 'pca' else method}, coloured by {colour}"
-                f"{sampled}. Scroll to zoom, drag to pan, click a legend entry to hide it, click a point to open its file.")
+                f"{''.join(f'; {note}' for note in notes)}. Scroll to zoom, drag to pan, click a legend entry to hide it, click a point to open its file.")
     document = page("Embedding map", [f"<style>{STYLE}</style>", body], subtitle)
     return write(out, document)
 

@@ -5,7 +5,8 @@ are extracted with the store's own feature space (backbone, weights, preprocessi
 predict does. Up to `EXACT_ROWS` stored rows the search is exact (matrix products over blocks of the store);
 beyond, faiss's HNSW index of featx/features/_neighbours.py, built once and kept beside the store as
 STORE.hnsw: the store is append-only, so when it has grown only its new rows are added to the index. Without
-faiss the search stays exact, in blocks. A query's own row (its content, under any file name) is left out.
+faiss the search stays exact, in blocks. A query's own row (its content, under any file name) is left out, as
+are stored files no longer on disk (a StoreWarning counts them).
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from featx.errors import BadInputError, OutputError, StoreWarning
+from featx.errors import BadInputError, FeatxWarning, OutputError, StoreWarning
 from featx.exploring._export import Rows
 from featx.features._neighbours import EXACT_ROWS, HNSW_EF, hnsw_index, top, unit_rows
 from featx.features._store import FeatureStore
-from featx.images._failures import failure_line
+from featx.images._failures import failure_line, failure_lines
 
 if TYPE_CHECKING:
     import faiss
@@ -62,8 +63,10 @@ class Similar:
 
     def write_html(self, path: str | os.PathLike) -> Path:
         """One page: each query's thumbnail first, then its neighbours' with label and similarity."""
+        from featx.outputs import check_output
         from featx.reports._html import GalleryItem, file_list, gallery, page, section, write
 
+        check_output(path, "--report", reads=[self.store, *self.queries])
         base = Path(path).absolute().parent
         sections = [
             section(f"{Path(query).name}", gallery(
@@ -77,9 +80,10 @@ class Similar:
         return write(path, page("Similar images", sections, f"nearest stored images in {self.store}"))
 
     def summary(self) -> str:
-        read = len(self.queries) - self.n_extracted
-        lines = [f"{len(self.queries)} queries: {read} read from {self.store}, {self.n_extracted} extracted"]
-        return "\n".join(lines + [f"  failed: {path}: {reason}" for path, reason in self.failures])
+        """How many queries were searched, read or extracted, then the failed ones (the first few, the rest counted)."""
+        read, given = len(self.queries) - self.n_extracted, len(self.queries) + len(self.failures)
+        return "\n".join([f"{len(self.queries)} of {given} queries: {read} read from {self.store}, {self.n_extracted} "
+                          "extracted", *failure_lines(self.failures)])
 
 
 def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str | os.PathLike, k: int = K, *,
@@ -93,7 +97,7 @@ def similar(queries: str | os.PathLike | Sequence[str | os.PathLike], store: str
         raise BadInputError(f"k must be at least 1, got {k}")
     images = find_images(queries)
     with FeatureStore.open(store, warn=True) as opened:
-        stored = Rows(opened)
+        stored = Rows(opened, present=True)  # a neighbour no longer on disk is no image to look at
         row_of = {key: row for row, key in enumerate(opened.keys())}
         own = np.array([row_of.get(hashed.key, -1) for hashed in content_keys(images.paths)], dtype=np.int64)
         features = np.zeros((len(images), opened.n_features), np.float32)
@@ -144,7 +148,11 @@ def _search(opened: FeatureStore, queries: np.ndarray, own: np.ndarray, usable: 
     rows other than the query's own."""
     n = len(usable)
     if exact is None:
-        exact = n <= EXACT_ROWS or importlib.util.find_spec("faiss") is None
+        indexed = importlib.util.find_spec("faiss") is not None
+        if n > EXACT_ROWS and not indexed:  # still right, but every search reads the whole store
+            warnings.warn(FeatxWarning(f"{n:,} stored rows searched exactly, the store read whole at each search: "
+                                       'pip install "featx[audit]" for a faiss index kept beside it'), stacklevel=3)
+        exact = n <= EXACT_ROWS or not indexed
     if exact:
         return _exact(opened, queries, own, usable, k)
     index = cached_index(opened)

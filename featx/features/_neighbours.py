@@ -51,7 +51,10 @@ def _exact(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def top(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, column indices) of the k largest values of each row of `block`, largest first."""
+    """(similarities, column indices) of the k largest values of each row of `block`, largest first. NaN (of a
+    row `featx info --check` reports) is set to -inf in `block` itself (no copy of a large block): argpartition
+    ranks NaN above everything, so NaN rows took the places of real neighbours."""
+    np.copyto(block, -np.inf, where=np.isnan(block))
     k = min(k, block.shape[1])
     found = np.argpartition(block, -k, axis=1)[:, -k:]
     sims = np.take_along_axis(block, found, axis=1)

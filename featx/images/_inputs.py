@@ -64,6 +64,21 @@ def read_split(path: str | os.PathLike) -> dict[str, str]:
     return split
 
 
+def splits_of(split_csv: str | os.PathLike, paths: Sequence[str], where: str | os.PathLike) -> list[str]:
+    """The split `split_csv` (as `read_split` reads it) gives each of `paths`, the files of `where` ("" for a
+    file it omits). A CSV none of whose files is among them is refused (paths relative to another folder would
+    else give no split at all, silently); the files it names that are not are counted in an InputWarning."""
+    split = read_split(split_csv)
+    found = len(split.keys() & set(paths))
+    if not found:
+        raise BadInputError(f"{split_csv}: none of its {len(split)} files is among the {len(paths)} files of {where} "
+                            "(its paths are relative to the CSV file)")
+    if found < len(split):
+        warnings.warn(InputWarning(f"{split_csv}: {len(split) - found} of its {len(split)} files are not among the "
+                                   f"files of {where}, left out"), stacklevel=3)
+    return [split.get(path, "") for path in paths]
+
+
 def _walk(root: str) -> Iterable[tuple[str, str | None]]:
     """(path, class folder name or None) for every image below root, sorted; paths start with root as given.
 

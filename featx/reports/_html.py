@@ -158,7 +158,7 @@ def gallery(items: Sequence[GalleryItem], base: str | os.PathLike, size: int = T
     cells = []
     for item, thumb in zip(items, thumbs):
         name = escape(Path(item.path).name)
-        picture = embedded_image(thumb, name, "image/jpeg") if thumb else '<span class="missing">unreadable</span>'
+        picture = embedded_image(thumb, Path(item.path).name, "image/jpeg") if thumb else '<span class="missing">unreadable</span>'
         lines = "".join(f"<br>{escape(line)}" for line in item.lines)
         href = escape(link(item.path, base))
         cells.append(
