@@ -22,14 +22,11 @@ def predict(model, images, unsafe_pickle, weights, batch_size, workers, device, 
     reason under error. Exit status 1 when every file failed. Messages go to standard error."""
     from featx.finetuning._models import load_model
     from featx.images._inputs import CSV_TEXT
-    from featx.outputs import atomic_write, check_output
+    from featx.outputs import atomic_write, check_outputs
 
     loaded = load_model(model, unsafe_pickle=unsafe_pickle)
     reads = [model, *images, *loaded.training_stores()]
-    if out != "-":
-        check_output(out, "--out", reads=reads)
-    if report:
-        check_output(report, "--report", reads=reads)
+    check_outputs({"--out": None if out == "-" else out, "--report": report}, reads=reads)
     predictions, sources = loaded.predict(
         list(images), weights=weights, tta=tta, batch_size=batch_size, workers=workers, device=device, progress=not quiet)
     click.echo(sources.summary(), err=True)

@@ -93,6 +93,8 @@ def test_predict_checks_both_outputs_first_and_a_failed_report_keeps_the_csv(wor
     failed = featx("predict", work / "m.skops", cells, "-q", "--out", tmp_path / "p.csv", "--report", ro / "p.html")
     assert_one_line(failed, ro / "p.html", "--report")
     assert not (tmp_path / "p.csv").exists()  # refused before any work
+    both = featx("predict", work / "m.skops", cells, "-q", "--out", tmp_path / "p.csv", "--report", tmp_path / "p.csv")
+    assert both.exit_code == 1 and "--out writes it too" in both.output and not (tmp_path / "p.csv").exists()
 
     from featx.classify._inference import Predictions
 
