@@ -1,10 +1,11 @@
 """`featx export`: a store's embeddings in a layout that pandas, polars, DuckDB and LanceDB read directly.
 
 parquet: one row per file (path, label, key, [split,] embedding: a fixed-size list of float32); npy: the float32
-matrix plus a CSV of the same name (e.npy: e.csv; path, label, key[, split]) in the same order; the split column when a CSV of path,split is given. Files in `load_features`'s order (sorted by path).
-Every file the store holds is exported, also one no longer on disk (its embedding is still the store's; similar
-and map leave such files out). The store is read in blocks of rows and each block written before the next is read, so a store larger than
-memory exports in bounded memory (tests/test_explore.py measures 100,000 rows).
+matrix plus a CSV of the same name (e.npy: e.csv; path, label, key[, split]) in the same order; the split column
+when a CSV of path,split is given. Files in `load_features`'s order (sorted by path). Every file the store holds is
+exported, also one no longer on disk (its embedding is still the store's; similar and map leave such files out).
+The store is read in blocks of rows and each block written before the next is read, so a store larger than memory
+exports in bounded memory (tests/test_explore.py measures 100,000 rows).
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def pyarrow() -> tuple[ModuleType, ModuleType]:
 class Rows:
     """The files of a store with features, in `load_features`'s order: path, label name ("" when none),
     content key and row; `blocks` reads their features a block at a time. `split`: a CSV of path,split for a
-split column (`splits_of`). `present`: only the files still on
-    disk (`FeatureStore.present_files`, which warns how many are gone; `gone` counts them)."""
+    split column (`splits_of`). `present`: only the files still on disk (`FeatureStore.present_files`, which
+    warns how many are gone; `gone` counts them)."""
 
     def __init__(self, store: FeatureStore, split: str | os.PathLike | None = None, present: bool = False) -> None:
         files = sorted((store.present_files() if present else store.files()).items())
