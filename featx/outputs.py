@@ -111,14 +111,11 @@ def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(handle)
-        tmp = Path(name)
+        tmp = new_file_beside(path, f".tmp{path.suffix}")
         yield tmp
         if sync:
             with open(tmp, "rb") as written:
                 os.fsync(written.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
@@ -126,6 +123,16 @@ def atomic_path(path: str | os.PathLike, sync: bool = True) -> Iterator[Path]:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def new_file_beside(path: Path, suffix: str) -> Path:
+    """A new empty file beside `path` for a writer to fill and move over it: created exclusively under a
+    random name (never a fixed name that someone planted as a link to another file), with the mode the umask
+    gives new files (not mkstemp's 0600)."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    os.chmod(name, 0o666 & ~_umask())
+    return Path(name)
 
 
 @contextlib.contextmanager

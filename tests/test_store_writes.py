@@ -92,6 +92,54 @@ def extracted(elpv_folder, tmp_path):
     return store
 
 
+def test_links_planted_beside_a_new_store_are_never_written_through(elpv_folder, tmp_path):
+    """A cloned or shared folder may hold links under the names a writer uses beside its store (the partial
+    store, the disk reserve, the lock): featx writes its own files, never the files those links name."""
+    victims = {}
+    for suffix in (".partial", ".reserve"):
+        victim = tmp_path / f"victim{suffix}.txt"
+        victim.write_text("precious\n")
+        (tmp_path / f"s.h5{suffix}").symlink_to(victim)
+        victims[suffix] = victim
+    args = ["extract", str(elpv_folder), "--store", str(tmp_path / "s.h5"), "--weights", "random", *FAST]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert all(victim.read_text() == "precious\n" for victim in victims.values())
+    assert (tmp_path / "s.h5").is_file() and not (tmp_path / "s.h5").is_symlink()
+    lock_victim = tmp_path / "victim.lock.txt"
+    lock_victim.write_text("precious\n")
+    (tmp_path / "t.h5.lock").symlink_to(lock_victim)
+    result = CliRunner().invoke(main, [*args[:3], str(tmp_path / "t.h5"), *args[4:]])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "t.h5.lock" in result.stderr and "symbolic link: remove it" in result.stderr
+    assert lock_victim.read_text() == "precious\n" and not (tmp_path / "t.h5").exists()
+
+
+@pytest.mark.parametrize("how", ["external storage", "a SoftLink", "a virtual dataset"])
+def test_a_store_whose_data_live_outside_the_file_is_refused(extracted, tmp_path, how):
+    """A crafted store could read any file the user can read (a dataset's raw data in /etc/passwd, say) into
+    class names, reports and models sent back; featx never writes such a dataset or link."""
+    import h5py
+
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"SECRET-CLASS")
+    with h5py.File(extracted, "r+") as h5:
+        if how == "external storage":
+            del h5["classes.bytes"]
+            h5.create_dataset("classes.bytes", shape=(12,), dtype="u1", external=[(str(secret), 0, 12)])
+        elif how == "a SoftLink":
+            h5["extra"] = h5py.SoftLink("/keys")
+        else:
+            layout = h5py.VirtualLayout(shape=(4,), dtype="i8")
+            h5.create_virtual_dataset("extra", layout)
+    for command in (["info", str(extracted)], ["export", str(extracted), "-o", str(tmp_path / "e.parquet")]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "is not a feature store featx wrote: " in result.output and how in result.output, result.output
+        assert "SECRET" not in result.output
+    assert not (tmp_path / "e.parquet").exists()
+
+
 def test_damaged_metadata_is_one_line_everywhere(extracted, elpv_folder):
     import h5py
 

@@ -4,6 +4,7 @@ keeps commits and reads apart; a reader holds it only for each read, so a writer
 `describe` names a process holding one, for the messages that say whom a store waits for."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sys
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from featx.errors import StoreInUseError
+from featx.errors import OutputError, StoreInUseError
 
 QUIET_WAIT = 1.0  # seconds a commit waits on readers before it says for whom it waits
 READER_LOOK = 0.5  # seconds a writer retries a lock file that a reader holds for the instant of its look
@@ -39,7 +40,11 @@ class WriterLock:
     def acquire(self) -> None:
         deadline = time.monotonic() + READER_LOOK
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a link planted under the lock's name: the PID would be written into its target
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot lock the feature store {self.store}: {self.path}: {exc.strerror}"
+                                  + (" (a symbolic link: remove it)" if exc.errno == errno.ELOOP else "")) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -77,7 +82,7 @@ class WriterLock:
         """The PID of another process writing `store`, if any: the lock file's flock is held (a file left by a
         writer killed before it could remove it holds none, though its PID may live again in another process)."""
         try:
-            fd = os.open(WriterLock.path_of(store), os.O_RDONLY)
+            fd = os.open(WriterLock.path_of(store), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             return None
         try:
@@ -101,7 +106,7 @@ class WriterLock:
         writer lets go (or dies); taken and dropped at once, so the next writer is not held up."""
         while WriterLock.active_writer(store):
             try:
-                fd = os.open(WriterLock.path_of(store), os.O_RDONLY)
+                fd = os.open(WriterLock.path_of(store), os.O_RDONLY | os.O_NOFOLLOW)
             except FileNotFoundError:
                 return
             try:

@@ -132,7 +132,8 @@ class _Reserve:
     def __init__(self, store: Path, size: int) -> None:
         self.path = store.with_name(store.name + ".reserve")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            self.path.unlink(missing_ok=True)  # one a killed writer left; never one planted as a link to a victim
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             try:
                 os.posix_fallocate(fd, 0, size)
             finally:
@@ -311,8 +312,13 @@ class FeatureStore:
 
         from featx import __version__
 
-        partial = path.with_name(path.name + ".partial")
+        from featx.outputs import new_file_beside
+
+        partial = None
         try:
+            # a new file of its own: a fixed name (s.h5.partial), planted as a link in a shared or cloned
+            # folder, had HDF5 write the store into the file it named
+            partial = new_file_beside(path, ".partial")
             with h5py.File(partial, "w") as h5:
                 attrs = h5.attrs
                 attrs["format"] = FORMAT
@@ -323,13 +329,29 @@ class FeatureStore:
                 )
                 _create_tables(h5)
         except (OSError, RuntimeError) as exc:
-            partial.unlink(missing_ok=True)
+            if partial is not None:
+                partial.unlink(missing_ok=True)
             raise StoreWriteError(f"cannot create the feature store {path}: {_write_problem(exc)}", path, 0) from None
         os.replace(partial, path)
 
     def _check_format(self) -> None:
         if self.h5.attrs.get("format") not in (FORMAT, FORMAT_0_1_0):
             raise FeatxError(f"{self.path} is not a featx feature store (format {self.h5.attrs.get('format')!r})")
+        if outside := self.h5.visit_links(self._outside):  # the first one found
+            raise FeatxError(f"{self.path} is not a feature store featx wrote: {outside}, which reads data from "
+                             "outside the file")
+
+    def _outside(self, name: str) -> str | None:
+        """What featx never writes and HDF5 would follow, said: a link (soft or to another file) or a dataset
+        whose data live elsewhere (external raw storage, a virtual dataset). A crafted store could otherwise read
+        any file the user can read (/etc/passwd as class names) into reports and models sent back."""
+        link = self.h5.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            return f"{name!r} is a {type(link).__name__}"
+        item = self.h5[name]
+        if isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+            return f"{name!r} is {'external storage' if item.external else 'a virtual dataset'}"
+        return None
 
     def _damage(self) -> list[str]:
         """What makes this store unreadable as featx wrote it: missing or unreadable metadata, counts past
