@@ -782,6 +782,29 @@ def test_files_left_out_of_the_split_or_ignored_in_the_split_csv_are_said(compar
         Split.of(find_images(elpv_copy), 0.25, 0, test_files=find_images(listing), cv=2)
 
 
+def test_copies_of_a_cell_under_other_names_are_one_image_of_the_split(elpv_copy):
+    """A copy (the same bytes, another name) is one image of the comparison: counted once, and never on both
+    sides of the split, or the test part would score images the candidates were trained on."""
+    import shutil
+
+    from featx.comparing._candidates import Split
+    from featx.images._content import content_keys
+    from featx.images._inputs import find_images
+
+    cells = sorted(elpv_copy.glob("*/*.png"))
+    for cell in cells[::2]:
+        shutil.copy(cell, cell.with_name(f"copy of {cell.name}"))
+    images = find_images(elpv_copy)
+    assert len(images) == len(cells) + len(cells[::2])
+    distinct = {hashed.key for hashed in content_keys(images.paths)}
+    split = Split.of(images, 0.25, 0, cv=2)
+    key = {path: hashed.key for path, hashed in zip(split.paths, content_keys(split.paths))}
+    assert len(split.paths) == len(distinct) and sorted(key.values()) == sorted(distinct)
+    assert list(split.keys) == [key[path] for path in split.paths]
+    assert len(split.train) + len(split.test) == len(distinct)
+    assert not {key[split.paths[i]] for i in split.train} & {key[split.paths[i]] for i in split.test}
+
+
 def test_weights_files_of_one_name_in_two_folders_are_told_apart():
     from featx.comparing._candidates import candidates
 
