@@ -20,7 +20,8 @@ from html_checks import embedded_images, gallery, no_external_url, parse_html
 from featx.classify._bundle import load_bundle
 from featx.classify._classifiers import CLASSIFIERS, class_scores
 from featx.classify._fitting import fit as train
-from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError, ParameterError, UnsafeLoadWarning
+from featx.errors import (BadInputError, FeatureSpaceMismatchError, FeatxError, ParameterError, StoreWarning,
+                          UnsafeLoadWarning)
 from featx.features._store import FeatureStore
 from featx.images._content import KEY_LENGTH
 from featx.names import MAX_SEED
@@ -63,6 +64,22 @@ def synthetic_store(path: Path, labels: list[int], classes: list[str], space=Non
             files=[(f"img{i}.png", i, label) for i, label in enumerate(labels)], classes=classes,
         )
     return path
+
+
+def store_beside(elpv, folder: Path, keep) -> Path:
+    """The module's store copied into folder/cache with its images linked into folder/train, those `keep(class
+    name, index in the class folder)` picks only: the others are files gone since extraction, which fit leaves
+    out (the store's paths are relative to it, so the copy names the links)."""
+    import os
+
+    (folder / "cache").mkdir(parents=True)
+    store = Path(shutil.copy(elpv["store"], folder / "cache" / "elpv.h5"))
+    for class_folder in sorted((elpv["root"] / "train").iterdir()):
+        (folder / "train" / class_folder.name).mkdir(parents=True)
+        for i, image in enumerate(sorted(class_folder.iterdir())):
+            if keep(class_folder.name, i):
+                os.symlink(image, folder / "train" / class_folder.name / image.name)
+    return store
 
 
 @pytest.mark.parametrize("clf", list(CLASSIFIERS))
@@ -474,3 +491,27 @@ def test_platt_scaling_folds_mix_the_groups_that_files_come_in():
     calibrated = platt_scaled(SVC(), y, cv=5, seed=0)
     for _, held in calibrated.cv.split(np.zeros(len(y)), y):
         assert 0.2 < np.mean(kinds[held] == "mono") < 0.6  # 41% of all
+
+
+def test_copies_under_other_names_are_one_sample_never_on_both_sides_of_the_split(elpv, tmp_path):
+    """Copies of cells under other names, extracted into the store (no new row): fit's samples are the distinct
+    contents, so a copy can never be trained on while its original is tested (an optimistic test score)."""
+    from featx.classify._fitting import samples
+    from featx.features._extraction import extract
+
+    store = store_beside(elpv, tmp_path, lambda name, i: True)
+    copied = sorted((tmp_path / "train").glob("*/*.png"))[::4]
+    for image in copied:
+        shutil.copy(image, image.with_name(f"copy of {image.name}"))
+    assert extract(tmp_path / "train", store=store, progress=False).n_extracted == 0
+    with FeatureStore.open(store) as opened:
+        files = opened.present_files()
+        copies = [path for path in files if Path(path).name.startswith("copy of ")]
+        distinct = {row for row, _ in files.values()}
+        assert len(copies) == len(copied) and len(files) == len(distinct) + len(copies)
+        split = samples(opened, 5, 0.2, 0, None)
+    assert len(split.train) + len(split.test) == len(distinct) == len(set(split.rows))
+    assert not set(split.rows[split.train]) & set(split.rows[split.test])
+    _, report = train(store, "logreg")
+    assert report.details["n_train"] + report.details["n_test"] == len(distinct)
+    assert len({files[path][0] for path in report.outcomes.paths}) == report.details["n_test"]
