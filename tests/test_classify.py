@@ -515,3 +515,24 @@ def test_copies_under_other_names_are_one_sample_never_on_both_sides_of_the_spli
     _, report = train(store, "logreg")
     assert report.details["n_train"] + report.details["n_test"] == len(distinct)
     assert len({files[path][0] for path in report.outcomes.paths}) == report.details["n_test"]
+
+
+@pytest.mark.parametrize("clf", ["logreg", "sgd"])
+def test_balanced_class_weights_favour_the_minority_classes(elpv, tmp_path, clf):
+    """An imbalanced store (40 defective cells, 8 of each other class: the rest gone from disk): class_weight
+    'balanced' gives each class of the training part the weight n / (k x its count), in memory and streamed."""
+    from featx.classify._fitting import samples
+
+    store = store_beside(elpv, tmp_path, lambda name, i: name == "defective" or i < 8)
+    with FeatureStore.open(store) as opened, pytest.warns(StoreWarning, match="no longer on disk"):
+        split = samples(opened, 5, 0.2, 0, None)
+    counts = np.bincount(split.labels[split.train], minlength=len(split.classes))
+    assert counts[0] > 3 * counts[1:].max()  # defective, the majority
+    with pytest.warns(StoreWarning):
+        bundle, _ = train(store, clf, class_weight="balanced", block_rows=32)
+    weights = bundle.pipeline[-1].class_weight
+    assert isinstance(weights, dict) and sorted(weights) == list(range(4))
+    assert weights[0] < min(weights[1], weights[2], weights[3])
+    np.testing.assert_allclose([weights[c] for c in range(4)], len(split.train) / (4 * counts))
+    with pytest.warns(StoreWarning):
+        assert train(store, clf, block_rows=32)[0].pipeline[-1].class_weight is None
