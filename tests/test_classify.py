@@ -536,3 +536,15 @@ def test_balanced_class_weights_favour_the_minority_classes(elpv, tmp_path, clf)
     np.testing.assert_allclose([weights[c] for c in range(4)], len(split.train) / (4 * counts))
     with pytest.warns(StoreWarning):
         assert train(store, clf, block_rows=32)[0].pipeline[-1].class_weight is None
+
+
+def test_a_class_whose_files_are_all_gone_leaves_the_others_their_own_names(elpv, tmp_path):
+    """The first class's folder deleted after extraction: the model's classes are the three left, each test file
+    counted as the class of its folder (class names were taken by position: the first class came back)."""
+    store = store_beside(elpv, tmp_path, lambda name, i: name != "defective")
+    with pytest.warns(StoreWarning, match=f"{PER_CLASS} files no longer on disk"):
+        bundle, report = train(store, "logreg")
+    assert bundle.classes == ["functional", "likely_defective", "possibly_defective"] == report.classes
+    outcomes = report.outcomes
+    assert len(outcomes.paths) == report.details["n_test"] > 0
+    assert [bundle.classes[t] for t in outcomes.true] == [Path(path).parent.name for path in outcomes.paths]
