@@ -548,3 +548,15 @@ def test_a_class_whose_files_are_all_gone_leaves_the_others_their_own_names(elpv
     outcomes = report.outcomes
     assert len(outcomes.paths) == report.details["n_test"] > 0
     assert [bundle.classes[t] for t in outcomes.true] == [Path(path).parent.name for path in outcomes.paths]
+
+
+def test_evaluating_a_folder_of_one_class_counts_it_under_its_own_name(elpv, model, tmp_path, monkeypatch):
+    """A folder of functional cells only: its images are functional for the model too (the folder's classes
+    were matched to the model's by position, so they counted as defective)."""
+    monkeypatch.setenv("FEATX_CACHE", str(elpv["root"] / "eval-cache"))
+    shutil.copytree(elpv["heldout"] / "functional", tmp_path / "only" / "functional")
+    report, _ = load_bundle(model).evaluate(tmp_path / "only", progress=False)
+    support = {name: row["support"] for name, row in report.metrics["per_class"].items()}
+    assert support == {name: HELD_OUT if name == "functional" else 0 for name in report.classes}
+    assert report.metrics["absent_classes"] == ["defective", "likely_defective", "possibly_defective"]
+    assert {report.classes[t] for t in report.outcomes.true} == {"functional"}
