@@ -560,3 +560,18 @@ def test_evaluating_a_folder_of_one_class_counts_it_under_its_own_name(elpv, mod
     assert support == {name: HELD_OUT if name == "functional" else 0 for name in report.classes}
     assert report.metrics["absent_classes"] == ["defective", "likely_defective", "possibly_defective"]
     assert {report.classes[t] for t in report.outcomes.true} == {"functional"}
+
+
+def test_store_rows_come_in_the_order_asked_and_predictions_in_the_files_order(elpv, model):
+    """FeatureStore.rows in any order, with repeats, is the rows read one by one; predict on training files in
+    the reverse of their row order gives each file the probabilities of its own features."""
+    with FeatureStore.open(elpv["store"]) as store:
+        asked = [5, 0, 3, 0, 17]
+        np.testing.assert_array_equal(store.rows(asked), np.vstack([store.rows([row]) for row in asked]))
+        files, loaded = store.files(), store.load()
+        paths = sorted(files, key=lambda path: files[path][0])[:12][::-1]  # rows 11 ... 0: reading sorts them
+        x = loaded.features[[list(loaded.paths).index(path) for path in paths]]
+    bundle = load_bundle(model)
+    predictions, sources = bundle.predict(paths, progress=False)
+    assert sources.n_read == len(paths) and predictions.paths == paths
+    np.testing.assert_allclose(predictions.scores, bundle.pipeline.predict_proba(x), rtol=1e-5, atol=1e-7)
