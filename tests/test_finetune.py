@@ -450,6 +450,28 @@ def test_patience_counts_all_layer_epochs_only(cells, tmp_path, monkeypatch):
     assert [k for k in saved if not torch.equal(saved[k], after[5][k])]  # the last epoch's differ
 
 
+def test_every_training_batch_is_augmented_as_configured(cells, tmp_path, monkeypatch):
+    """Each training step's batch goes through `augment` with the configured kind and jitter before the network
+    sees it, in both phases; validation images never do (the run's own augment and jitter, not the defaults)."""
+    import math
+
+    from featx.finetuning import _loop
+
+    seen, augment = [], _loop.augment
+
+    def spy(x, how, jitter, generator):
+        seen.append((len(x), how, jitter))
+        return augment(x, how, jitter, generator)
+
+    monkeypatch.setattr(_loop, "augment", spy)
+    result = featx.finetune(cells, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=1, epochs=1,
+                            batch_size=8, val_size=0.25, augment="flip", jitter=0.2, workers=0, progress=False)
+    n_train = load_finetuned(result.path).metadata["n_train"]
+    per_epoch = n_train - (n_train % 8 == 1)  # a last batch of one image is left out
+    assert {(how, jitter) for _, how, jitter in seen} == {("flip", 0.2)}
+    assert len(seen) == 2 * math.ceil(per_epoch / 8) and sum(size for size, _, _ in seen) == 2 * per_epoch
+
+
 def test_freeze_until_none_in_any_case_trains_every_layer(cells, tmp_path):
     result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(tmp_path / "m.safetensors"), "--freeze-until",
                                        "None", "--image-size", "32", "--freeze-epochs", "0", "--epochs", "1", "-w", "0", "-q"])
