@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_features
 
 from featx.backbones._registry import REGISTRY, get_backbone
 from featx.errors import UnknownNameError, WeightsUnavailableError
@@ -135,6 +136,23 @@ def test_layers_and_pooling(chelsea):
         build_feature_network(backbone, weights, layer="layer9")
     with pytest.raises(UnknownNameError, match="pooling"):
         build_feature_network(backbone, weights, pooling="median")
+
+
+def test_gem_pooling_is_the_cubic_mean_of_the_clamped_map(chelsea):
+    """GeM (p = 3) of a real photograph through resnet18 with random weights, whose last maps are of order 1 (the
+    pooling's own scale shows): the cube root of the mean cube of the map clamped at 1e-6, above the plain average
+    in every channel whose map is not constant (the power-mean inequality), which a clamped mean is not."""
+    backbone = get_backbone("resnet18")
+    weights = backbone.weights("random")
+    image = backbone.preprocessing_for(weights).geometric()(chelsea)[None]
+    gem = build_feature_network(backbone, weights, pooling="gem")
+    with torch.inference_mode():
+        (feature_map,) = gem.trunk(gem.normalise(image)).values()
+        pooled, averaged = gem(image), build_feature_network(backbone, weights, pooling="avg")(image)
+    assert 0.1 < float(feature_map.mean()) < 10
+    assert_same_features(pooled, feature_map.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3))
+    varying = feature_map.flatten(2).std(2) > 0
+    assert varying.float().mean() > 0.5 and (pooled[varying] > 1.01 * averaged[varying]).all()
 
 
 def test_unknown_model_lists_valid_names():

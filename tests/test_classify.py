@@ -20,7 +20,8 @@ from html_checks import embedded_images, gallery, no_external_url, parse_html
 from featx.classify._bundle import load_bundle
 from featx.classify._classifiers import CLASSIFIERS, class_scores
 from featx.classify._fitting import fit as train
-from featx.errors import BadInputError, FeatureSpaceMismatchError, FeatxError, ParameterError, UnsafeLoadWarning
+from featx.errors import (BadInputError, FeatureSpaceMismatchError, FeatxError, ParameterError, StoreWarning,
+                          UnsafeLoadWarning)
 from featx.features._store import FeatureStore
 from featx.images._content import KEY_LENGTH
 from featx.names import MAX_SEED
@@ -65,6 +66,22 @@ def synthetic_store(path: Path, labels: list[int], classes: list[str], space=Non
     return path
 
 
+def store_beside(elpv, folder: Path, keep) -> Path:
+    """The module's store copied into folder/cache with its images linked into folder/train, those `keep(class
+    name, index in the class folder)` picks only: the others are files gone since extraction, which fit leaves
+    out (the store's paths are relative to it, so the copy names the links)."""
+    import os
+
+    (folder / "cache").mkdir(parents=True)
+    store = Path(shutil.copy(elpv["store"], folder / "cache" / "elpv.h5"))
+    for class_folder in sorted((elpv["root"] / "train").iterdir()):
+        (folder / "train" / class_folder.name).mkdir(parents=True)
+        for i, image in enumerate(sorted(class_folder.iterdir())):
+            if keep(class_folder.name, i):
+                os.symlink(image, folder / "train" / class_folder.name / image.name)
+    return store
+
+
 @pytest.mark.parametrize("clf", list(CLASSIFIERS))
 def test_each_classifier_beats_majority_class(elpv, clf, monkeypatch):
     if CLASSIFIERS[clf].streaming:  # sgd reads the store in blocks, never all at once
@@ -77,6 +94,10 @@ def test_each_classifier_beats_majority_class(elpv, clf, monkeypatch):
     assert m["accuracy"] >= m["majority_rate"] + 0.1, report.table()
     searched = [row["value"] for row in report.details["cv_scores"]]
     assert searched == list(CLASSIFIERS[clf].grid if clf == "sgd" else CLASSIFIERS[clf].usable_grid(128 * 4 // 5))
+    # the value kept is the one of the best CV mean (sgd picks it itself, from its streamed folds)
+    means = [row["mean"] for row in report.details["cv_scores"]]
+    kept = {CLASSIFIERS[clf].param: searched[int(np.argmax(means))]}
+    assert len(set(means)) > 1 and report.details["hyperparameters"] == bundle.info["hyperparameters"] == kept
     assert bundle.classes == ["defective", "functional", "likely_defective", "possibly_defective"]
     assert set(m["per_class"]) == set(bundle.classes)
     monkeypatch.undo()
@@ -470,3 +491,87 @@ def test_platt_scaling_folds_mix_the_groups_that_files_come_in():
     calibrated = platt_scaled(SVC(), y, cv=5, seed=0)
     for _, held in calibrated.cv.split(np.zeros(len(y)), y):
         assert 0.2 < np.mean(kinds[held] == "mono") < 0.6  # 41% of all
+
+
+def test_copies_under_other_names_are_one_sample_never_on_both_sides_of_the_split(elpv, tmp_path):
+    """Copies of cells under other names, extracted into the store (no new row): fit's samples are the distinct
+    contents, so a copy can never be trained on while its original is tested (an optimistic test score)."""
+    from featx.classify._fitting import samples
+    from featx.features._extraction import extract
+
+    store = store_beside(elpv, tmp_path, lambda name, i: True)
+    copied = sorted((tmp_path / "train").glob("*/*.png"))[::4]
+    for image in copied:
+        shutil.copy(image, image.with_name(f"copy of {image.name}"))
+    assert extract(tmp_path / "train", store=store, progress=False).n_extracted == 0
+    with FeatureStore.open(store) as opened:
+        files = opened.present_files()
+        copies = [path for path in files if Path(path).name.startswith("copy of ")]
+        distinct = {row for row, _ in files.values()}
+        assert len(copies) == len(copied) and len(files) == len(distinct) + len(copies)
+        split = samples(opened, 5, 0.2, 0, None)
+    assert len(split.train) + len(split.test) == len(distinct) == len(set(split.rows))
+    assert not set(split.rows[split.train]) & set(split.rows[split.test])
+    _, report = train(store, "logreg")
+    assert report.details["n_train"] + report.details["n_test"] == len(distinct)
+    assert len({files[path][0] for path in report.outcomes.paths}) == report.details["n_test"]
+
+
+@pytest.mark.parametrize("clf", ["logreg", "sgd"])
+def test_balanced_class_weights_favour_the_minority_classes(elpv, tmp_path, clf):
+    """An imbalanced store (40 defective cells, 8 of each other class: the rest gone from disk): class_weight
+    'balanced' gives each class of the training part the weight n / (k x its count), in memory and streamed."""
+    from featx.classify._fitting import samples
+
+    store = store_beside(elpv, tmp_path, lambda name, i: name == "defective" or i < 8)
+    with FeatureStore.open(store) as opened, pytest.warns(StoreWarning, match="no longer on disk"):
+        split = samples(opened, 5, 0.2, 0, None)
+    counts = np.bincount(split.labels[split.train], minlength=len(split.classes))
+    assert counts[0] > 3 * counts[1:].max()  # defective, the majority
+    with pytest.warns(StoreWarning):
+        bundle, _ = train(store, clf, class_weight="balanced", block_rows=32)
+    weights = bundle.pipeline[-1].class_weight
+    assert isinstance(weights, dict) and sorted(weights) == list(range(4))
+    assert weights[0] < min(weights[1], weights[2], weights[3])
+    np.testing.assert_allclose([weights[c] for c in range(4)], len(split.train) / (4 * counts))
+    with pytest.warns(StoreWarning):
+        assert train(store, clf, block_rows=32)[0].pipeline[-1].class_weight is None
+
+
+def test_a_class_whose_files_are_all_gone_leaves_the_others_their_own_names(elpv, tmp_path):
+    """The first class's folder deleted after extraction: the model's classes are the three left, each test file
+    counted as the class of its folder (class names were taken by position: the first class came back)."""
+    store = store_beside(elpv, tmp_path, lambda name, i: name != "defective")
+    with pytest.warns(StoreWarning, match=f"{PER_CLASS} files no longer on disk"):
+        bundle, report = train(store, "logreg")
+    assert bundle.classes == ["functional", "likely_defective", "possibly_defective"] == report.classes
+    outcomes = report.outcomes
+    assert len(outcomes.paths) == report.details["n_test"] > 0
+    assert [bundle.classes[t] for t in outcomes.true] == [Path(path).parent.name for path in outcomes.paths]
+
+
+def test_evaluating_a_folder_of_one_class_counts_it_under_its_own_name(elpv, model, tmp_path, monkeypatch):
+    """A folder of functional cells only: its images are functional for the model too (the folder's classes
+    were matched to the model's by position, so they counted as defective)."""
+    monkeypatch.setenv("FEATX_CACHE", str(elpv["root"] / "eval-cache"))
+    shutil.copytree(elpv["heldout"] / "functional", tmp_path / "only" / "functional")
+    report, _ = load_bundle(model).evaluate(tmp_path / "only", progress=False)
+    support = {name: row["support"] for name, row in report.metrics["per_class"].items()}
+    assert support == {name: HELD_OUT if name == "functional" else 0 for name in report.classes}
+    assert report.metrics["absent_classes"] == ["defective", "likely_defective", "possibly_defective"]
+    assert {report.classes[t] for t in report.outcomes.true} == {"functional"}
+
+
+def test_store_rows_come_in_the_order_asked_and_predictions_in_the_files_order(elpv, model):
+    """FeatureStore.rows in any order, with repeats, is the rows read one by one; predict on training files in
+    the reverse of their row order gives each file the probabilities of its own features."""
+    with FeatureStore.open(elpv["store"]) as store:
+        asked = [5, 0, 3, 0, 17]
+        np.testing.assert_array_equal(store.rows(asked), np.vstack([store.rows([row]) for row in asked]))
+        files, loaded = store.files(), store.load()
+        paths = sorted(files, key=lambda path: files[path][0])[:12][::-1]  # rows 11 ... 0: reading sorts them
+        x = loaded.features[[list(loaded.paths).index(path) for path in paths]]
+    bundle = load_bundle(model)
+    predictions, sources = bundle.predict(paths, progress=False)
+    assert sources.n_read == len(paths) and predictions.paths == paths
+    np.testing.assert_allclose(predictions.scores, bundle.pipeline.predict_proba(x), rtol=1e-5, atol=1e-7)

@@ -157,6 +157,42 @@ def test_every_candidate_is_scored_on_the_test_part_after_the_choice(tmp_path, m
     assert averaged.cv_mean == pytest.approx(np.mean(folds)) and averaged.cv_std == pytest.approx(np.std(folds))
 
 
+def test_the_concatenation_is_cross_validated_on_each_space_standardised_and_weighted_by_its_width(
+        compared, elpv_folder, monkeypatch):
+    """The concat row's CV, rebuilt by hand from the stores' features on the same folds: each space standardised
+    (its scale learned on the fold's training images) and weighted 1/sqrt(width), so a space of large raw values
+    or many columns does not drown the other; the same features side by side as they are score otherwise."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from featx.classify._classifiers import CLASSIFIERS
+    from featx.comparing._candidates import Split
+    from featx.images._inputs import find_images
+
+    comparison, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+    concat = next(row for row in comparison.rows if row.candidate.startswith("concat("))
+    sizes = re.findall(r"(\d+)px", concat.candidate)
+    assert sorted(sizes) == ["32", "48"]  # in the order the concatenation put them: the best space first
+    split = Split.of(find_images(elpv_folder), 0.25, 0, cv=2)
+    spaces = [featx.PretrainedFeatures(image_size=int(size), engine="torch").fit_transform(list(split.paths))
+              for size in sizes]
+    edges = np.cumsum([0] + [x.shape[1] for x in spaces])
+    blocks = {f"space{i}": list(range(a, b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))}
+    scale = ColumnTransformer([(name, StandardScaler(), cols) for name, cols in blocks.items()],
+                              transformer_weights={name: 1 / np.sqrt(len(cols)) for name, cols in blocks.items()})
+    searched = GridSearchCV(Pipeline([("scale", scale), ("clf", LogisticRegression(max_iter=3000, random_state=0))]),
+                            {"clf__C": list(CLASSIFIERS["logreg"].grid)}, scoring="balanced_accuracy",
+                            cv=split.folds(2, 0)).fit(np.hstack(spaces)[split.train], split.labels[split.train])
+    best = searched.best_index_
+    assert concat.dim == edges[-1]
+    assert concat.cv_mean == pytest.approx(searched.cv_results_["mean_test_score"][best])
+    assert concat.cv_std == pytest.approx(searched.cv_results_["std_test_score"][best])
+
+
 def test_scoring_accuracy_ranks_by_plain_accuracy(compared, elpv_folder, tmp_path, monkeypatch):
     comparison, cache, _ = compared
     monkeypatch.setenv("FEATX_CACHE", str(cache))
@@ -780,6 +816,29 @@ def test_files_left_out_of_the_split_or_ignored_in_the_split_csv_are_said(compar
     listing.write_text(f"{cells[0]}\n{tmp_path / 'missing.png'}\n")
     with pytest.raises(featx.errors.BadInputError, match=r"the split CSV names 1 file\(s\) that cannot be read: .*missing\.png"):
         Split.of(find_images(elpv_copy), 0.25, 0, test_files=find_images(listing), cv=2)
+
+
+def test_copies_of_a_cell_under_other_names_are_one_image_of_the_split(elpv_copy):
+    """A copy (the same bytes, another name) is one image of the comparison: counted once, and never on both
+    sides of the split, or the test part would score images the candidates were trained on."""
+    import shutil
+
+    from featx.comparing._candidates import Split
+    from featx.images._content import content_keys
+    from featx.images._inputs import find_images
+
+    cells = sorted(elpv_copy.glob("*/*.png"))
+    for cell in cells[::2]:
+        shutil.copy(cell, cell.with_name(f"copy of {cell.name}"))
+    images = find_images(elpv_copy)
+    assert len(images) == len(cells) + len(cells[::2])
+    distinct = {hashed.key for hashed in content_keys(images.paths)}
+    split = Split.of(images, 0.25, 0, cv=2)
+    key = {path: hashed.key for path, hashed in zip(split.paths, content_keys(split.paths))}
+    assert len(split.paths) == len(distinct) and sorted(key.values()) == sorted(distinct)
+    assert list(split.keys) == [key[path] for path in split.paths]
+    assert len(split.train) + len(split.test) == len(distinct)
+    assert not {key[split.paths[i]] for i in split.train} & {key[split.paths[i]] for i in split.test}
 
 
 def test_weights_files_of_one_name_in_two_folders_are_told_apart():

@@ -428,14 +428,48 @@ def test_a_fold_too_small_for_its_validation_split_is_refused_before_any_trainin
 
 def test_patience_counts_all_layer_epochs_only(cells, tmp_path, monkeypatch):
     """The best epoch a head-only one (here the first): the run stops after `patience` all-layer epochs without a
-    better one, not after patience epochs counted from the warm-up (which stopped it after one all-layer epoch)."""
-    from featx.finetuning._loop import Trainer
+    better one, not after patience epochs counted from the warm-up (which stopped it after one all-layer epoch).
+    The file holds that best epoch's weights, not the last epoch's (each epoch's are taken from its checkpoint)."""
+    from featx.finetuning._loop import Trainer, TrainState
 
     accuracies = iter([0.9] + [0.5] * 20)
     monkeypatch.setattr(Trainer, "validate", lambda self: (1.0, next(accuracies)))
+    after, save = {}, TrainState.save
+
+    def spy(state, path):  # the model after each epoch, as its checkpoint holds it
+        after[state.epoch] = state.model
+        save(state, path)
+
+    monkeypatch.setattr(TrainState, "save", spy)
     result = featx.finetune(cells, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=3, epochs=6, patience=2,
                             batch_size=8, val_size=0.25, workers=0, progress=False)
     assert [row["phase"] for row in result.history] == ["head"] * 3 + ["all"] * 2 and result.best_epoch == 1
+    saved = load_file(result.path)
+    assert sorted(after) == [1, 2, 3, 4, 5] and saved.keys() == after[1].keys()
+    assert [k for k in saved if not torch.equal(saved[k], after[1][k])] == []
+    assert [k for k in saved if not torch.equal(saved[k], after[5][k])]  # the last epoch's differ
+
+
+def test_every_training_batch_is_augmented_as_configured(cells, tmp_path, monkeypatch):
+    """Each training step's batch goes through `augment` with the configured kind and jitter before the network
+    sees it, in both phases; validation images never do (the run's own augment and jitter, not the defaults)."""
+    import math
+
+    from featx.finetuning import _loop
+
+    seen, augment = [], _loop.augment
+
+    def spy(x, how, jitter, generator):
+        seen.append((len(x), how, jitter))
+        return augment(x, how, jitter, generator)
+
+    monkeypatch.setattr(_loop, "augment", spy)
+    result = featx.finetune(cells, out=tmp_path / "m.safetensors", image_size=32, freeze_epochs=1, epochs=1,
+                            batch_size=8, val_size=0.25, augment="flip", jitter=0.2, workers=0, progress=False)
+    n_train = load_finetuned(result.path).metadata["n_train"]
+    per_epoch = n_train - (n_train % 8 == 1)  # a last batch of one image is left out
+    assert {(how, jitter) for _, how, jitter in seen} == {("flip", 0.2)}
+    assert len(seen) == 2 * math.ceil(per_epoch / 8) and sum(size for size, _, _ in seen) == 2 * per_epoch
 
 
 def test_freeze_until_none_in_any_case_trains_every_layer(cells, tmp_path):

@@ -41,6 +41,17 @@ def test_csv_with_header_and_relative_paths(tmp_path):
     assert images.classes == ["ant", "zebra"] and images.labels.tolist() == [1, 0]
 
 
+def test_a_csv_label_is_its_second_column_whatever_columns_follow(tmp_path):
+    """path,label,... : the label is the second cell, not the last (ELPV's labels.csv and compare's --group-column
+    files carry a third column, a group such as the cell type)."""
+    touch(tmp_path / "a.png")
+    touch(tmp_path / "b.png")
+    (tmp_path / "list.csv").write_text("a.png,ant,mono\nb.png,bee,poly\n")
+    images = find_images(tmp_path / "list.csv")
+    assert [os.path.basename(p) for p in images.paths] == ["a.png", "b.png"]
+    assert images.classes == ["ant", "bee"] and images.labels.tolist() == [0, 1]
+
+
 @pytest.mark.parametrize("first", ["image/1.png", "image-1.png", "path/x.png", "file_2", "Image 3.jpg"])
 def test_a_first_row_whose_path_starts_like_a_header_is_a_row(tmp_path, first):
     """Only a first cell that names no image is a header: image/1.png was dropped as one."""
