@@ -3,11 +3,15 @@ featx's models hold, a file named .skops is only read by skops, a pickle only wi
 import json
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.neighbors import KDTree, KNeighborsClassifier
+from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from click.testing import CliRunner, Result
 from conftest import synthetic_space
@@ -82,6 +86,38 @@ def crafted_skops(model: Path, out: Path, marker: Path) -> Path:
         for name, data in members.items():
             z.writestr(name, data)
     return out
+
+
+def with_pipeline(model: Path, pipeline: Pipeline, out: Path, **extra) -> Path:
+    """`model` (a genuine featx model) with `pipeline` instead of its own, and `extra` entries."""
+    io = skops_io()
+    io.dump({**io.load(model, trusted=list(TRUSTED_TYPES)), "pipeline": pipeline, **extra}, out)
+    return out
+
+
+def test_a_crafted_knn_tree_is_rebuilt_never_read(work, tmp_path):
+    """A knn whose KD-tree indexes rows far past its data (its types all trusted) crashed predict with a segfault:
+    scikit-learn never checks a loaded tree. Loading rebuilds it from the model's own rows. In a fresh process:
+    a crash would kill this one."""
+    with FeatureStore.open(work / "s.h5") as store:
+        x, labels = store.load()[:2]
+    knn = KNeighborsClassifier(3, algorithm="kd_tree").fit(x, labels)
+    genuine = with_pipeline(work / "m.skops", Pipeline([("clf", knn)]), tmp_path / "knn.skops")
+    state = list(knn._tree.__getstate__())
+    state[1] = state[1] + 2**40  # idx_array: the rows of each leaf
+    knn._tree.__setstate__(tuple(state))
+    evil = with_pipeline(work / "m.skops", Pipeline([("clf", knn)]), tmp_path / "evil.skops")
+    command = [sys.executable, "-c", "from featx.cli import main; main()", "predict", str(evil), str(work / "cells"), "-q"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == featx("predict", genuine, work / "cells", "-q").stdout
+
+
+def test_a_tree_outside_a_neighbours_model_is_refused(work, tmp_path):
+    evil = with_pipeline(work / "m.skops", load_bundle(work / "m.skops").pipeline, tmp_path / "evil.skops",
+                         x=KDTree(np.zeros((4, 2))))
+    with pytest.raises(FeatxError, match="refusing to load .*evil.skops: it holds a search tree outside a neighbours"):
+        load_bundle(evil)
 
 
 class Payload:
