@@ -1,6 +1,6 @@
 """Loading a model file never runs code it holds (issue #25, points 0 and 1): skops trusts exactly the types
 featx's models hold, a file named .skops is only read by skops, a pickle only with --unsafe-pickle. What a file
-states is checked before it is used: a search tree is rebuilt, sizes are bounded."""
+states is checked before it is used: a search tree is rebuilt, sizes are bounded, a pipeline must say its width."""
 import json
 import os
 import pickle
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KDTree, KNeighborsClassifier
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 from click.testing import CliRunner, Result
 from conftest import synthetic_space
@@ -175,6 +176,18 @@ def test_a_huge_crop_in_any_file_is_refused_in_one_line_naming_it(work, tmp_path
     for path in (finetuned, model):
         result = featx("predict", path, work / "cells", "-q")
         assert result.exit_code == 1 and result.output.count("\n") == 1 and said in result.output
+
+
+def test_a_pipeline_that_does_not_say_its_width_is_one_line(work, tmp_path):
+    """A first step never fitted (a FunctionTransformer of a ufunc, all its types trusted) has no n_features_in_:
+    predict and evaluate failed with a traceback where they size the features."""
+    pipeline = load_bundle(work / "m.skops").pipeline
+    model = variant(work / "m.skops", tmp_path / "m.skops",
+                    pipeline=Pipeline([("f", FunctionTransformer(np.positive)), *pipeline.steps]))
+    for command in ("predict", "evaluate"):
+        result = featx(command, model, work / "cells", "-q")
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert f"{model} is a damaged featx model" in result.output and "n_features_in_" in result.output
 
 
 class Payload:

@@ -37,7 +37,7 @@ from featx.errors import (
 from featx.features._space import FeatureSpace
 from featx.features._store import FeatureStore
 from featx.images._inputs import ImageList
-from featx.names import MODEL_FORMATS
+from featx.names import MODEL_FORMATS, AtLeast
 from featx.reports._figures import map_rows
 from featx.reports._report import Outcomes, Report, metrics
 
@@ -74,7 +74,7 @@ class ModelBundle:
     @property
     def width(self) -> int:
         """The number of features of `space` (the pipeline's input for a single-space model)."""
-        return self.info.get("width", self.pipeline.n_features_in_)
+        return self.info["width"] if "width" in self.info else self.pipeline.n_features_in_
 
     def parts(self) -> list[ModelBundle]:
         """One bundle per feature space, each with its own store, weights file and width (the pipeline shared)."""
@@ -391,6 +391,11 @@ def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Mode
         )
         if len(bundle.classes) != len(bundle.pipeline.classes_):
             raise ValueError(f"{len(bundle.classes)} class names for {len(bundle.pipeline.classes_)} classes")
+        # each width sizes the features before any prediction: a pipeline whose first step was never fitted (the
+        # AttributeError of n_features_in_) failed there with a traceback
+        for part in bundle.parts():
+            if not AtLeast(1).accepts(part.width):
+                raise ValueError(f"its pipeline takes {part.width!r} features")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # json's JSONDecodeError is a ValueError
         raise FeatxError(f"{path} is a damaged featx model ({type(exc).__name__}: {exc}): save it again with featx fit") from None
     return bundle
