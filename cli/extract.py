@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from featx.names import parameter_choices
+from featx.names import MAX_IMAGE_SIZE, parameter_choices
 
 from . import options
 from .errors import exit_if_nothing_usable, user_errors
@@ -17,7 +17,7 @@ from .errors import exit_if_nothing_usable, user_errors
 @options.weights
 @click.option("--layer", help="Feature layer(s), comma-separated module names; default: the last feature map.")
 @options.pooling
-@click.option("--image-size", type=click.IntRange(min=1), metavar="N",
+@click.option("--image-size", type=click.IntRange(1, MAX_IMAGE_SIZE), metavar="N",
               help="Resize the shorter side to N (both sides for weights that squash) and centre-crop N x N (default: the "
                    "weights' own resize and crop).")
 @options.tta

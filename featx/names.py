@@ -28,6 +28,10 @@ SCHEDULES = ("onecycle", "cosine")  # fine-tuning learning-rate schedules
 DEFAULT_BATCH_SIZE = 64
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state takes no other
 COMPARE_TEST_SIZE = 0.25  # featx compare's test part, unless a split CSV names it
+# The largest image size (resize, crop) featx applies or reads from a file: 4x the largest input of any pretrained
+# network it loads (timm's 1,024 px SAM and Sapiens ViTs). A crafted fine-tuned file's crop of 60,000 made each
+# decode worker try 10.8 GB an image; a batch of 64 at this bound is still 13 GB in float32.
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -46,15 +50,17 @@ class Options:
 
 @dataclass(frozen=True)
 class AtLeast:
-    """An integer (not a bool) >= `low`."""
+    """An integer (not a bool) >= `low` (and <= `high`, when given)."""
 
     low: int
+    high: int | None = None
 
     def accepts(self, value: object) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= self.low
+        return (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= self.low
+                and (self.high is None or value <= self.high))
 
     def __str__(self) -> str:
-        return f"an integer >= {self.low}"
+        return f"an integer >= {self.low}" if self.high is None else f"an integer from {self.low} to {self.high}"
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ PARAMETERS: dict[str, tuple[Constraint, ...]] = {
     "weights": (NONE, InstanceOf(_PATH, "'random', a weights file or a named variant")),
     "layer": (NONE, InstanceOf((str, list, tuple), "node name(s): 'a,b' or ['a', 'b']")),
     "pooling": (Options(POOLINGS, "pooling"),),
-    "image_size": (NONE, AtLeast(1)),
+    "image_size": (NONE, AtLeast(1, MAX_IMAGE_SIZE)),
     "tta": (Options(TTAS, "test-time augmentation (tta)"),),
     "decode": (NONE, Options(DECODES, "decode mode")),
     "engine": (Options(ENGINES, "engine"),),

@@ -104,9 +104,10 @@ def test_transformer_params_clone_and_set_like_any_other(cat, tmp_path):
 
 @pytest.mark.parametrize("params, message", [
     ({"tta": "flips"}, "unknown test-time augmentation \\(tta\\) 'flips'; valid names: none, d4"),
-    ({"image_size": 0}, "image_size must be None or an integer >= 1, got 0"),
-    ({"image_size": "300"}, "image_size must be None or an integer >= 1, got '300'"),
-    ({"image_size": True}, "image_size must be None or an integer >= 1, got True"),
+    ({"image_size": 0}, "image_size must be None or an integer from 1 to 4096, got 0"),
+    ({"image_size": "300"}, "image_size must be None or an integer from 1 to 4096, got '300'"),
+    ({"image_size": True}, "image_size must be None or an integer from 1 to 4096, got True"),
+    ({"image_size": 4097}, "image_size must be None or an integer from 1 to 4096, got 4097"),  # what a file may state
 ])
 def test_bad_values_are_clear_value_errors(params, message, cat):
     with pytest.raises(ValueError, match=message):

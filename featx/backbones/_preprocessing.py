@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
@@ -10,12 +12,14 @@ import numpy as np
 from PIL import Image
 
 from featx.images._decode import decode as decode_image
-from featx.names import validate_parameters
+from featx.errors import BadInputError
+from featx.names import DECODES, MAX_IMAGE_SIZE, AtLeast, Options, validate_parameters
 
 if TYPE_CHECKING:
     import torch
 
 _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+INTERPOLATIONS = (*_PIL_FILTERS, "nearest")  # what `resize_crop` applies (nearest: through torchvision)
 
 # How images larger than the network needs are decoded: "full" (the legacy mode) decodes every pixel;
 # "reduced" decodes a JPEG at 1/2-1/8 scale (libjpeg's DCT scaling) as long as its shorter side stays at
@@ -32,6 +36,29 @@ REDUCING_GAP = 3.0  # then Image.reduce while the crop stays >= this x the outpu
 # then the centre crop: torchvision's and most timm weights'); "squash" resizes both sides to `resize`, the whole
 # image in the crop when resize == crop (131 of timm's 1,826 pretrained tags, mostly 384 px fine-tunes).
 CROP_MODES = ("center", "squash")
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """Three finite numbers (one a channel), all > 0 when `positive` (a constraint as those of featx.names)."""
+
+    positive: bool = False
+
+    def accepts(self, value: object) -> bool:
+        return (len(value) == 3 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                                        and (v > 0 or not self.positive) for v in value))
+
+    def __str__(self) -> str:
+        return f"three finite numbers{' > 0' if self.positive else ''}"
+
+
+_SIZE = AtLeast(1, MAX_IMAGE_SIZE)
+# What a file's preprocessing may say: its values size and shape every image decoded
+_FILE_VALUES = {
+    "resize": _SIZE, "crop": _SIZE,
+    "interpolation": Options(INTERPOLATIONS, "interpolation"), "mean": _Channels(), "std": _Channels(positive=True),
+    "decode": Options(DECODES, "decode mode"), "crop_mode": Options(CROP_MODES, "crop mode"),
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +88,13 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, entry: dict, decode: str = LEGACY_DECODE) -> Preprocessing:
-        """The preprocessing `as_dict` wrote (in a feature space or a fine-tuned network's metadata)."""
-        return cls(**{**entry, "mean": tuple(entry["mean"]), "std": tuple(entry["std"])}, decode=decode)
+        """The preprocessing `as_dict` wrote (in a feature space or a fine-tuned network's metadata), each value
+        checked, as it comes from a file: a BadInputError says which is wrong (the caller names the file)."""
+        pre = cls(**{**entry, "mean": tuple(entry["mean"]), "std": tuple(entry["std"])}, decode=decode)
+        for name, allowed in _FILE_VALUES.items():
+            if not allowed.accepts(getattr(pre, name)):
+                raise BadInputError(f"its preprocessing's {name} must be {allowed}, got {getattr(pre, name)!r}")
+        return pre
 
     def at_size(self, size: int | None) -> Preprocessing:
         """Shorter side (both sides when squashing) resized to `size`, centre crop `size` x `size` (no margin); None:

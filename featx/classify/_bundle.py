@@ -37,7 +37,7 @@ from featx.errors import (
 from featx.features._space import FeatureSpace
 from featx.features._store import FeatureStore
 from featx.images._inputs import ImageList
-from featx.names import MODEL_FORMATS
+from featx.names import MODEL_FORMATS, AtLeast
 from featx.reports._figures import map_rows
 from featx.reports._report import Outcomes, Report, metrics
 
@@ -48,7 +48,7 @@ FORMAT = "featx-model/1"
 # The types of featx's models that skops does not trust by default: knn's KD-tree and its metric, and the Platt
 # scaling of a linsvm member of compare's averaged fusion (tests check this against a model of every classifier
 # and such a member). Exact names, never prefixes: "numpy." admitted numpy.testing._private.utils.runstring,
-# which a crafted file called to run any code.
+# which a crafted file called to run any code. The tree is admitted only to be replaced (`_rebuild_trees`).
 TRUSTED_TYPES = ("sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree",
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
                  "sklearn.model_selection._split.StratifiedKFold")  # the Platt scaling's shuffled inner folds
@@ -74,7 +74,7 @@ class ModelBundle:
     @property
     def width(self) -> int:
         """The number of features of `space` (the pipeline's input for a single-space model)."""
-        return self.info.get("width", self.pipeline.n_features_in_)
+        return self.info["width"] if "width" in self.info else self.pipeline.n_features_in_
 
     def parts(self) -> list[ModelBundle]:
         """One bundle per feature space, each with its own store, weights file and width (the pipeline shared)."""
@@ -301,11 +301,44 @@ def _load_skops(path: Path) -> object:
         if refused:
             raise FeatxError(f"refusing to load {path}: it holds types a featx model never holds, which could run "
                              f"code: {', '.join(refused)}")
-        return io.load(path, trusted=list(TRUSTED_TYPES))
+        state = io.load(path, trusted=list(TRUSTED_TYPES))
+        _rebuild_trees(state, path, set())
+        return state
     except FeatxError:
         raise
     except Exception as exc:
         raise FeatxError(f"cannot read model file {path}: {exc}") from exc
+
+
+def _rebuild_trees(obj: object, path: Path, seen: set[int]) -> None:
+    """Give each neighbours model within `obj` a search tree built from its own training rows, and refuse a tree
+    anywhere else: scikit-learn never checks a loaded tree's arrays (skops trusts no tree for this reason), and a
+    crafted KD-tree indexing rows past its data made predict read outside memory (a segfault). featx's knn holds
+    a KD-tree (15 features or fewer), so its files load, their tree rebuilt exactly as fit built it."""
+    from sklearn.neighbors import BallTree, KDTree
+    from sklearn.neighbors._base import NeighborsBase
+
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, (KDTree, BallTree)):
+        raise FeatxError(f"refusing to load {path}: it holds a search tree outside a neighbours model")
+    if isinstance(obj, NeighborsBase) and hasattr(obj, "_tree"):
+        tree = {"kd_tree": KDTree, "ball_tree": BallTree}.get(getattr(obj, "_fit_method", None))
+        # as NeighborsBase._fit builds it; the brute method holds none
+        obj._tree = tree and tree(obj._fit_X, obj.leaf_size, metric=obj.effective_metric_,
+                                  **obj.effective_metric_params_)
+        seen.add(id(obj._tree))  # built here: not the file's
+    if isinstance(obj, dict):
+        children = obj.values()
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = obj
+    elif isinstance(obj, np.ndarray):
+        children = obj.ravel() if obj.dtype == object else ()
+    else:
+        children = getattr(obj, "__dict__", {}).values()
+    for child in children:
+        _rebuild_trees(child, path, seen)
 
 
 def _load_pickle(path: Path) -> object:
@@ -358,6 +391,11 @@ def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Mode
         )
         if len(bundle.classes) != len(bundle.pipeline.classes_):
             raise ValueError(f"{len(bundle.classes)} class names for {len(bundle.pipeline.classes_)} classes")
+        # each width sizes the features before any prediction: a pipeline whose first step was never fitted (the
+        # AttributeError of n_features_in_) failed there with a traceback
+        for part in bundle.parts():
+            if not AtLeast(1).accepts(part.width):
+                raise ValueError(f"its pipeline takes {part.width!r} features")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # json's JSONDecodeError is a ValueError
         raise FeatxError(f"{path} is a damaged featx model ({type(exc).__name__}: {exc}): save it again with featx fit") from None
     return bundle

@@ -115,6 +115,12 @@ def load_finetuned(path: str | os.PathLike) -> FineTuned:
     metadata = safetensors_metadata(path) if is_safetensors(path) else {}
     if metadata.get("format") != FINETUNED_FORMAT:
         raise FeatxError(f"{path} is not a fine-tuned network (written by featx finetune)")
+    from featx.backbones._preprocessing import Preprocessing
+
+    try:  # checked before any work: its sizes decide what each decode worker allocates
+        Preprocessing.from_dict(metadata["preprocessing"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FeatxError(f"{path} is a damaged fine-tuned network ({type(exc).__name__}: {exc})") from None
     return FineTuned(path, metadata)
 
 
