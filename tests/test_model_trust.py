@@ -190,6 +190,18 @@ def test_a_pipeline_that_does_not_say_its_width_is_one_line(work, tmp_path):
         assert f"{model} is a damaged featx model" in result.output and "n_features_in_" in result.output
 
 
+def test_a_width_that_is_not_the_pipelines_is_one_line(work, tmp_path):
+    """The width a model file states sizes the features of every image before any prediction: one written by
+    hand past what the pipeline takes (10**12) would ask for arrays nothing can hold."""
+    import json
+
+    info = json.loads(skops_io().load(work / "m.skops", trusted=list(TRUSTED_TYPES))["info"])
+    model = variant(work / "m.skops", tmp_path / "m.skops", info=json.dumps({**info, "width": 10**12}))
+    result = featx("predict", model, work / "cells", "-q")
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert f"{model} is a damaged featx model" in result.output and "its pipeline takes" in result.output
+
+
 class Payload:
     """Unpickling this creates the marker file."""
 

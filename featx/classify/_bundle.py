@@ -396,6 +396,10 @@ def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Mode
         for part in bundle.parts():
             if not AtLeast(1).accepts(part.width):
                 raise ValueError(f"its pipeline takes {part.width!r} features")
+        # and they are the pipeline's: a width written by hand (10**12) sized arrays nothing could hold
+        stated, total = getattr(bundle.pipeline, "n_features_in_", None), sum(part.width for part in bundle.parts())
+        if stated is not None and stated != total:
+            raise ValueError(f"its feature spaces give {total} features, its pipeline takes {stated}")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # json's JSONDecodeError is a ValueError
         raise FeatxError(f"{path} is a damaged featx model ({type(exc).__name__}: {exc}): save it again with featx fit") from None
     return bundle
