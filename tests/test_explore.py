@@ -32,15 +32,18 @@ def store(tmp_path_factory, elpv_folder) -> Path:
     return path
 
 
-def synthetic_store(path: Path, n: int, width: int, block: int = 10_000, labelled: bool = True, seed: int = 0) -> Path:
-    """A store of n random rows (files f000000.png...), committed in blocks, without a network."""
+def synthetic_store(path: Path, n: int, width: int, block: int = 10_000, labelled: bool = True, seed: int = 0,
+                    features: np.ndarray | None = None) -> Path:
+    """A store of n random rows, or of `features` (n x width), one file f000000.png... per row (labels a, b in
+    turn), committed in blocks, without a network."""
     rng = np.random.default_rng(seed)
     with FeatureStore.create_or_open(path, synthetic_space()) as opened:
         opened.commit(classes=["a", "b"])
         for start in range(0, n, block):
             rows = range(start, min(n, start + block))
             opened.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in rows],
-                          features=rng.normal(size=(len(rows), width)).astype(np.float32),
+                          features=(rng.normal(size=(len(rows), width)) if features is None
+                                    else features[rows.start : rows.stop]).astype(np.float32),
                           files=[(f"f{i:06d}.png", i, i % 2 if labelled else -1) for i in rows])
     return path
 
@@ -413,15 +416,6 @@ def test_the_neighbours_are_those_of_a_brute_force_search_exact_or_indexed(tmp_p
     assert recall >= 0.95 and [rows[0] for rows in indexed] == list(expected[:, 0])
 
 
-def store_of(path: Path, features: np.ndarray) -> Path:
-    """A store of these features, one file f000000.png... per row (labels a, b in turn), without a network."""
-    with FeatureStore.create_or_open(path, synthetic_space()) as opened:
-        opened.commit(classes=["a", "b"])
-        opened.commit(keys=[f"{i:0{KEY_LENGTH}d}" for i in range(len(features))], features=features.astype(np.float32),
-                      files=[(f"f{i:06d}.png", i, i % 2) for i in range(len(features))])
-    return path
-
-
 def test_rows_that_are_not_finite_take_no_neighbours_place(tmp_path):
     """NaN rows (a store featx info --check reports): argpartition ranked NaN first, so an exact search for 4
     neighbours with 4 NaN rows found none; the exact search and the audit's neighbours skip them."""
@@ -431,7 +425,7 @@ def test_rows_that_are_not_finite_take_no_neighbours_place(tmp_path):
     features = np.random.default_rng(0).normal(size=(12, 4))
     features[5:9] = np.nan
     finite = np.flatnonzero(np.isfinite(features).all(axis=1))
-    path = store_of(tmp_path / "s.h5", features)
+    path = synthetic_store(tmp_path / "s.h5", *features.shape, features=features)
     queries = unit_rows(features[[0, 3]])
     expected = brute_force(features[finite], queries, np.array([0, 3]), 4)
     with FeatureStore.open(path) as opened:
@@ -603,10 +597,11 @@ def test_a_map_leaves_out_rows_that_are_not_finite_and_says_so(tmp_path):
     from featx.classify._fitting import fit as train
 
     rng = np.random.default_rng(0)
-    model = train(store_of(tmp_path / "fine.h5", rng.normal(size=(20, 4))), "logreg", cv=2)[0].save(tmp_path / "m.skops")
+    fine = synthetic_store(tmp_path / "fine.h5", 20, 4, features=rng.normal(size=(20, 4)))
+    model = train(fine, "logreg", cv=2)[0].save(tmp_path / "m.skops")
     features = rng.normal(size=(20, 4))
     features[[3, 7, 8]] = np.nan
-    path = store_of(tmp_path / "s.h5", features)
+    path = synthetic_store(tmp_path / "s.h5", *features.shape, features=features)
     out = tmp_path / "map.html"
     result = CliRunner().invoke(main, ["map", str(path), "--color", "prediction", "--model", str(model), "--out", str(out)])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output

@@ -393,11 +393,11 @@ def load_bundle(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> Mode
             raise ValueError(f"{len(bundle.classes)} class names for {len(bundle.pipeline.classes_)} classes")
         # each width sizes the features before any prediction: a pipeline whose first step was never fitted (the
         # AttributeError of n_features_in_) failed there with a traceback
-        for part in bundle.parts():
-            if not AtLeast(1).accepts(part.width):
-                raise ValueError(f"its pipeline takes {part.width!r} features")
+        widths = [part.width for part in bundle.parts()]
+        if bad := [width for width in widths if not AtLeast(1).accepts(width)]:
+            raise ValueError(f"its pipeline takes {bad[0]!r} features")
         # and they are the pipeline's: a width written by hand (10**12) sized arrays nothing could hold
-        stated, total = getattr(bundle.pipeline, "n_features_in_", None), sum(part.width for part in bundle.parts())
+        stated, total = getattr(bundle.pipeline, "n_features_in_", None), sum(widths)
         if stated is not None and stated != total:
             raise ValueError(f"its feature spaces give {total} features, its pipeline takes {stated}")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # json's JSONDecodeError is a ValueError

@@ -214,8 +214,8 @@ def _fit_streaming(
     for rows, x in _blocks(store, n_rows, block_rows, None):
         idx, x = labelled(rows, x)
         for f, scaler in scalers.items():
-            if trained_on(idx, f).any():
-                scaler.partial_fit(x[trained_on(idx, f)])
+            if (use := trained_on(idx, f)).any():
+                scaler.partial_fit(x[use])
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         for rows, x in _blocks(store, n_rows, block_rows, rng):

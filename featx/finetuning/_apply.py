@@ -1,6 +1,7 @@
 """Predict and evaluate with a fine-tuned network's own head (the safetensors files `featx finetune` writes)."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,8 +39,9 @@ class FineTuned:
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
 
-    @property
+    @functools.cached_property
     def preprocessing(self) -> Preprocessing:
+        """Read once, when the file is loaded (`load_finetuned` checks it there)."""
         from featx.backbones._preprocessing import Preprocessing
 
         return Preprocessing.from_dict(self.metadata["preprocessing"])
@@ -115,13 +117,12 @@ def load_finetuned(path: str | os.PathLike) -> FineTuned:
     metadata = safetensors_metadata(path) if is_safetensors(path) else {}
     if metadata.get("format") != FINETUNED_FORMAT:
         raise FeatxError(f"{path} is not a fine-tuned network (written by featx finetune)")
-    from featx.backbones._preprocessing import Preprocessing
-
-    try:  # checked before any work: its sizes decide what each decode worker allocates
-        Preprocessing.from_dict(metadata["preprocessing"])
+    network = FineTuned(path, metadata)
+    try:  # read and checked before any work: its sizes decide what each decode worker allocates
+        network.preprocessing
     except (KeyError, TypeError, ValueError) as exc:
         raise FeatxError(f"{path} is a damaged fine-tuned network ({type(exc).__name__}: {exc})") from None
-    return FineTuned(path, metadata)
+    return network
 
 
 def failures_summary(n: int, failures: list[tuple[str, str]]) -> str:
