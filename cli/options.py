@@ -88,7 +88,7 @@ def apply(*options: Callable[[Callable], Callable]) -> Callable[[Callable], Call
 # how a model's images are extracted (its feature space comes from the model)
 extraction_options = apply(
     unsafe_pickle,
-    click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash)."),
+    click.option("--weights", help="The weights file the model's store was extracted with (when named by a hash; in a fused model, the space that came from it)."),
     batch_size,
     workers,
     device,

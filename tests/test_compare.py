@@ -265,6 +265,37 @@ def test_a_fused_winner_holds_its_spaces_and_predicts_through_featx_predict(comp
     assert mapped.exit_code == 1 and "the model fuses 2 feature spaces" in mapped.output and "Traceback" not in mapped.output
 
 
+def test_a_fused_model_takes_its_moved_fine_tuned_file_for_that_space_and_refuses_an_unrelated_one(
+        elpv_folder, tmp_path, monkeypatch):
+    """`--weights FILE` serves the fused model's space that came from FILE; the pretrained one finds its own."""
+    from PIL import Image, ImageOps
+
+    _, listing = training_listing(elpv_folder, tmp_path)
+    tuned = featx.finetune(listing, out=tmp_path / "tuned.safetensors", image_size=32, freeze_epochs=1, epochs=0,
+                           batch_size=8, val_size=0, workers=0, progress=False).path
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    ranked = _compare._Run.leaderboard
+    monkeypatch.setattr(_compare._Run, "leaderboard",
+                        lambda run: sorted(ranked(run), key=lambda s: not s.row.candidate.startswith("concat")))
+    comparison = featx.compare(elpv_folder, weights=[tuned], out=tmp_path / "out", **{**SETTINGS, "image_sizes": [32]})
+    assert comparison.winner.candidate.startswith("concat") and "tuned.safetensors" in comparison.winner.candidate
+    new = tmp_path / "new"  # mirrored cells: in no store, so both spaces are extracted
+    new.mkdir()
+    for path in sorted(elpv_folder.glob("*/*.png"))[:3]:
+        ImageOps.mirror(Image.open(path)).save(new / path.name)
+    before = featx.load_model(comparison.model).predict(new)[0].scores
+    moved = tuned.rename(tmp_path / "moved.safetensors")
+    predicted = CliRunner().invoke(main, ["predict", str(comparison.model), str(new), "--weights", str(moved), "-q", "-w", "0"])
+    assert predicted.exit_code == 0, predicted.output
+    rows = list(csv.reader(io.StringIO(predicted.stdout)))[1:]
+    np.testing.assert_allclose(np.array([row[2:-1] for row in rows], dtype=float), before, rtol=1e-5, atol=1e-6)
+    unrelated = tmp_path / "other.safetensors"
+    unrelated.write_bytes(b"not these weights")
+    refused = CliRunner().invoke(main, ["predict", str(comparison.model), str(new), "--weights", str(unrelated), "-q"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert f"weights {unrelated}: none of the model's feature spaces comes from them" in refused.output
+
+
 @pytest.mark.parametrize("args, named", [
     (["--model", "efficientnet_lite0,no_such_net"], "no_such_net"),
     (["--clf", ""], "list of classifiers is empty"),

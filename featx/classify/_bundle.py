@@ -248,7 +248,9 @@ def _bundle_features(bundle: ModelBundle, images: ImageList, weights, tta: str,
         raise ParameterError(f"tta={tta!r} applies to a fine-tuned network; a fitted model's features use its "
                              f"feature space's own tta ({bundle.space.tta})")
     if bundle.extra_spaces:  # a fused model (featx compare): each space's features, side by side
-        done = [_bundle_features(part, images, weights, tta, **options) for part in bundle.parts()]
+        parts = bundle.parts()
+        done = [_bundle_features(part, images, part_weights, tta, **options)
+                for part, part_weights in zip(parts, _weights_of_parts(parts, weights))]
         return (np.hstack([features for features, _, _ in done]), np.logical_and.reduce([found for _, found, _ in done]),
                 Sources.joined([sources for *_, sources in done]))
     features = np.zeros((len(images), bundle.width), dtype=np.float32)
@@ -264,6 +266,25 @@ def _bundle_features(bundle: ModelBundle, images: ImageList, weights, tta: str,
         features[rest], found[rest], extracted = extract_aside(others, bundle.extractor(weights, device), bundle.dtype,
                                                                bundle.width, bundle.check_space, **options)
     return features, found, Sources(len(held), extracted, unused)
+
+
+def _weights_of_parts(parts: list[ModelBundle], weights: str | os.PathLike | None) -> list:
+    """`weights` for the parts of a fused model whose features came from them (its fine-tuned space among
+    pretrained ones, say), None for the others: they find their own weights."""
+    if weights is None:
+        return [None] * len(parts)
+    made = []
+    for part in parts:
+        try:
+            part.space.weights_source(weights)
+            made.append(True)
+        except FeatureSpaceMismatchError:
+            made.append(False)
+    if not any(made):
+        raise FeatureSpaceMismatchError(
+            f"weights {weights}: none of the model's feature spaces comes from them (they come from "
+            f"{', '.join(part.space.weights for part in parts)})")
+    return [weights if it else None for it in made]
 
 
 @contextlib.contextmanager
