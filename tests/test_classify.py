@@ -224,6 +224,22 @@ def test_fit_report_lists_the_unreadable_files_of_its_store(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("clf", ["logreg", "sgd"])
+def test_fit_leaves_out_rows_that_hold_nan_or_infinity_naming_them(tmp_path, clf):
+    """Rows a full disk damaged under an earlier version (featx info --check finds them) made fit raise
+    scikit-learn's "Input X contains NaN" with a traceback."""
+    import h5py
+
+    store = synthetic_store(tmp_path / "s.h5", [0, 1] * 12, ["a", "b"])
+    with h5py.File(store, "r+") as h5:
+        h5["features"][3, 2], h5["features"][8, 0] = np.nan, np.inf
+    with pytest.warns(StoreWarning, match=r"the features of 2 file\(s\) in .*s\.h5 hold NaN or infinity \(img3\.png "
+                                          r"\.\.\.\): featx info --check --repair .*; left out"):
+        bundle, report = train(store, clf, cv=2, test_size=0.25)
+    assert report.details["n_train"] + report.details["n_test"] == 22
+    assert "img3.png" not in report.outcomes.paths and "img8.png" not in report.outcomes.paths
+
+
 def test_evaluate_and_predict_on_new_images(elpv, model, tmp_path, monkeypatch):
     monkeypatch.setenv("FEATX_CACHE", str(elpv["root"] / "eval-cache"))
     runner = CliRunner()

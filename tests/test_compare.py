@@ -406,6 +406,46 @@ def test_a_candidate_scikit_learn_cannot_fit_is_reported_and_the_others_run(comp
     assert comparison.model.is_file()
 
 
+def test_a_space_whose_stored_features_hold_nan_fails_alone_in_one_line(compared, elpv_folder, tmp_path, monkeypatch):
+    """A store damaged by an earlier version: its candidate fails naming the remedy, the other wins (a NaN test
+    row made the winner's refit raise with a traceback; a NaN training row gave a "nan" CV score, fused)."""
+    import shutil
+
+    import h5py
+
+    from featx.features._store import FeatureStore
+
+    _, cache, _ = compared
+    copy = Path(shutil.copytree(cache, tmp_path / "cache"))
+    monkeypatch.setenv("FEATX_CACHE", str(copy))
+    for store in copy.rglob("*.h5"):
+        with FeatureStore.open(store) as opened:
+            wide = opened.space.crop == 48
+        if wide:
+            with h5py.File(store, "r+") as h5:
+                h5["features"][5, 7] = np.nan
+    comparison = featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
+    assert names(comparison) == SINGLES and comparison.winner.candidate == SINGLES[0]
+    error = comparison.rows[1].error
+    assert re.fullmatch(r"the features of 1 file\(s\) in .*\.h5 hold NaN or infinity \([^ ]+\.png\): "
+                        r"featx info --check --repair .*\.h5 copies the others into a new store, where featx extract "
+                        r"redoes them", error), error
+
+
+def test_a_winner_that_cannot_be_refitted_is_one_line_and_keeps_every_cv_score(compared, elpv_folder, tmp_path, monkeypatch):
+    _, cache, _ = compared
+    monkeypatch.setenv("FEATX_CACHE", str(cache))
+
+    def failing(run, scored, x=None):
+        raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
+
+    monkeypatch.setattr(_compare._Run, "tested", failing)
+    with pytest.raises(featx.errors.FeatxError, match=r"^the winner, .+, cannot be refitted on the training part: "
+                                                      r"Input X contains infinity .*; every candidate's CV scores are in "):
+        featx.compare(elpv_folder, out=tmp_path / "out", **SETTINGS)
+    assert len(list(csv.reader(open(tmp_path / "out" / "leaderboard.csv")))) == 1 + 4
+
+
 def test_an_image_no_network_can_read_is_left_out_by_name_and_the_candidates_run(compared, elpv_copy, tmp_path, monkeypatch):
     """A file with a PNG signature and no image after it fails the first space's extraction: it leaves the
     comparison (one line naming it), instead of failing every candidate."""
@@ -698,7 +738,7 @@ def test_an_unexpected_error_fails_its_candidate_only_and_one_that_stops_the_run
             raise MemoryError
         return searched(run, name, *args, **kwargs)
 
-    def averaged(run, best):  # as the method it stands for: the failed row is named after it
+    def averaged(run, best):  # the failed row is named as a fusion of that kind is
         raise RuntimeError("A task has failed to un-serialize.\nTraceback ...\nEOFError: Ran out of input")
 
     monkeypatch.setattr(_compare._Run, "search", failing)
@@ -710,7 +750,7 @@ def test_an_unexpected_error_fails_its_candidate_only_and_one_that_stops_the_run
 
     monkeypatch.setattr(_compare._Run, "search", searched)
     comparison = featx.compare(elpv_folder, out=tmp_path / "fused", **SETTINGS)
-    failed = next(row for row in comparison.rows if row.candidate.startswith("averaged("))
+    failed = next(row for row in comparison.rows if row.candidate == "average(2 best)")
     assert failed.error == "RuntimeError: A task has failed to un-serialize. (EOFError: Ran out of input)"
 
     def stopped(run, k):
@@ -872,6 +912,25 @@ def test_copies_of_a_cell_under_other_names_are_one_image_of_the_split(elpv_copy
     assert not {key[split.paths[i]] for i in split.train} & {key[split.paths[i]] for i in split.test}
 
 
+def test_one_weights_file_under_two_names_or_a_copy_is_one_candidate(elpv_folder, tmp_path, monkeypatch):
+    """Each made its own row and was fused with itself (the same columns twice)."""
+    import shutil
+
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))  # not the module's: its stores stay those of SETTINGS
+    _, listing = training_listing(elpv_folder, tmp_path)
+    tuned = featx.finetune(listing, out=tmp_path / "runA" / "tuned.safetensors", image_size=32, freeze_epochs=1,
+                           epochs=0, batch_size=8, val_size=0, workers=0, progress=False).path
+    copy = Path(shutil.copytree(tuned.parent, tmp_path / "runB")) / tuned.name
+    lines = []
+    comparison = featx.compare(elpv_folder, weights=[tuned, copy, tmp_path / "runA" / ".." / "runA" / tuned.name],
+                               out=tmp_path / "out", log=lines.append, **{**ONE_SPACE, "fuse": 3})
+    singles = [name for name in names(comparison) if not name.startswith(("average(", "concat("))]
+    assert sorted(singles) == [SINGLES[0], "efficientnet_lite0[tuned.safetensors] 32px avg / logreg"]
+    fusions = [row for row in comparison.rows if row.members]
+    assert len(fusions) == 2 and all(len(row.members) == 2 for row in fusions)
+    assert f"note: {copy} holds the same weights as {tuned}: compared once" in lines
+
+
 def test_weights_files_of_one_name_in_two_folders_are_told_apart():
     from featx.comparing._candidates import candidates
 
@@ -886,6 +945,10 @@ def test_weights_files_of_one_name_in_two_folders_are_told_apart():
     ({"seed": -1}, r"--seed must be between 0 and 4294967295, not -1"),
     ({"seed": 2**32, "split_csv": "test.csv"}, r"--seed must be between 0 and 4294967295, not 4294967296"),
     ({"fuse": 1}, r"--fuse must be 0 \(no fusion\) or a number of spaces from 2, not 1"),
+    ({"cv": 1}, r"--cv must be at least 2, not 1"),  # the checks of featx fit, the same words
+    ({"test_size": 1.5}, r"--test-size must be between 0 and 1, not 1.5"),
+    ({"n_jobs": 0}, r"--n-jobs 0 runs nothing"),  # every candidate failed in joblib before
+    ({"models": []}, r"nothing to compare: the list of models is empty"),  # the default model was compared
     ({"split_csv": "test.csv", "test_size": 0.3}, r"--split-csv names the test part: give neither --test-size nor a group"),
     ({"split_csv": "test.csv", "group": "(mono|poly)"}, r"--split-csv names the test part: give neither --test-size nor a group"),
 ])

@@ -16,8 +16,8 @@ import numpy as np
 
 from featx.classify._bundle import ModelBundle
 from featx.classify._classifiers import Classifier, RBFGram, class_scores, get_classifier
-from featx.errors import BadInputError, ParameterError, UnknownNameError
-from featx.features._store import FeatureStore
+from featx.errors import BadInputError, ParameterError, StoreWarning, UnknownNameError
+from featx.features._store import FeatureStore, nonfinite_note
 from featx.names import CLASS_WEIGHTS, MAX_SEED, SCORINGS
 from featx.reports._figures import map_rows
 from featx.reports._report import Outcomes, Report, metrics
@@ -61,6 +61,7 @@ def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Ca
     from sklearn.model_selection import train_test_split
 
     labelled = {path: entry for path, entry in store.present_files().items() if entry[1] >= 0}
+    labelled = _finite(store, labelled)
     entries = np.array(list(labelled.values()), dtype=np.int64).reshape(-1, 2)
     if not len(entries):
         raise BadInputError(f"{store.path} has no labelled images (use class folders or CSV labels when extracting)")
@@ -88,6 +89,15 @@ def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Ca
     return Samples(rows, labels, classes, np.sort(train), np.sort(test), list(paths))
 
 
+def _finite(store: FeatureStore, files: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """`files` less those whose features hold NaN or infinity (a StoreWarning names them and the remedy)."""
+    bad = set(store.nonfinite_rows().tolist())
+    named = sorted(path for path, (row, _) in files.items() if row in bad)
+    if named:
+        warnings.warn(StoreWarning(f"{nonfinite_note(store.path, named)}; left out"), stacklevel=3)
+    return {path: entry for path, entry in files.items() if entry[0] not in bad}
+
+
 def check_classes(source: str, classes: Sequence[str], labels: np.ndarray, cv: int, test_split: bool = True) -> None:
     """Refuse (one line) labels of a single class, or a class with fewer images than `cv` folds (plus one for
     the test split when one is drawn from them), naming the classes and their counts."""
@@ -110,10 +120,16 @@ def check_training_part(classes: Sequence[str], train_labels: np.ndarray, cv: in
                             f"{', '.join(short)}; add images or lower {lower}")
 
 
-def check_seed(seed: int) -> None:
-    """Refuse a seed scikit-learn's random_state cannot take."""
-    if not 0 <= seed <= MAX_SEED:
+def check_split(cv: int, test_size: float, seed: int, n_jobs: int | None) -> None:
+    """Refuse (one line, named as the options) a split or cross-validation that fit and compare cannot run."""
+    if cv < 2:
+        raise ParameterError(f"--cv must be at least 2, not {cv}")
+    if not 0 < test_size < 1:
+        raise ParameterError(f"--test-size must be between 0 and 1, not {test_size}")
+    if not 0 <= seed <= MAX_SEED:  # what scikit-learn's random_state takes
         raise ParameterError(f"--seed must be between 0 and {MAX_SEED}, not {seed}")
+    if n_jobs == 0:
+        raise ParameterError("--n-jobs 0 runs nothing: a number of parallel fits, or -1 for all cores")
 
 
 def _class_weight(option: str | None, labels: np.ndarray, k: int) -> dict | None:
@@ -297,13 +313,7 @@ def fit(
     from featx import __version__
 
     chosen = get_classifier(clf)
-    if cv < 2:
-        raise ParameterError("--cv must be at least 2")
-    if not 0 < test_size < 1:
-        raise ParameterError("--test-size must be between 0 and 1")
-    check_seed(seed)
-    if n_jobs == 0:
-        raise ParameterError("--n-jobs 0 runs nothing: a number of parallel fits, or -1 for all cores")
+    check_split(cv, test_size, seed, n_jobs)
     if epochs < 1:
         raise ParameterError(f"--epochs must be at least 1, not {epochs}")
     if class_weight is not None and class_weight not in CLASS_WEIGHTS:

@@ -65,8 +65,8 @@ def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Li
     from featx.backbones._registry import get_backbone
     from featx.classify._classifiers import get_classifier
 
-    models, weights = _listed(models) or [DEFAULT_MODEL], _listed(weights)
-    lists = {"layers": layers, "poolings": poolings, "image sizes": image_sizes, "views (tta)": ttas, "classifiers": clfs}
+    models, weights = _listed(models), _listed(weights)
+    lists = {"models": models, "layers": layers, "poolings": poolings, "image sizes": image_sizes, "views (tta)": ttas, "classifiers": clfs}
     if empty := [name for name, values in lists.items() if not _listed(values)]:
         raise ParameterError(f"nothing to compare: the list of {empty[0]} is empty")
     for model in models:
@@ -88,6 +88,22 @@ def candidates(models: Listed, layers: Listed, poolings: Listed, image_sizes: Li
     made = [Candidate(model, layer, pooling, trained or size, tta, w, clf, shown.get(w, ""))
             for (model, w, trained), (layer, pooling, size, tta, clf) in itertools.product(bases, settings)]
     return list(dict.fromkeys(made))  # a trained size stands for every listed one: once each
+
+
+def distinct_weights(weights: Listed) -> tuple[list, list[tuple[str, str]]]:
+    """The weights listed, each file once by its bytes (a copy, or one file under two names, is one feature
+    space: it would be fused with itself), and the (left out, same as) pairs, to say so."""
+    from featx.outputs import sha256
+
+    kept, seen, same = [], {}, []
+    for w in _listed(weights):
+        key = sha256(w) if w is not None and os.path.isfile(w) else w
+        if key in seen:
+            same.append((str(w), str(seen[key])))
+        else:
+            seen[key] = w
+            kept.append(w)
+    return kept, same
 
 
 def _layer(layer: str | None) -> str | None:

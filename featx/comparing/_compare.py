@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.comparing._candidates import (Candidate, CrossFit, Group, Split, candidates, check_no_leak, fold_files,
-                                        listed, seen_in_training, unseen)
+from featx.comparing._candidates import (Candidate, CrossFit, Group, Split, candidates, check_no_leak, distinct_weights,
+                                        fold_files, listed, seen_in_training, unseen)
 from featx.comparing._leaderboard import LEADERBOARD, Comparison, Row, label, tie_note, write_leaderboard
 from featx.errors import FeatxError, Interrupted, ParameterError, UnknownNameError
 from featx.names import COMPARE_TEST_SIZE, DEFAULT_MODEL, SCORINGS
@@ -102,7 +102,7 @@ class _Run:
         """`extract` of one space: the split's images, or its training part only."""
         from featx.features._extraction import extract_files
         from featx.features._extractor import Extractor, settle_space
-        from featx.features._store import FeatureStore
+        from featx.features._store import FeatureStore, nonfinite_note
 
         if space in self.features:
             if isinstance(self.features[space], FeatxError):
@@ -133,6 +133,8 @@ class _Run:
             if not found.all():
                 raise FeatxError(f"{int((~found).sum())} images have no features in {done.store} (unreadable: see "
                                  f"featx info {done.store})")
+            if not (finite := np.isfinite(x).all(axis=1)).all():  # a store damaged by an earlier version
+                raise FeatxError(nonfinite_note(done.store, [wanted[i] for i in np.flatnonzero(~finite)]))
         except FeatxError as exc:
             self.features[space] = exc
             raise
@@ -272,7 +274,7 @@ class _Run:
         if k < 2 or len(best) < 2:
             return []
         fusions, members = [], tuple(b.row.candidate for b in best)
-        for fuse in (self.concatenated, self.averaged):
+        for kind, fuse in (("concat", self.concatenated), ("average", self.averaged)):
             try:
                 scored = fuse(best)
                 scored.row = replace(scored.row, members=members)
@@ -280,7 +282,7 @@ class _Run:
             except Exception as exc:  # any error is this one's failure (`failure`): the others go on
                 if isinstance(exc, Interrupted):
                     raise
-                fusions.append(_Scored(Row(f"{fuse.__name__}({len(best)} best)", error=failure(exc))))
+                fusions.append(_Scored(Row(f"{kind}({len(best)} best)", error=failure(exc))))
         return fusions
 
     def leaderboard(self) -> list[_Scored]:
@@ -363,27 +365,26 @@ def compare(
     writes the leaderboard of what is scored so far. The previous run's winner in OUT is removed when the
     comparison starts.
     """
-    from featx.classify._fitting import check_seed
+    from featx.classify._fitting import check_split
     from featx.images._inputs import find_images
     from featx.outputs import check_output, manifest_path, remove_listed
 
     log = log or (lambda line: print(line, file=sys.stderr))
-    if cv < 2:
-        raise ParameterError(f"cv must be at least 2, not {cv}")
     if scoring not in SCORINGS:
         raise UnknownNameError("scoring", scoring, SCORINGS)
-    check_seed(seed)
     if fuse < 0 or fuse == 1:
         raise ParameterError(f"--fuse must be 0 (no fusion) or a number of spaces from 2, not {fuse}")
     if split_csv is not None and (test_size is not None or group is not None):  # as scikit-learn: not silently ignored
         raise ParameterError("--split-csv names the test part: give neither --test-size nor a group "
                              "(--group-pattern, --group-column) with it")
     test_size = COMPARE_TEST_SIZE if test_size is None else test_size
-    if not 0 < test_size < 1:
-        raise ParameterError(f"test size must be between 0 and 1, not {test_size}")
+    check_split(cv, test_size, seed, n_jobs)
     data = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     out = check_output(out, "--out", folder=True, reads=data)
+    weights, copies = distinct_weights(weights)
     listed = candidates(models, layers, poolings, image_sizes, ttas, weights, clfs)  # unknown names: before any work
+    for copy, kept in copies:
+        log(f"note: {copy} holds the same weights as {kept}: compared once")
     images = find_images(data, label_pattern)
     split = Split.of(images, test_size, seed, group, find_images(split_csv) if split_csv else None, cv,
                      ", ".join(map(str, data)))
@@ -451,7 +452,11 @@ def _finish(run: _Run, out: Path) -> Comparison:
     path = out / MODEL
     try:
         x = run.columns(winner.spaces)
-        model, predicted = run.tested(winner, x)
+        try:
+            model, predicted = run.tested(winner, x)
+        except (FeatxError, ValueError, MemoryError) as exc:  # as a candidate's failure, but no other was chosen
+            raise FeatxError(f"the winner, {winner.row.candidate}, cannot be refitted on the training part: "
+                             f"{failure(exc)}; every candidate's CV scores are in {out / LEADERBOARD}.csv") from None
         if hasattr(model, "named_estimators_"):  # averaged: skops trusts no Bunch (a dict here), and predicting reads none
             model.named_estimators_ = dict(model.named_estimators_)
         classes = list(split.classes)

@@ -636,6 +636,16 @@ class FeatureStore:
             problems.append(f"{bad.size} of its {n} rows are all zero, not finite or unreadable (rows {bad[:5].tolist()}...)")
         return problems
 
+    def nonfinite_rows(self) -> np.ndarray:
+        """The committed rows holding NaN or infinity (left by an earlier version on a full disk; scikit-learn
+        refuses them), read in blocks of 4096 rows, each one read."""
+        n, found = self.count("rows"), []
+        for start in range(0, n, 4096):
+            with self._file() as h5:
+                block = h5["features"][start : min(n, start + 4096)]
+            found.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
     def _bad_rows(self, n: int | None = None) -> np.ndarray:
         """Of the first `n` rows (default: the committed ones), those that are all zero, hold NaN or infinity, or
         cannot be read (all of them without a features table), read in 4096-row blocks."""
@@ -888,6 +898,13 @@ def _upgrade(h5: h5py.File) -> None:
     h5.flush()
     h5.attrs["format"] = FORMAT
     h5.flush()
+
+
+def nonfinite_note(store: str | os.PathLike, paths: Sequence[str]) -> str:
+    """What to say of `paths`, whose features in `store` hold NaN or infinity, and what to do."""
+    return (f"the features of {len(paths)} file(s) in {store} hold NaN or infinity ({paths[0]}"
+            f"{' ...' if len(paths) > 1 else ''}): featx info --check --repair {store} copies the others into a new "
+            "store, where featx extract redoes them")
 
 
 def gone_note(n: int) -> str:
