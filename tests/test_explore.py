@@ -241,6 +241,18 @@ def test_no_command_writes_over_the_store_it_reads_nor_half_an_npy_export(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "taken.csv"]
 
 
+def test_a_labelled_list_given_as_split_csv_is_refused_by_export_and_audit(tmp_path):
+    """featx demo's test.csv (path,label) read as path,split gave class names as the split column, silently."""
+    path, images = image_store(tmp_path, [f"i{i}.png" for i in range(6)])
+    listing = tmp_path / "test.csv"
+    listing.write_text("path,label\n" + "".join(f"{p},{'ab'[i % 2]}\n" for i, p in enumerate(images[:3])))
+    expected = f"Error: {listing} names classes (a, b), not splits: give a CSV of path,split (train, test...)"
+    for command in (["export", str(path), "--out", str(tmp_path / "e.parquet")], ["audit", str(path), "--out", str(tmp_path / "audit")]):
+        result = CliRunner().invoke(main, [*command, "--split-csv", str(listing)])
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith(expected), result.output
+        assert "Traceback" not in result.output
+
+
 def test_no_output_replaces_a_model_audit_split_csv_or_the_other_output(tmp_path):
     """Each file a command reads besides the store (the model and the audit's findings a map is coloured by, the
     split CSV of an export, the npy's CSV beside it) is refused as its output, as is one file for both --out and

@@ -162,7 +162,7 @@ def _file_splits(store: FeatureStore, files: Files, split_csv, test_size: float,
     if split_csv is not None:
         from featx.images._inputs import splits_of
 
-        return splits_of(split_csv, files.paths, store.path)
+        return splits_of(split_csv, files.paths, store.path, store.classes())
     if not any(files.labels):
         return [""] * len(files.paths)
     try:

@@ -55,7 +55,7 @@ class Rows:
         self.rows = np.array([row for _, (row, _) in files], dtype=np.int64)
         self.labels = [classes[label] if label >= 0 else "" for _, (_, label) in files]
         self.keys = [keys[row] for row in self.rows]
-        self.splits = None if split is None else splits_of(split, self.paths, store.path)
+        self.splits = None if split is None else splits_of(split, self.paths, store.path, store.classes())
 
     def columns(self, part: slice = slice(None)) -> dict[str, list[str | None]]:
         """The text columns of the files in `part` by name ("" written as null)."""

@@ -64,11 +64,18 @@ def read_split(path: str | os.PathLike) -> dict[str, str]:
     return split
 
 
-def splits_of(split_csv: str | os.PathLike, paths: Sequence[str], where: str | os.PathLike) -> list[str]:
+def splits_of(split_csv: str | os.PathLike, paths: Sequence[str], where: str | os.PathLike,
+              classes: Sequence[str] = ()) -> list[str]:
     """The split `split_csv` (as `read_split` reads it) gives each of `paths`, the files of `where` ("" for a
-    file it omits). A CSV none of whose files is among them is refused (paths relative to another folder would
-    else give no split at all, silently); the files it names that are not are counted in an InputWarning."""
+    file it omits). Refused: a CSV none of whose files is among them (paths relative to another folder would
+    else give no split at all, silently), and one whose names are all `classes` (a labelled list, such as
+    featx demo's test.csv, would else give class names as splits); the files it names that are not among
+    them are counted in an InputWarning."""
     split = read_split(split_csv)
+    if classes and set(split.values()) <= set(classes):
+        raise BadInputError(f"{split_csv} names classes ({', '.join(sorted(set(split.values()))[:3])}), not splits: "
+                            "give a CSV of path,split (train, test...); a list of the test part's files, such as "
+                            "featx demo's test.csv, is what featx compare --split-csv takes")
     found = len(split.keys() & set(paths))
     if not found:
         raise BadInputError(f"{split_csv}: none of its {len(split)} files is among the {len(paths)} files of {where} "
