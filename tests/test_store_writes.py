@@ -61,8 +61,11 @@ def test_weights_that_do_not_load_leave_no_store(elpv_folder, tmp_path, monkeypa
         (lambda path: zipfile.ZipFile(path, "w").writestr("schema.json", "{}"),
          "expected a safetensors file or a PyTorch state dict saved with torch.save"),
         (lambda path: torch.save({"w": Payload()}, path), "is a pickle holding more than tensors (posix.system)"),
+        (lambda path: path.write_bytes(b"HELLO, no pickle"), "saved with torch.save (not a pickle either)"),  # was "a pickle"
+        (lambda path: path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(512)),  # a store's head: was "a pickle holding..."
+         "is an HDF5 file (a feature store?), not weights"),
     ],
-    ids=["zip", "pickle"],
+    ids=["zip", "pickle", "junk", "store"],
 )
 def test_an_unreadable_weights_file_is_one_whole_line_and_leaves_no_store(elpv_folder, tmp_path, monkeypatch, write, expected):
     monkeypatch.chdir(tmp_path)

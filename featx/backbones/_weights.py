@@ -473,6 +473,12 @@ def read_state_dict(path: Path) -> dict:
 
     import torch
 
+    from featx.images._decode import HDF5_SIGNATURE
+
+    with contextlib.suppress(OSError), open(path, "rb") as f:  # an unreadable file: said below
+        if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            raise WeightsUnavailableError(f"{path} is an HDF5 file (a feature store?), not weights: give a state "
+                                          "dict saved with torch.save, or a safetensors file")
     try:
         if is_safetensors(path):
             from safetensors.torch import load_file
@@ -481,17 +487,19 @@ def read_state_dict(path: Path) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's note on pickle protocols: the refusal below says what matters
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # torch's restricted unpickler met something else than tensors
-        refused = re.search(r"GLOBAL (\S+)", str(exc))
-        raise WeightsUnavailableError(
-            f"{path} is a pickle holding more than tensors{f' ({refused[1]})' if refused else ''}, and featx reads "
-            "weights without running code (torch.load weights_only=True): save a state dict, "
-            "torch.save(model.state_dict(), FILE), or a safetensors file"
-        ) from None
-    except Exception as exc:  # zip, safetensors and torch errors all mean the same to the user
+    except Exception as exc:  # zip, safetensors and torch errors mean one thing to the user: not weights featx reads
+        refused = re.search(r"GLOBAL (\S+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if refused:  # torch's restricted unpickler met something else than tensors
+            raise WeightsUnavailableError(
+                f"{path} is a pickle holding more than tensors ({refused[1]}), and featx reads weights without "
+                "running code (torch.load weights_only=True): save a state dict, torch.save(model.state_dict(), "
+                "FILE), or a safetensors file"
+            ) from None
+        why = ("not a pickle either" if isinstance(exc, pickle.UnpicklingError)  # torch's text would say to unpickle it
+               else f"{type(exc).__name__}: {one_line(exc)}")
         raise WeightsUnavailableError(
             f"cannot read weights file {path}: expected a safetensors file or a PyTorch state dict saved with "
-            f"torch.save ({type(exc).__name__}: {one_line(exc)})"
+            f"torch.save ({why})"
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
