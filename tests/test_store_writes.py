@@ -78,6 +78,22 @@ def test_an_unreadable_weights_file_is_one_whole_line_and_leaves_no_store(elpv_f
     assert not (tmp_path / "marker").exists() and not list(tmp_path.rglob("*.h5"))
 
 
+@pytest.mark.parametrize("command", [["fit", "--features"], ["audit"], ["export"], ["map"], ["similar", "x.png", "--store"]])
+def test_a_model_given_as_a_store_is_named_so_before_any_output_and_a_missing_store_first_of_all(tmp_path, monkeypatch, command):
+    """fit said "cannot write featx-logreg.skops: it is the input" (its default --out), info and the others "remove
+    it", of a model the user keeps; fit and audit printed their first step before "no feature store"."""
+    monkeypatch.chdir(tmp_path)
+    zipfile.ZipFile("featx-logreg.skops", "w").writestr("schema.json", "{}")
+    result = CliRunner().invoke(main, [*command, "featx-logreg.skops"])
+    assert result.exit_code == 1 and result.output.strip() == (
+        "Error: featx-logreg.skops is not a featx feature store (not an HDF5 file; a zip archive: a featx model?): "
+        "give a store that featx extract wrote"), result.output
+    missing = CliRunner().invoke(main, [*command, "nope.h5"])
+    assert missing.exit_code == 2 and missing.stderr.splitlines()[0].startswith("Usage: "), missing.output
+    assert missing.stderr.splitlines()[-1] == "Error: no feature store at nope.h5"
+    assert sorted(os.listdir(tmp_path)) == ["featx-logreg.skops"]
+
+
 def test_an_empty_file_given_as_store_is_refused_and_left_as_it_is(elpv_folder, tmp_path):
     store = tmp_path / "empty.h5"
     store.touch()

@@ -181,12 +181,7 @@ class FeatureStore:
         writes. Creates no file. `wait`: first wait until no process writes it (a StoreWarning says for
         whom); `warn`: a StoreWarning names the process writing it, if any (its committed rows are read).
         A damaged store is refused unless `damaged` (`check`, `salvage`, which keep the file open throughout)."""
-        path = Path(path)
-        if not path.exists():
-            raise MissingPathError(f"no feature store at {path}")
-        if not path.is_file():
-            raise FeatxError(f"{path} is a folder, not a feature store")
-        _check_hdf5(path)
+        path = _store_file(path)
         writer = WriterLock.active_writer(path)
         if wait and writer:
             warnings.warn(StoreWarning(f"waiting for {describe(writer)} to finish writing {path}"), stacklevel=2)
@@ -244,7 +239,7 @@ class FeatureStore:
         writer.acquire()
         try:
             if path.exists():
-                _check_hdf5(path)  # HDF5 would write its header into any file opened for appending
+                _check_hdf5(path, "give another path, or remove it")  # HDF5 would write its header into any file
             else:
                 cls._create(path, space, dtype)
             file_lock = FileLock(path)
@@ -809,9 +804,23 @@ class FeatureStore:
         dataset[start:] = features
 
 
-def _check_hdf5(path: Path) -> None:
+def _store_file(path: str | os.PathLike) -> Path:
+    """`path`, refused (one line) where it names no file, a folder, or a file that is no HDF5 file."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingPathError(f"no feature store at {path}")
+    if not path.is_file():
+        raise FeatxError(f"{path} is a folder, not a feature store")
+    _check_hdf5(path)
+    return path
+
+
+def _check_hdf5(path: Path, remedy: str = "give a store that featx extract wrote") -> None:
     if not h5py.is_hdf5(path):
-        raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file): give another path, or remove it")
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+        kind = "; a zip archive: a featx model?" if zipped else ""
+        raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file{kind}): {remedy}")
 
 
 def _write_problem(exc: BaseException) -> str:
@@ -934,7 +943,7 @@ def find_store(store: str | os.PathLike | None, option: str = "--features STORE"
     from featx.features._space import cache_dir
 
     if store:
-        return Path(store)
+        return _store_file(store)  # before the caller checks its outputs: a model given as a store is named so
     found = stores_in(cache_dir())
     if not found:
         raise FeatxError(f"no feature store in {cache_dir()}/: run featx extract first, or pass {option}")
