@@ -403,7 +403,7 @@ def test_folds_train_a_network_without_each_fold_and_keep_the_one_trained_before
                                        *options, "--label-smoothing", "0.05"])  # another setting: trained again
     assert result.exit_code == 0 and out.stat().st_mtime_ns != stamp
     assert load_finetuned(fold_path(out, 1, 2)).metadata["config"]["label_smoothing"] == 0.05
-    for folds, message, status in (("1", "folds must be 0 (none) or at least 2", 2),
+    for folds, message, status in (("1", "folds must be 0 (none) or an integer of at least 2", 2),
                                    ("9", "class 'defective' has 8 distinct readable image(s): fewer than the 9 folds", 1)):
         fresh = tmp_path / f"folds{folds}.safetensors"  # refused before any training
         result = CliRunner().invoke(main, ["finetune", str(cells), "-o", str(fresh), "--folds", folds])
@@ -477,3 +477,18 @@ def test_freeze_until_none_in_any_case_trains_every_layer(cells, tmp_path):
                                        "None", "--image-size", "32", "--freeze-epochs", "0", "--epochs", "1", "-w", "0", "-q"])
     assert result.exit_code == 0, result.output
     assert load_finetuned(tmp_path / "m.safetensors").metadata["frozen_until"] is None
+
+
+def test_a_run_that_diverges_keeps_the_epoch_before_it_and_one_that_diverges_at_once_writes_nothing(cells, tmp_path):
+    """A NaN validation loss still gave an argmax "accuracy", which could beat the earlier epochs': a network of
+    NaN was kept and written without a word."""
+    lines = []
+    diverging = dict(image_size=32, epochs=1, freeze_epochs=1, batch_size=8, val_size=0.25, seed=1, workers=0,
+                     progress=False, log=lines.append)
+    result = featx.finetune(cells, out=tmp_path / "d.safetensors", lr=1e-3, body_lr=1e30, **diverging)
+    assert result.best_epoch == 1 and lines[-1].startswith("training diverged (loss ") and lines[-1].endswith(
+        "lower --lr and --body-lr): stopping; keeping epoch 1"), lines
+    assert all(torch.isfinite(tensor).all() for tensor in load_file(result.path).values())
+    with pytest.raises(featx.FeatxError, match=r"^training diverged in epoch 1 \(loss nan.*\): nothing to keep; lower"):
+        featx.finetune(cells, out=tmp_path / "e.safetensors", lr=1e30, body_lr=1e30, **diverging)
+    assert not (tmp_path / "e.safetensors").exists()

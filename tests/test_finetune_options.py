@@ -44,6 +44,10 @@ def test_finetune_help_imports_no_torch():
     ({"augment": "rot90"}, UnknownNameError, "unknown augment 'rot90'; valid names: d4, flip, none"),
     ({"schedule": "step"}, UnknownNameError, "unknown schedule 'step'; valid names: onecycle, cosine"),
     ({"learning_rate": 0.1}, UnknownNameError, "unknown finetune option 'learning_rate'; valid names: epochs"),
+    ({"lr": float("nan")}, ParameterError, "lr must be a finite number, got nan"),  # it trained a NaN network
+    ({"jitter": float("inf")}, ParameterError, "jitter must be a finite number, got inf"),
+    ({"freeze_until": ""}, ParameterError, "freeze_until must be a non-empty string, got ''"),  # recorded as ""
+    ({"image_size": 5000}, ParameterError, r"image_size must be in \[8, 4096\], got 5000"),  # as extraction's range
 ])
 def test_a_bad_value_is_a_parameter_error_naming_it(options, error, message):
     with pytest.raises(error, match=message):
@@ -67,3 +71,20 @@ def test_a_bad_ordinal_is_a_usage_error(elpv_folder, tmp_path):
                                        "--ordinal", "functional,defective", "-q"])
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "ordinal must name each class" in errors[0], result.output
+
+
+def test_a_config_is_a_finetune_config_or_a_dict_of_its_fields():
+    assert FinetuneConfig.of({"epochs": 3}, seed=2) == FinetuneConfig.of(epochs=3, seed=2)
+    with pytest.raises(ParameterError, match="^config must be a FinetuneConfig or a dict of its fields, got list$"):
+        FinetuneConfig.of([("epochs", 3)])
+
+
+def test_nan_and_fractional_folds_are_usage_errors_before_any_training(elpv_folder, tmp_path):
+    import featx
+
+    result = CliRunner().invoke(main, ["finetune", str(elpv_folder), "-o", str(tmp_path / "m.safetensors"), "--lr", "nan"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 2 and errors == ["Error: lr must be a finite number, got nan"], result.output
+    with pytest.raises(ParameterError, match=r"^folds must be 0 \(none\) or an integer of at least 2, not 2.0$"):
+        featx.finetune(elpv_folder, out=tmp_path / "m.safetensors", folds=2.0)
+    assert not list(tmp_path.iterdir())

@@ -120,6 +120,8 @@ def load_finetuned(path: str | os.PathLike) -> FineTuned:
     network = FineTuned(path, metadata)
     try:  # read and checked before any work: its sizes decide what each decode worker allocates
         network.preprocessing
+        if not isinstance(metadata["model"], str) or not network.classes or not all(isinstance(c, str) for c in network.classes):
+            raise ValueError("its model or classes are not names")
     except (KeyError, TypeError, ValueError) as exc:
         raise FeatxError(f"{path} is a damaged fine-tuned network ({type(exc).__name__}: {exc})") from None
     return network

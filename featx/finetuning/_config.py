@@ -3,15 +3,17 @@
 `FinetuneResult`. Torch-free, so that `featx finetune --help` stays instant."""
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from featx.errors import ParameterError, UnknownNameError
-from featx.names import AUGMENTS, CLASS_WEIGHTS, MAX_SEED, SCHEDULES
+from featx.names import AUGMENTS, CLASS_WEIGHTS, MAX_IMAGE_SIZE, MAX_SEED, SCHEDULES
 
 AUTO, NONE = "auto", "none"  # freeze_until's two words that are not layer names
-_KINDS = {int: "an integer", float: "a number", str: "a string"}
+_KINDS = {int: "an integer", float: "a finite number", str: "a non-empty string"}
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,8 @@ class Setting:
         if value is None and (default is None or self.optional):
             return
         number = isinstance(value, numbers.Integral if self.kind is int else numbers.Real) and not isinstance(value, bool)
-        if not (isinstance(value, str) if self.kind is str else number):
-            raise ParameterError(f"{name} must be {_KINDS[self.kind]}, got {value!r}")
+        if not (isinstance(value, str) and value.strip() if self.kind is str else number and math.isfinite(value)):
+            raise ParameterError(f"{name} must be {_KINDS[self.kind]}, got {value!r}")  # NaN trained a NaN network
         if self.choices is not None and value not in self.choices:
             raise UnknownNameError(name.replace("_", " "), value, self.choices)
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
@@ -66,9 +68,10 @@ class FinetuneConfig:
     freeze_epochs: int = _setting(1, "Head-only warm-up epochs before them (body frozen, BatchNorm statistics kept).",
                                   low=0)
     image_size: int | None = _setting(None, "Train at S x S (shorter side resized to S, centre crop); default: the "
-                                            "weights' input size, the whole image (224 for Lite0).", low=8, metavar="S")
+                                            "weights' input size, the whole image (224 for Lite0).", low=8, high=MAX_IMAGE_SIZE,
+                                      metavar="S")
     augment: str = _setting("d4", "d4: the 8 rotations and mirror images (cells, tiles, microscopy); flip: horizontal "
-                                  "(photos).", kind=str, choices=AUGMENTS)
+                                  "(photos); none.", kind=str, choices=AUGMENTS)
     jitter: float = _setting(0.1, "Random zoom in by up to this fraction, at a random position (0: none).",
                              kind=float, low=0)
     batch_size: int = _setting(32, "Images per step, at least 2 (BatchNorm trains on batches).", low=2, short="-b")
@@ -107,8 +110,13 @@ class FinetuneConfig:
             raise ParameterError("at least one epoch is needed (epochs + freeze_epochs >= 1)")
 
     @classmethod
-    def of(cls, config: FinetuneConfig | None = None, **options: object) -> FinetuneConfig:
-        """`config` (default: the defaults) with `options` (field names) replaced, checked."""
+    def of(cls, config: FinetuneConfig | Mapping | None = None, **options: object) -> FinetuneConfig:
+        """`config` (default: the defaults; a mapping: of field names) with `options` (field names) replaced,
+        checked."""
+        if isinstance(config, Mapping):
+            config, options = None, {**config, **options}
+        elif config is not None and not isinstance(config, cls):
+            raise ParameterError(f"config must be a FinetuneConfig or a dict of its fields, got {type(config).__name__}")
         unknown = set(options) - {f.name for f in fields(cls)}
         if unknown:
             raise UnknownNameError("finetune option", min(unknown), [f.name for f in fields(cls)])

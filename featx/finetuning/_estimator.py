@@ -44,7 +44,7 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
     """Fine-tune `model` on labelled image files, then classify images with its own head.
 
     Parameters: `model` and `weights` (the starting point, as in `featx finetune`), `config` (a
-    `featx.FinetuneConfig`: epochs, image size, augmentation, learning rates...; default its defaults), `tta`
+    `featx.FinetuneConfig`, or a dict of its fields: epochs, image size, augmentation, learning rates...; default its defaults), `tta`
     ("d4": predictions averaged over the 8 symmetries of the square), `workers`, `device`, `verbose`.
     Fitted: `classes_`, `network_` (the safetensors file's bytes), `history_`, `best_epoch_`, `failures_`.
     """
@@ -61,7 +61,6 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def fit(self, X: ImagePaths, y: ArrayLike) -> FinetunedClassifier:
-        from featx.finetuning._config import FinetuneConfig
         from featx.finetuning._train import finetune
 
         validate_parameters(tta=self.tta)  # before training, not at the first predict
@@ -77,7 +76,7 @@ class FinetunedClassifier(ClassifierMixin, BaseEstimator):
         images = ImageList(paths, np.array([index[str(label).strip()] for label in y], dtype=np.int64), sorted(names))
         with tempfile.TemporaryDirectory(prefix="featx-finetune-") as tmp:
             result = finetune(images, self.model, Path(tmp) / "network.safetensors", weights=self.weights,
-                              config=self.config or FinetuneConfig(), workers=self.workers, device=self.device,
+                              config=self.config, workers=self.workers, device=self.device,
                               progress=self.verbose)
             network = result.path.read_bytes()
         self.classes_, self.network_ = classes, network  # learned state only once training succeeded

@@ -70,6 +70,10 @@ class TrainState:
         return cls(**state)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
@@ -157,23 +161,30 @@ class Trainer:
             else:
                 key = [epoch]
             row["seconds"] = time.perf_counter() - epoch_start
-            state.history.append(row)
-            if state.best_key is None or key > state.best_key:
-                state.best, state.best_epoch, state.best_key = trainee.state(), epoch + 1, key
             done = epoch + 1
+            losses = f"loss {loss:.4g}" + (f", validation loss {row['val_loss']:.4g}" if "val_loss" in row else "")
+            diverged = not all(map(math.isfinite, (loss, row.get("val_loss", 0.0))))  # argmax of NaN still "scores"
+            if diverged and state.best is None:
+                raise FeatxError(f"training diverged in epoch {done} ({losses}): nothing to keep; lower --lr and "
+                                 "--body-lr")
+            state.history.append(row)
+            if not diverged and (state.best_key is None or key > state.best_key):
+                state.best, state.best_epoch, state.best_key = trainee.state(), done, key
             stale = done - max(state.best_epoch, config.freeze_epochs)  # all-layer epochs since the best
-            stop = len(self.data.val) and not frozen and stale >= config.patience and done < self.total
+            stop = diverged or (len(self.data.val) and not frozen and stale >= config.patience and done < self.total)
             left = (time.perf_counter() - started) / (done - first) * (self.total - done)
             self.log(f"epoch {done}/{self.total} ({row['phase']}): loss {loss:.4f}"
                      + (f", val loss {row['val_loss']:.4f}, val accuracy {row['val_accuracy']:.4f}" if len(self.data.val) else "")
                      + f", {rate:.1f} images/s, {row['seconds']:.0f} s"
-                     + (f", about {left / 60:.1f} min left" if done < self.total and not stop else ""))
+                     + (f", about {_duration(left)} left" if done < self.total and not stop else ""))
             state.epoch, state.model, state.optimizer, state.optimizer_frozen = done, trainee.state(), optimizer.state_dict(), frozen
             if stop:
                 state.stop_after = done
             state.save(self.checkpoint)
             if stop:
-                self.log(f"no better validation accuracy for {stale} epochs: stopping; keeping epoch {state.best_epoch}")
+                why = (f"training diverged ({losses}; lower --lr and --body-lr)" if diverged
+                       else f"no better validation accuracy for {stale} epochs")
+                self.log(f"{why}: stopping; keeping epoch {state.best_epoch}")
                 break
         return state
 

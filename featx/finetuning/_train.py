@@ -3,6 +3,7 @@ configuration, build the network, load the data, resume, train (`_loop.Trainer`)
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -58,8 +59,8 @@ def finetune(
     `out`'s features on every image. A file already fine-tuned on the same data and configuration is kept.
     """
     config = FinetuneConfig.of(config, **options)
-    if folds == 1 or folds < 0:
-        raise ParameterError(f"folds must be 0 (none) or at least 2, not {folds}")
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds == 1 or folds < 0:
+        raise ParameterError(f"folds must be 0 (none) or an integer of at least 2, not {folds!r}")
     log = log or ((lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None))
     out = Path(out)
     backbone = get_backbone(model)
