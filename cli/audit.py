@@ -30,13 +30,12 @@ def _kinds(ctx, param, value: str) -> tuple[str, ...]:
               help="Nearest neighbours per image (near duplicates, outlier score).")
 @click.option("--split-csv", type=click.Path(dir_okay=False, exists=True),
               help="CSV of path,split: near duplicates across splits are leaks (default: featx fit's own split).")
-@click.option("--test-size", type=number_range(*RANGES["test_size"]), default=0.2, show_default=True,
-              help="featx fit's split to check for leaks: its --test-size.")
+@options.test_size(0.2, "featx fit's split to check for leaks: its --test-size.")
 @options.seed("featx fit's --seed; also the folds of the label check.")
 @click.option("--clf", type=click.Choice([AUTO, *CLASSIFIERS]), default=AUTO, show_default=True,
               help=f"Classifier whose out-of-fold probabilities rank the label errors; {AUTO}: the best of "
                    f"{', '.join(CANDIDATES)} by cross-validation ({CANDIDATES[0]} alone beyond {AUTO_ALL_ROWS:,} images).")
-@click.option("--cv", type=number_range(*RANGES["cv"]), default=5, show_default=True, help="Folds for the out-of-fold probabilities.")
+@options.cv("Folds for the out-of-fold probabilities (and featx fit's, for its split).")
 @click.option("--refit-rounds", type=number_range(*RANGES["refit_rounds"]), default=REFIT_ROUNDS, show_default=True,
               help="Times the classifier is refitted without the likely label errors found, before ranking (0: none).")
 @options.n_jobs

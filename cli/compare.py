@@ -47,14 +47,13 @@ def _names(valid=None, convert=str, default=None, separator=","):
               help="Also fuse the K best feature spaces (concatenated, and probabilities averaged).")
 @click.option("--scoring", type=click.Choice(SCORINGS), default=SCORINGS[0], show_default=True,
               help="What cross-validation ranks by (balanced: each class counts the same).")
-@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help=f"The share of the images held out as the test part  [default: {COMPARE_TEST_SIZE}]")
+@options.test_size(None, f"The share of the images held out as the test part  [default: {COMPARE_TEST_SIZE}]")
 @click.option("--split-csv", type=click.Path(exists=True, dir_okay=False),
               help="The test part: a CSV of its files (instead of --test-size and a group).")
 @click.option("--group-pattern", help="A regex on each path naming its group (first group or match): the split is stratified by class and group.")
 @click.option("--group-column", help="A column of DATA's CSV naming each image's group (a number from 1, or a header's name; "
                                      "ELPV's labels.csv: 3, the cell type): the split is stratified by class and group.")
-@click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True)
+@options.cv("Cross-validation folds, the same for every candidate.")
 @options.seed()
 @options.n_jobs
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="featx-compare", show_default=True)

@@ -15,10 +15,9 @@ from .options import pick_store
 @click.option("--features", "-f", "store", type=click.Path(dir_okay=False), help="Feature store; default: the one in the cache folder.")
 @click.option("--clf", type=click.Choice(list(CLASSIFIERS)), default="logreg", show_default=True, help="Classifier.")
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), help="Weight classes inversely to their frequency.")
-@click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds for model selection.")
+@options.cv("Cross-validation folds for model selection.")
 @options.n_jobs
-@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
-              help="Held-out test fraction, never seen during model selection.")
+@options.test_size(0.2, "Held-out test fraction, never seen during model selection.")
 @options.seed()
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="sgd: passes over the store.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Model file; default: featx-<clf>.skops (.joblib).")

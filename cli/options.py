@@ -50,6 +50,17 @@ def seed(help: str | None = None) -> Callable:
     return click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help=help)
 
 
+def cv(help: str | None = None) -> Callable:
+    """--cv: cross-validation folds (at least 2)."""
+    return click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True, help=help)
+
+
+def test_size(default: float | None, help: str) -> Callable:
+    """--test-size: the share held out, in (0, 1); `default` None: the library's, named in `help`."""
+    return click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=default,
+                        show_default=default is not None, help=help)
+
+
 unsafe_pickle = click.option(
     "--unsafe-pickle", is_flag=True,
     help="Also load a model saved with --format joblib (a pickle: loading it runs any code it holds; only your own).",

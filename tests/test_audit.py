@@ -188,6 +188,26 @@ def test_unlabelled_files_get_the_label_free_findings(audited):
     assert {r[0] for r in result.tables["near_duplicates"].rows} == {1}
 
 
+def test_rows_that_hold_nan_are_left_out_of_the_audit_by_name(audited, found):
+    """A store damaged by an earlier version made the label check raise scikit-learn's "Input X contains NaN"."""
+    import h5py
+
+    from featx.features._store import FeatureStore
+
+    root, store, facts = audited
+    damaged = Path(shutil.copy(store, store.with_name("nan.h5")))  # beside it: its paths are relative to it
+    try:
+        with FeatureStore.open(damaged) as opened:
+            name, (row, _) = next((p, e) for p, e in sorted(opened.files().items()) if p.endswith(facts["planted"][0].split("/")[-1]))
+        with h5py.File(damaged, "r+") as h5:
+            h5["features"][row, 3] = np.nan
+        result = audit(damaged, n_jobs=1, progress=False, pixels=False)
+    finally:
+        damaged.unlink()
+    assert f"the features of 1 file(s) in {damaged} hold NaN or infinity ({name}): featx info --check" in " ".join(result.notes)
+    assert result.n_files == found.n_files - 1 and "label_errors" in result.tables
+
+
 def test_near_duplicates_across_a_given_split_are_a_leak(audited, tmp_path):
     root = audited[0]
     split = tmp_path / "split.csv"
@@ -277,8 +297,12 @@ def test_the_summary_gives_each_finding_each_class_and_the_imbalance_first(audit
     ({"threshold": 1.5}, r"audit: threshold=1.5 is not in \(0.0, 1.0\]"),
     ({"threshold": 0.0}, r"audit: threshold=0.0 is not in \(0.0, 1.0\]"),
     ({"neighbours": 0}, r"audit: neighbours=0 is not in \[1, inf\)"),
-    ({"cv": 1}, r"audit: cv=1 is not in \[2, inf\)"),
-    ({"test_size": 1.0}, r"audit: test_size=1.0 is not in \(0.0, 1.0\)"),
+    ({"cv": 1}, r"--cv must be at least 2, not 1"),  # featx fit's checks
+    ({"test_size": 1.0}, r"--test-size must be between 0 and 1, not 1.0"),
+    ({"seed": -1}, r"--seed must be between 0 and 4294967295, not -1"),  # numpy's traceback before
+    ({"n_jobs": 0}, r"--n-jobs 0 runs nothing"),
+    ({"threshold": float("nan")}, r"audit: threshold=nan is not a finite number"),  # it found no near duplicate
+    ({"neighbours": 2.5}, r"audit: neighbours=2.5 is not an integer"),
     ({"drop": ["typos"]}, "unknown finding 'typos'; valid names: duplicates"),
     ({"clf": "forest"}, "unknown classifier 'forest'; valid names: auto, logreg"),
 ])

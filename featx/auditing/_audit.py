@@ -11,6 +11,8 @@ This module reads the files (`_files`), runs each finding, and gathers them into
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import sys
 import time
@@ -33,9 +35,7 @@ DEFAULT_DROP = ("duplicates", "near-duplicates", "label-errors")
 RANGES = {
     "threshold": (0.0, 1.0, True, False),  # a cosine similarity
     "neighbours": (1, None, False, False),
-    "cv": (2, None, False, False),
     "refit_rounds": (0, None, False, False),
-    "test_size": (0.0, 1.0, True, True),
 }
 
 
@@ -52,6 +52,9 @@ def _check_parameters(drop: Sequence[str], clf: str, **values) -> None:
         low, high, low_open, high_open = RANGES[name]
         if value is None:
             continue
+        kind = numbers.Integral if isinstance(low, int) else numbers.Real
+        if not isinstance(value, kind) or isinstance(value, bool) or not math.isfinite(value):  # NaN passed: no duplicates
+            raise ParameterError(f"audit: {name}={value!r} is not {'an integer' if kind is numbers.Integral else 'a finite number'}")
         if value < low or (low_open and value == low) or (high is not None and (value > high or (high_open and value == high))):
             interval = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
             raise ParameterError(f"audit: {name}={value!r} is not in {interval}")
@@ -157,7 +160,8 @@ def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: in
     return {**{int(r): "train" for r in s.rows[s.train]}, **{int(r): "test" for r in s.rows[s.test]}}
 
 
-def _file_splits(store: FeatureStore, files: Files, split_csv, test_size: float, seed: int, notes: list[str]) -> list[str]:
+def _file_splits(store: FeatureStore, files: Files, split_csv, cv: int, test_size: float, seed: int,
+                 notes: list[str]) -> list[str]:
     """The split of each file: from `split_csv`, else featx fit's own split of the store, else ""."""
     if split_csv is not None:
         from featx.images._inputs import splits_of
@@ -166,7 +170,7 @@ def _file_splits(store: FeatureStore, files: Files, split_csv, test_size: float,
     if not any(files.labels):
         return [""] * len(files.paths)
     try:
-        of_row = fit_split(store, cv=2, test_size=test_size, seed=seed)
+        of_row = fit_split(store, cv=cv, test_size=test_size, seed=seed)
     except BadInputError as exc:
         notes.append(f"featx fit's split not reproduced ({exc})")
         return [""] * len(files.paths)
@@ -201,14 +205,16 @@ def audit(
     disk are left out, and a store being written gives its committed rows (`wait`: wait for the writer).
     `progress`: a line on stderr as each step starts. `pixels`: check candidate near-duplicate pairs on the
     files' pixels (docs/audit.md "Copies"; False: embeddings and pHashes only, faster)."""
+    from featx.classify._fitting import check_split
     from featx.features._neighbours import nearest
 
-    _check_parameters(drop, clf, threshold=threshold, neighbours=neighbours, cv=cv, test_size=test_size, refit_rounds=refit_rounds)
+    check_split(cv, test_size, seed, n_jobs)
+    _check_parameters(drop, clf, threshold=threshold, neighbours=neighbours, refit_rounds=refit_rounds)
     step = _steps(progress)
     step(f"reading {store}")
     with FeatureStore.open(store, wait=wait, warn=True) as opened:
         files, notes = read_files(opened, data)
-        split = _file_splits(opened, files, split_csv, test_size, seed, notes)
+        split = _file_splits(opened, files, split_csv, cv, test_size, seed, notes)
     labelled = any(files.labels)
     if labelled:
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.errors import BadInputError
-from featx.features._store import FeatureStore
+from featx.features._store import FeatureStore, nonfinite_note
 
 
 @dataclass
@@ -62,6 +62,9 @@ def read_files(store: FeatureStore, data: str | os.PathLike | Sequence[str | os.
         entries = {p: e for p, e in entries.items() if p in wanted}
         if missing:
             notes.append(f"{missing} files of the data are not in the store (run featx extract on them first)")
+    entries, nonfinite = store.without_nonfinite(entries)
+    if nonfinite:
+        notes.append(f"{nonfinite_note(store.path, nonfinite)}; left out")
     if not entries:
         raise BadInputError(f"{store.path} holds no features of the files to audit")
     store_rows = np.array([row for row, _ in entries.values()], dtype=np.int64)

@@ -60,8 +60,10 @@ def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Ca
     labels, one class, or too few images per class."""
     from sklearn.model_selection import train_test_split
 
-    labelled = {path: entry for path, entry in store.present_files().items() if entry[1] >= 0}
-    labelled = _finite(store, labelled)
+    labelled, nonfinite = store.without_nonfinite(
+        {path: entry for path, entry in store.present_files().items() if entry[1] >= 0})
+    if nonfinite:
+        warnings.warn(StoreWarning(f"{nonfinite_note(store.path, nonfinite)}; left out"), stacklevel=2)
     entries = np.array(list(labelled.values()), dtype=np.int64).reshape(-1, 2)
     if not len(entries):
         raise BadInputError(f"{store.path} has no labelled images (use class folders or CSV labels when extracting)")
@@ -87,15 +89,6 @@ def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Ca
         raise BadInputError(f"cannot hold out a stratified test split (--test-size {test_size}): {exc}") from None
     check_training_part(classes, labels[train], cv, f"holding out --test-size {test_size}", "--cv or --test-size")
     return Samples(rows, labels, classes, np.sort(train), np.sort(test), list(paths))
-
-
-def _finite(store: FeatureStore, files: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-    """`files` less those whose features hold NaN or infinity (a StoreWarning names them and the remedy)."""
-    bad = set(store.nonfinite_rows().tolist())
-    named = sorted(path for path, (row, _) in files.items() if row in bad)
-    if named:
-        warnings.warn(StoreWarning(f"{nonfinite_note(store.path, named)}; left out"), stacklevel=3)
-    return {path: entry for path, entry in files.items() if entry[0] not in bad}
 
 
 def check_classes(source: str, classes: Sequence[str], labels: np.ndarray, cv: int, test_split: bool = True) -> None:

@@ -631,15 +631,17 @@ class FeatureStore:
             problems.append(f"{bad.size} of its {n} rows are all zero, not finite or unreadable (rows {bad[:5].tolist()}...)")
         return problems
 
-    def nonfinite_rows(self) -> np.ndarray:
-        """The committed rows holding NaN or infinity (left by an earlier version on a full disk; scikit-learn
-        refuses them), read in blocks of 4096 rows, each one read."""
-        n, found = self.count("rows"), []
+    def without_nonfinite(self, files: dict[str, tuple[int, int]]) -> tuple[dict[str, tuple[int, int]], list[str]]:
+        """`files` (path -> (row, label)) less those whose rows hold NaN or infinity (left by an earlier version
+        on a full disk; scikit-learn refuses them), and the paths left out, sorted. Reads the rows in blocks of
+        4096, each one read."""
+        n, bad = self.count("rows"), set()
         for start in range(0, n, 4096):
             with self._file() as h5:
                 block = h5["features"][start : min(n, start + 4096)]
-            found.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
-        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+            bad.update((start + np.flatnonzero(~np.isfinite(block).all(axis=1))).tolist())
+        return ({path: entry for path, entry in files.items() if entry[0] not in bad},
+                sorted(path for path, (row, _) in files.items() if row in bad))
 
     def _bad_rows(self, n: int | None = None) -> np.ndarray:
         """Of the first `n` rows (default: the committed ones), those that are all zero, hold NaN or infinity, or
