@@ -94,6 +94,10 @@ class MissingPathError(BadInputError):
     """A file or folder given as input that does not exist."""
 
 
+class MissingWeightsError(WeightsUnavailableError, MissingPathError):
+    """A weights file given that does not exist (a usage error, as any missing input)."""
+
+
 class FeatxWarning(UserWarning):
     """Base class of featx's warnings: the CLI shows them as one "warning: ..." line."""
 

@@ -41,6 +41,11 @@ def test_usage_and_user_errors(tmp_path):
     assert unknown.exit_code == 2 and "unknown model 'vgg17'" in unknown.output and "Traceback" not in unknown.output
     empty = runner.invoke(main, ["extract", str(tmp_path)])
     assert empty.exit_code == 1 and "no images found" in empty.output
+    (tmp_path / "cells").mkdir()  # a weights file that does not exist and a bad regex are usage errors, as documented
+    missing = runner.invoke(main, ["extract", str(tmp_path / "cells"), "--weights", "nope.pth"])
+    assert missing.exit_code == 2 and missing.stderr.endswith("Error: weights file not found: nope.pth\n"), missing.output
+    pattern = runner.invoke(main, ["extract", str(tmp_path / "cells"), "--label-pattern", "(.+"])
+    assert pattern.exit_code == 2 and "Error: invalid --label-pattern '(.+'" in pattern.stderr, pattern.output
 
 
 def test_missing_weights_offline_is_one_clear_line(elpv_folder, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import featx.cli
-from featx.errors import FeatxError
+from featx.errors import FeatxError, MissingPathError
 from featx.features import find_store
 from featx.features._store import FeatureStore
 from featx.reports._report import Outcomes, Report
@@ -36,7 +36,9 @@ def test_find_store_names_the_stores_and_asks_through_a_callback(folder, tmp_pat
     with pytest.raises(FeatxError, match="no feature store in .*: run featx extract first, or pass featx audit STORE"):
         find_store(None, "featx audit STORE")
     first = Path(shutil.copy(folder / "store.h5", cache / "a.h5"))
-    assert find_store(None) == first and find_store("x.h5") == Path("x.h5")
+    assert find_store(None) == first and find_store(str(first)) == first
+    with pytest.raises(MissingPathError, match="^no feature store at x.h5$"):  # before the caller checks its outputs
+        find_store("x.h5")
     second = Path(shutil.copy(folder / "store.h5", cache / "b.h5"))
     os.utime(first, (1, 1))  # older
     with pytest.raises(FeatxError, match=r"(?s)several feature stores.*1\. .*b\.h5.*2\. .*a\.h5.*choose one with --features"):

@@ -250,3 +250,19 @@ def test_a_joblib_model_loads_with_unsafe_pickle_and_a_warning(work, tmp_path):
     assert f"warning: loading {model} as a pickle (--unsafe-pickle): it runs whatever code it holds" in result.stderr
     rows = result.stdout.splitlines()
     assert len(rows) == 21 and rows[1:] == featx("predict", work / "m.skops", work / "cells", "-q").stdout.splitlines()[1:]
+
+
+@pytest.mark.parametrize("drop", ["classes", "model"])
+def test_a_fine_tuned_file_without_its_classes_or_model_is_damaged_in_one_line(work, tmp_path, drop):
+    """predict raised KeyError with a traceback."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    finetuned = tmp_path / "ft.safetensors"
+    with safe_open(Path(__file__).parent / "data" / "main-ec68bad" / "finetuned.safetensors", "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    featx_meta = {k: v for k, v in json.loads(meta["featx"]).items() if k != drop}
+    save_file(tensors, finetuned, {**meta, "featx": json.dumps(featx_meta)})
+    result = featx("predict", finetuned, work / "cells", "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output == f"Error: {finetuned} is a damaged fine-tuned network (KeyError: '{drop}')\n"

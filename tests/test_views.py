@@ -132,6 +132,8 @@ def test_cli_image_size_and_tta(elpv_folder, tmp_path):
         assert opened.space.tta == "d4" and opened.space.preprocessing.resize == 48
     other = CliRunner().invoke(main, [*args, "--image-size", "64"])  # another feature space: refused
     assert other.exit_code == 1 and "feature space" in other.output
+    said = other.stderr.strip().splitlines()[-1]  # what differs, not the two whole preprocessing dicts
+    assert "preprocessing.crop: store has 48, run asks 64" in said and "mean" not in said and "tta: store has 'd4'" in said, said
     for bad in (["--tta", "flips"], ["--image-size", "0"]):
         result = CliRunner().invoke(main, [*args, *bad])
         assert result.exit_code == 2 and bad[1] in result.output

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 from featx.backbones._preprocessing import Preprocessing, interpolation_name
-from featx.errors import WeightsUnavailableError
+from featx.errors import MissingWeightsError, WeightsUnavailableError
 
 if TYPE_CHECKING:  # torch loads on first use: `featx models` lists sources without it
     from torch import nn
@@ -158,7 +158,7 @@ class FileWeights(WeightsSource):
         if self._label:
             return self._label
         if not self.path.is_file():
-            raise WeightsUnavailableError(f"weights file not found: {self.path}")
+            raise MissingWeightsError(f"weights file not found: {self.path}")
         from featx.outputs import sha256
 
         return f"file:sha256:{sha256(self.path)[:16]}"
@@ -171,7 +171,7 @@ class FileWeights(WeightsSource):
 
     def load_into(self, model: nn.Module) -> None:
         if not self.path.is_file():
-            raise WeightsUnavailableError(f"weights file not found: {self.path}")
+            raise MissingWeightsError(f"weights file not found: {self.path}")
         load_state_dict(model, read_state_dict(self.path), source=str(self.path))
 
     def fine_tuned_from(self) -> tuple[str | None, list[str] | None]:

@@ -138,7 +138,7 @@ class FeatureSpace:
 
     def difference(self, other: FeatureSpace, my_name: str, their_name: str) -> str:
         """'' when the two spaces are equal, else what differs, for messages."""
-        mine, theirs = ({**space.as_dict(), "tta": space.tta} for space in (self, other))  # "none" said as such
+        mine, theirs = (_leaves({**space.as_dict(), "tta": space.tta}) for space in (self, other))  # "none" said as such
         return ", ".join(
             f"{k}: {my_name} {mine.get(k)!r}, {their_name} {theirs.get(k)!r}"
             for k in sorted(set(mine) | set(theirs))
@@ -195,3 +195,12 @@ class FeatureSpace:
         if source.id != self.weights:
             raise FeatureSpaceMismatchError(f"weights {source.location()} are {source.id!r}, not {self.weights!r}")
         return source
+
+
+def _leaves(values: dict, prefix: str = "") -> dict:
+    """A nested dict's values by dotted key ("preprocessing.crop"): a difference names what differs, not two
+    whole preprocessing dicts."""
+    flat = {}
+    for key, value in values.items():
+        flat.update(_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat

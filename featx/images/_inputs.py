@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.errors import BadInputError, InputWarning, MissingPathError
+from featx.errors import BadInputError, InputWarning, MissingPathError, ParameterError
 from featx.images._failures import failure_lines
 
 # CSV files of paths featx reads and writes: UTF-8, and a file name that is not (Linux names are bytes) kept byte for
@@ -248,7 +248,7 @@ def find_images(sources: str | os.PathLike | Sequence[str | os.PathLike], label_
     try:
         pattern = re.compile(label_pattern) if label_pattern else None
     except re.error as exc:
-        raise BadInputError(f"invalid --label-pattern '{label_pattern}': {exc}") from None
+        raise ParameterError(f"invalid --label-pattern '{label_pattern}': {exc}") from None
     entries: dict[str, str | None] = {}
     row: dict[str, int] = {}
     given: list[str] = []
