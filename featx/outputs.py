@@ -229,11 +229,12 @@ class _Lines:
         self.stream.flush()
 
 
-def progress_bar(total: int, enabled: bool = True, desc: str = "extract", leave: bool = True) -> tqdm:
+def progress_bar(total: int, enabled: bool = True, desc: str = "extract", leave: bool = True, unit: str = "img") -> tqdm:
     """featx's one progress bar, on stderr: redrawn on a terminal, a line every few seconds otherwise (pipes,
     logs). `leave=False`: a terminal's bar is cleared when done (a line is kept in a log)."""
     from tqdm.auto import tqdm
 
     if sys.stderr.isatty():
-        return tqdm(total=total, unit="img", desc=desc, disable=not enabled, file=sys.stderr, leave=leave)
-    return tqdm(total=total, unit="img", desc=desc, disable=not enabled, file=_Lines(sys.stderr), mininterval=5, ascii=True)
+        return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, file=sys.stderr, leave=leave)
+    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, file=_Lines(sys.stderr), mininterval=5,
+                ascii=True, position=0)  # a line each: a bar inside another moved the cursor up ("\x1b[A") in logs

@@ -40,3 +40,14 @@ def test_the_progress_bar_writes_whole_lines_off_a_terminal(monkeypatch):
     with progress_bar(3, enabled=False) as bar:
         bar.update(3)
     assert stderr.getvalue().count("\n") == len(stderr.getvalue().splitlines())
+
+
+def test_a_bar_inside_another_writes_whole_lines_to_a_log_without_cursor_moves(capsys):
+    """featx compare's bar of candidates around each extraction's bar wrote "\\x1b[A" into logs and pipes."""
+    with progress_bar(2, desc="compare", unit="candidate") as outer:
+        for _ in range(2):
+            with progress_bar(3) as inner:
+                inner.update(3)
+            outer.update()
+    logged = capsys.readouterr().err
+    assert "\x1b" not in logged and "2/2" in logged and "candidate" in logged and "3/3" in logged, logged

@@ -394,12 +394,13 @@ def compare(
     check_no_leak([*tuned, *(f for w in tuned for f in fold_files(w, cv))], split)
     run = _Run(split, tuned, cv, seed, scoring, n_jobs, device, engine, progress, log)
     remove_listed(manifest_path(out / MODEL))  # the last run's winner: never beside this run's leaderboard
-    log(f"comparing {len(listed)} candidates on {len(split.train)} training images ({cv} folds); "
+    log(f"comparing {len(listed)} candidates{f' and the fusions of the {fuse} best' if fuse else ''} on "
+        f"{len(split.train)} training images ({cv} folds); "
         f"test part: {len(split.test)} images, not used to choose")
     from featx.features._extraction import progress_bar
 
     try:
-        with progress_bar(len(listed), progress) as bar:
+        with progress_bar(len(listed), progress, "compare", unit="candidate") as bar:
             for candidate in listed:
                 bar.set_description(candidate.name)
                 try:
