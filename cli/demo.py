@@ -80,8 +80,8 @@ def demo(directory, per_class, quiet, compare_too):
     paper = "   ".join(f"{name}: {value:.2f}%" for name, value in ELPV_PAPER.items())
     click.echo(f"\n4-class accuracy: {100 * accuracy:.2f}% on {report.metrics['n']:,} test cells   (paper: {paper})")
     click.echo(f"model: {model}   test part: {test_csv}")
-    if compare_too:
-        _compare(folder, test_csv, directory / "compare", quiet)
+    if compare_too:  # what to try next is the winner
+        model = _compare(folder, test_csv, directory / "compare", quiet)
     click.echo(f"next:  featx evaluate {model} {test_csv}   (or: featx predict {model} YOUR_IMAGES/ --report predictions.html)")
 
 
@@ -90,8 +90,9 @@ COMPARED = {"image_sizes": [DEMO_FEATURES["image_size"]], "layers": [DEMO_FEATUR
             "clfs": ["svm", "logreg"], "fuse": 2}
 
 
-def _compare(folder: Path, test_csv: Path, out: Path, quiet: bool) -> None:
-    """featx compare on the demo's images and test part: the winner and its margin over the runner-up."""
+def _compare(folder: Path, test_csv: Path, out: Path, quiet: bool) -> Path:
+    """featx compare on the demo's images and test part: the winner and its margin over the runner-up; returns
+    the winner's model file."""
     from featx.comparing._compare import compare
 
     click.echo(f"\ncomparing: {', '.join(f'{k}={v}' for k, v in COMPARED.items())} (test part: {test_csv})")
@@ -102,3 +103,4 @@ def _compare(folder: Path, test_csv: Path, out: Path, quiet: bool) -> None:
     margin = f", {100 * (result.winner.cv_mean - second.cv_mean):.2f} points of CV above {result.label(second)}" if second else ""
     click.echo(f"winner: {result.label(result.winner)}{margin}; 4-class accuracy on the test part "
                f"{100 * result.test_accuracy:.2f}%   (model: {result.model})")
+    return result.model

@@ -60,3 +60,4 @@ def test_demo_compare_prints_the_winner_and_its_margin(tmp_path, monkeypatch):
     assert re.search(r"^winner: .+, \d+\.\d\d points of CV above .+; 4-class accuracy on the test part \d+\.\d\d%",
                      result.output, re.M), result.output
     assert (tmp_path / "featx-demo" / "compare" / "model.skops").is_file()
+    assert "next:  featx evaluate featx-demo/compare/model.skops featx-demo/test.csv" in result.output  # the winner
