@@ -20,13 +20,12 @@ class UnknownNameError(ParameterError):
         import difflib
 
         valid = list(valid)
+        close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)  # a typo: efficientnet-lite0
         if len(valid) <= 40:
-            super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(valid)}")
-            return
-        # a long list (a network's 272 layers) buries the line: its first few, and the names closest to `name`
-        close = difflib.get_close_matches(str(name), valid, n=5, cutoff=0.5)
-        super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(valid[:8])}, ... ({len(valid)} in all)"
-                         + (f"; closest: {', '.join(close)}" if close else ""))
+            listed = ", ".join(valid)
+        else:  # a long list (a network's 272 layers) buries the line: its first few, and the closest names
+            listed = f"{', '.join(valid[:8])}, ... ({len(valid)} in all)"
+        super().__init__(f"unknown {kind} {name!r}; valid names: {listed}" + (f"; closest: {', '.join(close)}" if close else ""))
 
 
 class AmbiguousNameError(ParameterError):

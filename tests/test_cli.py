@@ -39,6 +39,9 @@ def test_usage_and_user_errors(tmp_path):
     assert runner.invoke(main, ["extract", str(tmp_path), "--pooling", "median"]).exit_code == 2
     unknown = runner.invoke(main, ["extract", str(tmp_path), "--model", "vgg17"])
     assert unknown.exit_code == 2 and "unknown model 'vgg17'" in unknown.output and "Traceback" not in unknown.output
+    typo = runner.invoke(main, ["extract", str(tmp_path), "--model", "efficientnet-lite0"])
+    assert typo.exit_code == 2 and typo.stderr.strip().endswith("; closest: efficientnet_lite0, efficientnet_lite2, "
+                                                                 "efficientnet_lite1"), typo.output
     empty = runner.invoke(main, ["extract", str(tmp_path)])
     assert empty.exit_code == 1 and "no images found" in empty.output
     (tmp_path / "cells").mkdir()  # a weights file that does not exist and a bad regex are usage errors, as documented
