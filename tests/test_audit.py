@@ -293,6 +293,18 @@ def test_the_summary_gives_each_finding_each_class_and_the_imbalance_first(audit
     assert first.startswith("Summary") and "files flagged" in first and "likely label errors" in first and "Class imbalance" in first
 
 
+def test_the_imbalance_of_classes_of_one_size_names_no_largest_class():
+    """It said "1.0 (defective 20 / defective 20)"."""
+    from featx.auditing._audit import Audit
+
+    def imbalance(classes):
+        return Audit("s.h5", 0, 0, {}, {}, [], {}, [], classes).imbalance()
+
+    assert imbalance({"defective": 20, "functional": 20}) == "1.0 (every class 20)"
+    assert imbalance({"defective": 10, "functional": 25}) == "2.5 (functional 25 / defective 10)"
+    assert imbalance({"defective": 10}) == ""
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"threshold": 1.5}, r"audit: threshold=1.5 is not in \(0.0, 1.0\]"),
     ({"threshold": 0.0}, r"audit: threshold=0.0 is not in \(0.0, 1.0\]"),

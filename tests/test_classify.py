@@ -385,12 +385,16 @@ def test_feature_space_mismatch_and_unnamed_weights(model):
         ([0] * 12, ["a"], [], "single class"),
         ([0] * 12 + [1] * 3, ["a", "b"], [], r"fewer than 6 images .*b \(3\)"),
         ([0] * 12 + [1] * 6, ["a", "b"], ["--test-size", "0.5"], "fewer training images than --cv"),
+        ([0] * 12 + [1] * 2, ["a", "b"], ["--cv", "2"], r"fewer than 3 images .*b \(2\); add images$"),  # 2 is the least
+        ([0] * 12 + [1] * 3, ["a", "b"], ["--cv", "2", "--test-size", "0.5"],
+         r"b \(1\); add images or lower --test-size$"),
     ],
 )
 def test_unusable_stores_give_clear_messages(tmp_path, labels, classes, args, message):
     store = synthetic_store(tmp_path / "s.h5", labels, classes)
+    options = dict(zip(args[::2], args[1::2]))
     with pytest.raises(BadInputError, match=message):
-        train(store, test_size=float(args[1]) if args else 0.2)
+        train(store, test_size=float(options.get("--test-size", 0.2)), cv=int(options.get("--cv", 5)))
     result = CliRunner().invoke(fit, ["--features", str(store), "-o", str(tmp_path / "m.skops"), *args])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -92,6 +92,8 @@ class Audit:
         if len(self.classes) < 2:
             return ""
         (large, n_large), (small, n_small) = max(self.classes.items(), key=lambda c: c[1]), min(self.classes.items(), key=lambda c: c[1])
+        if n_large == n_small:
+            return f"1.0 (every class {n_large})"
         return f"{n_large / n_small:.1f} ({large} {n_large} / {small} {n_small})"
 
     def summary(self) -> str:

@@ -101,7 +101,7 @@ def check_classes(source: str, classes: Sequence[str], labels: np.ndarray, cv: i
     if few:
         split = " plus the test split" if test_split else ""
         raise BadInputError(f"classes with fewer than {needed} images (--cv {cv} folds{split}): {', '.join(few)}; "
-                            "add images or lower --cv")
+                            f"add images{' or lower --cv' if cv > 2 else ''}")
 
 
 def check_training_part(classes: Sequence[str], train_labels: np.ndarray, cv: int, held_out: str, lower: str) -> None:
@@ -109,8 +109,9 @@ def check_training_part(classes: Sequence[str], train_labels: np.ndarray, cv: in
     left it); `lower`: the options that would help."""
     short = [f"{c} ({n})" for c, n in zip(classes, np.bincount(train_labels, minlength=len(classes))) if n < cv]
     if short:
+        options = [option for option in lower.split(" or ") if not (option == "--cv" and cv == 2)]  # 2: the least
         raise BadInputError(f"after {held_out}, classes with fewer training images than --cv {cv} folds: "
-                            f"{', '.join(short)}; add images or lower {lower}")
+                            f"{', '.join(short)}; add images" + (f" or lower {' or '.join(options)}" if options else ""))
 
 
 def check_split(cv: int, test_size: float, seed: int, n_jobs: int | None) -> None:
