@@ -213,3 +213,23 @@ def test_check_finds_zero_rows_and_repair_keeps_the_good_ones(extracted, elpv_fo
     assert rows.keys() == reference.keys()
     for key, features in rows.items():
         np.testing.assert_allclose(features, reference[key], rtol=1e-3, atol=1e-4)
+
+
+def test_a_store_cut_short_or_zeroed_past_its_head_is_one_line_for_info_check_and_repair(extracted, tmp_path):
+    """A copy stopped half way; the same with its tail zeroed (as a crash can leave a file on some file
+    systems): info --check and --repair raised h5py's "wrong B-tree signature" with a traceback."""
+    data = extracted.read_bytes()
+    cut, zeroed = tmp_path / "cut.h5", tmp_path / "zeroed.h5"
+    cut.write_bytes(data[: len(data) // 7])
+    zeroed.write_bytes(data[: len(data) // 7] + bytes(len(data) - len(data) // 7))
+    said = CliRunner().invoke(main, ["info", str(cut)])
+    assert said.exit_code == 1 and "Traceback" not in said.output and said.stderr.strip().endswith(
+        "a file cut short (a copy or download stopped): nothing in it can be read, extract again into a new store")
+    checked = CliRunner().invoke(main, ["info", "--check", str(zeroed)])
+    assert checked.exit_code == 1 and "Traceback" not in checked.output, checked.output
+    assert "its tables cannot be read (OSError: " in checked.output
+    repaired = CliRunner().invoke(main, ["info", "--check", "--repair", str(zeroed)])
+    assert repaired.exit_code == 1 and "Traceback" not in repaired.output, repaired.output
+    assert repaired.stderr.strip().splitlines()[-1] == (
+        f"Error: {zeroed}: its rows' keys cannot be read, so no row can be copied: extract again into a new store")
+    assert not zeroed.with_name("zeroed-repaired.h5").exists()

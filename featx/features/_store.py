@@ -226,7 +226,9 @@ class FeatureStore:
             if writer is not None:
                 writer.release()
             if isinstance(exc, OSError):
-                raise FeatxError(f"{path} is not a readable HDF5 feature store: {exc}") from exc
+                cut = "; a file cut short (a copy or download stopped): nothing in it can be read, extract again into " \
+                      "a new store" if "truncated file" in str(exc) else ""
+                raise FeatxError(f"{path} is not a readable HDF5 feature store: {exc}{cut}") from exc
             raise
 
     @classmethod
@@ -366,8 +368,11 @@ class FeatureStore:
                 problems.append(f"its count of {counter} is {value!r}")
         if problems:
             return problems
-        lengths = {name: self._table_length(name) for name in _TABLES}
-        lengths["features"] = self._stored("features")
+        try:
+            lengths = {name: self._table_length(name) for name in _TABLES}
+            lengths["features"] = self._stored("features")
+        except (OSError, RuntimeError) as exc:  # HDF5's own structures overwritten ("wrong B-tree signature")
+            return [f"its tables cannot be read ({type(exc).__name__}: {exc})"]
         for name, length in lengths.items():
             count = self.count(_TABLES[name][1] if name in _TABLES else "rows")
             if length < count:
@@ -670,7 +675,12 @@ class FeatureStore:
             raise DamagedStoreError(
                 f"{self.path}: its feature space cannot be read, so neither can its rows: extract again into a new store"
             ) from None
-        n = min(self.count("rows"), self._table_length("keys"), self._stored("features"))
+        try:
+            n = min(self.count("rows"), self._table_length("keys"), self._stored("features"))
+            keys = _decode(self.h5["keys"][:n]) if n else []  # n is 0 without a keys or features table
+        except (OSError, RuntimeError):
+            raise DamagedStoreError(f"{self.path}: its rows' keys cannot be read, so no row can be copied: extract "
+                                    "again into a new store") from None
         keep = np.setdiff1d(np.arange(n), self._bad_rows(n))
         new_row = {int(row): i for i, row in enumerate(keep)}
         try:
@@ -682,7 +692,6 @@ class FeatureStore:
             ]
         except Exception:  # the texts are damaged: the rows still spare their computing again
             classes, failures, files = [], {}, []
-        keys = _decode(self.h5["keys"][:n]) if n else []  # n is 0 without a keys or features table
         with FeatureStore.create_or_open(target, space, dtype) as repaired:
             for start in range(0, len(keep), 4096):
                 block = keep[start : start + 4096]
