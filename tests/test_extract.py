@@ -1,5 +1,6 @@
 """Extraction end to end on real images: dedup, incremental runs, bad files, locks, feature spaces."""
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -379,3 +380,35 @@ def test_memory_running_out_in_a_batch_is_one_line_and_the_batches_before_are_ke
     monkeypatch.undo()
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and f"{20 - kept} extracted, {kept} already in the store" in again.output, again.output
+
+
+def test_a_decode_worker_that_dies_is_one_line_and_the_batches_before_are_kept(elpv_folder, tmp_path, monkeypatch):
+    """The out-of-memory killer ends a worker: torch's "DataLoader worker (pid N) is killed by signal" came with
+    a traceback."""
+    import signal
+
+    import torch
+    from click.testing import CliRunner
+
+    from featx.cli import main
+    from featx.features._loader import ImageFiles
+
+    item = ImageFiles.__getitem__
+
+    def killed_at_the_tenth(self, i):  # the worker is forked: it runs this
+        if i >= 9 and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return item(self, i)
+
+    monkeypatch.setattr(ImageFiles, "__getitem__", killed_at_the_tenth)
+    store = tmp_path / "s.h5"
+    args = ["extract", str(elpv_folder), "--store", str(store), "--model", "mobilenet_v3_small", "--weights", "random",
+            "--engine", "torch", "--batch-size", "4", "--workers", "1", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    said = result.stderr.strip().splitlines()[-1]
+    assert said.startswith("Error: a decode worker died (RuntimeError: DataLoader worker (pid ") and re.search(
+        r"out of memory\?\): lower --workers or --batch-size; the (\d+) images computed are kept in ", said), said
+    monkeypatch.undo()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "already in the store" in again.output, again.output

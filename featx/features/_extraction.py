@@ -484,13 +484,15 @@ def _compute_and_commit(plan: RunPlan, store: FeatureStore, compute, progress: b
             committing.result()  # what was computed is committed before stopping
         raise ExtractionInterrupted(store.path, store.count("rows") - first_row) from None
     except (MemoryError, RuntimeError) as exc:
-        from featx.features._loader import out_of_memory
+        from featx.features._loader import out_of_memory, worker_died
 
-        if not out_of_memory(exc):
+        if not (out_of_memory(exc) or worker_died(exc)):
             raise
         if committing is not None:
             committing.result()
         kept = store.count("rows") - first_row
-        raise FeatxError(f"out of memory computing a batch ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}): "
-                         f"lower --batch-size or --image-size; the {kept} images computed are kept in {store.path}") from None
+        said = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        problem = (f"a decode worker died ({said}; out of memory?): lower --workers or --batch-size" if worker_died(exc)
+                   else f"out of memory computing a batch ({said}): lower --batch-size or --image-size")
+        raise FeatxError(f"{problem}; the {kept} images computed are kept in {store.path}") from None
     return next_row - first_row

@@ -70,6 +70,12 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "allocate" in str(exc) or "out of memory" in str(exc)
 
 
+def worker_died(exc: BaseException) -> bool:
+    """Whether `exc` is torch's word that a decode worker process died ("DataLoader worker (pid 3) is killed by
+    signal: Killed.", "... exited unexpectedly"): the system's out-of-memory killer, most often."""
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+
+
 class ImageArrays(Dataset):
     """In-memory RGB PIL images with the same items as `ImageFiles` (their keys are their pixels' hash)."""
 
