@@ -168,3 +168,23 @@ def test_spaces_that_differ_only_by_decode_mode_share_a_graph():
     assert onnx_path(space.with_decode("reduced")) == onnx_path(space)
     assert space.with_decode("reduced").store_path() != space.store_path()
     assert onnx_path(FeatureSpace.of(backbone, backbone.weights("random"), pooling="max")) != onnx_path(space)
+
+
+class _Eigenvalues(torch.nn.Module):
+    """An operator ONNX has no export for (aten::linalg_eigvals)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.eigvals(images.float().mean(1)[:, :4, :4]).real.flatten(1)
+
+
+def test_a_network_onnx_cannot_export_is_one_line_for_onnx_and_runs_on_torch_for_auto(tmp_path):
+    """The exporter's fallback needs onnxscript, which featx[onnx] does not install: its ModuleNotFoundError
+    hid the real reason, with a traceback."""
+    cpu = torch.device("cpu")
+    with pytest.raises(engines.OnnxExportError, match=r"^ONNX cannot export this network \(\w+Error: .*\): use "
+                                                      r"--engine torch$") as raised:
+        engines.select_runner(_Eigenvalues, cpu, "onnx", tmp_path / "m.onnx", crop=8)
+    assert "\n" not in str(raised.value) and "onnxscript" not in str(raised.value)
+    with pytest.warns(UserWarning, match=r"^ONNX cannot export this network \(.*\); extracting with PyTorch$"):
+        auto = engines.select_runner(_Eigenvalues, cpu, "auto", tmp_path / "m.onnx", crop=8)
+    assert isinstance(auto, BatchRunner) and not (tmp_path / "m.onnx").exists()

@@ -6,6 +6,7 @@ depend on the engine: ONNX Runtime runs the network exported once per feature sp
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import tempfile
 import warnings
@@ -19,7 +20,7 @@ import torch
 from featx.backbones._device import BatchRunner
 from featx.backbones._preprocessing import LEGACY_DECODE
 from featx.backbones._registry import Backbone, get_backbone
-from featx.backbones._weights import WeightsSource
+from featx.backbones._weights import WeightsSource, one_line
 from featx.errors import FeatxError, FeatxWarning, ParameterError
 from featx.features._space import FeatureSpace, digest, user_cache_dir
 from featx.outputs import atomic_path
@@ -54,6 +55,14 @@ def onnxruntime_available() -> bool:
     return True
 
 
+class OnnxExportError(FeatxError):
+    """A network ONNX cannot export: --engine onnx says so in one line, --engine auto extracts with PyTorch."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.why = f"ONNX cannot export this network ({type(exc).__name__}: {one_line(exc)})"
+        super().__init__(f"{self.why}: use --engine torch")
+
+
 def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> None:
     """Export `network` (uint8 N x 3 x H x W -> float N x D, dynamic N) to `path`, atomically.
 
@@ -71,9 +80,14 @@ def export_onnx(network: torch.nn.Module, crop: tuple[int, int], path: Path) -> 
                     network, (example,), temp, dynamo=False,
                     dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, **common,
                 )
-        except Exception:
+        except Exception as exc:
+            if importlib.util.find_spec("onnxscript") is None:  # the dynamo exporter's need, not featx[onnx]'s
+                raise OnnxExportError(exc) from None
             batch = torch.export.Dim("batch", min=1)
-            torch.onnx.export(network, (example,), temp, dynamo=True, dynamic_shapes=({0: batch},), **common)
+            try:
+                torch.onnx.export(network, (example,), temp, dynamo=True, dynamic_shapes=({0: batch},), **common)
+            except Exception as again:
+                raise OnnxExportError(again) from None
 
 
 def build_runner(
@@ -195,8 +209,9 @@ def select_runner(
         return OnnxRunner(network, (crop, crop), cache_path)
     try:
         return OnnxRunner(network, (crop, crop), cache_path)
-    except FeatxError:  # the network itself cannot be built (layer name, weights): no fallback helps
-        raise
-    except Exception as exc:  # auto: a model ONNX cannot export still extracts, with PyTorch
-        warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); extracting with PyTorch", stacklevel=2)
+    except Exception as exc:  # auto: a model ONNX cannot export or run still extracts, with PyTorch
+        if isinstance(exc, FeatxError) and not isinstance(exc, OnnxExportError):
+            raise  # the network itself cannot be built (layer name, weights): no fallback helps
+        why = exc.why if isinstance(exc, OnnxExportError) else f"ONNX failed ({type(exc).__name__}: {exc})"
+        warnings.warn(f"{why}; extracting with PyTorch", stacklevel=2)
         return BatchRunner(network(), device)
