@@ -77,6 +77,19 @@ class InstanceOf:
         return self.what
 
 
+@dataclass(frozen=True)
+class Names:
+    """A string, or a list or tuple of strings, described as `what`."""
+
+    what: str
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+
+    def __str__(self) -> str:
+        return self.what
+
+
 class _NoneValue:
     def accepts(self, value: object) -> bool:
         return value is None
@@ -86,13 +99,13 @@ class _NoneValue:
 
 
 NONE = _NoneValue()
-Constraint = Options | AtLeast | InstanceOf | _NoneValue
+Constraint = Options | AtLeast | InstanceOf | Names | _NoneValue
 _PATH = (str, os.PathLike)
 
 PARAMETERS: dict[str, tuple[Constraint, ...]] = {
     "model": (InstanceOf((str,), "a model name (see featx models)"),),
     "weights": (NONE, InstanceOf(_PATH, "'random', a weights file or a named variant")),
-    "layer": (NONE, InstanceOf((str, list, tuple), "node name(s): 'a,b' or ['a', 'b']")),
+    "layer": (NONE, Names("node name(s): 'a,b' or ['a', 'b']")),
     "pooling": (Options(POOLINGS, "pooling"),),
     "image_size": (NONE, AtLeast(1, MAX_IMAGE_SIZE)),
     "tta": (Options(TTAS, "test-time augmentation (tta)"),),

@@ -349,3 +349,26 @@ def test_load_elpv():
     data = load_elpv()
     assert len(data.filenames) == len(data.target) == 2624 and data.target_names == list(ELPV_CLASSES)
     assert set(data.target.tolist()) == {0, 1, 2, 3} and Path(data.filenames[0]).is_file()
+
+
+def test_fit_refuses_an_image_size_the_default_layer_cannot_take_and_a_layer_that_is_no_name():
+    """fit took vgg16 at 16 px (its default layer was sized from the registry, unchecked) and transform refused
+    it; layer=[1] raised AttributeError."""
+    from featx.errors import ParameterError
+    from featx.features._transformer import PretrainedFeatures
+
+    paths = list(load_elpv().filenames[:2])
+    with pytest.raises(ParameterError, match=r"^vgg16 cannot take 16 x 16 images .*: choose another --image-size$"):
+        PretrainedFeatures("vgg16", weights="random", image_size=16).fit(paths)
+    with pytest.raises(ParameterError, match=r"^layer must be None or node name\(s\): 'a,b' or \['a', 'b'\], got \[1\]$"):
+        PretrainedFeatures(weights="random", layer=[1]).fit(paths)
+
+
+def test_a_vision_transformer_is_refused_in_one_line_before_any_weights_are_read():
+    """Its forward_features gives N x T x D tokens: the run failed at the first batch with a traceback."""
+    from featx.errors import ParameterError
+    from featx.features._transformer import PretrainedFeatures
+
+    with pytest.raises(ParameterError, match=r"^timm/vit_tiny_patch16_224 gives \(1, 197, 192\) token sequences at "
+                                             r"features, not feature maps: featx pools CNN feature maps"):
+        PretrainedFeatures("timm/vit_tiny_patch16_224", weights="random").fit(list(load_elpv().filenames[:2]))

@@ -98,10 +98,7 @@ class Extractor:
         computed); refuses unknown layer names."""
         from featx.features._network import layer_widths
 
-        backbone = self.backbone
-        if self.space.layer_names is None:
-            return {backbone.feature_node or "features": backbone.feature_dim}
-        return layer_widths(backbone, self.space.layer_names, self.space.crop)
+        return layer_widths(self.backbone, self.space.layer_names, self.space.crop)  # the default layer too: its size
 
     def validate(self, progress: bool = False) -> None:
         """Check what a new store needs without building the network: layer names, and the weights (fetched

@@ -85,7 +85,7 @@ def build_feature_network(
     tta: str = "none",
 ) -> FeatureNetwork:
     """The backbone truncated at `layer` (default: its last feature map), in eval mode; `tta`: see TTAS."""
-    validate_parameters(pooling=pooling, tta=tta)
+    validate_parameters(pooling=pooling, tta=tta)  # an unknown tta would run as "none", silently
     model = backbone.build_model(weights)
     nodes = parse_layers(layer)
     if nodes is None and backbone.feature_node is None:
@@ -130,4 +130,7 @@ def layer_widths(backbone: Backbone, layer: str | Sequence[str] | None, crop: in
         except (RuntimeError, AssertionError, ValueError) as exc:  # too small for its pooling, or a fixed input size
             raise ParameterError(f"{backbone.name} cannot take {crop} x {crop} images ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else 'refused'}): choose another --image-size") from None
-    return {name: int(m.shape[1]) for name, m in maps.items()}
+        if tokens := [name for name, m in maps.items() if m.dim() not in (2, 4)]:  # a vision transformer's N x T x D
+            raise ParameterError(f"{backbone.name} gives {tuple(maps[tokens[0]].shape)} token sequences at "
+                                 f"{tokens[0]}, not feature maps: featx pools CNN feature maps (N x C x H x W)")
+        return {name: int(pool(m, "avg").flatten(1).shape[1]) for name, m in maps.items()}

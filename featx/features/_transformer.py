@@ -107,7 +107,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     `transform(X)` takes a list, 1-D array or Series of image file paths, PIL images or H x W x C uint8
     arrays (or an N x H x W x C uint8 array) and returns an n_images x n_features float32 array. A path and the
     same image in memory give the same features (a PIL image is turned upright by its EXIF orientation, as a
-    file is), except for a JPEG at least twice the input size under decode "reduced": only a file can be
+    file is), except for a JPEG whose shorter side is at least 4 times the resize size under decode "reduced"
+    (`Preprocessing.min_decode_size`, twice the resize, halved at least once): only a file can be
     decoded at reduced scale (a 4000 x 3000 photo: cosine 0.998 to the in-memory image's features).
 
     Attributes
