@@ -24,4 +24,4 @@ def models(offline):
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
-    click.echo("\nAlso: timm/<name> for any timm model (weights from the Hugging Face hub, cached in HF_HOME).")
+    click.echo("\nAlso: timm/<name> for any timm CNN (weights from the Hugging Face hub, cached in HF_HOME).")
