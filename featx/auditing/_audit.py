@@ -16,6 +16,7 @@ import numbers
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from featx.auditing._duplicates import exact_duplicates, near_duplicates, near_t
 from featx.auditing._files import Files, Table, read_files
 from featx.auditing._findings import IMAGE_FINDINGS, image_findings, outliers
 from featx.auditing._labels import AUTO, REFIT_ROUNDS, label_errors
-from featx.errors import BadInputError, FeatxError, ParameterError, UnknownNameError
+from featx.errors import BadInputError, FeatxError, ParameterError, StoreWarning, UnknownNameError
 from featx.features._store import FeatureStore
 
 NEIGHBOURS = 10
@@ -158,7 +159,9 @@ def fit_split(store: FeatureStore, cv: int = 5, test_size: float = 0.2, seed: in
     """Store row -> "train" or "test" exactly as `featx fit` with these options splits the store."""
     from featx.classify._fitting import samples
 
-    s = samples(store, cv, test_size, seed, None)
+    with warnings.catch_warnings():  # the files it leaves out (gone, NaN rows) are the audit's notes already
+        warnings.simplefilter("ignore", StoreWarning)
+        s = samples(store, cv, test_size, seed, None)
     return {**{int(r): "train" for r in s.rows[s.train]}, **{int(r): "test" for r in s.rows[s.test]}}
 
 
