@@ -354,6 +354,12 @@ def test_ctrl_c_while_hashing_is_the_interrupted_line_and_its_exit_status(elpv_f
     assert "resume with: featx" in result.output and not (tmp_path / "s.h5").exists()  # (argv: pytest's here)
 
 
+def random_extraction(folder: Path, store: Path, *options: str) -> list[str]:
+    """featx extract's arguments for a cheap run: mobilenet_v3_small with random weights on PyTorch, quiet."""
+    return ["extract", str(folder), "--store", str(store), "--model", "mobilenet_v3_small", "--weights", "random",
+            "--engine", "torch", *options, "-q"]
+
+
 def test_memory_running_out_in_a_batch_is_one_line_and_the_batches_before_are_kept(elpv_folder, tmp_path, monkeypatch):
     """A huge --image-size or --batch-size ended in torch's allocator traceback; now one line, rows kept."""
     from click.testing import CliRunner
@@ -370,9 +376,7 @@ def test_memory_running_out_in_a_batch_is_one_line_and_the_batches_before_are_ke
         return call(self, images)
 
     monkeypatch.setattr(BatchRunner, "__call__", runs_out)
-    store = tmp_path / "s.h5"
-    args = ["extract", str(elpv_folder), "--store", str(store), "--model", "mobilenet_v3_small", "--weights", "random",
-            "--engine", "torch", "--batch-size", "8", "--workers", "0", "-q"]
+    args = random_extraction(elpv_folder, tmp_path / "s.h5", "--batch-size", "8", "--workers", "0")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "out of memory computing a batch" in result.output and "Traceback" not in result.output
     kept = calls[0]  # the images of the first network call, committed before the second failed
@@ -387,7 +391,6 @@ def test_a_decode_worker_that_dies_is_one_line_and_the_batches_before_are_kept(e
     a traceback."""
     import signal
 
-    import torch
     from click.testing import CliRunner
 
     from featx.cli import main
@@ -401,9 +404,7 @@ def test_a_decode_worker_that_dies_is_one_line_and_the_batches_before_are_kept(e
         return item(self, i)
 
     monkeypatch.setattr(ImageFiles, "__getitem__", killed_at_the_tenth)
-    store = tmp_path / "s.h5"
-    args = ["extract", str(elpv_folder), "--store", str(store), "--model", "mobilenet_v3_small", "--weights", "random",
-            "--engine", "torch", "--batch-size", "4", "--workers", "1", "-q"]
+    args = random_extraction(elpv_folder, tmp_path / "s.h5", "--batch-size", "4", "--workers", "1")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     said = result.stderr.strip().splitlines()[-1]
