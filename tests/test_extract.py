@@ -408,7 +408,7 @@ def test_a_decode_worker_that_dies_is_one_line_and_the_batches_before_are_kept(e
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     said = result.stderr.strip().splitlines()[-1]
-    assert said.startswith("Error: a decode worker died (RuntimeError: DataLoader worker (pid ") and re.search(
+    assert said.startswith("Error: a decode worker died (RuntimeError: DataLoader worker (pid") and re.search(  # "pid(s)"
         r"out of memory\?\): lower --workers or --batch-size; the (\d+) images computed are kept in ", said), said
     monkeypatch.undo()
     again = CliRunner().invoke(main, args)
