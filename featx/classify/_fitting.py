@@ -87,7 +87,7 @@ def samples(store: FeatureStore, cv: int, test_size: float, seed: int, group: Ca
         train, test = train_test_split(np.arange(len(rows)), test_size=test_size, stratify=strata, random_state=seed)
     except ValueError as exc:
         raise BadInputError(f"cannot hold out a stratified test split (--test-size {test_size}): {exc}") from None
-    check_training_part(classes, labels[train], cv, f"holding out --test-size {test_size}", "--cv or --test-size")
+    check_training_part(classes, labels[train], cv, f"holding out --test-size {test_size}", ("--cv", "--test-size"))
     return Samples(rows, labels, classes, np.sort(train), np.sort(test), list(paths))
 
 
@@ -104,12 +104,13 @@ def check_classes(source: str, classes: Sequence[str], labels: np.ndarray, cv: i
                             f"add images{' or lower --cv' if cv > 2 else ''}")
 
 
-def check_training_part(classes: Sequence[str], train_labels: np.ndarray, cv: int, held_out: str, lower: str) -> None:
+def check_training_part(classes: Sequence[str], train_labels: np.ndarray, cv: int, held_out: str,
+                        lower: Sequence[str]) -> None:
     """Refuse (one line) a training part with a class of fewer images than `cv` folds, after `held_out` (what
     left it); `lower`: the options that would help."""
     short = [f"{c} ({n})" for c, n in zip(classes, np.bincount(train_labels, minlength=len(classes))) if n < cv]
     if short:
-        options = [option for option in lower.split(" or ") if not (option == "--cv" and cv == 2)]  # 2: the least
+        options = [option for option in lower if not (option == "--cv" and cv == 2)]  # 2: the least
         raise BadInputError(f"after {held_out}, classes with fewer training images than --cv {cv} folds: "
                             f"{', '.join(short)}; add images" + (f" or lower {' or '.join(options)}" if options else ""))
 

@@ -278,9 +278,9 @@ class Split:
                 raise BadInputError(f"cannot hold out a stratified test part (test size {test_size}): {exc}") from None
         held_out = f"holding out --test-size {test_size}" if test_files is None else "holding out the split CSV's files"
         return cls(tuple(paths), tuple(keys), labels, classes, np.sort(train), np.sort(test),
-                   tuple(said))._checked(cv, held_out, "--cv" if test_files is not None else "--cv or --test-size")
+                   tuple(said))._checked(cv, held_out, ("--cv",) if test_files is not None else ("--cv", "--test-size"))
 
-    def _checked(self, cv: int, held_out: str, lower: str = "--cv") -> Split:
+    def _checked(self, cv: int, held_out: str, lower: tuple[str, ...] = ("--cv",)) -> Split:
         """The split itself, when each class has `cv` training images (else fit's one-line error)."""
         from featx.classify._fitting import check_training_part
 

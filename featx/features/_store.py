@@ -828,8 +828,10 @@ def _store_file(path: str | os.PathLike) -> Path:
 
 def _check_hdf5(path: Path, remedy: str = "give a store that featx extract wrote") -> None:
     if not h5py.is_hdf5(path):
+        from featx.images._decode import ZIP_SIGNATURE
+
         with open(path, "rb") as f:
-            zipped = f.read(4) == b"PK\x03\x04"
+            zipped = f.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE
         kind = "; a zip archive: a featx model?" if zipped else ""
         raise FeatxError(f"{path} is not a featx feature store (not an HDF5 file{kind}): {remedy}")
 

@@ -9,9 +9,10 @@ from PIL import Image, ImageOps
 
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"  # a featx model (skops) among others
 NOT_IMAGES = {  # files that land among images by mistake, named instead of "corrupt image"
     HDF5_SIGNATURE: "an HDF5 file (a feature store?), not an image",
-    b"PK\x03\x04": "a zip archive (a featx model?), not an image",
+    ZIP_SIGNATURE: "a zip archive (a featx model?), not an image",
 }
 
 
